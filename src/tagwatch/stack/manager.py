@@ -1,0 +1,234 @@
+"""Bring the embedded platform up and down: start in order, wait for health, record, stop by PID."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tagwatch.errors import ConfigError, StackError
+from tagwatch.settings import Settings
+from tagwatch.stack import process
+from tagwatch.stack.ports import StackPorts, ensure_ports_free, is_port_free
+from tagwatch.stack.seaweedfs import SeaweedFS
+from tagwatch.stack.service import EmbeddedService
+from tagwatch.stack.state import ServiceState, StackState, read_state, write_state
+from tagwatch.stack.tansu import Tansu
+
+log = logging.getLogger(__name__)
+
+# Start order; stop runs it backwards. Tansu stores to SeaweedFS, so S3 comes first.
+SERVICES: list[type[EmbeddedService]] = [SeaweedFS, Tansu]
+
+Report = Callable[[str], None]
+
+
+@dataclass
+class UpResult:
+    started: list[str] = field(default_factory=list)
+    already_running: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    state: StackState | None = None
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    running: bool
+    healthy: bool
+    pid: int | None
+    endpoint: str
+    version: str
+    uptime_s: float | None
+    log_file: Path
+
+
+class Stack:
+    """The embedded stack of one state dir. Safe against concurrent `up`/`down` (a file lock)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.paths = settings.paths
+
+    # -- public operations -------------------------------------------------------------------------
+    def up(self, report: Report = lambda _msg: None) -> UpResult:
+        t0 = time.monotonic()
+        self._ensure_state_dir()
+        result = UpResult()
+        with self._lock():
+            state = read_state(self.paths.stack_file)
+            ports = self._choose_ports(state)
+            state = StackState(host=self.settings.stack.host, ports=ports, services=self._alive(state))
+            services = [cls(self.settings, ports) for cls in SERVICES]
+            to_start = [s for s in services if s.name not in state.services]
+            self._preflight(to_start)
+            started_now: list[EmbeddedService] = []
+            try:
+                for service in services:
+                    if service.name in state.services:
+                        report(f"{service.name} already running (pid {state.services[service.name].process.pid})")
+                        self._wait_healthy(service, state.services[service.name].process)
+                        result.already_running.append(service.name)
+                        continue
+                    report(f"starting {service.name} on {service.endpoint()}")
+                    record = process.spawn(
+                        service.command(), env=service.env(), log_file=service.log_file, cwd=self.paths.state_dir
+                    )
+                    started_now.append(service)
+                    state.services[service.name] = ServiceState(
+                        name=service.name,
+                        process=record,
+                        version=service.version(),
+                        started_at=datetime.now(timezone.utc),
+                        endpoint=service.endpoint(),
+                    )
+                    write_state(self.paths.stack_file, state)
+                    ready_in = self._wait_healthy(service, record)
+                    service.prepare()
+                    report(f"{service.name} ready in {ready_in:.1f}s")
+                    result.started.append(service.name)
+            except BaseException:
+                # Leave nothing half-up: stop what this call started, keep what was already running.
+                for service in reversed(started_now):
+                    self._stop_one(service, state)
+                write_state(self.paths.stack_file, state)
+                raise
+            write_state(self.paths.stack_file, state)
+        result.seconds = time.monotonic() - t0
+        result.state = state
+        return result
+
+    def down(self, report: Report = lambda _msg: None) -> dict[str, str]:
+        """Stop every recorded process (gracefully, then forcibly). Returns name -> outcome."""
+        outcomes: dict[str, str] = {}
+        if not self.paths.stack_file.exists():
+            return outcomes
+        with self._lock():
+            state = read_state(self.paths.stack_file)
+            if state is None:
+                return outcomes
+            services = {cls.name: cls(self.settings, state.ports) for cls in SERVICES}
+            for name in reversed(list(state.services)):
+                service = services.get(name)
+                outcome = self._stop_one(service, state) if service else self._stop_record(name, state)
+                outcomes[name] = outcome
+                report(f"{name}: {outcome}")
+            write_state(self.paths.stack_file, state)
+        return outcomes
+
+    def status(self) -> list[ServiceStatus]:
+        state = read_state(self.paths.stack_file)
+        ports = state.ports if state else StackPorts.from_settings(self.settings.stack)
+        rows = []
+        for cls in SERVICES:
+            service = cls(self.settings, ports)
+            recorded = state.services.get(service.name) if state else None
+            proc = process.find(recorded.process) if recorded else None
+            running = proc is not None
+            rows.append(
+                ServiceStatus(
+                    name=service.name,
+                    running=running,
+                    healthy=running and service.is_healthy(),
+                    pid=recorded.process.pid if running and recorded else None,
+                    endpoint=service.endpoint(),
+                    version=recorded.version if recorded else "-",
+                    uptime_s=time.time() - recorded.process.create_time if running and recorded else None,
+                    log_file=service.log_file,
+                )
+            )
+        return rows
+
+    def log_files(self) -> dict[str, Path]:
+        ports = StackPorts.from_settings(self.settings.stack)
+        return {cls.name: cls(self.settings, ports).log_file for cls in SERVICES}
+
+    def is_running(self) -> bool:
+        return any(row.running for row in self.status())
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _choose_ports(self, state: StackState | None) -> StackPorts:
+        host = self.settings.stack.host
+        if state and self._alive(state):
+            return state.ports  # running services keep their ports
+        if self.settings.stack.free_ports:
+            # Reuse this state dir's last ports if free (SeaweedFS names its master dir by port).
+            if state and all(is_port_free(host, p) for p in state.ports.model_dump().values()):
+                return state.ports
+            return StackPorts.pick_free(host)
+        return StackPorts.from_settings(self.settings.stack)
+
+    def _alive(self, state: StackState | None) -> dict[str, ServiceState]:
+        if state is None:
+            return {}
+        return {name: svc for name, svc in state.services.items() if process.is_alive(svc.process)}
+
+    def _preflight(self, services: list[EmbeddedService]) -> None:
+        """Fail before starting anything: missing binaries, taken ports."""
+        for service in services:
+            service.binary()
+        for service in services:
+            ensure_ports_free(self.settings.stack.host, service.bound_ports(), service.name)
+
+    def _wait_healthy(self, service: EmbeddedService, record: process.ProcessRecord) -> float:
+        t0 = time.monotonic()
+        timeout = self.settings.stack.start_timeout_s
+        exited = False
+
+        def ready() -> bool:
+            nonlocal exited
+            if not process.is_alive(record):
+                exited = True
+                return True
+            return service.is_healthy()
+
+        ok = process.wait_for(ready, timeout_s=timeout, interval_s=0.2)
+        if ok and not exited:
+            return time.monotonic() - t0
+        last = process.tail(service.log_file, 5)
+        what = "exited during start-up" if exited else f"did not become healthy within {timeout:.0f}s"
+        detail = f"; last log line: {last[-1].strip()[:200]}" if last else ""
+        raise StackError(
+            f"{service.name} {what}{detail}",
+            hint=f"read {service.log_file} (`tagwatch stack logs {service.name}`)",
+        )
+
+    def _stop_one(self, service: EmbeddedService, state: StackState) -> str:
+        outcome = self._stop_record(service.name, state)
+        service.after_stop()
+        return outcome
+
+    def _stop_record(self, name: str, state: StackState) -> str:
+        recorded = state.services.pop(name, None)
+        if recorded is None:
+            return "not running"
+        return process.stop(recorded.process, timeout_s=self.settings.stack.stop_timeout_s)
+
+    def _ensure_state_dir(self) -> None:
+        state_dir = self.paths.state_dir
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            self.paths.logs_dir.mkdir(parents=True, exist_ok=True)
+            probe = state_dir / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as error:
+            raise ConfigError(
+                f"state dir {state_dir} is not writable ({error.strerror or type(error).__name__})",
+                hint="set TAGWATCH_PATHS__STATE_DIR (or --state-dir) to a directory you can write",
+            ) from error
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.paths.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.paths.state_dir / "stack.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,103 @@
+"""The real console entry point, run as a user runs it (subprocess). No services needed here."""
+
+import socket
+
+from tests.conftest import run_cli
+
+
+def _env(tmp_path, **extra):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGWATCH_")}
+    env.update({"TAGWATCH_PATHS__STATE_DIR": str(tmp_path / "state"), "COLUMNS": "200", **extra})
+    return env
+
+
+def _one_line_error(result, *fragments):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[0].startswith("error: "), result.stderr
+    assert any(line.startswith("hint: ") for line in lines), result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+def test_help_explains_the_product_in_two_lines():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "hashtags" in result.stdout and "Kafka" in result.stdout
+    for command in ("config", "stack", "demo"):
+        assert command in result.stdout
+    stack_help = run_cli("stack", "--help").stdout
+    for command in ("up", "down", "status", "logs", "check"):
+        assert command in stack_help
+
+
+def test_config_show_masks_the_secret(tmp_path):
+    secret = "very-secret-token-9f8e7d"
+    for args in (["config", "show"], ["config", "show", "--json"], ["-v", "config", "show"]):
+        result = run_cli(*args, env=_env(tmp_path, TAGWATCH_S3__SECRET_ACCESS_KEY=secret))
+        assert result.returncode == 0, result.stderr
+        assert secret not in result.stdout + result.stderr
+        assert "**********" in result.stdout
+        assert "TAGWATCH_S3__SECRET_ACCESS_KEY" in result.stdout or "secret_access_key" in result.stdout
+
+
+def test_config_show_reads_yaml_and_env(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("kafka:\n  partitions: 7\n")
+    result = run_cli("--config", str(config), "config", "show", "--json", env=_env(tmp_path, TAGWATCH_TRITON__GRPC_PORT="9101"))
+    assert result.returncode == 0, result.stderr
+    assert '"partitions": 7' in result.stdout and '"grpc_port": 9101' in result.stdout
+
+
+def test_bad_value_is_one_line_exit_3(tmp_path):
+    result = run_cli("config", "show", env=_env(tmp_path, TAGWATCH_KAFKA__PARTITIONS="zero"))
+    _one_line_error(result, "kafka.partitions")
+    assert result.returncode == 3
+
+
+def test_unwritable_state_dir_is_one_line_exit_3(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = run_cli("stack", "up", env=_env(tmp_path, TAGWATCH_PATHS__STATE_DIR=str(blocker / "state")))
+    _one_line_error(result, "not writable", "TAGWATCH_PATHS__STATE_DIR")
+    assert result.returncode == 3
+
+
+def test_missing_binary_is_one_line_exit_3(tmp_path):
+    result = run_cli("stack", "up", env=_env(tmp_path, TAGWATCH_STACK__WEED_BINARY=str(tmp_path / "no-weed")))
+    _one_line_error(result, "weed binary was not found", "TAGWATCH_STACK__WEED_BINARY")
+    assert result.returncode == 3
+
+
+def test_port_in_use_is_one_line_exit_3_and_starts_nothing(tmp_path):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        result = run_cli("stack", "up", "--s3-port", str(port), env=_env(tmp_path))
+    finally:
+        holder.close()
+    _one_line_error(result, f"127.0.0.1:{port}", "already in use")
+    assert result.returncode == 3
+    assert not (tmp_path / "state" / "stack.json").exists()  # nothing was started, nothing recorded
+
+
+def test_status_and_down_without_a_stack(tmp_path):
+    status = run_cli("stack", "status", env=_env(tmp_path))
+    assert status.returncode == 4 and "stopped" in status.stdout
+    down = run_cli("stack", "down", env=_env(tmp_path))
+    assert down.returncode == 0 and "not running" in down.stdout
+
+
+def test_logs_rejects_unknown_service(tmp_path):
+    result = run_cli("stack", "logs", "kafkaa", env=_env(tmp_path))
+    _one_line_error(result, "kafkaa", "seaweedfs")
+
+
+def test_demo_says_not_built_yet(tmp_path):
+    result = run_cli("demo", env=_env(tmp_path))
+    assert result.returncode == 0 and "not built yet" in result.stdout
