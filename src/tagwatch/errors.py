@@ -46,3 +46,9 @@ class CheckFailedError(TagwatchError):
     """`tagwatch stack check` found a service that does not work end to end. Exit 5."""
 
     exit_code = 5
+
+
+class ManifestError(TagwatchError):
+    """A dataset manifest, vocabulary or shard that fails verification (hash, schema). Exit 6."""
+
+    exit_code = 6
