@@ -52,3 +52,30 @@ class ManifestError(TagwatchError):
     """A dataset manifest, vocabulary or shard that fails verification (hash, schema). Exit 6."""
 
     exit_code = 6
+
+
+# Serving-side errors (export, registry, Triton). Exit codes 10-13 keep clear of the other parts' codes.
+class ExportError(TagwatchError):
+    """ONNX export failed or its outputs disagree with torch beyond the parity tolerance. Exit 10."""
+
+    exit_code = 10
+
+
+class RegistryError(TagwatchError):
+    """A registry operation that cannot be done: unknown version or alias, version already exists, a lost race
+    on an alias move, an unreadable metadata.json. Exit 11."""
+
+    exit_code = 11
+
+
+class IntegrityError(RegistryError):
+    """A registered file whose sha256 differs from metadata.json (or a file missing/extra): the version is refused
+    for loading and serving. Exit 12 (a consumer would map it to 'model unavailable', never to a DLQ reason)."""
+
+    exit_code = 12
+
+
+class ServingError(TagwatchError):
+    """The Triton server cannot be reached or failed a request after the retries (HTTP 503 at an edge). Exit 13."""
+
+    exit_code = 13
