@@ -42,3 +42,18 @@ class DriftsWhenExported(TinyTwoHead):
 
 def tiny_model(seed: int = 0) -> TinyTwoHead:
     return TinyTwoHead(seed=seed).eval()
+
+
+def export_tiny(out_dir, *, model_name: str, seed: int = 0, policy_version: str = "policy-1", images=None):
+    """Export ``tiny_model(seed)`` the way `tagwatch model export` does; returns the ExportResult."""
+    from tagwatch.export import export_model
+    from tagwatch.export.export import load_parity_images
+    from tagwatch.preprocess import DEFAULT_PRESET
+
+    if images is None:
+        images = load_parity_images(DEFAULT_PRESET, count=8)
+    policy = {"version": policy_version, "categories": {c: {"remove": 0.9, "review": 0.5} for c in CATEGORIES}}
+    return export_model(tiny_model(seed), out_dir=out_dir, model_name=model_name, labels=LABELS,
+                        categories=CATEGORIES, preset=DEFAULT_PRESET, parity_images=images,
+                        lineage={"run_id": f"run-{seed}", "manifest_hash": "m" * 64, "vocabulary_version": "v1"},
+                        policy=policy, max_batch_size=32, preferred_batch_sizes=(4, 8, 16), max_queue_delay_us=5000)

@@ -30,6 +30,8 @@ stack_app = typer.Typer(
 )
 app.add_typer(config_app, name="config")
 app.add_typer(stack_app, name="stack")
+from tagwatch.registry.cli import model_app  # noqa: E402
+app.add_typer(model_app, name="model")
 
 out = Console()
 err = Console(stderr=True)
