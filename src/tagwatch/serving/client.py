@@ -1,0 +1,159 @@
+"""One small client for the moderation model on Triton (local PyTriton or KServe's Triton runtime).
+
+gRPC by default, HTTP on request; timeouts on every call; retries with backoff on transient failures
+(unavailable, deadline exceeded, overloaded, connection refused/reset); batch inference from numpy, split into
+chunks of the server's ``max_batch_size``.
+
+Never imports kserve: ``tritonclient.grpc`` and kserve cannot be imported in one process (duplicate proto
+symbols, PLATFORM.md). The gRPC module is only imported when the gRPC protocol is chosen.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from tagwatch.errors import ServingError
+from tagwatch.settings import TritonSettings
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("hashtag_logits", "category_scores")
+# gRPC status names and HTTP codes worth another try: the server is starting, restarting or overloaded.
+TRANSIENT_GRPC = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED"}
+TRANSIENT_HTTP = {"429", "502", "503", "504"}
+
+
+class ModelClient:
+    """``ModelClient(url="127.0.0.1:8001", model_name=...)``; use as a context manager or call ``close()``.
+
+    Close it before stopping a local Triton: an open connection makes Triton's shutdown wait 30 s.
+    """
+
+    def __init__(self, *, url: str, model_name: str, protocol: str = "grpc", timeout_s: float = 10.0,
+                 retries: int = 3, backoff_s: float = 0.2, model_version: str = "") -> None:
+        if protocol not in ("grpc", "http"):
+            raise ServingError(f"unknown protocol {protocol!r}", hint="use grpc or http")
+        self.url, self.model_name, self.protocol = url, model_name, protocol
+        self.timeout_s, self.retries, self.backoff_s, self.model_version = timeout_s, retries, backoff_s, model_version
+        if protocol == "grpc":
+            import tritonclient.grpc as module
+        else:
+            import tritonclient.http as module
+        self._module = module
+        if protocol == "grpc":
+            self._client = module.InferenceServerClient(url=url)
+        else:
+            self._client = module.InferenceServerClient(url=url, connection_timeout=timeout_s,
+                                                        network_timeout=timeout_s)
+        self._max_batch: int | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> ModelClient:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    # -- health -------------------------------------------------------------------------------------
+    def is_ready(self) -> bool:
+        """Server live and the model ready; False (never raises) if unreachable."""
+        try:
+            return bool(self._client.is_server_live() and self._client.is_model_ready(self.model_name))
+        except Exception as error:  # refused, reset, timeout: all mean "not ready"
+            log.debug("triton not ready: %s", type(error).__name__)
+            return False
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.is_ready():
+            if time.monotonic() > deadline:
+                raise ServingError(f"Triton at {self.url} has no ready model {self.model_name!r} after {timeout_s:.0f}s",
+                                   hint="is it running? `tagwatch stack status`; its log: `tagwatch stack logs triton`")
+            time.sleep(0.2)
+
+    def max_batch_size(self) -> int:
+        if self._max_batch is None:
+            config = self._call(lambda: self._client.get_model_config(self.model_name, **self._kw()))
+            if self.protocol == "grpc":
+                self._max_batch = int(config.config.max_batch_size)
+            else:
+                self._max_batch = int(config["max_batch_size"])
+        return self._max_batch
+
+    # -- inference ----------------------------------------------------------------------------------
+    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """``images`` float32 [N,3,H,W] (preprocessed) -> {output name: [N, ...]}; any N (chunked)."""
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        if images.ndim != 4:
+            raise ServingError(f"images must be [N,3,H,W]; got shape {images.shape}", hint="preprocess a batch")
+        if len(images) == 0:
+            raise ServingError("no images to score")
+        limit = self.max_batch_size() or len(images)
+        parts = [self.infer_batch(images[i : i + limit]) for i in range(0, len(images), limit)]
+        return {name: np.concatenate([p[name] for p in parts]) for name in OUTPUT_NAMES}
+
+    def infer_batch(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """One request (N ≤ max_batch_size)."""
+        m = self._module
+        tensor = m.InferInput(INPUT_NAME, list(images.shape), "FP32")
+        tensor.set_data_from_numpy(images)
+        outputs = [m.InferRequestedOutput(name) for name in OUTPUT_NAMES]
+        if self.protocol == "grpc":
+            result = self._call(lambda: self._client.infer(
+                self.model_name, [tensor], model_version=self.model_version, outputs=outputs,
+                client_timeout=self.timeout_s))
+        else:
+            result = self._call(lambda: self._client.infer(
+                self.model_name, [tensor], model_version=self.model_version, outputs=outputs))
+        return {name: result.as_numpy(name) for name in OUTPUT_NAMES}
+
+    # -- retries ------------------------------------------------------------------------------------
+    def _kw(self) -> dict[str, Any]:
+        return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+
+    def _call(self, fn):
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except Exception as error:  # tritonclient raises its own type and raw socket errors
+                attempt += 1
+                if not self.is_transient(error) or attempt > self.retries:
+                    raise ServingError(
+                        f"Triton {self.protocol} call to {self.url} failed after {attempt} attempt(s): "
+                        f"{_describe(error)}",
+                        hint="is the server up? `tagwatch stack status`; check the model name and input shape",
+                    ) from error
+                delay = self.backoff_s * 2 ** (attempt - 1)
+                log.debug("transient Triton error (%s); retry %d in %.2fs", _describe(error), attempt, delay)
+                time.sleep(delay)
+
+    @staticmethod
+    def is_transient(error: BaseException) -> bool:
+        from tritonclient.utils import InferenceServerException
+
+        if isinstance(error, InferenceServerException):
+            status = str(error.status() or "")
+            return status in TRANSIENT_GRPC or status in TRANSIENT_HTTP
+        return isinstance(error, (ConnectionError, TimeoutError, OSError))
+
+
+def client_from_settings(triton: TritonSettings, *, protocol: str = "grpc", grpc_port: int | None = None,
+                         http_port: int | None = None, **kwargs: Any) -> ModelClient:
+    """A client for ``settings.triton`` (ports may be overridden, e.g. by the stack's free ports)."""
+    port = (grpc_port or triton.grpc_port) if protocol == "grpc" else (http_port or triton.http_port)
+    return ModelClient(url=f"{triton.host}:{port}", model_name=triton.model_name, protocol=protocol,
+                       timeout_s=triton.timeout_s, **kwargs)
+
+
+def _describe(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:300]}"

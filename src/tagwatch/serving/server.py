@@ -1,0 +1,203 @@
+"""`python -m tagwatch.serving.server`: a real Triton (PyTriton's bundled tritonserver) serving a registry alias.
+
+Loopback only (HTTP, gRPC, metrics on 127.0.0.1), dynamic batching as the version's config.pbtxt says, the bound
+callable runs ONNX Runtime on the version's model.onnx (verified by sha256 before loading; a tampered version is
+refused and, at start, the server exits 12). When serving an alias it polls the alias and hot-swaps to the new
+version without dropping requests (see ``runner``). ``<state_dir>/triton/served.json`` says what is served.
+
+Locally the Triton model version is always 1 (the served registry version can change under it by a swap); the
+registry version is in served.json. In a cluster KServe loads the registry layout itself, where the Triton
+version directory is the registry version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import sysconfig
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from tagwatch.errors import TagwatchError
+from tagwatch.export.onnx_model import INPUT_NAME, OUTPUT_NAMES
+from tagwatch.registry import ModelRegistry, open_registry
+from tagwatch.serving.runner import OnnxRunner, SwappableModel, describe
+from tagwatch.settings import Settings, load_settings
+
+log = logging.getLogger("tagwatch.serving.server")
+TRITON_MODEL_VERSION = 1
+
+
+def triton_dir(settings: Settings) -> Path:
+    return settings.paths.state_dir / "triton"
+
+
+def served_file(settings: Settings) -> Path:
+    return triton_dir(settings) / "served.json"
+
+
+def prepare_environment() -> None:
+    """PyTriton's python backend loads the wrong libpython here unless LIBDIR leads LD_LIBRARY_PATH (PLATFORM.md).
+
+    tritonserver and its python-backend stub are children of this process, so setting it here reaches them.
+    """
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    current = os.environ.get("LD_LIBRARY_PATH", "")
+    if libdir and not current.startswith(libdir):
+        os.environ["LD_LIBRARY_PATH"] = f"{libdir}:{current}" if current else libdir
+
+
+class AliasWatcher(threading.Thread):
+    """Polls the alias; on a new version: fetch (verified), load, warm, swap. Failures keep the old version."""
+
+    def __init__(self, registry: ModelRegistry, *, ref: str, model: SwappableModel, cache: Path, threads: int | None,
+                 poll_s: float, on_swap) -> None:
+        super().__init__(name="alias-watcher", daemon=True)
+        self.registry, self.ref, self.model, self.cache = registry, ref, model, cache
+        self.threads, self.poll_s, self.on_swap = threads, poll_s, on_swap
+        self.stop_event = threading.Event()
+        self.refused: set[str] = set()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.poll_s):
+            try:
+                self.check_once()
+            except Exception as error:  # S3 down for a moment, a bad version: keep serving what we have
+                log.warning("alias check failed (still serving version %d): %s",
+                            self.model.runner.model.metadata.version, error)
+
+    def check_once(self) -> bool:
+        metadata, digest = self.registry.resolve(self.ref)
+        if digest == self.model.runner.model.metadata_sha256 or digest in self.refused:
+            return False
+        log.info("alias %s moved to version %d; loading it", self.ref, metadata.version)
+        try:
+            local = self.registry.fetch(metadata.version, dest=self.cache)
+            runner = OnnxRunner(local, threads=self.threads)
+            old = self.model.swap(runner)
+        except TagwatchError as error:
+            self.refused.add(digest)
+            log.error("not serving version %d: %s", metadata.version, error.message)
+            return False
+        log.info("now serving version %d (was %d); loaded in %.2fs", metadata.version, old.model.metadata.version,
+                 runner.load_s)
+        self.on_swap(runner)
+        return True
+
+
+def run_server(settings: Settings, *, ref: str, http_port: int, grpc_port: int, metrics_port: int,
+               poll_s: float = 5.0, ort_threads: int | None = None, stop_event: threading.Event | None = None) -> None:
+    """Serve ``ref`` (alias, version or ``latest``) until ``stop_event`` is set or SIGTERM/SIGINT."""
+    prepare_environment()
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+    from pytriton.triton import Triton, TritonConfig
+
+    stop_event = stop_event or threading.Event()
+    registry = open_registry(settings)
+    workdir = triton_dir(settings)
+    cache = workdir / "models"
+    t0 = time.monotonic()
+    local = registry.fetch(ref, dest=cache)
+    runner = OnnxRunner(local, threads=ort_threads)
+    model = SwappableModel(runner)
+    shape = runner.shape
+    fetch_load_s = time.monotonic() - t0
+
+    def write_served(current: OnnxRunner) -> None:
+        record = {**describe(current.model, ref=ref), "since": datetime.now(timezone.utc).isoformat(),
+                  "swaps": model.swaps, "pid": os.getpid(), "load_s": round(current.load_s, 3),
+                  "ports": {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}}
+        tmp = served_file(settings).with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, served_file(settings))
+
+    from pytriton.decorators import batch
+
+    @batch
+    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+        return model(inputs[INPUT_NAME])
+
+    host = settings.triton.host
+    config = TritonConfig(
+        http_address=host, http_port=http_port, grpc_address=host, grpc_port=grpc_port,
+        metrics_address=host, metrics_port=metrics_port, allow_metrics=True, exit_on_error=True,
+        log_verbose=0,
+    )
+    workspace = workdir / "workspace"
+    workspace.parent.mkdir(parents=True, exist_ok=True)
+    triton = Triton(config=config, workspace=workspace)
+    watcher = None
+    try:
+        triton.bind(
+            model_name=settings.triton.model_name,
+            infer_func=infer,
+            inputs=[Tensor(name=INPUT_NAME, dtype=np.float32, shape=(3, shape.crop, shape.crop))],
+            outputs=[Tensor(name=OUTPUT_NAMES[0], dtype=np.float32, shape=(shape.num_labels,)),
+                     Tensor(name=OUTPUT_NAMES[1], dtype=np.float32, shape=(shape.num_categories,))],
+            model_version=TRITON_MODEL_VERSION,
+            config=ModelConfig(
+                max_batch_size=shape.max_batch_size,
+                batcher=DynamicBatcher(preferred_batch_size=list(shape.preferred_batch_sizes),
+                                       max_queue_delay_microseconds=shape.max_queue_delay_us),
+            ),
+            strict=True,
+        )
+        triton.run()
+        write_served(runner)
+        log.info("serving %s version %d (%s) on http %s:%d grpc %s:%d metrics %s:%d; fetch+load %.2fs, ready %.2fs",
+                 settings.triton.model_name, local.metadata.version, ref, host, http_port, host, grpc_port, host,
+                 metrics_port, fetch_load_s, time.monotonic() - t0)
+        if not str(ref).isdigit():
+            watcher = AliasWatcher(registry, ref=ref, model=model, cache=cache, threads=ort_threads, poll_s=poll_s,
+                                   on_swap=write_served)
+            watcher.start()
+        while not stop_event.wait(1.0):
+            if not triton.is_alive():
+                log.error("tritonserver exited; stopping")
+                break
+    finally:
+        if watcher is not None:
+            watcher.stop_event.set()
+        triton.stop()
+        served_file(settings).unlink(missing_ok=True)
+        log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tagwatch.serving.server", description=__doc__.split("\n")[0])
+    parser.add_argument("--ref", default="production", help="alias, version number or `latest`")
+    parser.add_argument("--http-port", type=int)
+    parser.add_argument("--grpc-port", type=int)
+    parser.add_argument("--metrics-port", type=int)
+    parser.add_argument("--poll-s", type=float, default=5.0, help="seconds between alias checks")
+    parser.add_argument("--ort-threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("pytriton", "tritonclient", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    triton_dir(settings).mkdir(parents=True, exist_ok=True)
+    try:
+        run_server(settings, ref=args.ref, http_port=args.http_port or settings.triton.http_port,
+                   grpc_port=args.grpc_port or settings.triton.grpc_port,
+                   metrics_port=args.metrics_port or settings.triton.metrics_port, poll_s=args.poll_s,
+                   ort_threads=args.ort_threads, stop_event=stop)
+    except TagwatchError as error:
+        log.error("%s%s", error.message, f" (hint: {error.hint})" if error.hint else "")
+        return error.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
