@@ -32,6 +32,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(stack_app, name="stack")
 from tagwatch.registry.cli import model_app  # noqa: E402
 app.add_typer(model_app, name="model")
+from tagwatch.serving.cli import serve_app  # noqa: E402
+app.add_typer(serve_app, name="serve")
 
 out = Console()
 err = Console(stderr=True)
@@ -137,6 +139,8 @@ def stack_up(
         out.print(f"[green]stack already running[/] ({', '.join(result.already_running)})")
     out.print(f"  S3     {state.s3_endpoint()}")
     out.print(f"  Kafka  {state.kafka_bootstrap()}")
+    if "triton" in state.services:
+        out.print(f"  Triton {state.services['triton'].endpoint}")
     out.print(f"  state  {settings.paths.stack_file}")
 
 
@@ -170,11 +174,12 @@ def stack_status(
         for column in ("service", "state", "pid", "endpoint", "version", "uptime", "log"):
             table.add_column(column)
         for r in rows:
-            state = "[green]healthy[/]" if r.healthy else ("[yellow]unhealthy[/]" if r.running else "[red]stopped[/]")
+            state = "[green]healthy[/]" if r.healthy else ("[yellow]unhealthy[/]" if r.running else (
+                "[dim]off[/]" if r.optional else "[red]stopped[/]"))
             uptime = f"{r.uptime_s:.0f}s" if r.uptime_s is not None else "-"
             table.add_row(r.name, state, str(r.pid or "-"), r.endpoint, r.version, uptime, str(r.log_file))
         out.print(table)
-    if not all(r.healthy for r in rows):
+    if not all(r.healthy for r in rows if r.running or not r.optional):
         raise typer.Exit(4)
 
 

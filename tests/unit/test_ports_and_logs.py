@@ -12,14 +12,15 @@ from tagwatch.stack.ports import StackPorts, ensure_ports_free, is_port_free
 def test_free_ports_are_distinct_and_free():
     ports = StackPorts.pick_free("127.0.0.1")
     values = list(ports.model_dump().values())
-    assert len(set(values)) == len(values) == 11
+    assert len(set(values)) == len(values) == 14  # 10 SeaweedFS, 1 Kafka, 3 Triton
     assert all(is_port_free("127.0.0.1", p) for p in values)
 
 
 def test_fixed_ports_follow_seaweedfs_grpc_convention():
     ports = StackPorts.from_settings(StackSettings(s3_port=18333, kafka_port=19092))
     assert (ports.s3, ports.s3_grpc, ports.kafka) == (18333, 28333, 19092)
-    assert "kafka" not in ports.seaweedfs()
+    assert "kafka" not in ports.seaweedfs() and "triton_http" not in ports.seaweedfs()
+    assert (ports.triton_http, ports.triton_grpc, ports.triton_metrics) == (8000, 8001, 8002)
 
 
 def test_taken_port_names_the_setting_to_change():

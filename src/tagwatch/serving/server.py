@@ -55,6 +55,31 @@ def prepare_environment() -> None:
         os.environ["LD_LIBRARY_PATH"] = f"{libdir}:{current}" if current else libdir
 
 
+def make_workspace(settings: Settings) -> Path:
+    """PyTriton's workspace holds unix sockets, whose paths must stay under ~107 bytes: a short dir in /tmp.
+
+    Its path is recorded in the state dir so `stack down` can remove it even after a SIGKILL.
+    """
+    import tempfile
+
+    parent = Path(tempfile.mkdtemp(prefix="tw-triton-"))
+    (triton_dir(settings) / "workspace.path").write_text(str(parent))
+    return parent / "ws"  # PyTriton wants to create the workspace itself
+
+
+def remove_workspace(settings: Settings) -> None:
+    import shutil
+
+    record = triton_dir(settings) / "workspace.path"
+    try:
+        path = Path(record.read_text().strip())
+    except FileNotFoundError:
+        return
+    if path.name.startswith("tw-triton-"):
+        shutil.rmtree(path, ignore_errors=True)
+    record.unlink(missing_ok=True)
+
+
 class AliasWatcher(threading.Thread):
     """Polls the alias; on a new version: fetch (verified), load, warm, swap. Failures keep the old version."""
 
@@ -131,8 +156,7 @@ def run_server(settings: Settings, *, ref: str, http_port: int, grpc_port: int, 
         metrics_address=host, metrics_port=metrics_port, allow_metrics=True, exit_on_error=True,
         log_verbose=0,
     )
-    workspace = workdir / "workspace"
-    workspace.parent.mkdir(parents=True, exist_ok=True)
+    workspace = make_workspace(settings)
     triton = Triton(config=config, workspace=workspace)
     watcher = None
     try:
@@ -167,6 +191,7 @@ def run_server(settings: Settings, *, ref: str, http_port: int, grpc_port: int, 
         if watcher is not None:
             watcher.stop_event.set()
         triton.stop()
+        remove_workspace(settings)
         served_file(settings).unlink(missing_ok=True)
         log.info("stopped")
 

@@ -19,11 +19,13 @@ from tagwatch.stack.seaweedfs import SeaweedFS
 from tagwatch.stack.service import EmbeddedService
 from tagwatch.stack.state import ServiceState, StackState, read_state, write_state
 from tagwatch.stack.tansu import Tansu
+from tagwatch.stack.triton import TritonService
 
 log = logging.getLogger(__name__)
 
-# Start order; stop runs it backwards. Tansu stores to SeaweedFS, so S3 comes first.
-SERVICES: list[type[EmbeddedService]] = [SeaweedFS, Tansu]
+# Start order; stop runs it backwards. Tansu stores to SeaweedFS, so S3 comes first; Triton loads its model from S3
+# and starts only when the registry has a `production` alias (an optional service).
+SERVICES: list[type[EmbeddedService]] = [SeaweedFS, Tansu, TritonService]
 
 Report = Callable[[str], None]
 
@@ -32,6 +34,7 @@ Report = Callable[[str], None]
 class UpResult:
     started: list[str] = field(default_factory=list)
     already_running: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # optional service -> why it was not started
     seconds: float = 0.0
     state: StackState | None = None
 
@@ -46,6 +49,7 @@ class ServiceStatus:
     version: str
     uptime_s: float | None
     log_file: Path
+    optional: bool = False
 
 
 class Stack:
@@ -75,6 +79,13 @@ class Stack:
                         self._wait_healthy(service, state.services[service.name].process)
                         result.already_running.append(service.name)
                         continue
+                    if service.optional:
+                        why_not = service.skip_reason()
+                        if why_not:
+                            report(f"{service.name} not started: {why_not}")
+                            result.skipped[service.name] = why_not
+                            continue
+                        ensure_ports_free(self.settings.stack.host, service.bound_ports(), service.name)
                     report(f"starting {service.name} on {service.endpoint()}")
                     record = process.spawn(
                         service.command(), env=service.env(), log_file=service.log_file, cwd=self.paths.state_dir
@@ -123,7 +134,7 @@ class Stack:
 
     def status(self) -> list[ServiceStatus]:
         state = read_state(self.paths.stack_file)
-        ports = state.ports if state else StackPorts.from_settings(self.settings.stack)
+        ports = state.ports if state else StackPorts.from_settings(self.settings.stack, self.settings.triton)
         rows = []
         for cls in SERVICES:
             service = cls(self.settings, ports)
@@ -140,12 +151,13 @@ class Stack:
                     version=recorded.version if recorded else "-",
                     uptime_s=time.time() - recorded.process.create_time if running and recorded else None,
                     log_file=service.log_file,
+                    optional=service.optional,
                 )
             )
         return rows
 
     def log_files(self) -> dict[str, Path]:
-        ports = StackPorts.from_settings(self.settings.stack)
+        ports = StackPorts.from_settings(self.settings.stack, self.settings.triton)
         return {cls.name: cls(self.settings, ports).log_file for cls in SERVICES}
 
     def is_running(self) -> bool:
@@ -158,10 +170,10 @@ class Stack:
             return state.ports  # running services keep their ports
         if self.settings.stack.free_ports:
             # Reuse this state dir's last ports if free (SeaweedFS names its master dir by port).
-            if state and all(is_port_free(host, p) for p in state.ports.model_dump().values()):
+            if state and all(p is not None and is_port_free(host, p) for p in state.ports.model_dump().values()):
                 return state.ports
             return StackPorts.pick_free(host)
-        return StackPorts.from_settings(self.settings.stack)
+        return StackPorts.from_settings(self.settings.stack, self.settings.triton)
 
     def _alive(self, state: StackState | None) -> dict[str, ServiceState]:
         if state is None:
@@ -173,7 +185,8 @@ class Stack:
         for service in services:
             service.binary()
         for service in services:
-            ensure_ports_free(self.settings.stack.host, service.bound_ports(), service.name)
+            if not service.optional:  # an optional service's ports are checked only if it is going to start
+                ensure_ports_free(self.settings.stack.host, service.bound_ports(), service.name)
 
     def _wait_healthy(self, service: EmbeddedService, record: process.ProcessRecord) -> float:
         t0 = time.monotonic()

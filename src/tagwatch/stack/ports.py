@@ -8,7 +8,7 @@ from contextlib import closing
 from pydantic import BaseModel, ConfigDict
 
 from tagwatch.errors import PortInUseError
-from tagwatch.settings import StackSettings
+from tagwatch.settings import StackSettings, TritonSettings
 
 # SeaweedFS's own convention: a component's gRPC port is its HTTP port + 10000.
 GRPC_OFFSET = 10000
@@ -28,9 +28,13 @@ class StackPorts(BaseModel):
     admin: int
     admin_grpc: int
     kafka: int
+    # Triton's (serving); None in state files written before Triton joined the stack: settings.triton then.
+    triton_http: int | None = None
+    triton_grpc: int | None = None
+    triton_metrics: int | None = None
 
     @classmethod
-    def from_settings(cls, stack: StackSettings) -> StackPorts:
+    def from_settings(cls, stack: StackSettings, triton: TritonSettings | None = None) -> StackPorts:
         http = {
             "s3": stack.s3_port,
             "master": stack.seaweed_master_port,
@@ -39,7 +43,9 @@ class StackPorts(BaseModel):
             "admin": stack.seaweed_admin_port,
         }
         grpc = {f"{name}_grpc": port + GRPC_OFFSET for name, port in http.items()}
-        return cls(**http, **grpc, kafka=stack.kafka_port)
+        triton = triton or TritonSettings()
+        return cls(**http, **grpc, kafka=stack.kafka_port, triton_http=triton.http_port,
+                   triton_grpc=triton.grpc_port, triton_metrics=triton.metrics_port)
 
     @classmethod
     def pick_free(cls, host: str) -> StackPorts:
@@ -47,7 +53,8 @@ class StackPorts(BaseModel):
         return cls(**dict(zip(cls.model_fields, ports, strict=True)))
 
     def seaweedfs(self) -> dict[str, int]:
-        return {name: port for name, port in self.model_dump().items() if name != "kafka"}
+        return {name: port for name, port in self.model_dump().items()
+                if name != "kafka" and not name.startswith("triton_")}
 
 
 # Which setting to change when a port is taken; grpc ports follow their HTTP port.
@@ -58,6 +65,9 @@ _SETTING_FOR = {
     "filer": "stack.seaweed_filer_port",
     "admin": "stack.seaweed_admin_port",
     "kafka": "stack.kafka_port",
+    "triton_http": "triton.http_port",
+    "triton_grpc": "triton.grpc_port",
+    "triton_metrics": "triton.metrics_port",
 }
 
 
@@ -91,7 +101,7 @@ def ensure_ports_free(host: str, ports: dict[str, int], service: str) -> None:
     """Raise PortInUseError naming the first port that another process holds."""
     for name, port in ports.items():
         if not is_port_free(host, port):
-            base = name.removesuffix("_grpc")
+            base = name if name.startswith("triton_") else name.removesuffix("_grpc")
             setting = _SETTING_FOR.get(base, "stack.*_port")
             env = "TAGWATCH_" + setting.upper().replace(".", "__")
             raise PortInUseError(

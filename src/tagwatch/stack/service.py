@@ -19,6 +19,9 @@ from tagwatch.stack.ports import StackPorts
 
 class EmbeddedService(ABC):
     name: str
+    # An optional service starts only when ``skip_reason()`` is None (Triton: when a production model exists);
+    # `stack status` does not count it as down when it is not running.
+    optional: bool = False
 
     def __init__(self, settings: Settings, ports: StackPorts) -> None:
         self.settings = settings
@@ -51,6 +54,10 @@ class EmbeddedService(ABC):
     @abstractmethod
     def is_healthy(self) -> bool:
         """One quick probe; the manager polls it until the start timeout."""
+
+    def skip_reason(self) -> str | None:
+        """Why an optional service should not start now (None: start it). Called after earlier services are up."""
+        return None
 
     def prepare(self) -> None:
         """Create what the platform expects once the service is healthy (idempotent)."""

@@ -76,7 +76,7 @@ def with_stack_endpoints(settings: Settings) -> Settings:
         return settings
     state = read_state(settings.paths.stack_file)
     host = settings.stack.host
-    ports = state.ports if state else StackPorts.from_settings(settings.stack)
+    ports = state.ports if state else StackPorts.from_settings(settings.stack, settings.triton)
     s3 = settings.s3.endpoint_url or f"http://{host}:{ports.s3}"
     kafka = settings.kafka.bootstrap_servers or f"{host}:{ports.kafka}"
     return settings.model_copy(

@@ -1,0 +1,48 @@
+"""`tagwatch serve`: run Triton in the foreground on a registry alias (Ctrl+C stops it).
+
+`tagwatch stack up` runs the same server in the background when a `production` model exists.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+serve_app = typer.Typer(help="Serve a registered model on a local Triton (loopback).", invoke_without_command=True)
+err = Console(stderr=True)
+
+
+@serve_app.callback()
+def serve(
+    ref: Annotated[str, typer.Option(help="Alias, version number or `latest`.")] = "production",
+    http_port: Annotated[Optional[int], typer.Option(help="HTTP port (default settings.triton.http_port).")] = None,
+    grpc_port: Annotated[Optional[int], typer.Option(help="gRPC port (default settings.triton.grpc_port).")] = None,
+    metrics_port: Annotated[Optional[int], typer.Option(help="Metrics port (default settings.triton.metrics_port).")] = None,
+    free_ports: Annotated[bool, typer.Option("--free-ports", help="Pick three free ports.")] = False,
+    poll_s: Annotated[float, typer.Option(help="Seconds between alias checks (hot swap on a move).")] = 5.0,
+    ort_threads: Annotated[Optional[int], typer.Option(help="ONNX Runtime intra-op threads.")] = None,
+) -> None:
+    """Verify and load the version, start Triton on 127.0.0.1, hot-swap when the alias moves."""
+    import signal
+    import threading
+
+    from tagwatch.cli import build_settings
+    from tagwatch.serving.server import run_server
+    from tagwatch.stack import with_stack_endpoints
+    from tagwatch.stack.ports import pick_free_ports
+
+    settings = with_stack_endpoints(build_settings())
+    ports = pick_free_ports(settings.triton.host, 3) if free_ports else [None, None, None]
+    http = http_port or ports[0] or settings.triton.http_port
+    grpc = grpc_port or ports[1] or settings.triton.grpc_port
+    metrics = metrics_port or ports[2] or settings.triton.metrics_port
+    (settings.paths.state_dir / "triton").mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    err.print(f"[dim]•[/] serving {settings.triton.model_name}@{ref}: grpc {settings.triton.host}:{grpc}, "
+              f"http {settings.triton.host}:{http}, metrics {settings.triton.host}:{metrics} (Ctrl+C stops)")
+    run_server(settings, ref=ref, http_port=http, grpc_port=grpc, metrics_port=metrics, poll_s=poll_s,
+               ort_threads=ort_threads, stop_event=stop)
