@@ -15,6 +15,7 @@ from rich.table import Table
 
 from tagwatch import __version__
 from tagwatch.errors import TagwatchError
+from tagwatch.k8s.cli import manifests_app
 from tagwatch.logs import RedactSecrets, configure_logging
 from tagwatch.settings import Settings, load_settings
 
@@ -30,6 +31,7 @@ stack_app = typer.Typer(
 )
 app.add_typer(config_app, name="config")
 app.add_typer(stack_app, name="stack")
+app.add_typer(manifests_app, name="manifests")
 
 out = Console()
 err = Console(stderr=True)

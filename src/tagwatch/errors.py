@@ -52,3 +52,9 @@ class ManifestError(TagwatchError):
     """A dataset manifest, vocabulary or shard that fails verification (hash, schema). Exit 6."""
 
     exit_code = 6
+
+
+class ManifestValidationError(TagwatchError):
+    """Kubernetes manifests that cannot be rendered or fail validation (`tagwatch manifests validate`). Exit 7."""
+
+    exit_code = 7
