@@ -141,3 +141,20 @@ def test_a_broken_manifest_fails_every_rule():
     assert "KafkaTopic/wrong-type: [schema] spec.partitions" in text
     assert "Service/unknown-field: [schema]" in text and "portz" in text
     assert "plain-text-in-git" not in text  # the report names the variable, never its value
+
+
+def test_cli_validates_and_fails_with_exit_7(tmp_path):
+    import shutil
+
+    from tests.conftest import run_cli
+
+    ok = run_cli("manifests", "validate", "--manifests-dir", str(MANIFESTS))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "manifests OK" in ok.stdout
+    broken = tmp_path / "manifests"
+    (broken / "overlays").mkdir(parents=True)
+    shutil.copytree(ROOT / "tests" / "fixtures" / "broken-manifests", broken / "overlays" / "broken")
+    shutil.copytree(CRDS, broken / "crds")
+    bad = run_cli("manifests", "validate", "--manifests-dir", str(broken))
+    assert bad.returncode == 7, bad.stdout + bad.stderr
+    assert "problem(s) in the manifests" in bad.stderr and "Traceback" not in bad.stderr
