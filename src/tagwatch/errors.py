@@ -58,3 +58,19 @@ class ManifestValidationError(TagwatchError):
     """Kubernetes manifests that cannot be rendered or fail validation (`tagwatch manifests validate`). Exit 7."""
 
     exit_code = 7
+
+
+class PoisonInputError(TagwatchError):
+    """A record that can never be decided (bad event, bad image). Maps to the dead-letter topic with ``reason``
+    (a DeadLetterReason value), then its offset is committed. Never retried."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason: str = getattr(reason, "value", reason)  # plain string even when given the enum
+
+
+class RetryableError(TagwatchError):
+    """Transient trouble (Triton or S3 unavailable, broker hiccup). The consumer pauses, backs off and retries
+    the same records; it never commits past them. CLI exit 4 if it gives up."""
+
+    exit_code = 4

@@ -1,0 +1,99 @@
+"""The moderation stream end to end on the real embedded stack (SeaweedFS + Tansu) with a real ONNX model.
+
+The model is tests/support/colour_model.py (scores follow from colour), run in ONNX Runtime; the Triton path
+is covered where the serving layer is (the scorer is the only seam between them).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from tagwatch.clients import s3_client
+from tagwatch.moderation.consumer import ConsumerOptions, ModerationConsumer, decision_id
+from tagwatch.moderation.events import Decision, EventType, header_map
+from tagwatch.moderation.ledger import Ledger
+from tagwatch.moderation.publish import new_post, publish_posts, upload_image
+from tagwatch.moderation.scoring import OnnxScorer
+from tests.support import colour_model as cm
+from tests.support.stream import private_stream, read_topic
+
+
+@pytest.fixture(scope="module")
+def scorer(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "colour.onnx"
+    return OnnxScorer(path, cm.CATEGORIES, cm.build(path))
+
+
+def _run(settings, scorer, *, idle_exit_s=4.0, options=None):
+    consumer = ModerationConsumer(settings, scorer, cm.POLICY, options=options or ConsumerOptions(max_poll_records=16))
+    return consumer.run(threading.Event(), idle_exit_s=idle_exit_s)
+
+
+def test_every_post_is_decided_once_in_the_ledger(stack_settings, scorer):
+    settings = private_stream(stack_settings)
+    s3 = s3_client(settings.s3)
+    colours = [cm.RED, cm.BLUE, cm.GREY] * 10
+    posts = []
+    for n, colour in enumerate(colours):
+        uri, digest = upload_image(s3, settings.s3.buckets.posts, cm.jpeg(colour, seed=n))
+        posts.append(new_post(f"p{n:03d}-{settings.kafka.consumer_group}", uri, digest))
+    assert publish_posts(settings, posts) == 30
+
+    stats = _run(settings, scorer)
+    assert (stats.consumed, stats.decided, stats.dead_lettered) == (30, 30, 0)
+
+    events = read_topic(settings, settings.kafka.topics.decisions, expect=30)
+    decisions = {}
+    for record in events:
+        headers = header_map(record.headers)
+        assert headers["ce_type"] == EventType.DECISION.value and headers["ce_specversion"] == "1.0"
+        decision = Decision.model_validate_json(record.value)
+        assert record.key == decision.post_id.encode() and headers["ce_id"] == decision.decision_id
+        decisions[decision.post_id] = decision
+    assert len(decisions) == 30
+    ledger = Ledger(s3, settings.s3.buckets.ledger)
+    for post, colour in zip(posts, colours, strict=True):
+        decision = decisions[post.post_id]
+        assert decision.action == cm.EXPECTED[colour], (colour, decision.scores)
+        assert decision.decision_id == decision_id(post.post_id, scorer.model, cm.POLICY.version)
+        assert ledger.get(post.post_id) == decision  # the audit record is the event, byte for byte
+    # everything was committed: the group has nothing left to read
+    again = _run(settings, scorer, idle_exit_s=3.0)
+    assert again.consumed == 0
+
+
+def test_reprocessing_keeps_one_ledger_record_and_the_same_decision_id(stack_settings, scorer):
+    """A crash after produce but before commit means the post is decided again: same id, ledger untouched."""
+    settings = private_stream(stack_settings, partitions=1)
+    s3 = s3_client(settings.s3)
+    uri, digest = upload_image(s3, settings.s3.buckets.posts, cm.jpeg(cm.RED, seed=99))
+    post = new_post(f"dup-{settings.kafka.consumer_group}", uri, digest)
+    publish_posts(settings, [post])
+    assert _run(settings, scorer).decided == 1
+    first = Ledger(s3, settings.s3.buckets.ledger).get(post.post_id)
+
+    # the same event again (what a redelivery looks like to the consumer)
+    publish_posts(settings, [post])
+    stats = _run(settings, scorer)
+    assert stats.decided == 1 and stats.ledger_duplicates == 1
+    assert Ledger(s3, settings.s3.buckets.ledger).get(post.post_id) == first
+    events = read_topic(settings, settings.kafka.topics.decisions, expect=2)
+    ids = {json.loads(r.value)["decision_id"] for r in events}
+    assert len(events) == 2 and ids == {first.decision_id}  # a duplicate event, droppable by its id
+
+
+def test_a_repost_reuses_the_earlier_decision(stack_settings, scorer):
+    settings = private_stream(stack_settings, partitions=1)
+    s3 = s3_client(settings.s3)
+    uri, digest = upload_image(s3, settings.s3.buckets.posts, cm.jpeg(cm.BLUE, seed=7))
+    tag = settings.kafka.consumer_group
+    publish_posts(settings, [new_post(f"orig-{tag}", uri, digest), new_post(f"repost-{tag}", uri, digest)])
+    stats = _run(settings, scorer, options=ConsumerOptions(max_poll_records=1))  # one per batch, in order
+    assert stats.decided == 2
+    ledger = Ledger(s3, settings.s3.buckets.ledger)
+    original, repost = ledger.get(f"orig-{tag}"), ledger.get(f"repost-{tag}")
+    assert repost.action == original.action == "remove"
+    assert f"repost:orig-{tag}" in repost.reasons and repost.scores == original.scores
