@@ -97,3 +97,97 @@ def test_a_repost_reuses_the_earlier_decision(stack_settings, scorer):
     original, repost = ledger.get(f"orig-{tag}"), ledger.get(f"repost-{tag}")
     assert repost.action == original.action == "remove"
     assert f"repost:orig-{tag}" in repost.reasons and repost.scores == original.scores
+
+
+def test_poison_goes_to_the_dlq_with_its_reason_and_the_stream_goes_on(stack_settings, scorer):
+    from kafka import KafkaProducer
+
+    from tagwatch.clients import kafka_config
+    from tagwatch.moderation.events import DeadLetter
+    from tagwatch.moderation.images import ImageLimits
+    from tests.support.bad_inputs import cases
+
+    settings = private_stream(stack_settings, partitions=1)
+    s3 = s3_client(settings.s3)
+    tag = settings.kafka.consumer_group
+    bad = cases(s3, settings.s3.buckets.posts, tag, lambda data: upload_image(s3, settings.s3.buckets.posts, data))
+    assert len(bad) >= 15
+    producer = KafkaProducer(acks="all", **kafka_config(settings.kafka, client_id="test-bad"))
+    for _, key, value, headers, _ in bad:
+        producer.send(settings.kafka.topics.posts, key=key, value=value, headers=headers)
+    producer.flush()
+    producer.close()
+    uri, digest = upload_image(s3, settings.s3.buckets.posts, cm.jpeg(cm.GREY, seed=5))
+    publish_posts(settings, [new_post(f"after-the-poison-{tag}", uri, digest)])
+
+    limits = ImageLimits(max_bytes=200_000, max_pixels=1_000_000)  # small, so "too big" cases are cheap to make
+    stats = _run(settings, scorer, options=ConsumerOptions(max_poll_records=8, limits=limits))
+    assert (stats.dead_lettered, stats.decided) == (len(bad), 1)
+
+    letters = read_topic(settings, settings.kafka.topics.dead_letter, expect=len(bad))
+    got = {}
+    for record in letters:
+        letter = DeadLetter.model_validate_json(record.value)
+        got[letter.offset] = letter
+    assert len(got) == len(bad)
+    import base64
+
+    for offset, (name, key, value, headers, reason) in enumerate(bad):
+        letter = got[offset]
+        assert letter.reason == reason, f"{name}: {letter.reason} ({letter.error})"
+        assert base64.b64decode(letter.original_value_b64) == (value or b""), name  # the original, untouched
+        assert letter.error and letter.attempts == 1
+    assert Ledger(s3, settings.s3.buckets.ledger).get(f"after-the-poison-{tag}").action == "allow"
+    assert _run(settings, scorer, idle_exit_s=3.0).consumed == 0  # poison was committed, not retried forever
+
+
+class _FlakyScorer:
+    """Stands in for a Triton that is down for the first ``failures`` calls. A mock of the model server only
+    (the consumer, Kafka and S3 are real): the restart-Triton chaos test covers the real outage."""
+
+    def __init__(self, inner, failures):
+        self.inner, self.failures, self.calls = inner, failures, 0
+        self.categories, self.model = inner.categories, inner.model
+
+    def score(self, images):
+        from tagwatch.errors import RetryableError
+
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RetryableError("model server unavailable (simulated)")
+        return self.inner.score(images)
+
+
+def test_transient_model_failure_pauses_retries_and_commits_nothing_early(stack_settings, scorer):
+    from kafka import KafkaConsumer, TopicPartition
+
+    from tagwatch.clients import kafka_config
+
+    settings = private_stream(stack_settings, partitions=1)
+    s3 = s3_client(settings.s3)
+    posts = []
+    for n in range(6):
+        uri, digest = upload_image(s3, settings.s3.buckets.posts, cm.jpeg(cm.RED, seed=200 + n))
+        posts.append(new_post(f"retry-{n}-{settings.kafka.consumer_group}", uri, digest))
+    publish_posts(settings, posts)
+    flaky = _FlakyScorer(scorer, failures=3)
+    consumer = ModerationConsumer(settings, flaky, cm.POLICY,
+                                  options=ConsumerOptions(max_poll_records=16, backoff_initial_s=0.2))
+    committed_during_outage = []
+    original = consumer.handle_batch
+
+    def observe(records):
+        if flaky.calls < flaky.failures:  # still failing: the group must not have moved
+            tp = TopicPartition(settings.kafka.topics.posts, 0)
+            committed_during_outage.append(consumer.consumer.committed(tp))
+        return original(records)
+
+    consumer.handle_batch = observe
+    stats = consumer.run(threading.Event(), idle_exit_s=3.0)
+    assert stats.retries == 3 and stats.decided == 6
+    assert committed_during_outage and all(c in (None, 0) for c in committed_during_outage)
+    ledger = Ledger(s3, settings.s3.buckets.ledger)
+    assert all(ledger.get(p.post_id).action == "remove" for p in posts)
+    reader = KafkaConsumer(group_id=settings.kafka.consumer_group, **kafka_config(settings.kafka, client_id="check"))
+    assert reader.committed(TopicPartition(settings.kafka.topics.posts, 0)) == 6
+    reader.close()

@@ -57,3 +57,22 @@ def read_topic(settings: Settings, topic: str, *, expect: int, timeout_s: float 
         return records
     finally:
         consumer.close()
+
+
+def stream_env(settings: Settings) -> dict[str, str]:
+    """Env for a `tagwatch` subprocess that uses ``settings``' stack, private topics and group."""
+    import os
+
+    t = settings.kafka.topics
+    return {
+        **os.environ,
+        "TAGWATCH_PATHS__STATE_DIR": str(settings.paths.state_dir),
+        "TAGWATCH_S3__SECRET_ACCESS_KEY": settings.s3.secret_access_key.get_secret_value(),
+        "TAGWATCH_STACK__FREE_PORTS": "true",
+        "TAGWATCH_KAFKA__TOPICS__POSTS": t.posts,
+        "TAGWATCH_KAFKA__TOPICS__DECISIONS": t.decisions,
+        "TAGWATCH_KAFKA__TOPICS__REVIEW": t.review,
+        "TAGWATCH_KAFKA__TOPICS__DEAD_LETTER": t.dead_letter,
+        "TAGWATCH_KAFKA__CONSUMER_GROUP": settings.kafka.consumer_group,
+        "COLUMNS": "200",
+    }
