@@ -16,7 +16,7 @@ from rich.table import Table
 from tagwatch import __version__
 from tagwatch.errors import TagwatchError
 from tagwatch.k8s.cli import manifests_app
-from tagwatch.moderation.cli import moderate, posts_app
+from tagwatch.moderation.cli import bank_app, moderate, posts_app
 from tagwatch.logs import RedactSecrets, configure_logging
 from tagwatch.settings import Settings, load_settings
 
@@ -34,6 +34,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(stack_app, name="stack")
 app.add_typer(manifests_app, name="manifests")
 app.add_typer(posts_app, name="posts")
+app.add_typer(bank_app, name="bank")
 app.command("moderate")(moderate)
 
 out = Console()

@@ -191,3 +191,52 @@ def test_transient_model_failure_pauses_retries_and_commits_nothing_early(stack_
     reader = KafkaConsumer(group_id=settings.kafka.consumer_group, **kafka_config(settings.kafka, client_id="check"))
     assert reader.committed(TopicPartition(settings.kafka.topics.posts, 0)) == 6
     reader.close()
+
+
+def test_bank_hit_removes_without_the_model_and_metrics_count_it(stack_settings, scorer, tmp_path):
+    import io
+    import urllib.request
+
+    import numpy as np
+    from PIL import Image
+
+    from tagwatch.moderation.bank import BankStore
+    from tagwatch.stack.ports import pick_free_ports
+
+    settings = private_stream(stack_settings, partitions=1)
+    s3 = s3_client(settings.s3)
+    rng = np.random.default_rng(4242)
+    banned = Image.fromarray(rng.integers(0, 256, (16, 16, 3)).astype(np.uint8)).resize((128, 128))
+    store = BankStore(s3, settings.s3.buckets.models)
+    bank_name = f"test-{settings.kafka.consumer_group}"
+    entry = store.add(bank_name, banned, "test: known bad image")
+    out = io.BytesIO()
+    banned.resize((120, 120)).save(out, format="JPEG", quality=70)  # a re-encoded, resized copy
+    uri, digest = upload_image(s3, settings.s3.buckets.posts, out.getvalue())
+    tag = settings.kafka.consumer_group
+    publish_posts(settings, [new_post(f"banned-{tag}", uri, digest)])
+
+    class CountingScorer:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+            self.categories, self.model = inner.categories, inner.model
+
+        def score(self, images):
+            self.calls += len(images)
+            return self.inner.score(images)
+
+    counting = CountingScorer(scorer)
+    consumer = ModerationConsumer(settings, counting, cm.POLICY, options=ConsumerOptions())
+    (port,) = pick_free_ports("127.0.0.1", 1)
+    server = consumer.metrics.serve(port)
+    try:
+        consumer.run(threading.Event(), idle_exit_s=3.0)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz").read()
+    finally:
+        server.shutdown()
+    decision = Ledger(s3, settings.s3.buckets.ledger).get(f"banned-{tag}")
+    assert decision.action == "remove" and any(f"bank:{bank_name}:{entry.entry_id}" in r for r in decision.reasons)
+    assert counting.calls == 0  # the model was never asked
+    assert 'tagwatch_decisions_total{action="remove"} 1.0' in metrics
+    assert "tagwatch_post_to_decision_seconds_count 1.0" in metrics and health == b"ok\n"

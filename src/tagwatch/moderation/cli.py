@@ -149,3 +149,50 @@ def publish(
         task = progress.add_task("publishing", total=n)
         sent = publish_posts(settings, posts, rate=rate, on_sent=lambda k: progress.update(task, completed=k))
     out.print(f"published {sent} posts to {settings.kafka.topics.posts} (run {run})")
+
+
+bank_app = typer.Typer(help="Hash banks: PDQ hashes of known-bad images, matched before the model.", no_args_is_help=True)
+
+
+@bank_app.command("add")
+def bank_add(
+    image: Annotated[Path, typer.Argument(help="Image file to ban (its PDQ hash is stored, not the image).")],
+    reason: Annotated[str, typer.Option(help="Why it is banned; shown in every decision it causes.")],
+    bank: Annotated[str, typer.Option(help="Bank name.")] = "default",
+) -> None:
+    """Add an image's PDQ hash to a bank; matching posts (Hamming ≤ 31) are removed without the model."""
+    from PIL import Image, UnidentifiedImageError
+
+    from tagwatch.cli import build_settings
+    from tagwatch.clients import s3_client
+    from tagwatch.moderation.bank import BankStore
+    from tagwatch.stack import with_stack_endpoints
+
+    settings = with_stack_endpoints(build_settings())
+    try:
+        picture = Image.open(image)
+        picture.load()
+    except (OSError, UnidentifiedImageError) as error:
+        raise ConfigError(f"{image} is not a readable image", hint="pass a JPEG/PNG/WEBP file") from error
+    entry = BankStore(s3_client(settings.s3), settings.s3.buckets.models).add(bank, picture, reason)
+    out.print(f"added {entry.entry_id} to bank {bank}: pdq {entry.pdq[:16]}… ({reason})")
+
+
+@bank_app.command("list")
+def bank_list() -> None:
+    """List every bank and its entries."""
+    from rich.table import Table
+
+    from tagwatch.cli import build_settings
+    from tagwatch.clients import s3_client
+    from tagwatch.moderation.bank import BankStore
+    from tagwatch.stack import with_stack_endpoints
+
+    settings = with_stack_endpoints(build_settings())
+    table = Table(title="hash banks")
+    for column in ("bank", "entry", "pdq", "reason", "added"):
+        table.add_column(column)
+    for bank in BankStore(s3_client(settings.s3), settings.s3.buckets.models).load_all():
+        for e in bank.entries:
+            table.add_row(bank.name, e.entry_id, e.pdq[:16] + "…", e.reason, e.added_at.isoformat(timespec="seconds"))
+    out.print(table)

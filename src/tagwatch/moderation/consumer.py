@@ -4,7 +4,8 @@ One loop iteration handles one poll batch:
 
   1. intake   each record -> PostCreated, or a dead letter with a typed reason (poison)
   2. images   fetch from S3 concurrently, check size/sha256/format/pixels, preprocess with the shared preset
-  3. banks    a repost of an image decided before reuses that decision (sha256); a PDQ bank hit removes
+  3. banks    a PDQ bank hit removes without the model (reason names the entry); a repost of an image
+              decided before reuses that decision (sha256)
   4. model    micro-batches of ``infer_batch`` to the scorer (Triton), concurrently, so Triton batches them
   5. policy   per-category thresholds -> allow / review / remove, with a deterministic decision id
   6. produce  decisions (+ review requests, dead letters) keyed by post_id, acks=all, and wait for every ack
@@ -32,6 +33,7 @@ import numpy as np
 
 from tagwatch.clients import kafka_config, s3_client
 from tagwatch.errors import PoisonInputError, RetryableError
+from tagwatch.moderation.bank import BankMatcher, BankStore, pdq_hex
 from tagwatch.moderation.deadletter import build_dead_letter
 from tagwatch.moderation.events import Decision, EventType, ModelRef, PostCreated, ReviewRequest, encode
 from tagwatch.moderation.images import ImageLimits, check_sha256, decode_image, fetch_image_bytes
@@ -56,6 +58,8 @@ class ConsumerOptions:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 10.0
     repost_cache_size: int = 10_000
+    bank_refresh_s: float = 30.0
+    bank_threshold: int = 31
     limits: ImageLimits = field(default_factory=ImageLimits)
     preset: Preset = DEFAULT_PRESET
 
@@ -81,7 +85,9 @@ class _Item:
     post: PostCreated | None = None
     image: np.ndarray | None = None
     sha256: str | None = None
+    pdq: str | None = None
     scores: dict[str, float] | None = None
+    banned: bool = False
     reasons: list[str] = field(default_factory=list)
     poison: PoisonInputError | None = None
 
@@ -114,6 +120,9 @@ class ModerationConsumer:
         self._fetch_pool = ThreadPoolExecutor(self.options.fetch_workers, thread_name_prefix="fetch")
         self._infer_pool = ThreadPoolExecutor(self.options.infer_workers, thread_name_prefix="infer")
         self._reposts: OrderedDict[str, tuple[str, dict[str, float]]] = OrderedDict()
+        self._banks = BankStore(self.s3, settings.s3.buckets.models)
+        self._matcher = BankMatcher([], self.options.bank_threshold)
+        self._banks_loaded_at = float("-inf")
         self.stats = RunStats()
 
     # -- the loop ------------------------------------------------------------------------------------
@@ -182,7 +191,8 @@ class ModerationConsumer:
             except PoisonInputError as error:
                 item.poison = error
         self._load_images([i for i in items if i.poison is None])
-        self._reuse_reposts([i for i in items if i.poison is None])
+        self._check_banks([i for i in items if i.poison is None])
+        self._reuse_reposts([i for i in items if i.poison is None and not i.banned])
         self._score([i for i in items if i.poison is None and i.scores is None])
         decisions, reviews = self._decide([i for i in items if i.poison is None])
         self._produce(items, decisions, reviews)
@@ -208,11 +218,29 @@ class ModerationConsumer:
                 check_sha256(data, item.post.sha256)
                 item.sha256 = item.post.sha256
                 image = decode_image(data, limits)
+                item.pdq, _quality = pdq_hex(image)
                 item.image = preset(image)
             except PoisonInputError as error:
                 item.poison = error
 
         list(self._fetch_pool.map(load, items))  # re-raises RetryableError from any worker
+
+    def _check_banks(self, items: list[_Item]) -> None:
+        if time.monotonic() - self._banks_loaded_at > self.options.bank_refresh_s:
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            try:
+                self._matcher = BankMatcher(self._banks.load_all(), self.options.bank_threshold)
+            except (BotoCoreError, ClientError) as error:
+                raise RetryableError(f"hash banks unreadable: {type(error).__name__}") from error
+            self._banks_loaded_at = time.monotonic()
+        for item in items:
+            hit = self._matcher.match(item.pdq) if item.pdq else None
+            if hit:
+                bank, entry, distance = hit
+                item.banned = True
+                item.scores = {c: 0.0 for c in self.scorer.categories}
+                item.reasons.append(f"bank:{bank}:{entry.entry_id} ({entry.reason}; distance {distance})")
 
     def _reuse_reposts(self, items: list[_Item]) -> None:
         for item in items:
@@ -243,7 +271,7 @@ class ModerationConsumer:
         now = datetime.now(timezone.utc)
         model = self.scorer.model
         for item in items:
-            action, rule_reasons = decide(item.scores, self.policy)
+            action, rule_reasons = ("remove", []) if item.banned else decide(item.scores, self.policy)
             post = item.post
             decision = Decision(
                 decision_id=decision_id(post.post_id, model, self.policy.version),
@@ -312,7 +340,7 @@ class ModerationConsumer:
     def _remember(self, items: list[_Item], decisions: list[Decision]) -> None:
         by_post = {d.post_id: d for d in decisions}
         for item in items:
-            if item.poison is None and item.sha256 and not any(r.startswith("repost:") for r in item.reasons):
+            if item.poison is None and item.sha256 and not item.banned and not any(r.startswith("repost:") for r in item.reasons):
                 self._reposts[item.sha256] = (item.post.post_id, by_post[item.post.post_id].scores)
                 self._reposts.move_to_end(item.sha256)
         while len(self._reposts) > self.options.repost_cache_size:
