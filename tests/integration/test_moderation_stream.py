@@ -240,3 +240,25 @@ def test_bank_hit_removes_without_the_model_and_metrics_count_it(stack_settings,
     assert counting.calls == 0  # the model was never asked
     assert 'tagwatch_decisions_total{action="remove"} 1.0' in metrics
     assert "tagwatch_post_to_decision_seconds_count 1.0" in metrics and health == b"ok\n"
+
+
+def test_transactional_mode_decides_and_commits_through_the_transaction(stack_settings, scorer):
+    """On Tansu the transaction calls succeed and the offsets commit inside them (isolation of aborted records
+    is not provided by Tansu; on Apache Kafka this mode is exactly-once)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from tagwatch.clients import kafka_config
+
+    settings = private_stream(stack_settings, partitions=1)
+    s3 = s3_client(settings.s3)
+    posts = []
+    for n in range(5):
+        uri, digest = upload_image(s3, settings.s3.buckets.posts, cm.jpeg(cm.GREY, seed=300 + n))
+        posts.append(new_post(f"tx-{n}-{settings.kafka.consumer_group}", uri, digest))
+    publish_posts(settings, posts)
+    stats = _run(settings, scorer, options=ConsumerOptions(max_poll_records=2, transactional=True))
+    assert stats.decided == 5
+    reader = KafkaConsumer(group_id=settings.kafka.consumer_group, **kafka_config(settings.kafka, client_id="check"))
+    assert reader.committed(TopicPartition(settings.kafka.topics.posts, 0)) == 5
+    reader.close()
+    assert len(read_topic(settings, settings.kafka.topics.decisions, expect=5)) == 5

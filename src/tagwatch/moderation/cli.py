@@ -43,6 +43,8 @@ def moderate(
     max_poll_records: Annotated[int, typer.Option(min=1)] = 64,
     infer_batch: Annotated[int, typer.Option(min=1, help="Images per model call.")] = 16,
     idle_exit: Annotated[Optional[float], typer.Option(help="Exit after this many seconds without records.")] = None,
+    transactional: Annotated[bool, typer.Option(help="Decisions + offsets in one Kafka transaction "
+                                                "(exactly-once on Apache Kafka; Tansu does not isolate aborts).")] = False,
 ) -> None:
     """Run moderation consumers: post.created -> model -> policy -> decisions + ledger, at least once.
 
@@ -69,7 +71,7 @@ def moderate(
     scorer = OnnxScorer(onnx, categories.split(","), model)
     consumer = ModerationConsumer(
         settings, scorer, _load_policy(policy),
-        options=ConsumerOptions(max_poll_records=max_poll_records, infer_batch=infer_batch),
+        options=ConsumerOptions(max_poll_records=max_poll_records, infer_batch=infer_batch, transactional=transactional),
         client_id=f"tagwatch-moderation-{os.getpid()}",
     )
     if metrics_port is not None:

@@ -59,6 +59,9 @@ class ConsumerOptions:
     backoff_max_s: float = 10.0
     repost_cache_size: int = 10_000
     bank_refresh_s: float = 30.0
+    # Kafka transactions: decisions and the offset commit in one transaction (exactly-once on Apache Kafka;
+    # on Tansu the calls succeed but aborted records are not isolated - PLATFORM.md).
+    transactional: bool = False
     bank_threshold: int = 31
     limits: ImageLimits = field(default_factory=ImageLimits)
     preset: Preset = DEFAULT_PRESET
@@ -106,16 +109,21 @@ class ModerationConsumer:
         self.s3 = s3_client(settings.s3)
         self.ledger = Ledger(self.s3, settings.s3.buckets.ledger)
         common = kafka_config(settings.kafka, client_id=client_id)
+        tx = self.options.transactional
         self.consumer = KafkaConsumer(
             group_id=settings.kafka.consumer_group,
             enable_auto_commit=False,
+            isolation_level="read_committed" if tx else "read_uncommitted",
             auto_offset_reset="earliest",
             max_poll_records=self.options.max_poll_records,
             session_timeout_ms=settings.kafka.session_timeout_ms,
             heartbeat_interval_ms=max(500, settings.kafka.session_timeout_ms // 3),
             **common,
         )
-        self.producer = KafkaProducer(acks="all", retries=5, linger_ms=5, **common)
+        producer_tx = {"transactional_id": f"{settings.kafka.consumer_group}-{client_id}"} if tx else {}
+        self.producer = KafkaProducer(acks="all", retries=5, linger_ms=5, **producer_tx, **common)
+        if tx:
+            self.producer.init_transactions()
         self.consumer.subscribe([self.topics.posts])
         self._fetch_pool = ThreadPoolExecutor(self.options.fetch_workers, thread_name_prefix="fetch")
         self._infer_pool = ThreadPoolExecutor(self.options.infer_workers, thread_name_prefix="infer")
@@ -195,11 +203,12 @@ class ModerationConsumer:
         self._reuse_reposts([i for i in items if i.poison is None and not i.banned])
         self._score([i for i in items if i.poison is None and i.scores is None])
         decisions, reviews = self._decide([i for i in items if i.poison is None])
-        self._produce(items, decisions, reviews)
-        for decision in decisions:
-            if not self.ledger.record(decision):
-                self.stats.ledger_duplicates += 1
-        self._commit(records)
+        if self.options.transactional:
+            self._produce_and_commit_in_transaction(items, decisions, reviews, records)
+        else:
+            self._produce(items, decisions, reviews)
+            self._record(decisions)
+            self._commit(records)
         self._remember(items, decisions)
         self.metrics.healthy = True
         self.stats.batches += 1
@@ -323,16 +332,35 @@ class ModerationConsumer:
         self.stats.decided += len(decisions)
         self.stats.dead_lettered += len(poisoned)
 
-    def _commit(self, records: list) -> None:
-        from kafka import OffsetAndMetadata
+    def _record(self, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            if not self.ledger.record(decision):
+                self.stats.ledger_duplicates += 1
+
+    def _produce_and_commit_in_transaction(self, items, decisions, reviews, records) -> None:
+        """begin -> decisions -> ledger -> offsets -> commit; any failure aborts and the batch is retried."""
         from kafka.errors import KafkaError
 
-        offsets: dict = {}
-        for record in records:
-            tp = _tp(record)
-            offsets[tp] = max(offsets.get(tp, -1), record.offset + 1)
+        self.producer.begin_transaction()
         try:
-            self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+            self._produce(items, decisions, reviews)
+            self._record(decisions)
+            self.producer.send_offsets_to_transaction(_next_offsets(records), self.consumer.group_metadata())
+            self.producer.commit_transaction()
+        except (KafkaError, RetryableError) as error:
+            try:
+                self.producer.abort_transaction()
+            except KafkaError:
+                log.warning("abort_transaction failed after %s", type(error).__name__)
+            if isinstance(error, RetryableError):
+                raise
+            raise RetryableError(f"transaction failed: {type(error).__name__}") from error
+
+    def _commit(self, records: list) -> None:
+        from kafka.errors import KafkaError
+
+        try:
+            self.consumer.commit(_next_offsets(records))
         except KafkaError as error:
             # Decisions are out and in the ledger; an uncommitted batch is re-read and deduplicated downstream.
             raise RetryableError(f"offset commit failed: {type(error).__name__}") from error
@@ -354,6 +382,17 @@ class ModerationConsumer:
             self.producer.close(timeout=10)
         finally:
             self.consumer.close(autocommit=False)
+
+
+def _next_offsets(records: list) -> dict:
+    """The offset to commit per partition: one past the last record of the batch."""
+    from kafka import OffsetAndMetadata
+
+    offsets: dict = {}
+    for record in records:
+        tp = _tp(record)
+        offsets[tp] = max(offsets.get(tp, -1), record.offset + 1)
+    return {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
 
 
 def _tp(record):
