@@ -15,6 +15,10 @@ from rich.table import Table
 
 from tagwatch import __version__
 from tagwatch.errors import TagwatchError
+from tagwatch.k8s.cli import manifests_app
+from tagwatch.moderation.cli import bank_app, moderate, posts_app
+from tagwatch.registry.cli import model_app
+from tagwatch.serving.cli import serve_app
 from tagwatch.logs import RedactSecrets, configure_logging
 from tagwatch.settings import Settings, load_settings
 
@@ -30,9 +34,11 @@ stack_app = typer.Typer(
 )
 app.add_typer(config_app, name="config")
 app.add_typer(stack_app, name="stack")
-from tagwatch.registry.cli import model_app  # noqa: E402
+app.add_typer(manifests_app, name="manifests")
+app.add_typer(posts_app, name="posts")
+app.add_typer(bank_app, name="bank")
+app.command("moderate")(moderate)
 app.add_typer(model_app, name="model")
-from tagwatch.serving.cli import serve_app  # noqa: E402
 app.add_typer(serve_app, name="serve")
 
 out = Console()

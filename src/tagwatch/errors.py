@@ -54,6 +54,28 @@ class ManifestError(TagwatchError):
     exit_code = 6
 
 
+class ManifestValidationError(TagwatchError):
+    """Kubernetes manifests that cannot be rendered or fail validation (`tagwatch manifests validate`). Exit 7."""
+
+    exit_code = 7
+
+
+class PoisonInputError(TagwatchError):
+    """A record that can never be decided (bad event, bad image). Maps to the dead-letter topic with ``reason``
+    (a DeadLetterReason value), then its offset is committed. Never retried."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason: str = getattr(reason, "value", reason)  # plain string even when given the enum
+
+
+class RetryableError(TagwatchError):
+    """Transient trouble (Triton or S3 unavailable, broker hiccup). The consumer pauses, backs off and retries
+    the same records; it never commits past them. CLI exit 4 if it gives up."""
+
+    exit_code = 4
+
+
 # Serving-side errors (export, registry, Triton). Exit codes 10-13 keep clear of the other parts' codes.
 class ExportError(TagwatchError):
     """ONNX export failed or its outputs disagree with torch beyond the parity tolerance. Exit 10."""
@@ -77,5 +99,12 @@ class IntegrityError(RegistryError):
 
 class ServingError(TagwatchError):
     """The Triton server cannot be reached or failed a request after the retries (HTTP 503 at an edge). Exit 13."""
+
+    exit_code = 13
+
+
+class ServingUnavailableError(ServingError, RetryableError):
+    """Triton unreachable, overloaded or timing out after the client's retries. A RetryableError, so the
+    moderation consumer backs off and retries the same records (never commits past them). Exit 13."""
 
     exit_code = 13

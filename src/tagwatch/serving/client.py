@@ -2,7 +2,8 @@
 
 gRPC by default, HTTP on request; timeouts on every call; retries with backoff on transient failures
 (unavailable, deadline exceeded, overloaded, connection refused/reset); batch inference from numpy, split into
-chunks of the server's ``max_batch_size``.
+chunks of the server's ``max_batch_size``. Transient failures that outlast the retries raise
+ServingUnavailableError (a RetryableError: the consumer backs off); anything else raises ServingError.
 
 Never imports kserve: ``tritonclient.grpc`` and kserve cannot be imported in one process (duplicate proto
 symbols, PLATFORM.md). The gRPC module is only imported when the gRPC protocol is chosen.
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tagwatch.errors import ServingError
+from tagwatch.errors import ServingError, ServingUnavailableError
 from tagwatch.settings import TritonSettings
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,9 @@ class ModelClient:
                 return fn()
             except Exception as error:  # tritonclient raises its own type and raw socket errors
                 attempt += 1
-                if not self.is_transient(error) or attempt > self.retries:
-                    raise ServingError(
+                transient = self.is_transient(error)
+                if not transient or attempt > self.retries:
+                    raise (ServingUnavailableError if transient else ServingError)(
                         f"Triton {self.protocol} call to {self.url} failed after {attempt} attempt(s): "
                         f"{_describe(error)}",
                         hint="is the server up? `tagwatch stack status`; check the model name and input shape",
