@@ -117,6 +117,8 @@ def test_grpc_and_http_scores_match_torch_and_onnxruntime(served, images, tmp_pa
     assert _max_diff(via_http, want) <= 1e-4
     assert _max_diff(via_grpc, want) <= 1e-4
     assert _max_diff(via_grpc, ort_out) <= 1e-6 and _max_diff(via_http, ort_out) <= 1e-6
+    # Each row says which registry version scored it.
+    assert set(via_http["model_version"].tolist()) == {1} and set(via_grpc["model_version"].tolist()) == {1}
 
 
 def _metric(port: int, name: str, model: str) -> float:
@@ -160,13 +162,16 @@ def test_alias_move_hot_swaps_without_failing_requests(served, images) -> None:
     name = served["name"]
     stop = threading.Event()
     counts = {"ok": 0, "failed": 0}
+    seen: list[tuple[int, float]] = []  # (version reported, first logit) per response
 
     def hammer() -> None:
         with ModelClient(url=served["http"], model_name=name, protocol="http", retries=0) as client:
             while not stop.is_set():
                 try:
-                    client.infer_batch(images[:4])
+                    out = client.infer_batch(images[:4])
                     counts["ok"] += 1
+                    assert len(set(out["model_version"].tolist())) == 1  # one batch, one version
+                    seen.append((int(out["model_version"][0]), float(out["hashtag_logits"][0, 0])))
                 except ServingError:
                     counts["failed"] += 1
 
@@ -184,6 +189,11 @@ def test_alias_move_hot_swaps_without_failing_requests(served, images) -> None:
         thread.join(30)
     assert _served(served)["version"] == 2 and _served(served)["swaps"] >= 1
     assert counts["failed"] == 0 and counts["ok"] > 10, counts
+    # Versions only move forward, and each response's scores are those of the version it reports.
+    versions = [v for v, _ in seen]
+    assert versions == sorted(versions) and versions[0] == 1 and versions[-1] == 2
+    expected = {v: float(_torch_scores(v - 1, images[:4])["hashtag_logits"][0, 0]) for v in (1, 2)}
+    assert all(abs(logit - expected[v]) <= 1e-4 for v, logit in seen)
     with ModelClient(url=served["http"], model_name=name, protocol="http") as client:
         assert _max_diff(client.infer(images[:16]), _torch_scores(1, images[:16])) <= 1e-4
 

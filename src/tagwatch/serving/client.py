@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("hashtag_logits", "category_scores")
+VERSION_OUTPUT = "model_version"  # per row: the registry version that scored it
 # gRPC status names and HTTP codes worth another try: the server is starting, restarting or overloaded.
 TRANSIENT_GRPC = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED"}
 TRANSIENT_HTTP = {"429", "502", "503", "504"}
@@ -52,6 +53,7 @@ class ModelClient:
             self._client = module.InferenceServerClient(url=url, connection_timeout=timeout_s,
                                                         network_timeout=timeout_s)
         self._max_batch: int | None = None
+        self._has_version_output: bool | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def close(self) -> None:
@@ -89,9 +91,21 @@ class ModelClient:
                 self._max_batch = int(config["max_batch_size"])
         return self._max_batch
 
+    def has_version_output(self) -> bool:
+        """True for the local server (a ``model_version`` output); False for KServe's plain ONNX config."""
+        if self._has_version_output is None:
+            meta = self._call(lambda: self._client.get_model_metadata(self.model_name, **self._kw()))
+            names = [o.name for o in meta.outputs] if self.protocol == "grpc" else [o["name"] for o in meta["outputs"]]
+            self._has_version_output = VERSION_OUTPUT in names
+        return self._has_version_output
+
     # -- inference ----------------------------------------------------------------------------------
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """``images`` float32 [N,3,H,W] (preprocessed) -> {output name: [N, ...]}; any N (chunked)."""
+        """``images`` float32 [N,3,H,W] (preprocessed) -> {output name: [N, ...]}; any N (chunked).
+
+        Keys: ``hashtag_logits`` [N, labels], ``category_scores`` [N, categories], ``model_version`` [N] int64
+        (the registry version that scored each row).
+        """
         images = np.ascontiguousarray(images, dtype=np.float32)
         if images.ndim != 4:
             raise ServingError(f"images must be [N,3,H,W]; got shape {images.shape}", hint="preprocess a batch")
@@ -99,14 +113,15 @@ class ModelClient:
             raise ServingError("no images to score")
         limit = self.max_batch_size() or len(images)
         parts = [self.infer_batch(images[i : i + limit]) for i in range(0, len(images), limit)]
-        return {name: np.concatenate([p[name] for p in parts]) for name in OUTPUT_NAMES}
+        return {name: np.concatenate([p[name] for p in parts]) for name in (*OUTPUT_NAMES, VERSION_OUTPUT)}
 
     def infer_batch(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """One request (N ≤ max_batch_size)."""
         m = self._module
         tensor = m.InferInput(INPUT_NAME, list(images.shape), "FP32")
         tensor.set_data_from_numpy(images)
-        outputs = [m.InferRequestedOutput(name) for name in OUTPUT_NAMES]
+        versioned = self.has_version_output()
+        outputs = [m.InferRequestedOutput(name) for name in (*OUTPUT_NAMES, *([VERSION_OUTPUT] if versioned else []))]
         if self.protocol == "grpc":
             result = self._call(lambda: self._client.infer(
                 self.model_name, [tensor], model_version=self.model_version, outputs=outputs,
@@ -114,7 +129,14 @@ class ModelClient:
         else:
             result = self._call(lambda: self._client.infer(
                 self.model_name, [tensor], model_version=self.model_version, outputs=outputs))
-        return {name: result.as_numpy(name) for name in OUTPUT_NAMES}
+        out = {name: result.as_numpy(name) for name in OUTPUT_NAMES}
+        if versioned:
+            out[VERSION_OUTPUT] = result.as_numpy(VERSION_OUTPUT).reshape(-1).astype(np.int64)
+        else:  # KServe: Triton's version directory is the registry version
+            response = result.get_response()
+            version = response.model_version if self.protocol == "grpc" else response.get("model_version", "0")
+            out[VERSION_OUTPUT] = np.full(len(images), int(version or 0), dtype=np.int64)
+        return out
 
     # -- retries ------------------------------------------------------------------------------------
     def _kw(self) -> dict[str, Any]:

@@ -22,6 +22,11 @@ from tagwatch.errors import ServingError
 from tagwatch.export.onnx_model import INPUT_NAME, OUTPUT_NAMES, ort_session
 from tagwatch.registry import LocalModel
 
+# An extra output of the local server only: the registry version that scored each row, so a hot swap can never
+# mislabel a decision. (KServe's config.pbtxt has no such output; there Triton's response-level model_version is
+# the registry version, and the client fills the same key from it.)
+VERSION_OUTPUT = "model_version"
+
 log = logging.getLogger(__name__)
 
 
@@ -61,7 +66,9 @@ class OnnxRunner:
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         outputs = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: images.astype(np.float32, copy=False)})
-        return dict(zip(OUTPUT_NAMES, outputs, strict=True))
+        result = dict(zip(OUTPUT_NAMES, outputs, strict=True))
+        result[VERSION_OUTPUT] = np.full((len(images), 1), self.model.metadata.version, dtype=np.int64)
+        return result
 
 
 class SwappableModel:

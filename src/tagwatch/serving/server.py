@@ -5,9 +5,10 @@ callable runs ONNX Runtime on the version's model.onnx (verified by sha256 befor
 refused and, at start, the server exits 12). When serving an alias it polls the alias and hot-swaps to the new
 version without dropping requests (see ``runner``). ``<state_dir>/triton/served.json`` says what is served.
 
-Locally the Triton model version is always 1 (the served registry version can change under it by a swap); the
-registry version is in served.json. In a cluster KServe loads the registry layout itself, where the Triton
-version directory is the registry version.
+Locally the Triton model version is always 1 (the served registry version can change under it by a swap), so
+the model has one extra output, ``model_version`` (int64 per row): the registry version that scored that row.
+In a cluster KServe loads the registry layout itself, whose Triton version directory is the registry version;
+``tagwatch.serving.client`` returns ``model_version`` per row in both cases.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 from tagwatch.errors import TagwatchError
 from tagwatch.export.onnx_model import INPUT_NAME, OUTPUT_NAMES
 from tagwatch.registry import ModelRegistry, open_registry
-from tagwatch.serving.runner import OnnxRunner, SwappableModel, describe
+from tagwatch.serving.runner import VERSION_OUTPUT, OnnxRunner, SwappableModel, describe
 from tagwatch.settings import Settings, load_settings
 
 log = logging.getLogger("tagwatch.serving.server")
@@ -165,7 +166,8 @@ def run_server(settings: Settings, *, ref: str, http_port: int, grpc_port: int, 
             infer_func=infer,
             inputs=[Tensor(name=INPUT_NAME, dtype=np.float32, shape=(3, shape.crop, shape.crop))],
             outputs=[Tensor(name=OUTPUT_NAMES[0], dtype=np.float32, shape=(shape.num_labels,)),
-                     Tensor(name=OUTPUT_NAMES[1], dtype=np.float32, shape=(shape.num_categories,))],
+                     Tensor(name=OUTPUT_NAMES[1], dtype=np.float32, shape=(shape.num_categories,)),
+                     Tensor(name=VERSION_OUTPUT, dtype=np.int64, shape=(1,))],
             model_version=TRITON_MODEL_VERSION,
             config=ModelConfig(
                 max_batch_size=shape.max_batch_size,
