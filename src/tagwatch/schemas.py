@@ -17,6 +17,7 @@ def registry() -> dict[str, type[BaseModel]]:
     from tagwatch.moderation.bank import HashBank
     from tagwatch.moderation.events import Decision, DeadLetter, PostCreated, ReviewRequest
     from tagwatch.moderation.policy import Policy
+    from tagwatch.registry.metadata import AliasRecord, VersionMetadata
 
     return {
         "post-created.v1.json": PostCreated,
@@ -28,6 +29,8 @@ def registry() -> dict[str, type[BaseModel]]:
         "dataset-manifest.v1.json": DatasetManifest,
         "vocabulary.v1.json": Vocabulary,
         "shard-sample.v1.json": ShardSample,
+        "model-version-metadata.v1.json": VersionMetadata,
+        "model-alias.v1.json": AliasRecord,
     }
 
 

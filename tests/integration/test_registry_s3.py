@@ -12,7 +12,7 @@ from tagwatch.clients import s3_client
 from tagwatch.errors import IntegrityError, RegistryError
 from tagwatch.registry import ModelRegistry
 from tests.conftest import run_cli, stack_env
-from tests.tiny_models import export_tiny
+from tests.support.serving_models import export_tiny
 
 
 @pytest.fixture(scope="module")

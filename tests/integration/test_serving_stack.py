@@ -15,7 +15,7 @@ from tagwatch.serving.client import ModelClient
 from tagwatch.stack import with_stack_endpoints
 from tagwatch.stack.state import read_state
 from tests.conftest import make_settings, run_cli, stack_env
-from tests.tiny_models import export_tiny
+from tests.support.serving_models import export_tiny
 
 
 @pytest.mark.slow

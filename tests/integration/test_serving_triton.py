@@ -32,7 +32,7 @@ from tagwatch.preprocess import DEFAULT_PRESET
 from tagwatch.registry import ModelRegistry
 from tagwatch.serving.client import ModelClient
 from tagwatch.stack.ports import pick_free_ports
-from tests.tiny_models import export_tiny, tiny_model
+from tests.support.serving_models import export_tiny, tiny_model
 
 GRPC_PROBE = """
 import sys, numpy as np

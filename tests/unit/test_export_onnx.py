@@ -12,7 +12,7 @@ from tagwatch.export import export_model
 from tagwatch.export.export import load_parity_images
 from tagwatch.export.onnx_model import ort_session
 from tagwatch.preprocess import DEFAULT_PRESET
-from tests.tiny_models import CATEGORIES, LABELS, DriftsWhenExported, tiny_model
+from tests.support.serving_models import CATEGORIES, LABELS, DriftsWhenExported, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def parity_images() -> np.ndarray:
 
 
 def test_export_writes_layout_and_passes_parity(tmp_path, parity_images) -> None:
-    policy = {"version": "policy-3", "categories": {"weapons": {"remove": 0.9, "review": 0.5}}}
+    policy = {"version": "policy-3", "categories": {"weapons": {"remove_threshold": 0.9, "review_threshold": 0.5}}}
     result = export_model(tiny_model(), out_dir=tmp_path / "out", model_name="tagwatch-moderation", labels=LABELS,
                           categories=CATEGORIES, preset=DEFAULT_PRESET, parity_images=parity_images,
                           lineage={"run_id": "run-1"}, policy=policy)

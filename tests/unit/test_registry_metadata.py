@@ -74,3 +74,26 @@ def test_valid_alias_names(name) -> None:
 def test_invalid_alias_names(name) -> None:
     with pytest.raises(RegistryError):
         check_alias_name(name)
+
+
+def test_metadata_and_alias_documents_validate_against_committed_schemas() -> None:
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    from tagwatch.registry.metadata import VersionMetadata
+
+    schemas = Path(__file__).resolve().parents[2] / "schemas"
+    metadata = VersionMetadata(
+        model_name="m", version=3, created_at=NOW, created_by="t@h", storage_uri="s3://models/registry/m/versions/000003/repository",
+        files=digest_files({"repository/m/3/model.onnx": b"w"}), lineage={"run_id": "r"}, parent_version=2,
+        metrics={"map": 0.3}, policy_version="p1", preset={"name": "tagwatch-128"}, layout={"version": 3},
+    )
+    jsonschema.validate(json.loads(metadata.model_dump_json()),
+                        json.loads((schemas / "model-version-metadata.v1.json").read_text()))
+    alias = _move(None, 3)
+    schema = json.loads((schemas / "model-alias.v1.json").read_text())
+    jsonschema.validate(json.loads(alias.model_dump_json()), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**json.loads(alias.model_dump_json()), "version": "three"}, schema)

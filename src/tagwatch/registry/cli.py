@@ -117,6 +117,13 @@ def model_show(ref: Annotated[str, typer.Argument(help="Version number, alias or
     out.print_json(json.dumps({**metadata.model_dump(mode="json"), "metadata_sha256": digest}))
 
 
+@model_app.command("uri")
+def model_uri(ref: Annotated[str, typer.Argument(help="Version number, alias or `latest`.")] = "production") -> None:
+    """Print the immutable storageUri of a version (what a KServe InferenceService points at)."""
+    metadata, _ = _registry(_settings()).resolve(ref)
+    print(metadata.storage_uri)
+
+
 @model_app.command("promote")
 def model_promote(
     version: Annotated[int, typer.Argument(help="Version to point the alias at.")],

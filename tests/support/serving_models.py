@@ -52,7 +52,8 @@ def export_tiny(out_dir, *, model_name: str, seed: int = 0, policy_version: str 
 
     if images is None:
         images = load_parity_images(DEFAULT_PRESET, count=8)
-    policy = {"version": policy_version, "categories": {c: {"remove": 0.9, "review": 0.5} for c in CATEGORIES}}
+    rule = {"remove_threshold": 0.9, "review_threshold": 0.5}
+    policy = {"version": policy_version, "categories": {c: rule for c in CATEGORIES}}
     return export_model(tiny_model(seed), out_dir=out_dir, model_name=model_name, labels=LABELS,
                         categories=CATEGORIES, preset=DEFAULT_PRESET, parity_images=images,
                         lineage={"run_id": f"run-{seed}", "manifest_hash": "m" * 64, "vocabulary_version": "v1"},
