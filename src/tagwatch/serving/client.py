@@ -91,6 +91,17 @@ class ModelClient:
                 self._max_batch = int(config["max_batch_size"])
         return self._max_batch
 
+    def input_shape(self) -> tuple[int, ...]:
+        """The ``images`` input's shape without the batch axis, e.g. (3, 128, 128)."""
+        meta = self._call(lambda: self._client.get_model_metadata(self.model_name, **self._kw()))
+        inputs = meta.inputs if self.protocol == "grpc" else meta["inputs"]
+        for tensor in inputs:
+            name = tensor.name if self.protocol == "grpc" else tensor["name"]
+            if name == INPUT_NAME:
+                shape = list(tensor.shape if self.protocol == "grpc" else tensor["shape"])
+                return tuple(int(d) for d in shape[1:])
+        raise ServingError(f"model {self.model_name!r} has no {INPUT_NAME!r} input")
+
     def has_version_output(self) -> bool:
         """True for the local server (a ``model_version`` output); False for KServe's plain ONNX config."""
         if self._has_version_output is None:

@@ -21,12 +21,32 @@ class CheckResult:
 
 def run_checks(settings: Settings) -> list[CheckResult]:
     """Run every round trip; ``settings`` must carry endpoints (see ``with_stack_endpoints``)."""
-    return [
+    results = [
         _timed("s3 buckets", lambda: check_buckets(settings)),
         _timed("s3 put/get", lambda: check_s3_round_trip(settings)),
         _timed("kafka topics", lambda: check_topics(settings)),
         _timed("kafka produce/consume", lambda: check_kafka_round_trip(settings)),
     ]
+    from tagwatch.stack.state import read_state
+
+    state = read_state(settings.paths.stack_file)
+    if state is not None and "triton" in state.services:  # optional: only when the stack runs it
+        port = state.ports.triton_http or settings.triton.http_port
+        results.append(_timed("triton infer", lambda: check_triton_infer(settings, port)))
+    return results
+
+
+def check_triton_infer(settings: Settings, http_port: int) -> str:
+    """One request of one blank image through the stack's Triton (HTTP, so this never imports tritonclient.grpc)."""
+    import numpy as np
+
+    from tagwatch.serving.client import ModelClient
+
+    with ModelClient(url=f"{settings.triton.host}:{http_port}", model_name=settings.triton.model_name,
+                     protocol="http", retries=1) as client:
+        out = client.infer(np.zeros((1, *client.input_shape()), dtype=np.float32))
+    return (f"{settings.triton.model_name} version {int(out['model_version'][0])} scored 1 image "
+            f"({out['category_scores'].shape[1]} categories)")
 
 
 def check_buckets(settings: Settings) -> str:
