@@ -189,6 +189,7 @@ def main() -> None:
             with ModelClient(url=url, model_name="bench-serving") as client:
                 client.wait_ready(120)
             ready_s = time.monotonic() - t0
+            served = json.loads((root / "state" / "triton" / "served.json").read_text())
             triton = {}
             for c in concurrencies:
                 before = triton_counts(metrics, "bench-serving")
@@ -208,6 +209,7 @@ def main() -> None:
         "benchmark": "serving_latency", "arch": args.arch, "input": [3, DEFAULT_PRESET.crop, DEFAULT_PRESET.crop],
         "onnx_mb": round(result.info["onnx"]["bytes"] / 1e6, 2), "export_s": round(export_s, 1),
         "parity_max_abs_diff": result.parity.worst(), "triton_start_s": round(ready_s, 2),
+        "fetch_verify_load_s": served["start_fetch_verify_load_s"], "ort_session_load_s": served["load_s"],
         "cpus": os.cpu_count(), "seconds_per_mode": args.seconds,
         "baseline_onnxruntime": baseline, "triton_grpc": triton,
         "ratios": {

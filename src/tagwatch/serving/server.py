@@ -140,6 +140,7 @@ def run_server(settings: Settings, *, ref: str, http_port: int, grpc_port: int, 
     def write_served(current: OnnxRunner) -> None:
         record = {**describe(current.model, ref=ref), "since": datetime.now(timezone.utc).isoformat(),
                   "swaps": model.swaps, "pid": os.getpid(), "load_s": round(current.load_s, 3),
+                  "start_fetch_verify_load_s": round(fetch_load_s, 3),
                   "ports": {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}}
         tmp = served_file(settings).with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=2))
