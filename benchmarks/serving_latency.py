@@ -176,7 +176,6 @@ def main() -> None:
             session = ort_session(result.onnx_path)
             baseline = {"batch1": bench_ort(session, images, batch=1, seconds=args.seconds),
                         "batch16": bench_ort(session, images, batch=16, seconds=args.seconds)}
-            del session
 
             http, grpc, metrics = pick_free_ports("127.0.0.1", 3)
             env = {**os.environ, "TAGWATCH_PATHS__STATE_DIR": str(root / "state"),
@@ -197,6 +196,9 @@ def main() -> None:
                 after = triton_counts(metrics, "bench-serving")
                 executions = after[1] - before[1]
                 triton[f"c{c}"]["mean_batch"] = round((after[0] - before[0]) / executions, 2) if executions else None
+            # Again after the Triton runs (server idle): on a shared machine the drift between the two baseline
+            # runs is the noise floor of every ratio below.
+            baseline["batch1_after"] = bench_ort(session, images, batch=1, seconds=args.seconds)
         finally:
             if proc is not None:
                 proc.send_signal(signal.SIGTERM)
