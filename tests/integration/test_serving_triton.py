@@ -17,7 +17,6 @@ import threading
 import time
 import urllib.request
 import uuid
-from pathlib import Path
 
 import numpy as np
 import psutil
