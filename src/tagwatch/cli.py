@@ -147,6 +147,9 @@ def stack_up(
     out.print(f"  Kafka  {state.kafka_bootstrap()}")
     if "triton" in state.services:
         out.print(f"  Triton {state.services['triton'].endpoint}")
+    for name, why in result.skipped.items():
+        if why.startswith("failed"):
+            out.print(f"  [yellow]warning:[/] {name} {why}")
     out.print(f"  state  {settings.paths.stack_file}")
 
 

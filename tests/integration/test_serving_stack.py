@@ -35,10 +35,19 @@ def test_stack_up_starts_triton_once_production_exists(tmp_path) -> None:
         registry = ModelRegistry(s3_client(settings.s3), bucket=settings.s3.buckets.models,
                                  model_name=settings.triton.model_name)
         export = export_tiny(tmp_path / "export", model_name=settings.triton.model_name)
-        registry.register(export.out_dir, alias="production")
-        bad = registry.register(export.out_dir).version
+        registry.register(export.out_dir)
+        bad = registry.register(export.out_dir, alias="production").version
         key = f"{registry.version_prefix(bad)}/repository/{settings.triton.model_name}/{bad}/model.onnx"
         registry.s3.put_object(Bucket=registry.bucket, Key=key, Body=b"not the model that was registered")
+
+        # production names a version tampered with after its promotion: Triton refuses it; S3 and Kafka stay up.
+        up = run_cli("stack", "up", env=env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "warning: triton failed to start" in up.stdout and "refusing to load" in (
+            settings.paths.logs_dir / "triton.log").read_text()
+        status = {r["name"]: r for r in json.loads(run_cli("stack", "status", "--json", env=env).stdout)}
+        assert status["seaweedfs"]["healthy"] and status["tansu"]["healthy"] and not status["triton"]["running"]
+        registry.promote(1, alias="production")  # the fix: promote a verified version (the rollback target)
 
         up = run_cli("stack", "up", env=env)
         assert up.returncode == 0, up.stdout + up.stderr

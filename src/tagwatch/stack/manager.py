@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tagwatch.errors import ConfigError, StackError
+from tagwatch.errors import ConfigError, StackError, TagwatchError
 from tagwatch.settings import Settings
 from tagwatch.stack import process
 from tagwatch.stack.ports import StackPorts, ensure_ports_free, is_port_free
@@ -85,24 +85,20 @@ class Stack:
                             report(f"{service.name} not started: {why_not}")
                             result.skipped[service.name] = why_not
                             continue
-                        ensure_ports_free(self.settings.stack.host, service.bound_ports(), service.name)
-                    report(f"starting {service.name} on {service.endpoint()}")
-                    record = process.spawn(
-                        service.command(), env=service.env(), log_file=service.log_file, cwd=self.paths.state_dir
-                    )
-                    started_now.append(service)
-                    state.services[service.name] = ServiceState(
-                        name=service.name,
-                        process=record,
-                        version=service.version(),
-                        started_at=datetime.now(timezone.utc),
-                        endpoint=service.endpoint(),
-                    )
-                    write_state(self.paths.stack_file, state)
-                    ready_in = self._wait_healthy(service, record)
-                    service.prepare()
-                    report(f"{service.name} ready in {ready_in:.1f}s")
-                    result.started.append(service.name)
+                        try:
+                            self._start_one(service, state, started_now, result, report)
+                        except TagwatchError as error:
+                            # An optional service that cannot start (port taken, model refused) must not take
+                            # S3 and Kafka down with it: stop it, say why, keep the rest.
+                            if service in started_now:
+                                started_now.remove(service)
+                                self._stop_one(service, state)
+                                write_state(self.paths.stack_file, state)
+                            why = f"failed to start: {error.message}" + (f" ({error.hint})" if error.hint else "")
+                            report(f"{service.name} {why}")
+                            result.skipped[service.name] = why
+                        continue
+                    self._start_one(service, state, started_now, result, report)
             except BaseException:
                 # Leave nothing half-up: stop what this call started, keep what was already running.
                 for service in reversed(started_now):
@@ -113,6 +109,26 @@ class Stack:
         result.seconds = time.monotonic() - t0
         result.state = state
         return result
+
+    def _start_one(self, service: EmbeddedService, state: StackState, started_now: list[EmbeddedService],
+                   result: UpResult, report: Report) -> None:
+        if service.optional:  # required services' ports were checked before anything started
+            ensure_ports_free(self.settings.stack.host, service.bound_ports(), service.name)
+        report(f"starting {service.name} on {service.endpoint()}")
+        record = process.spawn(service.command(), env=service.env(), log_file=service.log_file, cwd=self.paths.state_dir)
+        started_now.append(service)
+        state.services[service.name] = ServiceState(
+            name=service.name,
+            process=record,
+            version=service.version(),
+            started_at=datetime.now(timezone.utc),
+            endpoint=service.endpoint(),
+        )
+        write_state(self.paths.stack_file, state)
+        ready_in = self._wait_healthy(service, record)
+        service.prepare()
+        report(f"{service.name} ready in {ready_in:.1f}s")
+        result.started.append(service.name)
 
     def down(self, report: Report = lambda _msg: None) -> dict[str, str]:
         """Stop every recorded process (gracefully, then forcibly). Returns name -> outcome."""
