@@ -188,7 +188,11 @@ def main() -> None:
             with ModelClient(url=url, model_name="bench-serving") as client:
                 client.wait_ready(120)
             ready_s = time.monotonic() - t0
-            served = json.loads((root / "state" / "triton" / "served.json").read_text())
+            served_file = root / "state" / "triton" / "served.json"
+            deadline = time.monotonic() + 30
+            while not served_file.exists() and time.monotonic() < deadline:  # written just after Triton is ready
+                time.sleep(0.1)
+            served = json.loads(served_file.read_text())
             triton = {}
             for c in concurrencies:
                 before = triton_counts(metrics, "bench-serving")

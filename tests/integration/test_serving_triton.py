@@ -73,6 +73,9 @@ def served(stack_settings, tmp_path_factory, images):
     try:
         with ModelClient(url=info["http"], model_name=name, protocol="http") as client:
             client.wait_ready(60)
+        deadline = time.monotonic() + 30
+        while not (state_dir / "triton/served.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)  # written right after Triton reports ready
         yield info
     finally:
         if proc.poll() is None:
