@@ -4,7 +4,8 @@ Self-contained: a private stack (SeaweedFS) in a temp dir, a model exported (par
 Triton server (`python -m tagwatch.serving.server`) on free ports serving `production`, load from tritonclient
 over gRPC (`tagwatch.serving.client`) with N threads each sending one-image requests; then everything stopped.
 
-Baseline: the same model.onnx in ONNX Runtime in this process, batch 1 (sequential) and batch 16.
+Baseline: the same model.onnx in ONNX Runtime called directly (in a fresh process, as the server's is), batch 1
+(sequential) and batch 16; measured again after the Triton runs, as the noise floor of a shared machine.
 Measured: Triton at concurrency 1 (batch 1, no batching possible) and at higher concurrencies, where Triton's
 dynamic batcher forms batches (mean batch = inferences / executions from Triton's own metrics).
 Client threads and server share the machine's cores, so the figures are what one box gives, not a cluster's.
@@ -144,12 +145,29 @@ def triton_counts(port: int, model: str) -> tuple[float, float]:
     return inf, exe
 
 
+def run_baseline(onnx_path: Path, seconds: float, threads: int) -> dict:
+    """ONNX Runtime in a fresh process, like the server's: no torch OpenMP threads spinning beside it."""
+    done = subprocess.run([sys.executable, __file__, "--ort-baseline", str(onnx_path), "--seconds", str(seconds),
+                           "--ort-threads", str(threads)], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--arch", default="resnet18", help="resnet18 (default), resnet50, or tiny")
     parser.add_argument("--seconds", type=float, default=5.0, help="per measured mode")
     parser.add_argument("--concurrency", default="1,4,16", help="comma-separated client thread counts")
+    parser.add_argument("--ort-threads", type=int, default=1,
+                        help="ONNX Runtime intra-op threads, the same for the baseline and the server (on 2 shared "
+                             "cores 1 beats ORT's default spinning pool)")
+    parser.add_argument("--ort-baseline", type=Path, help=argparse.SUPPRESS)  # internal: baseline in a fresh process
     args = parser.parse_args()
+    if args.ort_baseline:
+        images = load_parity_images(DEFAULT_PRESET, count=64)
+        session = ort_session(args.ort_baseline, threads=args.ort_threads)
+        print(json.dumps({"batch1": bench_ort(session, images, batch=1, seconds=args.seconds),
+                          "batch16": bench_ort(session, images, batch=16, seconds=args.seconds)}))
+        return
     concurrencies = [int(c) for c in args.concurrency.split(",")]
 
     with tempfile.TemporaryDirectory(prefix="tw-bench-") as tmp:
@@ -173,16 +191,15 @@ def main() -> None:
                                      model_name="bench-serving")
             registry.register(result.out_dir, alias="production")
 
-            session = ort_session(result.onnx_path)
-            baseline = {"batch1": bench_ort(session, images, batch=1, seconds=args.seconds),
-                        "batch16": bench_ort(session, images, batch=16, seconds=args.seconds)}
+            baseline = run_baseline(result.onnx_path, args.seconds, args.ort_threads)
 
             http, grpc, metrics = pick_free_ports("127.0.0.1", 3)
             env = {**os.environ, "TAGWATCH_PATHS__STATE_DIR": str(root / "state"),
                    "TAGWATCH_TRITON__MODEL_NAME": "bench-serving", "TAGWATCH_S3__ENDPOINT_URL": settings.s3.endpoint_url}
             t0 = time.monotonic()
             proc = subprocess.Popen([sys.executable, "-m", "tagwatch.serving.server", "--http-port", str(http),
-                                     "--grpc-port", str(grpc), "--metrics-port", str(metrics)], env=env,
+                                     "--grpc-port", str(grpc), "--metrics-port", str(metrics),
+                                     "--ort-threads", str(args.ort_threads)], env=env,
                                     stdout=open(root / "server.log", "wb"), stderr=subprocess.STDOUT)
             url = f"127.0.0.1:{grpc}"
             with ModelClient(url=url, model_name="bench-serving") as client:
@@ -202,7 +219,7 @@ def main() -> None:
                 triton[f"c{c}"]["mean_batch"] = round((after[0] - before[0]) / executions, 2) if executions else None
             # Again after the Triton runs (server idle): on a shared machine the drift between the two baseline
             # runs is the noise floor of every ratio below.
-            baseline["batch1_after"] = bench_ort(session, images, batch=1, seconds=args.seconds)
+            baseline["after_triton_runs"] = run_baseline(result.onnx_path, args.seconds, args.ort_threads)
         finally:
             if proc is not None:
                 proc.send_signal(signal.SIGTERM)
@@ -216,7 +233,7 @@ def main() -> None:
         "onnx_mb": round(result.info["onnx"]["bytes"] / 1e6, 2), "export_s": round(export_s, 1),
         "parity_max_abs_diff": result.parity.worst(), "triton_start_s": round(ready_s, 2),
         "fetch_verify_load_s": served["start_fetch_verify_load_s"], "ort_session_load_s": served["load_s"],
-        "cpus": os.cpu_count(), "seconds_per_mode": args.seconds,
+        "cpus": os.cpu_count(), "ort_threads": args.ort_threads, "seconds_per_mode": args.seconds,
         "baseline_onnxruntime": baseline, "triton_grpc": triton,
         "ratios": {
             "triton_c1_p50_over_ort_batch1_p50": round(c1["p50_ms"] / baseline["batch1"]["p50_ms"], 2) if c1 else None,

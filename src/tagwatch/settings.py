@@ -92,6 +92,10 @@ class TritonSettings(_Section):
     metrics_port: int = 8002
     model_name: str = "tagwatch-moderation"
     timeout_s: float = 10.0
+    ort_threads: int | None = Field(
+        default=1, ge=1, description="ONNX Runtime intra-op threads of the local Triton's model (unset: ORT's pool; "
+        "1 measured faster on 2 shared cores, benchmarks/serving_latency.py)"
+    )
 
 
 class PathsSettings(_Section):

@@ -45,4 +45,4 @@ def serve(
     err.print(f"[dim]•[/] serving {settings.triton.model_name}@{ref}: grpc {settings.triton.host}:{grpc}, "
               f"http {settings.triton.host}:{http}, metrics {settings.triton.host}:{metrics} (Ctrl+C stops)")
     run_server(settings, ref=ref, http_port=http, grpc_port=grpc, metrics_port=metrics, poll_s=poll_s,
-               ort_threads=ort_threads, stop_event=stop)
+               ort_threads=ort_threads or settings.triton.ort_threads, stop_event=stop)

@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc-port", type=int)
     parser.add_argument("--metrics-port", type=int)
     parser.add_argument("--poll-s", type=float, default=5.0, help="seconds between alias checks")
-    parser.add_argument("--ort-threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--ort-threads", type=int, default=None,
+                        help="ONNX Runtime intra-op threads (default settings.triton.ort_threads)")
     args = parser.parse_args(argv)
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         run_server(settings, ref=args.ref, http_port=args.http_port or settings.triton.http_port,
                    grpc_port=args.grpc_port or settings.triton.grpc_port,
                    metrics_port=args.metrics_port or settings.triton.metrics_port, poll_s=args.poll_s,
-                   ort_threads=args.ort_threads, stop_event=stop)
+                   ort_threads=args.ort_threads or settings.triton.ort_threads, stop_event=stop)
     except TagwatchError as error:
         log.error("%s%s", error.message, f" (hint: {error.hint})" if error.hint else "")
         return error.exit_code
