@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -229,10 +230,14 @@ def test_sigterm_stops_triton_and_leaves_no_process(served) -> None:
     proc: subprocess.Popen = served["proc"]
     family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
     assert any("tritonserver" in p.name() for p in family)
+    records = list((served["state_dir"] / "triton").glob("workspace.*.path"))
+    workspaces = [Path(r.read_text()) for r in records]
+    assert len(workspaces) == 1 and workspaces[0].is_dir() and len(str(workspaces[0])) < 40
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     gone, alive = psutil.wait_procs(family, timeout=10)
     assert not alive, [p.pid for p in alive]
     assert not (served["state_dir"] / "triton/served.json").exists()
+    assert not workspaces[0].exists() and not records[0].exists()  # the PyTriton workspace went with it
     assert time.monotonic() - t0 < 20

@@ -59,26 +59,29 @@ def prepare_environment() -> None:
 def make_workspace(settings: Settings) -> Path:
     """PyTriton's workspace holds unix sockets, whose paths must stay under ~107 bytes: a short dir in /tmp.
 
-    Its path is recorded in the state dir so `stack down` can remove it even after a SIGKILL.
+    Its path is recorded per server PID in the state dir, so `stack down` can remove it even after a SIGKILL.
     """
     import tempfile
 
     parent = Path(tempfile.mkdtemp(prefix="tw-triton-"))
-    (triton_dir(settings) / "workspace.path").write_text(str(parent))
+    (triton_dir(settings) / f"workspace.{os.getpid()}.path").write_text(str(parent))
     return parent / "ws"  # PyTriton wants to create the workspace itself
 
 
-def remove_workspace(settings: Settings) -> None:
+def remove_workspace(settings: Settings, *, pid: int | None = None) -> None:
+    """Remove this server's workspace (``pid``), or, with no pid, those of servers that are no longer running."""
     import shutil
 
-    record = triton_dir(settings) / "workspace.path"
-    try:
+    import psutil
+
+    for record in triton_dir(settings).glob("workspace.*.path"):
+        owner = int(record.name.split(".")[1]) if record.name.split(".")[1].isdigit() else -1
+        if (pid is not None and owner != pid) or (pid is None and psutil.pid_exists(owner)):
+            continue
         path = Path(record.read_text().strip())
-    except FileNotFoundError:
-        return
-    if path.name.startswith("tw-triton-"):
-        shutil.rmtree(path, ignore_errors=True)
-    record.unlink(missing_ok=True)
+        if path.name.startswith("tw-triton-"):
+            shutil.rmtree(path, ignore_errors=True)
+        record.unlink(missing_ok=True)
 
 
 class AliasWatcher(threading.Thread):
@@ -194,7 +197,7 @@ def run_server(settings: Settings, *, ref: str, http_port: int, grpc_port: int, 
         if watcher is not None:
             watcher.stop_event.set()
         triton.stop()
-        remove_workspace(settings)
+        remove_workspace(settings, pid=os.getpid())
         served_file(settings).unlink(missing_ok=True)
         log.info("stopped")
 
