@@ -30,6 +30,8 @@ stack_app = typer.Typer(
 )
 app.add_typer(config_app, name="config")
 app.add_typer(stack_app, name="stack")
+from tagwatch.train.cli import train_app  # noqa: E402
+app.add_typer(train_app, name="train")
 
 out = Console()
 err = Console(stderr=True)

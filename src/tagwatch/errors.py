@@ -52,3 +52,15 @@ class ManifestError(TagwatchError):
     """A dataset manifest, vocabulary or shard that fails verification (hash, schema). Exit 6."""
 
     exit_code = 6
+
+
+class CheckpointError(TagwatchError):
+    """A training checkpoint that is missing, fails its sha256, or belongs to other data/config. Exit 7."""
+
+    exit_code = 7
+
+
+class TrainingError(TagwatchError):
+    """Training cannot go on: a non-finite loss, or a dataset/model mismatch found at run time. Exit 8."""
+
+    exit_code = 8
