@@ -127,3 +127,29 @@ def test_ddp_two_ranks_resume_after_sigkill_is_bit_identical(stack_settings, s3_
     assert differing == [], f"killed at step {interrupted_at}, resumed; tensors differ: {differing[:5]}"
     for a, b in zip(reference["optimizer"]["state"].values(), final["optimizer"]["state"].values()):
         assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+
+
+def test_sigterm_checkpoints_at_the_current_step_then_resume_finishes(stack_settings, s3_dataset, tmp_path: Path) -> None:
+    env = {**stack_env(stack_settings), "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")])}
+    run_id = f"term-{secrets.token_hex(3)}"
+    common = ["--dataset", f"{s3_dataset.manifest.name}/v1", "--image-size", "48", "--width", "8", "--batch-size", "8",
+              "--steps", "80", "--workers", "1", "--threads", "1", "--checkpoint-every", "1000", "--lr", "0.05",
+              "--calibrate-steps", "0", "--no-evaluate", "--no-progress", "--log-every", "1", "--run-id", run_id]
+    run = _torchrun([*common, "--output-dir", str(tmp_path / "a")], env)
+    metrics = tmp_path / "a" / "metrics.jsonl"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and run.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 10:
+            run.send_signal(signal.SIGTERM)  # what the kubelet / torchrun's own shutdown sends
+            break
+        time.sleep(0.05)
+    out, _ = run.communicate(timeout=120)
+    store = CheckpointStore(f"s3://{stack_settings.s3.buckets.checkpoints}/{run_id}", s3=stack_settings.s3)
+    pointer = store.latest()
+    assert pointer is not None, out[-3000:]
+    assert 10 <= pointer["step"] < 80  # only SIGTERM can have written it (checkpoint-every is 1000)
+    resumed = _torchrun([*common, "--output-dir", str(tmp_path / "b"), "--resume", "latest"], env)
+    out, _ = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, out[-3000:]
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["start_step"] == pointer["step"]

@@ -83,6 +83,12 @@ def install_sigterm_handler() -> None:
     signal.signal(signal.SIGTERM, request_stop)
 
 
+def ignore_sigterm(worker_id: int) -> None:
+    """Data workers outlive a SIGTERM to their process group, so the rank can finish its step and checkpoint;
+    the rank shuts them down on exit, and they exit on their own if the rank dies."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def run_training(
     *, model: nn.Module, task: TrainTask, loop: LoopConfig, info: DistInfo, state: RunState,
     store: CheckpointStore, make_dataset: Callable[[int], IterableDataset], output_dir: Path,
@@ -122,7 +128,8 @@ def run_training(
         log.info("throughput ceiling (synthetic, %d rank(s)): %.1f img/s", info.world_size, ceiling["ceiling_img_s"])
 
     loader = DataLoader(make_dataset(start_step), batch_size=None, num_workers=loop.num_workers,
-                        pin_memory=on_gpu, prefetch_factor=4 if loop.num_workers else None)
+                        pin_memory=on_gpu, prefetch_factor=4 if loop.num_workers else None,
+                        worker_init_fn=ignore_sigterm if loop.num_workers else None)
     batches = iter(loader)
     metrics_file = output_dir / "metrics.jsonl"
     if info.is_main:
