@@ -66,6 +66,8 @@ def test_pretrain_then_probe_and_finetune_write_policy_and_report(tmp_path: Path
         assert (tmp_path / mode / "holdout" / "pr_curves.png").stat().st_size > 1000
         assert (tmp_path / mode / "holdout" / "confusion.png").stat().st_size > 1000
         assert result["holdout"]["images"] == 24
+        assert metrics["duplicates_counted_wrong"] == 2  # the synthetic dedup report names 2 holdout posts
+        assert metrics["hashtag_map_lower_bound"] <= metrics["hashtag_map"]
     pre = torch.load(tmp_path / "ck" / "pre" / "step-0000030.pt", weights_only=False)
     probe = torch.load(tmp_path / "ck" / "tr-probe" / "step-0000025.pt", weights_only=False)
     assert torch.equal(pre["model"]["backbone.features.0.weight"], probe["model"]["backbone.features.0.weight"])

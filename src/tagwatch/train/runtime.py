@@ -32,6 +32,7 @@ class DatasetHandle:
     vocabulary: Vocabulary
     reader: ShardReader
     uri: str
+    eval_duplicates: frozenset[str] = frozenset()
 
     def stream(self, *, split: str, preset: Preset, config: StreamConfig) -> ShardStream:
         return ShardStream(reader=self.reader, shards=shard_paths(self.manifest, split), num_labels=self.manifest.num_labels,
@@ -42,7 +43,8 @@ class DatasetHandle:
         return info.samples if info else 0
 
     def duplicates(self) -> set[str]:
-        return set()
+        """Eval post ids with a near-copy in the (pre-dedup) train set: scored as misses for lower bounds."""
+        return set(self.eval_duplicates)
 
 
 def open_dataset(spec: str, *, settings: Settings, synthetic_labels: int = 16, seed: int = 0) -> DatasetHandle:
@@ -55,7 +57,8 @@ def open_dataset(spec: str, *, settings: Settings, synthetic_labels: int = 16, s
         except ValueError as error:
             raise ConfigError(f"bad dataset spec {spec!r}", hint="use synthetic:N, e.g. synthetic:256") from error
         dataset = build_synthetic_dataset(num_samples=samples, num_labels=synthetic_labels, seed=seed)
-        return DatasetHandle(dataset.manifest, dataset.vocabulary, dataset.memory_shards(), f"memory://{spec}")
+        return DatasetHandle(dataset.manifest, dataset.vocabulary, dataset.memory_shards(), f"memory://{spec}",
+                             dataset.eval_duplicates())
     name, _, version = spec.partition("/")
     if not name or not version:
         raise ConfigError(f"bad dataset spec {spec!r}", hint="use NAME/VERSION (under the datasets bucket) or synthetic:N")
@@ -63,7 +66,22 @@ def open_dataset(spec: str, *, settings: Settings, synthetic_labels: int = 16, s
     manifest, vocabulary = load_manifest(s3=settings.s3, bucket=bucket, name=name, version=version)
     expected = {s.path: s.sha256 for split in manifest.splits.values() for s in split.shards}
     reader = S3ShardReader(s3=settings.s3, bucket=bucket, prefix=f"{name}/{version}", expected_sha256=expected)
-    return DatasetHandle(manifest, vocabulary, reader, f"s3://{bucket}/{name}/{version}")
+    duplicates = read_eval_duplicates(settings=settings, bucket=bucket, prefix=f"{name}/{version}", manifest=manifest)
+    return DatasetHandle(manifest, vocabulary, reader, f"s3://{bucket}/{name}/{version}", duplicates)
+
+
+def read_eval_duplicates(*, settings: Settings, bucket: str, prefix: str, manifest: DatasetManifest) -> frozenset[str]:
+    """The ``nearest_post_id`` of every train image the data build dropped as a near-copy (dedup.json)."""
+    import hashlib
+    import json
+
+    from tagwatch.clients import s3_client
+    from tagwatch.errors import ManifestError
+
+    raw = s3_client(settings.s3).get_object(Bucket=bucket, Key=f"{prefix}/{manifest.dedup.path}")["Body"].read()
+    if hashlib.sha256(raw).hexdigest() != manifest.dedup.sha256:
+        raise ManifestError(f"dedup report of {prefix} fails its sha256", hint="rebuild the dataset")
+    return frozenset(d["nearest_post_id"] for d in json.loads(raw).get("dropped", []) if d.get("nearest_post_id"))
 
 
 def resolve_settings() -> Settings:

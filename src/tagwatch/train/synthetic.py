@@ -43,6 +43,9 @@ class SyntheticDataset:
     vocabulary: Vocabulary
     files: dict[str, bytes]  # path under the version prefix -> bytes (shards and side files, not manifest.json)
 
+    def eval_duplicates(self) -> frozenset[str]:
+        return frozenset(d["nearest_post_id"] for d in json.loads(self.files["dedup.json"])["dropped"])
+
     def memory_shards(self) -> MemoryShards:
         shards: dict[str, list[RawSample]] = {}
         for path, blob in self.files.items():
@@ -82,7 +85,7 @@ def render_image(labels: list[int], *, size: int, rng: random.Random) -> Image.I
 def build_synthetic_dataset(
     *, num_samples: int = 256, num_labels: int = 16, category_names: tuple[str, ...] = DEFAULT_CATEGORIES,
     image_size: int = 80, samples_per_shard: int = 32, seed: int = 0, name: str = "synthetic", version: str = "v1",
-    val_fraction: float = 0.125, holdout_fraction: float = 0.125,
+    val_fraction: float = 0.125, holdout_fraction: float = 0.125, eval_duplicates: int = 2,
 ) -> SyntheticDataset:
     """Render ``num_samples`` images (1-3 Zipf-distributed labels each) into train/val/holdout shards."""
     rng = random.Random(seed)
@@ -114,7 +117,10 @@ def build_synthetic_dataset(
         split_infos[split] = SplitInfo(samples=len(members), shards=shards)
     files["vocabulary.json"] = vocabulary.model_dump_json(indent=1).encode()
     files["categories.yaml"] = "".join(f"- name: {c}\n" for c in category_names).encode()
-    files["dedup.json"] = json.dumps({"dropped": [], "eval_duplicates": []}).encode()
+    # the data build's dedup report layout: train posts dropped as near-copies of these holdout posts
+    dropped = [{"post_id": f"syn-{seed:04d}-dropped-{i}", "nearest_post_id": post_id, "nearest_split": "holdout",
+                "distance": 0, "reason": "sha256"} for i, (post_id, _) in enumerate(splits["holdout"][:eval_duplicates])]
+    files["dedup.json"] = json.dumps({"schema_version": 1, "dropped": dropped}).encode()
     manifest = DatasetManifest(
         name=name, version=version, created_at=datetime.now(timezone.utc),
         sources=[SourceInfo(name="synthetic", version=f"seed-{seed}", posts=num_samples)],
@@ -122,7 +128,7 @@ def build_synthetic_dataset(
         vocabulary_version=vocabulary.version, num_labels=num_labels,
         categories=FileRef(path="categories.yaml", sha256=_sha(files["categories.yaml"])),
         category_names=list(category_names),
-        dedup=FileRef(path="dedup.json", sha256=_sha(files["dedup.json"])), dedup_dropped=0,
+        dedup=FileRef(path="dedup.json", sha256=_sha(files["dedup.json"])), dedup_dropped=len(dropped),
         image_size=image_size, splits=split_infos, sampling="sqrt",
     ).sealed()
     return SyntheticDataset(manifest=manifest, vocabulary=vocabulary, files=files)
