@@ -57,7 +57,8 @@ def test_serving_model_signature() -> None:
     checkpoint = {"model": net.state_dict(),
                   "model_config": model_config(arch="tiny_cnn", num_labels=7, num_categories=3, preset={}, width=4)}
     serving = build_serving_model(checkpoint)
-    hashtag_logits, category_scores = serving(torch.randn(2, 3, 32, 32))
+    with torch.no_grad():
+        hashtag_logits, category_scores = serving(torch.randn(2, 3, 32, 32))
     assert hashtag_logits.shape == (2, 7) and category_scores.shape == (2, 3)
     assert float(category_scores.min()) >= 0.0 and float(category_scores.max()) <= 1.0
     with pytest.raises(ConfigError):

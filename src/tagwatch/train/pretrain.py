@@ -107,8 +107,7 @@ def parse_config(argv: list[str] | None) -> PretrainConfig:
 def main(argv: list[str] | None = None) -> dict:
     """Pretrain; returns the summary metrics (rank 0's view; the same numbers on every rank)."""
     cfg = parse_config(argv)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    runtime.set_cpu_threads(requested=cfg.threads, workers=cfg.workers, device=cfg.device)
     info = init_distributed(device=cfg.device)
     try:
         return _pretrain(cfg, info)

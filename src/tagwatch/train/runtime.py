@@ -10,7 +10,6 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +19,7 @@ from tagwatch.errors import ConfigError
 from tagwatch.preprocess import DEFAULT_PRESET, PRESETS, Preset
 from tagwatch.settings import Settings, load_settings
 from tagwatch.train.checkpoint import CheckpointStore
-from tagwatch.train.data import MemoryShards, S3ShardReader, ShardReader, ShardStream, StreamConfig, load_manifest, shard_paths
+from tagwatch.train.data import S3ShardReader, ShardReader, ShardStream, StreamConfig, load_manifest, shard_paths
 from tagwatch.train.distributed import DistInfo, broadcast_object
 
 log = logging.getLogger("tagwatch.train")
@@ -126,5 +125,12 @@ def default_output_dir(settings: Settings, run_id: str) -> Path:
     return settings.paths.state_dir / "runs" / run_id
 
 
-def describe(obj: Any) -> str:
-    return type(obj).__name__
+def set_cpu_threads(*, requested: int, workers: int, device: str) -> int:
+    """Torch intra-op threads for this rank. On CPU the default leaves one core per data worker: OpenMP threads
+    that share cores with decode workers spin and lose far more than they gain."""
+    if requested:
+        torch.set_num_threads(requested)
+    elif device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_ranks - workers))
+    return torch.get_num_threads()

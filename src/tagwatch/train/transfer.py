@@ -107,8 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = TransferConfig(**vars(build_parser().parse_args(argv)))
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    runtime.set_cpu_threads(requested=cfg.threads, workers=cfg.workers, device=cfg.device)
     info = init_distributed(device=cfg.device)
     try:
         return _transfer(cfg, info)
