@@ -38,6 +38,8 @@ app.add_typer(manifests_app, name="manifests")
 app.add_typer(posts_app, name="posts")
 app.add_typer(bank_app, name="bank")
 app.command("moderate")(moderate)
+from tagwatch.train.cli import train_app  # noqa: E402
+app.add_typer(train_app, name="train")
 app.add_typer(model_app, name="model")
 app.add_typer(serve_app, name="serve")
 

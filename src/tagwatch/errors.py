@@ -60,6 +60,12 @@ class ManifestValidationError(TagwatchError):
     exit_code = 7
 
 
+class CheckpointError(TagwatchError):
+    """A training checkpoint that is missing, fails its sha256, or belongs to other data/config. Exit 8."""
+
+    exit_code = 8
+
+
 class PoisonInputError(TagwatchError):
     """A record that can never be decided (bad event, bad image). Maps to the dead-letter topic with ``reason``
     (a DeadLetterReason value), then its offset is committed. Never retried."""
@@ -74,6 +80,12 @@ class RetryableError(TagwatchError):
     the same records; it never commits past them. CLI exit 4 if it gives up."""
 
     exit_code = 4
+
+
+class TrainingError(TagwatchError):
+    """Training cannot go on: a non-finite loss, or a dataset/model mismatch found at run time. Exit 9."""
+
+    exit_code = 9
 
 
 # Serving-side errors (export, registry, Triton). Exit codes 10-13 keep clear of the other parts' codes.

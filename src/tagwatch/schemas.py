@@ -1,4 +1,7 @@
-"""JSON Schemas of every seam tagwatch writes, generated from the pydantic models (one definition).
+"""JSON Schemas of the moderation stream's events, generated from the pydantic models (one definition).
+
+(The data build's schemas come from tagwatch.data.schemas; the policy's is schemas/policy.v1.json, written by
+hand next to the trainer's calibration.)
 
 `python -m tagwatch.schemas` rewrites schemas/; a test fails when the committed files drift from the models.
 """
@@ -16,7 +19,6 @@ def registry() -> dict[str, type[BaseModel]]:
     from tagwatch.data.manifest import DatasetManifest, ShardSample, Vocabulary
     from tagwatch.moderation.bank import HashBank
     from tagwatch.moderation.events import Decision, DeadLetter, PostCreated, ReviewRequest
-    from tagwatch.moderation.policy import Policy
     from tagwatch.registry.metadata import AliasRecord, VersionMetadata
 
     return {
@@ -24,7 +26,6 @@ def registry() -> dict[str, type[BaseModel]]:
         "moderation-decision.v1.json": Decision,
         "review-request.v1.json": ReviewRequest,
         "dead-letter.v1.json": DeadLetter,
-        "moderation-policy.v1.json": Policy,
         "hash-bank.v1.json": HashBank,
         "dataset-manifest.v1.json": DatasetManifest,
         "vocabulary.v1.json": Vocabulary,

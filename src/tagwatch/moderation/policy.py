@@ -16,8 +16,8 @@ Action = Literal["allow", "review", "remove"]
 class CategoryRule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    remove_threshold: float | None = Field(default=None, ge=0, le=1)
-    review_threshold: float | None = Field(default=None, ge=0, le=1)
+    remove_threshold: float | None = Field(default=None, ge=0)  # > 1 means "never remove"
+    review_threshold: float | None = Field(default=None, ge=0)
 
 
 class Policy(BaseModel):

@@ -38,10 +38,10 @@ def model_export(
     max_batch_size: Annotated[int, typer.Option(help="Triton max_batch_size.")] = 64,
 ) -> None:
     """Export a checkpoint to ONNX, check parity against torch (≤1e-4), write a Triton repository."""
-    from tagwatch.clients import s3_client
     from tagwatch.export import export_model
     from tagwatch.export.checkpoint import (
         build_model_from_checkpoint,
+        dataset_names,
         lineage_of,
         names_of,
         preset_of,
@@ -50,16 +50,18 @@ def model_export(
     from tagwatch.export.export import load_parity_images
     from tagwatch.stack import with_stack_endpoints
 
-    settings = _settings()
-    ckpt = read_checkpoint(checkpoint, s3_client_factory=lambda: s3_client(with_stack_endpoints(settings).s3))
+    settings = with_stack_endpoints(_settings())
+    ckpt = read_checkpoint(checkpoint, s3=settings.s3)
     model = build_model_from_checkpoint(ckpt)
     config = ckpt["model_config"]
     preset = preset_of(ckpt)
+    vocab, cats = (None, None) if labels and categories else dataset_names(ckpt, settings=settings)
     err.print(f"[dim]•[/] exporting {config.get('arch', 'model')} (preset {preset.name}) ...")
     result = export_model(
         model, out_dir=out_dir, model_name=settings.triton.model_name,
-        labels=names_of(ckpt, "labels", override=labels, expected=int(config["num_labels"])),
-        categories=names_of(ckpt, "categories", override=categories, expected=int(config["num_categories"])),
+        labels=names_of(ckpt, "labels", override=labels, expected=int(config["num_labels"]), fallback=vocab),
+        categories=names_of(ckpt, "categories", override=categories, expected=int(config["num_categories"]),
+                            fallback=cats),
         preset=preset, parity_images=load_parity_images(preset, image_dir=images),
         lineage=lineage_of(ckpt, uri=checkpoint), policy=json.loads(policy.read_text()) if policy else None,
         max_batch_size=max_batch_size, preferred_batch_sizes=tuple(s for s in (8, 16, 32) if s <= max_batch_size),
