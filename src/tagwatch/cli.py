@@ -30,6 +30,8 @@ stack_app = typer.Typer(
 )
 app.add_typer(config_app, name="config")
 app.add_typer(stack_app, name="stack")
+from tagwatch.data.cli import data_app  # noqa: E402
+app.add_typer(data_app, name="data")
 
 out = Console()
 err = Console(stderr=True)
