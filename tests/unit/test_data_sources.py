@@ -54,6 +54,13 @@ def test_render_svg_on_white_square(tmp_path) -> None:
     assert len(outcome.pdq) == 64 and 0 <= outcome.pdq_quality <= 100
 
 
+def test_svg_with_a_non_utf8_keyword_still_renders(tmp_path) -> None:
+    path = tmp_path / "badkw.svg"
+    path.write_bytes(_svg(b"square", b"caf\xe9"))
+    outcome = render_outcome(SourceItem("openclipart", "badkw.svg", str(path)))
+    assert outcome.error is None and outcome.keywords == ("square",) and outcome.bad_keywords == 1
+
+
 def test_broken_svg_and_missing_keywords_are_reasons_not_crashes(tmp_path) -> None:
     broken = tmp_path / "broken.svg"
     broken.write_bytes(_svg(b"square").replace(b"</svg>", b"<rect"))

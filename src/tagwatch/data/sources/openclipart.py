@@ -84,6 +84,8 @@ def render_item(item: SourceItem, size: int = 256) -> RenderedItem:
     if not keywords:
         result.error, result.detail = "no_keywords", "no usable <dc:subject> keywords"
         return result
+    if bad:  # the XML parser rejects the whole file for one bad byte; render the rest (bad bytes -> U+FFFD)
+        data = data.decode("utf-8", errors="replace").encode("utf-8")
     try:
         png = cairosvg.svg2png(bytestring=data, output_width=size, url=str(path))
         drawn = Image.open(io.BytesIO(png))
