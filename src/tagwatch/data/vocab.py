@@ -32,6 +32,8 @@ STOP_TAGS = frozenset(GENERIC_TAGS) | {
     "illustration", "vector", "graphic", "graphics", "public_domain", "publicdomain", "remix", "media", "file",
     "externalsource", "unsorted", "my", "the", "and", "of", "a", "to", "for", "in", "with", "on", "by", "is",
     "instagram", "insta", "likes", "like", "l4l", "f4f", "selfie", "me", "cool", "nice", "best", "good",
+    # openclipart upload metadata rather than picture content ("hash" tags a grab-bag of unrelated uploads)
+    "hash", "subject", "unknown", "misc", "other", "stuff",
 }
 
 # Internet slang WordNet does not know, mapped to the word it means.
