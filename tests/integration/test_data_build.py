@@ -7,6 +7,9 @@ import io
 import json
 import secrets
 
+from pathlib import Path
+
+import jsonschema
 import pytest
 import webdataset as wds
 from PIL import Image
@@ -60,7 +63,7 @@ def built(stack_settings, tmp_path_factory):
 
     result = run_cli("data", "build", "--min-count", "3", "--shard-samples", "100", "--json", env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    yield {"client": client, "posts": posts, "datasets": datasets, "env": env, "ingests": ingests,
+    yield {"client": client, "posts": posts, "datasets": datasets, "env": env, "ingests": ingests, "corrupt": corrupt,
            "report": json.loads(result.stdout)}
 
 
@@ -76,6 +79,9 @@ def test_ingest_reports_and_skips_corrupt_inputs(built) -> None:
     assert {i["ref"]: i["reason"] for i in corrupt["skipped_items"]} == {
         "broken.svg": "render_failed", "nokw.svg": "no_keywords"}
     records = load_post_records(built["client"], built["posts"], "openclipart")
+    schema = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "post.v1.json").read_text())
+    for record in records.values():
+        jsonschema.validate(record, schema)  # what ingest writes is what the published schema says
     badkw = [r for r in records.values() if isinstance(r, dict) and r["source_ref"] == "badkw.svg"]
     assert badkw and badkw[0]["keywords"] == ["pistol", "red"]
 
@@ -157,6 +163,12 @@ def test_rerun_is_a_no_op(built) -> None:
                      env=built["env"])
     assert result.returncode == 0 and json.loads(result.stdout)["ingested"] == 0
     assert json.loads(result.stdout)["already_there"] == SYNTHETIC_LIMIT
+    # Items skipped for a permanent reason are remembered, not rendered again, and still counted.
+    result = run_cli("data", "ingest", "--source", "openclipart", "--source-dir", str(built["corrupt"]), "--json",
+                     env=built["env"])
+    corrupt = json.loads(result.stdout)
+    assert (corrupt["ingested"], corrupt["known_bad"], corrupt["already_there"]) == (0, 2, 1)
+    assert corrupt["skipped"] == {"no_keywords": 1, "render_failed": 1}
     result = run_cli("data", "build", "--min-count", "3", "--shard-samples", "100", "--json", env=built["env"])
     assert result.returncode == 0, result.stderr[-2000:]
     again = json.loads(result.stdout)

@@ -41,6 +41,9 @@ def ingest(
     source_dir: Annotated[
         Optional[Path], typer.Option("--source-dir", help="The source's files (openclipart: /usr/share/openclipart/svg).")
     ] = None,
+    retry_skipped: Annotated[
+        bool, typer.Option("--retry-skipped", help="Also retry items an earlier run skipped (broken SVG, no keywords).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Render a source's images, write images and post records to the posts bucket (resumable)."""
@@ -51,7 +54,7 @@ def ingest(
         task = progress.add_task(f"ingest {source}", total=None)
         report = ingest_source(
             client=client, bucket=settings.s3.buckets.posts, source=source, limit=limit, seed=seed, workers=workers,
-            root=source_dir,
+            root=source_dir, retry_skipped=retry_skipped,
             on_total=lambda n: progress.update(task, total=n),
             on_advance=lambda n: progress.advance(task, n),
         )
@@ -60,7 +63,7 @@ def ingest(
         return
     out.print(
         f"[green]ingested[/] {report.ingested} posts from {source} in {report.seconds:.1f}s "
-        f"({report.already_there} already there, {report.posts_total} in s3://{settings.s3.buckets.posts}/posts/{source}/)"
+        f"({report.already_there} already there, {report.known_bad} known bad, {report.posts_total} in s3://{settings.s3.buckets.posts}/posts/{source}/)"
     )
     if report.skipped or report.bad_keywords:
         reasons = ", ".join(f"{reason} {count}" for reason, count in report.skipped.items()) or "none"

@@ -3,7 +3,9 @@
 Resumable: one listing of ``posts/<source>/`` says what exists; those items are not rendered again. A post
 record is written only after its image, so a record always points at an image that is there. Items that cannot
 become posts (an SVG that does not render, no keywords, an empty caption) are logged with the reason, counted
-in the report (also written to ``reports/<source>/ingest.json``) and skipped; nothing stops the run.
+in the report (also written to ``reports/<source>/ingest.json``) and skipped; nothing stops the run. Items skipped
+for a reason that will not change (a broken SVG, no keywords) are remembered in that report and not tried again
+unless ``retry_skipped``; a render that timed out is tried again on the next run.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from tagwatch.data.sources import SourceItem, get_source
 log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 90
-MAX_LISTED_SKIPS = 500
+MAX_LISTED_SKIPS = 5000
+# Reasons that do not change between runs: such items are not rendered again unless asked (retry_skipped).
+PERMANENT_REASONS = frozenset({"no_keywords", "render_failed", "unreadable", "empty_caption"})
 EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 
@@ -42,6 +46,7 @@ class IngestReport:
     listed: int = 0
     already_there: int = 0
     ingested: int = 0
+    known_bad: int = 0  # items skipped for a permanent reason in an earlier run and not tried again
     skipped: dict[str, int] = field(default_factory=dict)
     skipped_items: list[dict] = field(default_factory=list)
     bad_keywords: int = 0
@@ -67,7 +72,7 @@ class RenderOutcome:
     bad_keywords: int = 0
 
 
-class _Timeout(Exception):
+class _Timeout(BaseException):  # not an Exception: a source's own `except Exception` must not swallow it
     pass
 
 
@@ -139,7 +144,8 @@ def ingest_source(
     workers: int | None = None,
     size: int = 256,
     root: Path | None = None,
-    render_timeout_s: int = 30,
+    render_timeout_s: int = 60,
+    retry_skipped: bool = False,
     on_total: Callable[[int], None] | None = None,
     on_advance: Callable[[int], None] | None = None,
 ) -> IngestReport:
@@ -154,7 +160,8 @@ def ingest_source(
         workers: render processes (default: CPU count).
         size: image side in pixels.
         root: the source's directory (openclipart: default /usr/share/openclipart/svg).
-        render_timeout_s: an item that takes longer to render is skipped as ``render_timeout``.
+        render_timeout_s: an item that takes longer to render is skipped as ``render_timeout`` (retried next run).
+        retry_skipped: also retry items an earlier run skipped for a permanent reason (a broken SVG, no keywords).
         on_total, on_advance: progress callbacks (items to render; items done).
     """
     t0 = time.monotonic()
@@ -165,9 +172,18 @@ def ingest_source(
     existing = store.list_post_ids(client, bucket, source)
     todo = [item for item in items if store.make_post_id(source, item.ref) not in existing]
     report.already_there = len(items) - len(todo)
+    skipped: Counter[str] = Counter()
+    if not retry_skipped:
+        known = _known_bad(client, bucket, source)
+        carried = [item for item in todo if item.ref in known]
+        for item in carried:
+            entry = known[item.ref]
+            skipped[entry["reason"]] += 1
+            report.skipped_items.append(entry)
+        report.known_bad = len(carried)
+        todo = [item for item in todo if item.ref not in known]
     if on_total:
         on_total(len(todo))
-    skipped: Counter[str] = Counter()
     written: dict[str, dict] = {}
     if todo:
         _render_and_upload(
@@ -184,12 +200,29 @@ def ingest_source(
     else:
         report.posts_total = len(existing)
     report.seconds = round(time.monotonic() - t0, 3)
-    if todo or skipped:
+    if todo or report.skipped != _previous_counts(client, bucket, source):
         client.put_object(
             Bucket=bucket, Key=store.report_key(source), Body=json.dumps(report.to_json(), indent=1).encode(),
             ContentType="application/json",
         )
     return report
+
+
+def _previous_report(client: Any, bucket: str, source: str) -> dict:
+    try:
+        return json.loads(client.get_object(Bucket=bucket, Key=store.report_key(source))["Body"].read())
+    except Exception:  # no earlier report, or an unreadable one: treat as none
+        return {}
+
+
+def _known_bad(client: Any, bucket: str, source: str) -> dict[str, dict]:
+    """ref -> skipped entry of items an earlier run skipped for a permanent reason."""
+    entries = _previous_report(client, bucket, source).get("skipped_items", [])
+    return {e["ref"]: e for e in entries if e.get("reason") in PERMANENT_REASONS}
+
+
+def _previous_counts(client: Any, bucket: str, source: str) -> dict:
+    return _previous_report(client, bucket, source).get("skipped", {})
 
 
 def _index_is_current(client: Any, bucket: str, source: str, listed: int) -> bool:

@@ -87,7 +87,8 @@ def render_item(item: SourceItem, size: int = 256) -> RenderedItem:
     if bad:  # the XML parser rejects the whole file for one bad byte; render the rest (bad bytes -> U+FFFD)
         data = data.decode("utf-8", errors="replace").encode("utf-8")
     try:
-        png = cairosvg.svg2png(bytestring=data, output_width=size, url=str(path))
+        # No url=: relative references must not make the renderer read other local files.
+        png = cairosvg.svg2png(bytestring=data, output_width=size)
         drawn = Image.open(io.BytesIO(png))
         drawn.load()
     except Exception as error:  # cairosvg raises many types (XML, entity, cairo, value errors)
