@@ -27,6 +27,8 @@ def matcher() -> CategoryMatcher:
         (["heroin"], ["drugs"]),
         (["skull", "bottle", "whiskey"], ["violence", "alcohol"]),  # ordered as in the YAML
         (["dog", "tree"], ["other"]),
+        (["hardware", "computer"], ["other"]),  # hardware.n.01 is military hardware: excluded in the YAML
+        (["shell", "turtle"], ["other"]),
         ([], ["other"]),
     ],
 )

@@ -2,7 +2,9 @@
 
 A post's categories come from its original keywords: a keyword belongs to a category when its normalised form
 is one of the category's ``hashtags`` or its first noun synset is, or lies below (hypernym closure), one of the
-category's ``synsets``. Posts in no category get the ``other`` category.
+category's ``synsets``, unless it is in the category's ``exclude`` list (a first WordNet sense that is wrong for
+this corpus: "hardware" is first military hardware in WordNet, computer hardware in openclipart). Posts in no
+category get the ``other`` category.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ class Category(BaseModel):
     description: str = ""
     synsets: list[str] = Field(default_factory=list)
     hashtags: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(
+        default_factory=list, description="keywords that never count, whatever WordNet's first sense says"
+    )
 
 
 class Categories(BaseModel):
@@ -66,6 +71,7 @@ class CategoryMatcher:
         self._cache: dict[str, frozenset[str]] = {}
         self._roots = {name: set(c.synsets) for name, c in categories.categories.items()}
         self._tags = {name: {normalise_tag(t) for t in c.hashtags} for name, c in categories.categories.items()}
+        self._exclude = {name: {normalise_tag(t) for t in c.exclude} for name, c in categories.categories.items()}
         for name, roots in self._roots.items():
             for root in roots:
                 try:
@@ -94,7 +100,7 @@ class CategoryMatcher:
                 s.name() for s in first.closure(lambda s: s.hypernyms() + s.instance_hypernyms())
             }
             hits |= {name for name, roots in self._roots.items() if closure & roots}
-        return frozenset(hits)
+        return frozenset(name for name in hits if token not in self._exclude[name])
 
     def post_categories(self, keywords: Iterable[str]) -> list[str]:
         """Sorted category names of a post; ``[other]`` when none applies."""
