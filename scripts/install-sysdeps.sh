@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Install the Debian packages listed in sysdeps.txt that are missing. Idempotent; quiet when all are present.
+# Install the Debian packages listed in sysdeps.txt that are missing ("pkg:cmd" lines: skip if cmd exists). Idempotent; quiet when all are present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mapfile -t wanted < <(grep -v -E '^\s*(#|$)' sysdeps.txt)
 missing=()
-for pkg in "${wanted[@]}"; do
+for entry in "${wanted[@]}"; do
+  pkg="${entry%%:*}"
+  # "package:command" means: any installed `command` will do (e.g. a kubectl from another package).
+  if [[ "$entry" == *:* ]] && command -v "${entry#*:}" >/dev/null 2>&1; then continue; fi
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -15,6 +15,8 @@ from rich.table import Table
 
 from tagwatch import __version__
 from tagwatch.errors import TagwatchError
+from tagwatch.k8s.cli import manifests_app
+from tagwatch.moderation.cli import bank_app, moderate, posts_app
 from tagwatch.logs import RedactSecrets, configure_logging
 from tagwatch.settings import Settings, load_settings
 
@@ -32,6 +34,12 @@ app.add_typer(config_app, name="config")
 app.add_typer(stack_app, name="stack")
 from tagwatch.data.cli import data_app  # noqa: E402
 app.add_typer(data_app, name="data")
+app.add_typer(manifests_app, name="manifests")
+app.add_typer(posts_app, name="posts")
+app.add_typer(bank_app, name="bank")
+app.command("moderate")(moderate)
+from tagwatch.train.cli import train_app  # noqa: E402
+app.add_typer(train_app, name="train")
 
 out = Console()
 err = Console(stderr=True)

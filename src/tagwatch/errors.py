@@ -52,3 +52,37 @@ class ManifestError(TagwatchError):
     """A dataset manifest, vocabulary or shard that fails verification (hash, schema). Exit 6."""
 
     exit_code = 6
+
+
+class ManifestValidationError(TagwatchError):
+    """Kubernetes manifests that cannot be rendered or fail validation (`tagwatch manifests validate`). Exit 7."""
+
+    exit_code = 7
+
+
+class CheckpointError(TagwatchError):
+    """A training checkpoint that is missing, fails its sha256, or belongs to other data/config. Exit 8."""
+
+    exit_code = 8
+
+
+class PoisonInputError(TagwatchError):
+    """A record that can never be decided (bad event, bad image). Maps to the dead-letter topic with ``reason``
+    (a DeadLetterReason value), then its offset is committed. Never retried."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason: str = getattr(reason, "value", reason)  # plain string even when given the enum
+
+
+class RetryableError(TagwatchError):
+    """Transient trouble (Triton or S3 unavailable, broker hiccup). The consumer pauses, backs off and retries
+    the same records; it never commits past them. CLI exit 4 if it gives up."""
+
+    exit_code = 4
+
+
+class TrainingError(TagwatchError):
+    """Training cannot go on: a non-finite loss, or a dataset/model mismatch found at run time. Exit 9."""
+
+    exit_code = 9

@@ -1,0 +1,1 @@
+"""Kubernetes manifests: render the kustomize overlays and validate them offline (schemas + security rules)."""

@@ -1,0 +1,102 @@
+"""Hash banks: PDQ hashes of known-bad images, matched before the model (Meta's Hasher-Matcher-Actioner idea).
+
+A bank is one JSON object in S3 (``s3://<buckets.models>/banks/<name>.json``); entries carry the PDQ hash
+(64 hex), why it is banned, and when. A post whose image lies within ``threshold`` bits (PDQ's recommended 31)
+of an entry is removed without asking the model, and the decision's reason names the entry.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from tagwatch.errors import ConfigError
+
+DEFAULT_THRESHOLD = 31
+MIN_QUALITY = 50
+
+
+class BankEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    entry_id: str
+    pdq: str = Field(pattern=r"^[0-9a-f]{64}$")
+    reason: str
+    added_at: datetime
+
+
+class HashBank(BaseModel):
+    name: str
+    entries: list[BankEntry] = Field(default_factory=list)
+
+
+def pdq_hex(image: Image.Image) -> tuple[str, int]:
+    """(64-hex PDQ hash, quality 0-100) of an image."""
+    import pdqhash
+
+    bits, quality = pdqhash.compute(np.asarray(image.convert("RGB")))
+    packed = np.packbits(bits.astype(np.uint8))
+    return packed.tobytes().hex(), int(quality)
+
+
+def _bits(hex_hash: str) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(bytes.fromhex(hex_hash), dtype=np.uint8))
+
+
+class BankMatcher:
+    """All entries as one bit matrix: a match is one vectorised Hamming distance per image."""
+
+    def __init__(self, banks: list[HashBank], threshold: int = DEFAULT_THRESHOLD) -> None:
+        self.threshold = threshold
+        self.labels = [(bank.name, entry) for bank in banks for entry in bank.entries]
+        self.matrix = np.stack([_bits(e.pdq) for _, e in self.labels]) if self.labels else np.zeros((0, 256), np.uint8)
+
+    def match(self, pdq: str) -> tuple[str, BankEntry, int] | None:
+        if not self.labels:
+            return None
+        distances = (self.matrix != _bits(pdq)).sum(axis=1)
+        best = int(distances.argmin())
+        if distances[best] <= self.threshold:
+            name, entry = self.labels[best]
+            return name, entry, int(distances[best])
+        return None
+
+
+class BankStore:
+    def __init__(self, s3, bucket: str, prefix: str = "banks/") -> None:
+        self.s3, self.bucket, self.prefix = s3, bucket, prefix
+
+    def load(self, name: str) -> HashBank:
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=f"{self.prefix}{name}.json")["Body"].read()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return HashBank(name=name)
+            raise
+        return HashBank.model_validate_json(body)
+
+    def names(self) -> list[str]:
+        response = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix)
+        return sorted(o["Key"][len(self.prefix) : -len(".json")] for o in response.get("Contents", []))
+
+    def load_all(self) -> list[HashBank]:
+        return [self.load(name) for name in self.names()]
+
+    def add(self, name: str, image: Image.Image, reason: str) -> BankEntry:
+        pdq, quality = pdq_hex(image)
+        if quality < MIN_QUALITY:
+            raise ConfigError(f"image PDQ quality {quality} < {MIN_QUALITY}: too flat to match reliably",
+                              hint="ban a more detailed version of the image")
+        bank = self.load(name)
+        entry = BankEntry(entry_id=uuid.uuid4().hex[:12], pdq=pdq, reason=reason, added_at=datetime.now(timezone.utc))
+        bank.entries.append(entry)
+        self.s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}{name}.json",
+                           Body=json.dumps(bank.model_dump(mode="json")).encode(), ContentType="application/json")
+        return entry

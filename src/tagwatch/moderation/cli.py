@@ -1,0 +1,200 @@
+"""`tagwatch moderate` (the consumer group) and `tagwatch posts publish` (the load generator)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from tagwatch.errors import ConfigError
+
+posts_app = typer.Typer(help="Publish posts to the stream.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+log = logging.getLogger(__name__)
+
+
+def _load_policy(path: Path):
+    from tagwatch.moderation.policy import Policy
+
+    try:
+        return Policy.model_validate(json.loads(path.read_text()))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"policy file {path} is unreadable: {str(error)[:200]}",
+                          hint="pass the policy.json the transfer step wrote (tagwatch train transfer)") from error
+
+
+def moderate(
+    onnx: Annotated[Optional[Path], typer.Option(help="Score in-process with this ONNX model instead of Triton.")] = None,
+    categories: Annotated[Optional[str], typer.Option(help="Comma-separated category names (with --onnx).")] = None,
+    policy: Annotated[Optional[Path], typer.Option(help="policy.json: per-category thresholds (with --onnx).")] = None,
+    processes: Annotated[int, typer.Option(min=1, help="Consumer processes in this group (≤ partitions).")] = 1,
+    metrics_port: Annotated[Optional[int], typer.Option(help="Serve /metrics and /healthz on 127.0.0.1:PORT.")] = None,
+    max_poll_records: Annotated[int, typer.Option(min=1)] = 64,
+    infer_batch: Annotated[int, typer.Option(min=1, help="Images per model call.")] = 16,
+    idle_exit: Annotated[Optional[float], typer.Option(help="Exit after this many seconds without records.")] = None,
+    transactional: Annotated[bool, typer.Option(help="Decisions + offsets in one Kafka transaction "
+                                                "(exactly-once on Apache Kafka; Tansu does not isolate aborts).")] = False,
+) -> None:
+    """Run moderation consumers: post.created -> model -> policy -> decisions + ledger, at least once.
+
+    SIGTERM/Ctrl+C finishes the batch in hand, commits and leaves the group.
+    """
+    from tagwatch.cli import build_settings
+    from tagwatch.stack import with_stack_endpoints
+
+    if processes > 1:
+        _run_children(processes)
+        return
+    settings = with_stack_endpoints(build_settings())
+    if onnx is None:
+        raise ConfigError("no model to score with", hint="pass --onnx MODEL --categories ... --policy FILE "
+                          "(serving from the registry's production alias through Triton lands with the serving layer)")
+    if not categories or policy is None:
+        raise ConfigError("--onnx needs --categories and --policy", hint="e.g. --categories weapons,violence --policy policy.json")
+    from tagwatch.moderation.consumer import ConsumerOptions, ModerationConsumer
+    from tagwatch.moderation.events import ModelRef
+    from tagwatch.moderation.scoring import OnnxScorer
+    import hashlib
+
+    model = ModelRef(name=onnx.stem, version="local", sha256=hashlib.sha256(onnx.read_bytes()).hexdigest())
+    scorer = OnnxScorer(onnx, categories.split(","), model)
+    consumer = ModerationConsumer(
+        settings, scorer, _load_policy(policy),
+        options=ConsumerOptions(max_poll_records=max_poll_records, infer_batch=infer_batch, transactional=transactional),
+        client_id=f"tagwatch-moderation-{os.getpid()}",
+    )
+    if metrics_port is not None:
+        consumer.metrics.serve(metrics_port)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    err.print(f"moderating {settings.kafka.topics.posts} as group {settings.kafka.consumer_group} (pid {os.getpid()})")
+    stats = consumer.run(stop, idle_exit_s=idle_exit)
+    out.print(json.dumps(stats.__dict__))
+
+
+def _run_children(n: int) -> None:
+    """Start n single-process consumers with the same arguments; forward SIGTERM/SIGINT; wait for all."""
+    args = [a for a in sys.argv[1:]]
+    cleaned, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a == "--processes":
+            skip = True
+            continue
+        if a.startswith("--processes="):
+            continue
+        cleaned.append(a)
+    children = [subprocess.Popen([sys.executable, "-m", "tagwatch", *cleaned]) for _ in range(n)]
+
+    def forward(signum, _frame):
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    if any(codes):
+        raise typer.Exit(max(codes))
+
+
+@posts_app.command("publish")
+def publish(
+    n: Annotated[int, typer.Option("--n", min=1, help="How many posts.")] = 100,
+    rate: Annotated[Optional[float], typer.Option(help="Posts per second (default: as fast as acks allow).")] = None,
+    from_dir: Annotated[Optional[Path], typer.Option(help="Cycle through the images in this folder.")] = None,
+    synthetic: Annotated[bool, typer.Option(help="Generated single-colour images (red/blue/grey).")] = False,
+) -> None:
+    """Publish N post.created events (images uploaded to the posts bucket first)."""
+    from rich.progress import Progress
+
+    from tagwatch.cli import build_settings
+    from tagwatch.clients import s3_client
+    from tagwatch.moderation.publish import new_post, publish_posts, upload_image
+    from tagwatch.stack import with_stack_endpoints
+
+    settings = with_stack_endpoints(build_settings())
+    s3 = s3_client(settings.s3)
+    if from_dir is not None:
+        files = sorted(p for p in from_dir.iterdir() if p.is_file())
+        if not files:
+            raise ConfigError(f"{from_dir} has no files", hint="point --from-dir at a folder of images")
+        blobs = [files[i % len(files)].read_bytes() for i in range(min(n, len(files)))]
+    elif synthetic:
+        from tagwatch.moderation.synthetic import colour_jpeg
+
+        blobs = [colour_jpeg(i) for i in range(n)]
+    else:
+        raise ConfigError("say where the images come from", hint="--from-dir DIR or --synthetic")
+    run = uuid.uuid4().hex[:8]
+    with Progress(transient=True) as progress:
+        task = progress.add_task("uploading", total=len(blobs))
+        refs = []
+        for blob in blobs:
+            refs.append(upload_image(s3, settings.s3.buckets.posts, blob))
+            progress.advance(task)
+        posts = (new_post(f"{run}-{i:06d}", *refs[i % len(refs)]) for i in range(n))
+        task = progress.add_task("publishing", total=n)
+        sent = publish_posts(settings, posts, rate=rate, on_sent=lambda k: progress.update(task, completed=k))
+    out.print(f"published {sent} posts to {settings.kafka.topics.posts} (run {run})")
+
+
+bank_app = typer.Typer(help="Hash banks: PDQ hashes of known-bad images, matched before the model.", no_args_is_help=True)
+
+
+@bank_app.command("add")
+def bank_add(
+    image: Annotated[Path, typer.Argument(help="Image file to ban (its PDQ hash is stored, not the image).")],
+    reason: Annotated[str, typer.Option(help="Why it is banned; shown in every decision it causes.")],
+    bank: Annotated[str, typer.Option(help="Bank name.")] = "default",
+) -> None:
+    """Add an image's PDQ hash to a bank; matching posts (Hamming ≤ 31) are removed without the model."""
+    from PIL import Image, UnidentifiedImageError
+
+    from tagwatch.cli import build_settings
+    from tagwatch.clients import s3_client
+    from tagwatch.moderation.bank import BankStore
+    from tagwatch.stack import with_stack_endpoints
+
+    settings = with_stack_endpoints(build_settings())
+    try:
+        picture = Image.open(image)
+        picture.load()
+    except (OSError, UnidentifiedImageError) as error:
+        raise ConfigError(f"{image} is not a readable image", hint="pass a JPEG/PNG/WEBP file") from error
+    entry = BankStore(s3_client(settings.s3), settings.s3.buckets.models).add(bank, picture, reason)
+    out.print(f"added {entry.entry_id} to bank {bank}: pdq {entry.pdq[:16]}… ({reason})")
+
+
+@bank_app.command("list")
+def bank_list() -> None:
+    """List every bank and its entries."""
+    from rich.table import Table
+
+    from tagwatch.cli import build_settings
+    from tagwatch.clients import s3_client
+    from tagwatch.moderation.bank import BankStore
+    from tagwatch.stack import with_stack_endpoints
+
+    settings = with_stack_endpoints(build_settings())
+    table = Table(title="hash banks")
+    for column in ("bank", "entry", "pdq", "reason", "added"):
+        table.add_column(column)
+    for bank in BankStore(s3_client(settings.s3), settings.s3.buckets.models).load_all():
+        for e in bank.entries:
+            table.add_row(bank.name, e.entry_id, e.pdq[:16] + "…", e.reason, e.added_at.isoformat(timespec="seconds"))
+    out.print(table)

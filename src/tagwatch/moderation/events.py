@@ -1,0 +1,129 @@
+"""Events as CloudEvents 1.0 in Kafka *binary* mode: attributes in ``ce_*`` headers, JSON data as the value,
+the post_id as the key (so one post's events stay in one partition, in order).
+
+Each type is versioned in its ``ce_type`` (``...v1``) and has a JSON Schema in schemas/ generated from the
+models below (a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SPEC_VERSION = "1.0"
+SOURCE = "urn:tagwatch:moderation"
+CONTENT_TYPE = "application/json"
+
+
+class EventType(str, Enum):
+    POST_CREATED = "io.tagwatch.post.created.v1"
+    DECISION = "io.tagwatch.moderation.decision.v1"
+    REVIEW = "io.tagwatch.moderation.review.v1"
+    DEAD_LETTER = "io.tagwatch.moderation.deadletter.v1"
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PostCreated(_Event):
+    """A new post to moderate (the input). The image lives in S3; the event carries its address and hash."""
+
+    schema_version: Literal[1] = 1
+    post_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    author_id: str = Field(min_length=1, max_length=128)
+    created_at: datetime
+    caption: str = Field(default="", max_length=10_000)
+    image_uri: str = Field(pattern=r"^s3://[^/]+/.+")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class ModelRef(_Event):
+    name: str
+    version: str
+    sha256: str
+
+
+class Decision(_Event):
+    """What tagwatch decided for one post (the output), also the ledger record."""
+
+    schema_version: Literal[1] = 1
+    decision_id: str = Field(description="deterministic: same post, model and policy -> same id (dedup key)")
+    post_id: str
+    action: Literal["allow", "review", "remove"]
+    scores: dict[str, float] = Field(description="per moderation category, in [0, 1]")
+    reasons: list[str] = Field(description="why: policy rules hit, bank matches, or reused decision")
+    model: ModelRef
+    policy_version: str
+    decided_at: datetime
+    latency_ms: float = Field(description="post created_at -> decision (end to end)")
+    source: dict[str, str | int] = Field(default_factory=dict, description="topic, partition, offset it came from")
+
+
+class ReviewRequest(_Event):
+    schema_version: Literal[1] = 1
+    decision_id: str
+    post_id: str
+    image_uri: str
+    scores: dict[str, float]
+    reasons: list[str]
+    requested_at: datetime
+
+
+class DeadLetter(_Event):
+    """A record tagwatch could not decide. The original record is kept untouched (value base64, headers)."""
+
+    schema_version: Literal[1] = 1
+    reason: str
+    error: str
+    attempts: int
+    first_seen: datetime
+    last_seen: datetime
+    topic: str
+    partition: int
+    offset: int
+    original_key_b64: str | None
+    original_value_b64: str
+    original_headers: list[tuple[str, str]] = Field(description="header name, base64 value")
+
+
+EVENT_MODELS: dict[EventType, type[_Event]] = {
+    EventType.POST_CREATED: PostCreated,
+    EventType.DECISION: Decision,
+    EventType.REVIEW: ReviewRequest,
+    EventType.DEAD_LETTER: DeadLetter,
+}
+
+
+def encode(event: _Event, event_type: EventType, *, subject: str | None = None, event_id: str | None = None) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """(value, headers) for a kafka-python ``send``; the key is the caller's (the post_id)."""
+    headers = [
+        ("ce_specversion", SPEC_VERSION.encode()),
+        ("ce_id", (event_id or uuid.uuid4().hex).encode()),
+        ("ce_source", SOURCE.encode()),
+        ("ce_type", event_type.value.encode()),
+        ("ce_time", datetime.now(timezone.utc).isoformat().encode()),
+        ("content-type", CONTENT_TYPE.encode()),
+    ]
+    if subject:
+        headers.append(("ce_subject", subject.encode()))
+    return event.model_dump_json().encode(), headers
+
+
+def header_map(headers: list[tuple[str, bytes]] | None) -> dict[str, str]:
+    """Headers as text; undecodable header bytes are an error the caller maps to a dead letter."""
+    return {name: value.decode("utf-8") for name, value in (headers or [])}
+
+
+def parse_json(value: bytes | None) -> dict:
+    if value is None:
+        raise ValueError("record has no value (tombstone)")
+    data = json.loads(value.decode("utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"event data must be a JSON object, got {type(data).__name__}")
+    return data

@@ -1,0 +1,57 @@
+"""Publish post.created events: the load generator (`tagwatch posts publish`) and the tests' way in."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+
+from tagwatch.clients import kafka_config, s3_client
+from tagwatch.moderation.events import EventType, PostCreated, encode
+from tagwatch.settings import Settings
+
+
+def upload_image(s3, bucket: str, data: bytes, *, prefix: str = "images/new") -> tuple[str, str]:
+    """Store image bytes content-addressed; returns (s3 uri, sha256)."""
+    digest = hashlib.sha256(data).hexdigest()
+    key = f"{prefix}/{digest}.jpg"
+    s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="image/jpeg")
+    return f"s3://{bucket}/{key}", digest
+
+
+def new_post(post_id: str, image_uri: str, sha256: str, *, author_id: str = "load-generator", caption: str = "") -> PostCreated:
+    return PostCreated(post_id=post_id, author_id=author_id, created_at=datetime.now(timezone.utc),
+                       caption=caption, image_uri=image_uri, sha256=sha256)
+
+
+def publish_posts(settings: Settings, posts: Iterable[PostCreated], *, rate: float | None = None,
+                  on_sent: Callable[[int], None] = lambda _n: None) -> int:
+    """Send each post (acks=all) at up to ``rate`` posts/s; returns how many were acknowledged."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(acks="all", linger_ms=5, **kafka_config(settings.kafka, client_id="tagwatch-publisher"))
+    topic = settings.kafka.topics.posts
+    futures = []
+    t0 = time.monotonic()
+    try:
+        for n, post in enumerate(posts, start=1):
+            if rate:
+                delay = t0 + n / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            # created_at is stamped at send time so post-to-decision latency is measured from here
+            post = post.model_copy(update={"created_at": datetime.now(timezone.utc)})
+            value, headers = encode(post, EventType.POST_CREATED, subject=post.post_id)
+            futures.append(producer.send(topic, key=post.post_id.encode(), value=value, headers=headers))
+            on_sent(n)
+        producer.flush(timeout=60)
+        for future in futures:
+            future.get(timeout=30)
+    finally:
+        producer.close(timeout=10)
+    return len(futures)
+
+
+def s3_for(settings: Settings):
+    return s3_client(settings.s3)

@@ -1,0 +1,54 @@
+"""JSON Schemas of the moderation stream's events, generated from the pydantic models (one definition).
+
+(The data build's schemas come from tagwatch.data.schemas; the policy's is schemas/policy.v1.json, written by
+hand next to the trainer's calibration.)
+
+`python -m tagwatch.schemas` rewrites schemas/; a test fails when the committed files drift from the models.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel
+
+
+def registry() -> dict[str, type[BaseModel]]:
+    from tagwatch.data.manifest import DatasetManifest, ShardSample, Vocabulary
+    from tagwatch.moderation.bank import HashBank
+    from tagwatch.moderation.events import Decision, DeadLetter, PostCreated, ReviewRequest
+
+    return {
+        "post-created.v1.json": PostCreated,
+        "moderation-decision.v1.json": Decision,
+        "review-request.v1.json": ReviewRequest,
+        "dead-letter.v1.json": DeadLetter,
+        "hash-bank.v1.json": HashBank,
+        "dataset-manifest.v1.json": DatasetManifest,
+        "vocabulary.v1.json": Vocabulary,
+        "shard-sample.v1.json": ShardSample,
+    }
+
+
+def render(model: type[BaseModel], filename: str) -> str:
+    schema = model.model_json_schema()
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"https://tagwatch.dev/schemas/{filename}", **schema}
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def export(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for filename, model in registry().items():
+        path = directory / filename
+        path.write_text(render(model, filename))
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("schemas")
+    for path in export(target):
+        print(path)

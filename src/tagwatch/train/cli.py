@@ -1,0 +1,85 @@
+"""`tagwatch train pretrain|transfer`: forwards its flags to ``pretrain.main`` / ``transfer.main`` (one argparse
+definition, also used by ``python -m tagwatch.train`` under torchrun). ``--nproc N`` launches N local ranks
+with torchrun (gloo on CPU), rendezvous on 127.0.0.1 and a free port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from typing import Annotated
+
+import typer
+
+train_app = typer.Typer(help="Hashtag pretraining and transfer to moderation categories (PyTorch, DDP).",
+                        no_args_is_help=True)
+_FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+_NPROC_HELP = "Local ranks: >1 relaunches under torchrun (gloo on CPU). Other flags: see --help."
+
+
+@train_app.command("pretrain", context_settings=_FORWARD, add_help_option=False)
+def pretrain_command(ctx: typer.Context, nproc: Annotated[int, typer.Option("--nproc", help=_NPROC_HELP)] = 1) -> None:
+    """Pretrain on a dataset's hashtags (flags: `tagwatch train pretrain --help`)."""
+    _dispatch("pretrain", list(ctx.args), nproc)
+
+
+@train_app.command("transfer", context_settings=_FORWARD, add_help_option=False)
+def transfer_command(ctx: typer.Context, nproc: Annotated[int, typer.Option("--nproc", help=_NPROC_HELP)] = 1) -> None:
+    """Linear probe / fine-tune on moderation categories, calibrate thresholds, write policy.json."""
+    _dispatch("transfer", list(ctx.args), nproc)
+
+
+def _dispatch(kind: str, argv: list[str], nproc: int) -> None:
+    from tagwatch.cli import G, build_settings
+
+    if "--help" not in argv and "-h" not in argv:
+        build_settings()  # validates settings and sets up redacted logging for this process
+    if G.state_dir:
+        os.environ["TAGWATCH_PATHS__STATE_DIR"] = str(G.state_dir)
+    if nproc > 1:
+        code = launch_torchrun(kind, argv, nproc=nproc)
+        if code:
+            raise typer.Exit(code)
+        return
+    run_main(kind, argv)
+
+
+def run_main(kind: str, argv: list[str]) -> dict:
+    if kind == "pretrain":
+        from tagwatch.train.pretrain import main
+    else:
+        from tagwatch.train.transfer import main
+    return main(argv)
+
+
+def launch_torchrun(kind: str, argv: list[str], *, nproc: int, env: dict[str, str] | None = None) -> int:
+    """Run ``python -m tagwatch.train KIND argv`` on ``nproc`` local ranks. Credentials travel in the inherited
+    environment (TAGWATCH_S3__*), never in argv."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nproc),
+               "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "tagwatch.train", kind, *argv]
+    child_env = {**(env if env is not None else os.environ), "GLOO_SOCKET_IFNAME": "lo"}
+    return subprocess.call(command, env=child_env)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_entry(argv: list[str]) -> int:
+    """``python -m tagwatch.train KIND ...``: domain errors become one error line + hint and an exit code."""
+    from tagwatch.errors import TagwatchError
+
+    if not argv or argv[0] not in ("pretrain", "transfer"):
+        print("usage: python -m tagwatch.train {pretrain|transfer} [flags]", file=sys.stderr)
+        return 2
+    try:
+        run_main(argv[0], argv[1:])
+    except TagwatchError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        if error.hint:
+            print(f"hint: {error.hint}", file=sys.stderr)
+        return error.exit_code
+    return 0

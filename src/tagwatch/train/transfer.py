@@ -1,0 +1,203 @@
+"""`tagwatch train transfer`: from a pretrained checkpoint (or from scratch, the baseline), train the moderation
+categories (multi-label, one sigmoid each) by linear probe (frozen backbone) or full fine-tune; calibrate
+per-category thresholds on ``val`` to a target precision (remove) and recall (review) -> ``policy.json``;
+evaluate on ``holdout`` -> metrics.json, pr_curves.png, confusion.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from tagwatch.errors import CheckpointError, ConfigError
+from tagwatch.train import runtime
+from tagwatch.train.checkpoint import load_checkpoint_uri
+from tagwatch.train.data import StreamConfig
+from tagwatch.train.distributed import barrier, init_distributed, shutdown_distributed
+from tagwatch.train.evaluate import predict
+from tagwatch.train.loop import LoopConfig, RunState, TrainTask, install_sigterm_handler, run_training, write_json
+from tagwatch.train.models import ARCHS, create_model, create_model_from_config, model_config
+from tagwatch.train.optim import SCHEDULES, scaled_lr
+from tagwatch.train.policy import build_policy
+from tagwatch.train.report import clean_json, write_report
+
+log = logging.getLogger("tagwatch.train")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    dataset: str
+    init: str = "none"
+    mode: str = "finetune"
+    arch: str = "tiny_cnn"
+    width: int = 16
+    image_size: int = 128
+    batch_size: int = 32
+    steps: int = 0
+    epochs: float = 0.0
+    base_lr: float = 0.1
+    lr: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "cosine"
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    workers: int = 2
+    shuffle_size: int = 256
+    sampling: str = "natural"
+    seed: int = 0
+    target_precision: float = 0.95
+    target_recall: float = 0.90
+    checkpoint_every: int = 0
+    checkpoint_root: str | None = None
+    run_id: str | None = None
+    resume: str | None = None
+    output_dir: str | None = None
+    policy_version: str | None = None
+    calibrate_steps: int = 0
+    log_every: int = 10
+    device: str = "auto"
+    threads: int = 0
+    progress: bool = True
+    synthetic_labels: int = 16
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tagwatch train transfer", description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", required=True, help="NAME/VERSION in s3://<buckets.datasets>/ or synthetic:N")
+    p.add_argument("--init", default="none", help="pretrained checkpoint URI (s3://<checkpoints>/<run_id>[/step-N.pt] or "
+                   "a local path), or 'none' to train from scratch (the baseline)")
+    p.add_argument("--mode", default="finetune", choices=("probe", "finetune"), help="probe: frozen backbone")
+    p.add_argument("--arch", default="tiny_cnn", choices=ARCHS, help="only with --init none")
+    p.add_argument("--width", type=int, default=16, help="tiny_cnn width, only with --init none")
+    p.add_argument("--image-size", type=int, default=128, help="only with --init none (else the checkpoint's preset)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=0)
+    p.add_argument("--epochs", type=float, default=0.0)
+    p.add_argument("--base-lr", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=0.0)
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--schedule", default="cosine", choices=SCHEDULES)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--shuffle-size", type=int, default=256)
+    p.add_argument("--sampling", default="natural", choices=("sqrt", "natural"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target-precision", type=float, default=0.95, help="remove threshold: precision >= this")
+    p.add_argument("--target-recall", type=float, default=0.90, help="review threshold: recall >= this")
+    p.add_argument("--checkpoint-every", type=int, default=0)
+    p.add_argument("--checkpoint-root", default=None)
+    p.add_argument("--run-id", default=None)
+    p.add_argument("--resume", default=None)
+    p.add_argument("--output-dir", default=None)
+    p.add_argument("--policy-version", default=None, help="default policy-<run_id>")
+    p.add_argument("--calibrate-steps", type=int, default=0, help="throughput ceiling steps (0: off)")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--synthetic-labels", type=int, default=16)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = TransferConfig(**vars(build_parser().parse_args(argv)))
+    runtime.set_cpu_threads(requested=cfg.threads, workers=cfg.workers, device=cfg.device)
+    info = init_distributed(device=cfg.device)
+    try:
+        return _transfer(cfg, info)
+    finally:
+        shutdown_distributed()
+
+
+def _transfer(cfg: TransferConfig, info) -> dict:
+    settings = runtime.resolve_settings()
+    runtime.configure_rank_logging(info, settings)
+    install_sigterm_handler()
+    run_id = runtime.agree_run_id(info, cfg.run_id, kind=f"transfer-{cfg.mode}")
+    runtime.seed_everything(cfg.seed)
+    dataset = runtime.open_dataset(cfg.dataset, settings=settings, synthetic_labels=cfg.synthetic_labels, seed=cfg.seed)
+    categories = dataset.manifest.category_names
+    if not categories:
+        raise ConfigError(f"dataset {dataset.uri} has no moderation categories", hint="build it with categories")
+    if cfg.init != "none":
+        pretrained = load_checkpoint_uri(cfg.init, s3=settings.s3)
+        base_config = {**pretrained["model_config"], "num_categories": len(categories)}
+        model = create_model_from_config(base_config)
+        weights = {k: v for k, v in pretrained["model"].items() if not k.startswith("category_head.")}
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        if unexpected or any(not k.startswith("category_head.") for k in missing):
+            raise CheckpointError(f"checkpoint {cfg.init} does not fit its own model_config",
+                                  hint="was it written by another tagwatch version?")
+        from tagwatch.preprocess import Preset
+
+        preset = Preset.from_dict(base_config["preset"])
+        parent = {"run_id": pretrained["run_id"], "checkpoint": cfg.init, "manifest_hash": pretrained["manifest_hash"]}
+    else:
+        create_kwargs = {"width": cfg.width} if cfg.arch == "tiny_cnn" else {}
+        preset = runtime.preset_for(cfg.image_size)
+        base_config = model_config(arch=cfg.arch, num_labels=dataset.manifest.num_labels, num_categories=len(categories),
+                                   preset=preset.to_dict(), **create_kwargs)
+        model = create_model(cfg.arch, dataset.manifest.num_labels, num_categories=len(categories), **create_kwargs)
+        parent = None
+    if cfg.mode == "probe":
+        torch.nn.init.zeros_(model.category_head.weight)
+        torch.nn.init.zeros_(model.category_head.bias)
+    global_batch = cfg.batch_size * info.world_size
+    steps = cfg.steps or max(1, math.ceil(cfg.epochs * dataset.split_samples("train") / global_batch))
+    lr = cfg.lr or scaled_lr(base_lr=cfg.base_lr, global_batch=global_batch)
+    store = runtime.checkpoint_store(cfg.checkpoint_root, run_id, settings)
+    resume = store.load("latest") if cfg.resume == "latest" else (load_checkpoint_uri(cfg.resume, s3=settings.s3) if cfg.resume else None)
+    resolved = {**asdict(cfg), "run_id": run_id, "steps": steps, "lr": lr, "global_batch": global_batch,
+                "world_size": info.world_size, "dataset_uri": dataset.uri, "parent": parent, "preset": preset.to_dict()}
+    state = RunState(run_id=run_id, model_config=base_config, config=resolved, manifest_hash=dataset.manifest.content_hash,
+                     vocabulary_version=dataset.manifest.vocabulary_version, samples_per_epoch=dataset.split_samples("train"))
+    output_dir = Path(cfg.output_dir) if cfg.output_dir else runtime.default_output_dir(settings, run_id)
+    if info.is_main:
+        write_json(output_dir / "config.json", resolved)
+        log.info("transfer %s (%s, init %s): %d steps, lr %.4f", run_id, cfg.mode, cfg.init, steps, lr)
+
+    def make_dataset(start_batch: int):
+        return dataset.stream(split="train", preset=preset, config=StreamConfig(
+            batch_size=cfg.batch_size, seed=cfg.seed, rank=info.rank, world_size=info.world_size, sampling=cfg.sampling,
+            shuffle_size=cfg.shuffle_size, train=True, start_batch=start_batch))
+
+    loop = LoopConfig(total_steps=steps, batch_size=cfg.batch_size, lr=lr, warmup_steps=cfg.warmup_steps,
+                      schedule=cfg.schedule, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+                      checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every, num_workers=cfg.workers,
+                      calibrate_steps=cfg.calibrate_steps, progress=cfg.progress)
+    task = TrainTask(kind=cfg.mode, target="categories", head="category", loss="sigmoid",
+                     freeze_backbone=cfg.mode == "probe")
+    summary = run_training(model=model, task=task, loop=loop, info=info, state=state, store=store,
+                           make_dataset=make_dataset, output_dir=output_dir, resume=resume, image_size=preset.crop)
+    checkpoint_uri = store.uri(f"step-{summary['steps']:07d}.pt")
+    result: dict = {"run_id": run_id, "checkpoint": checkpoint_uri, "train": summary}
+    if info.is_main and not summary["stopped_early"]:
+        eval_config = StreamConfig(batch_size=64, train=False)
+        val = predict(model, dataset.stream(split="val", preset=preset, config=eval_config), device=info.device)
+        policy = build_policy(
+            scores=val.category_scores, targets=val.category_targets, category_names=categories,
+            target_precision=cfg.target_precision, target_recall=cfg.target_recall,
+            model={"run_id": run_id, "checkpoint": checkpoint_uri, "manifest_hash": dataset.manifest.content_hash,
+                   "vocabulary_version": dataset.manifest.vocabulary_version, "registry_version": None},
+            calibration={"dataset": dataset.uri, "split": "val", "images": len(val.keys)},
+            version=cfg.policy_version or f"policy-{run_id}")
+        policy = clean_json(policy)
+        write_json(output_dir / "policy.json", policy)
+        store.put_json("policy.json", policy)
+        holdout = predict(model, dataset.stream(split="holdout", preset=preset, config=eval_config), device=info.device)
+        metrics = write_report(holdout, category_names=categories, policy=policy, out_dir=output_dir / "holdout",
+                               split="holdout", duplicates=dataset.duplicates(), extra={"run_id": run_id, "mode": cfg.mode,
+                                                                                       "init": cfg.init})
+        store.put_json("holdout-metrics.json", metrics)
+        result.update({"policy": policy, "holdout": metrics, "output_dir": str(output_dir)})
+        write_json(output_dir / "summary.json", clean_json({k: v for k, v in result.items() if k != "policy"}))
+        log.info("holdout category mAP %.3f (chance %.3f); policy %s", metrics["category_map"] or float("nan"),
+                 metrics["chance_category_map"] or float("nan"), store.uri("policy.json"))
+    barrier(info)
+    return result

@@ -1,0 +1,78 @@
+"""Helpers for stream tests: private topics per test, reading a topic back completely."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from tagwatch.clients import kafka_config
+from tagwatch.settings import Settings
+
+
+def private_stream(settings: Settings, partitions: int = 2) -> Settings:
+    """A copy of ``settings`` with its own topics and consumer group, created on the broker."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    tag = uuid.uuid4().hex[:8]
+    topics = settings.kafka.topics.model_copy(update={
+        "posts": f"t{tag}.posts", "decisions": f"t{tag}.decisions",
+        "review": f"t{tag}.review", "dead_letter": f"t{tag}.dlq",
+    })
+    kafka = settings.kafka.model_copy(update={"topics": topics, "consumer_group": f"g{tag}", "partitions": partitions})
+    admin = KafkaAdminClient(**kafka_config(kafka, client_id="test-admin"))
+    try:
+        admin.create_topics([NewTopic(t, partitions, 1) for t in (topics.posts, topics.decisions, topics.review, topics.dead_letter)])
+    finally:
+        admin.close()
+    return settings.model_copy(update={"kafka": kafka})
+
+
+def read_topic(settings: Settings, topic: str, *, expect: int, timeout_s: float = 60.0) -> list:
+    """Every record of ``topic`` from the beginning, waiting until at least ``expect`` arrived.
+
+    Reads by assign + seek to 0 (Tansu's end offsets are unreliable, so 'until the end' is not knowable).
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(enable_auto_commit=False, **kafka_config(settings.kafka, client_id="test-reader"))
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, 0)
+        records = []
+        deadline = time.monotonic() + timeout_s
+        quiet_until = None
+        while time.monotonic() < deadline:
+            got = consumer.poll(timeout_ms=500)
+            for recs in got.values():
+                records.extend(recs)
+            if len(records) >= expect:
+                # keep reading briefly so duplicates beyond `expect` are counted too
+                quiet_until = quiet_until or time.monotonic() + 1.5
+                if time.monotonic() > quiet_until:
+                    break
+        return records
+    finally:
+        consumer.close()
+
+
+def stream_env(settings: Settings) -> dict[str, str]:
+    """Env for a `tagwatch` subprocess that uses ``settings``' stack, private topics and group."""
+    import os
+
+    t = settings.kafka.topics
+    return {
+        **os.environ,
+        "TAGWATCH_PATHS__STATE_DIR": str(settings.paths.state_dir),
+        "TAGWATCH_S3__SECRET_ACCESS_KEY": settings.s3.secret_access_key.get_secret_value(),
+        "TAGWATCH_STACK__FREE_PORTS": "true",
+        "TAGWATCH_KAFKA__TOPICS__POSTS": t.posts,
+        "TAGWATCH_KAFKA__TOPICS__DECISIONS": t.decisions,
+        "TAGWATCH_KAFKA__TOPICS__REVIEW": t.review,
+        "TAGWATCH_KAFKA__TOPICS__DEAD_LETTER": t.dead_letter,
+        "TAGWATCH_KAFKA__CONSUMER_GROUP": settings.kafka.consumer_group,
+        "COLUMNS": "200",
+    }

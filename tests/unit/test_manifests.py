@@ -1,0 +1,160 @@
+"""Render every overlay with kubectl's kustomize and validate it offline: core schemas (kubernetes-validate),
+the real upstream CRD schemas (manifests/crds), the security rules, and agreement with tagwatch.settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tagwatch.k8s.validate import count_kinds, render, security_problems, validate_objects, validate_overlay
+from tagwatch.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "manifests"
+CRDS = MANIFESTS / "crds"
+OVERLAYS = sorted(p.name for p in (MANIFESTS / "overlays").iterdir() if p.is_dir())
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request):
+    objects, problems = validate_overlay(MANIFESTS / "overlays" / request.param, CRDS)
+    return request.param, objects, problems
+
+
+def by_kind(objects, kind):
+    return [o for o in objects if o["kind"] == kind]
+
+
+def test_overlays_exist():
+    assert OVERLAYS == ["dev", "prod"]
+
+
+def test_overlay_is_valid_and_secure(rendered):
+    name, objects, problems = rendered
+    assert [str(p) for p in problems] == []
+    counts = count_kinds(objects)
+    print(f"\n{name}: {sum(counts.values())} objects {counts}")
+    for kind in ("Deployment", "ScaledObject", "TriggerAuthentication", "PodDisruptionBudget", "NetworkPolicy",
+                 "Kafka", "KafkaNodePool", "KafkaUser", "ServingRuntime", "InferenceService", "TrainingRuntime",
+                 "Role", "RoleBinding", "Namespace", "ConfigMap"):
+        assert counts.get(kind), f"{name} lacks a {kind}"
+    assert counts["KafkaTopic"] == 4
+
+
+def test_everything_lands_in_one_namespace(rendered):
+    name, objects, _ = rendered
+    (namespace,) = by_kind(objects, "Namespace")
+    ns = namespace["metadata"]["name"]
+    assert {o["metadata"].get("namespace") for o in objects if o["kind"] != "Namespace"} == {ns}
+    assert by_kind(objects, "RoleBinding")[0]["subjects"][0]["namespace"] == ns
+
+
+def test_names_agree_with_settings(rendered):
+    _, objects, _ = rendered
+    settings = Settings()
+    (params,) = by_kind(objects, "ConfigMap")
+    data = params["data"]
+    topics, buckets = settings.kafka.topics, settings.s3.buckets
+    for field in ("posts", "decisions", "review", "dead_letter"):
+        assert data[f"TAGWATCH_KAFKA__TOPICS__{field.upper()}"] == getattr(topics, field)
+    for field in ("posts", "datasets", "models", "checkpoints", "ledger"):
+        assert data[f"TAGWATCH_S3__BUCKETS__{field.upper()}"] == getattr(buckets, field)
+    assert data["TAGWATCH_TRITON__MODEL_NAME"] == settings.triton.model_name
+    assert data["TAGWATCH_KAFKA__CONSUMER_GROUP"] == settings.kafka.consumer_group
+    # every params.env key is a real setting (pydantic rejects unknown ones)
+    from tagwatch.settings import load_settings
+
+    nested: dict = {}
+    for key, value in data.items():
+        if key in ("TAGWATCH_KAFKA__USERNAME",):  # cluster-only: SASL identity, not a local setting
+            continue
+        parts = key.removeprefix("TAGWATCH_").lower().split("__")
+        cursor = nested
+        for part in parts[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[parts[-1]] = value
+    load_settings(**nested)
+
+    assert {t["spec"]["topicName"] for t in by_kind(objects, "KafkaTopic")} == {
+        topics.posts, topics.decisions, topics.review, topics.dead_letter
+    }
+    acl_topics = {a["resource"]["name"] for a in by_kind(objects, "KafkaUser")[0]["spec"]["authorization"]["acls"]
+                  if a["resource"]["type"] == "topic"}
+    assert acl_topics <= set(topics.all())
+    (isvc,) = by_kind(objects, "InferenceService")
+    assert isvc["metadata"]["name"] == settings.triton.model_name
+    assert isvc["spec"]["predictor"]["model"]["storageUri"].startswith(f"s3://{buckets.models}/{settings.triton.model_name}/")
+    (scaled,) = by_kind(objects, "ScaledObject")
+    trigger = scaled["spec"]["triggers"][0]["metadata"]
+    assert (trigger["topic"], trigger["consumerGroup"]) == (topics.posts, settings.kafka.consumer_group)
+
+
+def test_consumers_never_outnumber_partitions(rendered):
+    _, objects, _ = rendered
+    (scaled,) = by_kind(objects, "ScaledObject")
+    posts = next(t for t in by_kind(objects, "KafkaTopic") if t["spec"]["topicName"] == Settings().kafka.topics.posts)
+    assert scaled["spec"]["maxReplicaCount"] <= posts["spec"]["partitions"]
+
+
+def test_replication_matches_brokers(rendered):
+    _, objects, _ = rendered
+    brokers = by_kind(objects, "KafkaNodePool")[0]["spec"]["replicas"]
+    for topic in by_kind(objects, "KafkaTopic"):
+        assert topic["spec"]["replicas"] <= brokers
+        assert topic["spec"]["config"]["min.insync.replicas"] <= topic["spec"]["replicas"]
+
+
+def test_rbac_is_namespaced_and_specific(rendered):
+    _, objects, _ = rendered
+    assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
+    for role in by_kind(objects, "Role"):
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+
+
+def test_prod_serves_on_gpu_with_a_canary():
+    objects = render(MANIFESTS / "overlays" / "prod")
+    predictor = by_kind(objects, "InferenceService")[0]["spec"]["predictor"]
+    assert predictor["canaryTrafficPercent"] > 0
+    assert predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    dev = render(MANIFESTS / "overlays" / "dev")
+    assert "nvidia.com/gpu" not in by_kind(dev, "InferenceService")[0]["spec"]["predictor"]["model"]["resources"]["limits"]
+
+
+def test_examples_are_valid_and_secure():
+    for path in sorted((MANIFESTS / "examples").glob("*.yaml")):
+        objects = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        problems = validate_objects(objects, CRDS) + security_problems(objects)
+        assert [str(p) for p in problems] == [], path
+
+
+def test_a_broken_manifest_fails_every_rule():
+    objects, problems = validate_overlay(ROOT / "tests" / "fixtures" / "broken-manifests", CRDS)
+    text = "\n".join(str(p) for p in problems)
+    assert "Deployment/insecure: [security]" in text
+    for rule in ("runAsNonRoot", "readOnlyRootFilesystem", "allowPrivilegeEscalation", "drop ALL",
+                 "seccompProfile", "resources.limits", "must be pinned", "literal secret"):
+        assert rule in text, rule
+    assert "InferenceService/typo: [unknown-field] spec.predictor.model.storageURI" in text
+    assert "KafkaTopic/wrong-type: [schema] spec.partitions" in text
+    assert "Service/unknown-field: [schema]" in text and "portz" in text
+    assert "plain-text-in-git" not in text  # the report names the variable, never its value
+
+
+def test_cli_validates_and_fails_with_exit_7(tmp_path):
+    import shutil
+
+    from tests.conftest import run_cli
+
+    ok = run_cli("manifests", "validate", "--manifests-dir", str(MANIFESTS))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "manifests OK" in ok.stdout
+    broken = tmp_path / "manifests"
+    (broken / "overlays").mkdir(parents=True)
+    shutil.copytree(ROOT / "tests" / "fixtures" / "broken-manifests", broken / "overlays" / "broken")
+    shutil.copytree(CRDS, broken / "crds")
+    bad = run_cli("manifests", "validate", "--manifests-dir", str(broken))
+    assert bad.returncode == 7, bad.stdout + bad.stderr
+    assert "problem(s) in the manifests" in bad.stderr and "Traceback" not in bad.stderr
