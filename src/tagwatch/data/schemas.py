@@ -1,7 +1,8 @@
-"""JSON Schemas of the files the data build writes, generated from their pydantic models.
+"""JSON Schemas of the data build's own files (post records, the dedup report), generated from their models.
 
-The committed files in ``schemas/`` must equal what :func:`generate_schemas` returns (a unit test checks);
-after changing a model, regenerate them with ``python -m tagwatch.data.schemas [schemas-dir]``.
+The dataset seam's schemas (manifest, vocabulary, shard sample) come from ``tagwatch.schemas`` with the same
+rendering. The committed files in ``schemas/`` must equal what :func:`generate_schemas` returns (a unit test
+checks); after changing a model, regenerate them with ``python -m tagwatch.data.schemas [schemas-dir]``.
 """
 
 from __future__ import annotations
@@ -16,19 +17,12 @@ SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 def generate_schemas() -> dict[str, dict]:
     """file name -> JSON Schema."""
     from tagwatch.data.dedup import DedupReport
-    from tagwatch.data.manifest import DatasetManifest, ShardSample, Vocabulary
     from tagwatch.data.posts import Post
 
-    models = {
-        "post.v1.json": Post,
-        "dataset-manifest.v1.json": DatasetManifest,
-        "vocabulary.v1.json": Vocabulary,
-        "shard-sample.v1.json": ShardSample,
-        "dedup-report.v1.json": DedupReport,
-    }
+    models = {"post.v1.json": Post, "dedup-report.v1.json": DedupReport}
     schemas = {}
     for file_name, model in models.items():
-        schema = model.model_json_schema(mode="serialization")
+        schema = model.model_json_schema()
         schemas[file_name] = {"$schema": SCHEMA_DIALECT, "$id": f"https://tagwatch.dev/schemas/{file_name}", **schema}
     return schemas
 
