@@ -34,6 +34,8 @@ stack_app = typer.Typer(
 )
 app.add_typer(config_app, name="config")
 app.add_typer(stack_app, name="stack")
+from tagwatch.data.cli import data_app  # noqa: E402
+app.add_typer(data_app, name="data")
 app.add_typer(manifests_app, name="manifests")
 app.add_typer(posts_app, name="posts")
 app.add_typer(bank_app, name="bank")

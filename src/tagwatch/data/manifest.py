@@ -8,6 +8,8 @@ Layout under ``s3://<buckets.datasets>/<name>/<version>/``::
     dedup.json            the PDQ dedup report (dropped train post_ids and their nearest eval image)
     shards/<split>-NNNNNN.tar   webdataset shards, split in {train, val, holdout}
 
+``s3://<buckets.datasets>/<name>/latest.json`` = ``{"version": "<version>"}`` names the newest complete build.
+
 One shard sample (webdataset keys): ``__key__`` = post_id, ``jpg`` = RGB JPEG bytes, ``json`` = ShardSample.
 """
 

@@ -118,8 +118,10 @@ def publish(
     rate: Annotated[Optional[float], typer.Option(help="Posts per second (default: as fast as acks allow).")] = None,
     from_dir: Annotated[Optional[Path], typer.Option(help="Cycle through the images in this folder.")] = None,
     synthetic: Annotated[bool, typer.Option(help="Generated single-colour images (red/blue/grey).")] = False,
+    holdout: Annotated[bool, typer.Option(help="The dataset build's held-out posts (images already in S3).")] = False,
+    dataset: Annotated[str, typer.Option(help="Dataset name for --holdout.")] = "hashtags",
 ) -> None:
-    """Publish N post.created events (images uploaded to the posts bucket first)."""
+    """Publish N post.created events (images uploaded to the posts bucket first, unless --holdout)."""
     from rich.progress import Progress
 
     from tagwatch.cli import build_settings
@@ -129,6 +131,13 @@ def publish(
 
     settings = with_stack_endpoints(build_settings())
     s3 = s3_client(settings.s3)
+    if holdout:
+        from tagwatch.moderation.publish import holdout_posts
+
+        posts = [post for post, _ in holdout_posts(settings, dataset=dataset)][:n]
+        sent = publish_posts(settings, posts, rate=rate)
+        out.print(f"published {sent} held-out posts of dataset {dataset} to {settings.kafka.topics.posts}")
+        return
     if from_dir is not None:
         files = sorted(p for p in from_dir.iterdir() if p.is_file())
         if not files:
@@ -139,7 +148,7 @@ def publish(
 
         blobs = [colour_jpeg(i) for i in range(n)]
     else:
-        raise ConfigError("say where the images come from", hint="--from-dir DIR or --synthetic")
+        raise ConfigError("say where the images come from", hint="--holdout, --from-dir DIR or --synthetic")
     run = uuid.uuid4().hex[:8]
     with Progress(transient=True) as progress:
         task = progress.add_task("uploading", total=len(blobs))

@@ -55,3 +55,43 @@ def publish_posts(settings: Settings, posts: Iterable[PostCreated], *, rate: flo
 
 def s3_for(settings: Settings):
     return s3_client(settings.s3)
+
+
+def holdout_posts(settings: Settings, *, dataset: str = "hashtags", version: str | None = None,
+                  split: str = "holdout") -> list[tuple[PostCreated, list[str]]]:
+    """The held-out posts of a dataset build as new posts, each with its true moderation categories.
+
+    Post ids and categories come from the split's shards (their ``json`` members), the image address and hash
+    from the posts index: the images the model never trained on, with the labels evaluation needs.
+    """
+    import io
+    import json
+    import tarfile
+
+    from tagwatch.data.posts import list_sources, read_index
+    from tagwatch.data.shards import dataset_prefix, read_manifest
+
+    s3 = s3_client(settings.s3)
+    manifest = read_manifest(client=s3, bucket=settings.s3.buckets.datasets, name=dataset, version=version)
+    prefix = dataset_prefix(manifest.name, manifest.version)
+    wanted: dict[str, list[str]] = {}
+    for shard in manifest.splits[split].shards:
+        body = s3.get_object(Bucket=settings.s3.buckets.datasets, Key=f"{prefix}/{shard.path}")["Body"].read()
+        with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+            for member in tar:
+                if member.name.endswith(".json"):
+                    sample = json.loads(tar.extractfile(member).read())
+                    wanted[sample["post_id"]] = sample.get("categories", [])
+    records: dict[str, dict] = {}
+    for source in list_sources(s3, settings.s3.buckets.posts):
+        records.update(read_index(s3, settings.s3.buckets.posts, source))
+    out = []
+    for post_id in sorted(wanted):
+        record = records.get(post_id)
+        if record is None:
+            continue
+        post = PostCreated(post_id=post_id, author_id=record["author_id"], created_at=record["created_at"],
+                           caption=record.get("caption", "")[:10_000], image_uri=record["image_uri"],
+                           sha256=record["image_sha256"])
+        out.append((post, wanted[post_id]))
+    return out

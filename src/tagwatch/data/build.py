@@ -1,0 +1,397 @@
+"""`tagwatch data build`: posts in S3 -> vocabulary, splits, PDQ dedup, sqrt weights, shards, sealed manifest.
+
+Steps: read every post (index + one listing per source) -> skip invalid posts and captions without hashtags
+(counted by reason) -> version = hash of the inputs and the config (same inputs, same version: a rerun finds its
+manifest and does nothing) -> fetch images -> categories from original keywords -> split by a hash of post_id
+(category-positive posts go to the holdout at a higher rate, so moderation evaluation has positives) -> drop
+train near-copies of eval images (dedup.py) -> vocabulary over the remaining train captions (vocab.py) ->
+labels and square-root resampling weights -> shards -> vocabulary.json, categories.yaml, dedup.json,
+manifest.json (last: its presence marks a complete build) and ``<name>/latest.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from tagwatch.data import posts as store
+from tagwatch.data.categories import CategoryMatcher, load_categories
+from tagwatch.data.dedup import PDQ_MIN_QUALITY, PDQ_THRESHOLD, DedupReport, HashedImage, dedup_train
+from tagwatch.data.manifest import (
+    SPLITS,
+    DatasetManifest,
+    FileRef,
+    ShardSample,
+    SourceInfo,
+    SplitInfo,
+    Vocabulary,
+    content_hash,
+)
+from tagwatch.data.shards import dataset_prefix, shard_sizes, upload_shard, write_tar
+from tagwatch.data.vocab import Canonicaliser, VocabConfig, VocabReport, build_vocabulary, label_index, labels_for
+from tagwatch.data.vocab import post_keys as caption_keys
+from tagwatch.errors import ManifestError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    name: str = "hashtags"
+    version: str | None = None  # None: derived from the inputs and this config
+    sources: tuple[str, ...] = ()  # empty: every source in the posts bucket
+    seed: int = 0
+    val_fraction: float = 0.1
+    holdout_fraction: float = 0.1
+    positive_val_fraction: float = 0.15
+    positive_holdout_fraction: float = 0.4
+    shard_samples: int = 500
+    min_shards: int = 4
+    pdq_threshold: int = PDQ_THRESHOLD
+    pdq_min_quality: int = PDQ_MIN_QUALITY
+    vocab: VocabConfig = VocabConfig()
+    categories_path: Path | None = None
+    image_size: int = 256
+    fetch_threads: int = 8
+
+    def fingerprint(self) -> dict:
+        data = asdict(self)
+        data.pop("version"), data.pop("fetch_threads"), data.pop("categories_path")
+        data["vocab"]["stop_tags"] = sorted(self.vocab.stop_tags)
+        return data
+
+
+@dataclass
+class BuildReport:
+    name: str
+    version: str = ""
+    up_to_date: bool = False
+    posts_read: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    splits: dict[str, int] = field(default_factory=dict)
+    holdout_categories: dict[str, int] = field(default_factory=dict)
+    vocabulary_size: int = 0
+    top_tags: list[tuple[str, int]] = field(default_factory=list)
+    dedup_dropped: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    manifest_uri: str = ""
+
+
+@dataclass
+class PreparedPost:
+    post: store.Post
+    keys: list[str]
+    categories: list[str]
+    split: str = "train"
+    jpeg: bytes = b""
+
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def load_posts(*, client: Any, bucket: str, sources: tuple[str, ...], report: BuildReport):
+    """Valid posts of the given sources (all when empty) and each source's version from its ingest report."""
+    names = list(sources) or store.list_sources(client, bucket)
+    valid: list[store.Post] = []
+    infos: dict[str, str] = {}
+    skipped: Counter[str] = Counter(report.skipped)
+    for source in names:
+        infos[source] = _source_version(client, bucket, source)
+        for post_id, record in sorted(store.load_post_records(client, bucket, source).items()):
+            report.posts_read += 1
+            try:
+                post = store.parse_post(record)
+            except ValueError as error:
+                skipped["invalid_post"] += 1
+                log.warning("skipped post %s/%s: %s", source, post_id, error)
+                continue
+            if not post.caption.strip():
+                skipped["empty_caption"] += 1
+                log.warning("skipped post %s: empty caption", post_id)
+                continue
+            valid.append(post)
+    report.skipped = dict(skipped)
+    return valid, infos
+
+
+def _source_version(client: Any, bucket: str, source: str) -> str:
+    try:
+        body = client.get_object(Bucket=bucket, Key=store.report_key(source))["Body"].read()
+        return str(json.loads(body).get("source_version") or "unknown")
+    except Exception:  # no ingest report (posts written by another producer)
+        return "unknown"
+
+
+def assign_split(post_id: str, *, positive: bool, seed: int, config: BuildConfig) -> str:
+    """Deterministic split from a hash of (seed, post_id); category positives favour the holdout."""
+    u = int.from_bytes(hashlib.sha256(f"split:{seed}:{post_id}".encode()).digest()[:8], "big") / 2**64
+    holdout = config.positive_holdout_fraction if positive else config.holdout_fraction
+    val = config.positive_val_fraction if positive else config.val_fraction
+    if u < holdout:
+        return "holdout"
+    if u < holdout + val:
+        return "val"
+    return "train"
+
+
+def sqrt_weight(labels: list[int], counts: list[int]) -> float:
+    """Mean over the sample's labels of 1/sqrt(label count): the paper's square-root resampling."""
+    if not labels:
+        return 1.0
+    return sum(1.0 / max(counts[i], 1) ** 0.5 for i in labels) / len(labels)
+
+
+def input_version(posts: list[store.Post], config: BuildConfig, categories_text: str) -> str:
+    inputs = [[p.post_id, p.image_sha256, p.caption, p.keywords] for p in sorted(posts, key=lambda p: p.post_id)]
+    digest = content_hash({"config": config.fingerprint(), "categories": categories_text, "posts": inputs})
+    return "v" + digest[:12]
+
+
+def prepare_posts(
+    *, posts: list[store.Post], canonicaliser: Canonicaliser, matcher: CategoryMatcher, config: BuildConfig,
+    report: BuildReport,
+) -> list[PreparedPost]:
+    """Hashtag keys, categories and split of every post; posts without a usable hashtag are skipped."""
+    prepared: list[PreparedPost] = []
+    skipped: Counter[str] = Counter(report.skipped)
+    other = matcher.categories.other
+    for post in posts:
+        keys = caption_keys(post.caption, canonicaliser, config.vocab.stop_tags)
+        categories = matcher.post_categories(post.keywords)
+        if not keys and categories == [other]:
+            skipped["no_hashtags"] += 1
+            continue
+        split = assign_split(post.post_id, positive=categories != [other], seed=config.seed, config=config)
+        prepared.append(PreparedPost(post=post, keys=keys, categories=categories, split=split))
+    report.skipped = dict(skipped)
+    return prepared
+
+
+def fetch_images(*, client: Any, prepared: list[PreparedPost], threads: int, report: BuildReport,
+                 progress: Progress | None = None) -> list[PreparedPost]:
+    """Download every image (threads); a missing or altered image skips its post."""
+
+    def fetch(item: PreparedPost) -> tuple[PreparedPost, str | None]:
+        bucket, key = store.split_s3_uri(item.post.image_uri)
+        try:
+            data = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except client.exceptions.NoSuchKey:
+            return item, "image_missing"
+        if hashlib.sha256(data).hexdigest() != item.post.image_sha256:
+            return item, "image_sha256_mismatch"
+        item.jpeg = data
+        return item, None
+
+    kept: list[PreparedPost] = []
+    skipped: Counter[str] = Counter(report.skipped)
+    with ThreadPoolExecutor(threads) as pool:
+        for done, (item, problem) in enumerate(pool.map(fetch, prepared), 1):
+            if problem:
+                skipped[problem] += 1
+                log.warning("skipped post %s: %s", item.post.post_id, problem)
+            else:
+                kept.append(item)
+            if progress and (done % 100 == 0 or done == len(prepared)):
+                progress("fetch images", done, len(prepared))
+    report.skipped = dict(skipped)
+    return kept
+
+
+def hashed(item: PreparedPost) -> HashedImage:
+    pdq, quality = item.post.pdq, item.post.pdq_quality
+    if pdq is None:  # a post from another producer: hash its image here
+        import io
+
+        from PIL import Image
+
+        from tagwatch.data.ingest import compute_pdq
+
+        pdq, quality = compute_pdq(Image.open(io.BytesIO(item.jpeg)))
+    return HashedImage(post_id=item.post.post_id, split=item.split, sha256=item.post.image_sha256, pdq=pdq,
+                       quality=quality)
+
+
+def build_dataset(
+    *, client: Any, posts_bucket: str, datasets_bucket: str, config: BuildConfig, wordnet: Any,
+    progress: Progress | None = None,
+) -> BuildReport:
+    """Build (or find already built) the dataset version of the posts now in ``posts_bucket``."""
+    t0 = time.monotonic()
+    report = BuildReport(name=config.name)
+    categories, categories_text = load_categories(config.categories_path)
+    posts, source_versions = load_posts(client=client, bucket=posts_bucket, sources=config.sources, report=report)
+    if not posts:
+        raise ManifestError(
+            f"no usable posts in s3://{posts_bucket}/", hint="ingest some first: `tagwatch data ingest --source ...`"
+        )
+    report.version = config.version or input_version(posts, config, categories_text)
+    prefix = dataset_prefix(config.name, report.version)
+    report.manifest_uri = f"s3://{datasets_bucket}/{prefix}/manifest.json"
+    report.seconds["read_posts"] = round(time.monotonic() - t0, 2)
+    if _already_built(client, datasets_bucket, prefix):
+        report.up_to_date = True
+        _write_latest(client, datasets_bucket, config.name, report.version)
+        return report
+
+    canonicaliser = Canonicaliser(wordnet)
+    matcher = CategoryMatcher(categories, wordnet)
+    prepared = prepare_posts(posts=posts, canonicaliser=canonicaliser, matcher=matcher, config=config, report=report)
+    prepared = fetch_images(client=client, prepared=prepared, threads=config.fetch_threads, report=report,
+                            progress=progress)
+    report.seconds["fetch_images"] = round(time.monotonic() - t0, 2)
+
+    dedup = dedup_train(
+        train=[hashed(p) for p in prepared if p.split == "train"],
+        evaluation=[hashed(p) for p in prepared if p.split != "train"],
+        threshold=config.pdq_threshold, min_quality=config.pdq_min_quality,
+    )
+    dropped = {d.post_id for d in dedup.dropped}
+    prepared = [p for p in prepared if p.post.post_id not in dropped]
+    report.dedup_dropped = len(dropped)
+
+    train = [p for p in prepared if p.split == "train"]
+    vocabulary, key_map, _ = build_vocabulary(
+        captions=[p.post.caption for p in train], canonicaliser=canonicaliser, config=config.vocab
+    )
+    samples = label_samples(prepared=prepared, vocabulary=vocabulary, key_map=key_map, report=report)
+    report.seconds["vocabulary"] = round(time.monotonic() - t0, 2)
+
+    split_infos = write_shards(client=client, bucket=datasets_bucket, prefix=prefix, samples=samples, config=config,
+                               progress=progress)
+    report.seconds["shards"] = round(time.monotonic() - t0, 2)
+    manifest = write_metadata(
+        client=client, bucket=datasets_bucket, prefix=prefix, config=config, version=report.version,
+        vocabulary=vocabulary, categories_text=categories_text, category_names=categories.names, dedup=dedup,
+        split_infos=split_infos,
+        sources=[
+            SourceInfo(name=s, version=v, posts=sum(1 for p in posts if p.source == s))
+            for s, v in sorted(source_versions.items())
+        ],
+    )
+    _write_latest(client, datasets_bucket, config.name, report.version)
+    report.splits = {split: info.samples for split, info in manifest.splits.items()}
+    report.holdout_categories = dict(
+        Counter(c for sample, _ in samples["holdout"] for c in sample.categories).most_common()
+    )
+    report.vocabulary_size = len(vocabulary.labels)
+    report.top_tags = [(label.name, label.count) for label in vocabulary.labels[:20]]
+    report.seconds["total"] = round(time.monotonic() - t0, 2)
+    return report
+
+
+def label_samples(
+    *, prepared: list[PreparedPost], vocabulary: Vocabulary, key_map: dict[str, str], report: BuildReport
+) -> dict[str, list[tuple[ShardSample, bytes]]]:
+    """ShardSamples per split. Train and val samples need a label; holdout keeps every post (moderation)."""
+    index_of = label_index(vocabulary)
+    counts = [label.count for label in vocabulary.labels]
+    samples: dict[str, list[tuple[ShardSample, bytes]]] = {split: [] for split in SPLITS}
+    skipped: Counter[str] = Counter(report.skipped)
+    for item in prepared:
+        labels = labels_for(item.keys, key_map, index_of)
+        if not labels and item.split != "holdout":
+            skipped[f"no_labels_{item.split}"] += 1
+            continue
+        sample = ShardSample(
+            post_id=item.post.post_id, labels=labels, categories=item.categories,
+            weight=sqrt_weight(labels, counts), sha256=item.post.image_sha256, pdq=item.post.pdq,
+            source=item.post.source,
+        )
+        samples[item.split].append((sample, item.jpeg))
+    report.skipped = dict(skipped)
+    return samples
+
+
+def write_shards(
+    *, client: Any, bucket: str, prefix: str, samples: dict[str, list[tuple[ShardSample, bytes]]],
+    config: BuildConfig, progress: Progress | None = None,
+) -> dict[str, SplitInfo]:
+    infos: dict[str, SplitInfo] = {}
+    total = sum(len(v) for v in samples.values())
+    done = 0
+    for split in SPLITS:
+        items = sorted(samples[split], key=lambda s: s[0].post_id)
+        if split == "train":  # mix sources and labels across shards
+            random.Random(f"shuffle:{config.seed}").shuffle(items)
+        shards = []
+        start = 0
+        sizes = shard_sizes(len(items), max_samples=config.shard_samples, min_shards=config.min_shards)
+        for number, size in enumerate(sizes):
+            chunk = items[start : start + size]
+            start += size
+            shards.append(upload_shard(
+                client=client, bucket=bucket, prefix=prefix, path=f"shards/{split}-{number:06d}.tar",
+                data=write_tar(chunk), samples=len(chunk),
+            ))
+            done += len(chunk)
+            if progress:
+                progress("write shards", done, total)
+        infos[split] = SplitInfo(samples=len(items), shards=shards)
+    return infos
+
+
+def write_metadata(
+    *, client: Any, bucket: str, prefix: str, config: BuildConfig, version: str, vocabulary: Vocabulary,
+    categories_text: str, category_names: list[str], dedup: DedupReport, split_infos: dict[str, SplitInfo],
+    sources: list[SourceInfo],
+) -> DatasetManifest:
+    """vocabulary.json, categories.yaml, dedup.json, then the sealed manifest.json."""
+    files = {
+        "vocabulary.json": vocabulary.model_dump_json(indent=1).encode(),
+        "categories.yaml": categories_text.encode("utf-8"),
+        "dedup.json": dedup.model_dump_json(indent=1).encode(),
+    }
+    refs = {}
+    for path, data in files.items():
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{path}", Body=data)
+        refs[path] = FileRef(path=path, sha256=hashlib.sha256(data).hexdigest())
+    manifest = DatasetManifest(
+        name=config.name, version=version, created_at=datetime.now(timezone.utc), sources=sources,
+        vocabulary=refs["vocabulary.json"], vocabulary_version=vocabulary.version,
+        num_labels=len(vocabulary.labels), categories=refs["categories.yaml"], category_names=category_names,
+        dedup=refs["dedup.json"], dedup_dropped=len(dedup.dropped), image_size=config.image_size,
+        splits=split_infos, sampling="sqrt",
+    ).sealed()
+    client.put_object(Bucket=bucket, Key=f"{prefix}/manifest.json", Body=manifest.model_dump_json(indent=1).encode(),
+                      ContentType="application/json")
+    return manifest
+
+
+def _already_built(client: Any, bucket: str, prefix: str) -> bool:
+    try:
+        body = client.get_object(Bucket=bucket, Key=f"{prefix}/manifest.json")["Body"].read()
+        DatasetManifest.model_validate_json(body).verify()
+        return True
+    except Exception:  # absent, unreadable or failing its hash: build again
+        return False
+
+
+def _write_latest(client: Any, bucket: str, name: str, version: str) -> None:
+    client.put_object(Bucket=bucket, Key=f"{name}/latest.json", Body=json.dumps({"version": version}).encode(),
+                      ContentType="application/json")
+
+
+def vocabulary_of_posts(
+    *, client: Any, posts_bucket: str, config: BuildConfig, wordnet: Any
+) -> tuple[Vocabulary, VocabReport, BuildReport]:
+    """The vocabulary a build would choose (train split, before dedup), without fetching images."""
+    report = BuildReport(name=config.name)
+    categories, _ = load_categories(config.categories_path)
+    posts, _ = load_posts(client=client, bucket=posts_bucket, sources=config.sources, report=report)
+    canonicaliser = Canonicaliser(wordnet)
+    prepared = prepare_posts(posts=posts, canonicaliser=canonicaliser, matcher=CategoryMatcher(categories, wordnet),
+                             config=config, report=report)
+    vocabulary, _, vocab_report = build_vocabulary(
+        captions=[p.post.caption for p in prepared if p.split == "train"], canonicaliser=canonicaliser,
+        config=config.vocab,
+    )
+    return vocabulary, vocab_report, report

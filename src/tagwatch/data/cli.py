@@ -1,0 +1,179 @@
+"""`tagwatch data ...`: ingest posts, inspect the hashtag vocabulary, build the sharded dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+data_app = typer.Typer(help="Posts corpus, hashtag vocabulary and sharded training data.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+
+def _settings_and_client():
+    from tagwatch.cli import build_settings
+    from tagwatch.clients import s3_client
+    from tagwatch.stack import with_stack_endpoints
+
+    settings = with_stack_endpoints(build_settings())
+    return settings, s3_client(settings.s3)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), console=err, transient=False,
+    )
+
+
+@data_app.command("ingest")
+def ingest(
+    source: Annotated[str, typer.Option("--source", help="openclipart or synthetic.")] = "openclipart",
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N items of the source.")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds caption noise and synthetic images.")] = 0,
+    workers: Annotated[Optional[int], typer.Option(help="Render processes (default: CPU count).")] = None,
+    source_dir: Annotated[
+        Optional[Path], typer.Option("--source-dir", help="The source's files (openclipart: /usr/share/openclipart/svg).")
+    ] = None,
+    retry_skipped: Annotated[
+        bool, typer.Option("--retry-skipped", help="Also retry items an earlier run skipped (broken SVG, no keywords).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Render a source's images, write images and post records to the posts bucket (resumable)."""
+    from tagwatch.data.ingest import ingest_source
+
+    settings, client = _settings_and_client()
+    with _progress() as progress:
+        task = progress.add_task(f"ingest {source}", total=None)
+        report = ingest_source(
+            client=client, bucket=settings.s3.buckets.posts, source=source, limit=limit, seed=seed, workers=workers,
+            root=source_dir, retry_skipped=retry_skipped,
+            on_total=lambda n: progress.update(task, total=n),
+            on_advance=lambda n: progress.advance(task, n),
+        )
+    if as_json:
+        out.print_json(json.dumps(report.to_json()))
+        return
+    out.print(
+        f"[green]ingested[/] {report.ingested} posts from {source} in {report.seconds:.1f}s "
+        f"({report.already_there} already there, {report.known_bad} known bad, {report.posts_total} in s3://{settings.s3.buckets.posts}/posts/{source}/)"
+    )
+    if report.skipped or report.bad_keywords:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in report.skipped.items()) or "none"
+        out.print(f"[yellow]skipped[/] {sum(report.skipped.values())}: {reasons}; "
+                  f"non-UTF-8 keywords dropped: {report.bad_keywords}")
+
+
+def _vocab_config(top_k: int, min_count: int):
+    from tagwatch.data.vocab import VocabConfig
+
+    return VocabConfig(top_k=top_k, min_count=min_count)
+
+
+@data_app.command("vocab")
+def vocab(
+    top_k: Annotated[int, typer.Option("--top-k", help="Keep the K most frequent labels.")] = 1000,
+    min_count: Annotated[int, typer.Option("--min-count", help="Drop labels on fewer train posts.")] = 5,
+    plot: Annotated[Path, typer.Option("--plot", help="Where to save the rank-frequency (Zipf) plot.")] = Path(
+        "vocab-zipf.png"
+    ),
+    show: Annotated[int, typer.Option("--show", help="How many top labels to list.")] = 25,
+) -> None:
+    """Compute the hashtag vocabulary of the posts now in S3; print a summary; save a Zipf plot."""
+    from tagwatch.data.build import BuildConfig, vocabulary_of_posts
+    from tagwatch.data.wordnet import load_wordnet
+
+    settings, client = _settings_and_client()
+    config = BuildConfig(vocab=_vocab_config(top_k, min_count))
+    vocabulary, report, build_report = vocabulary_of_posts(
+        client=client, posts_bucket=settings.s3.buckets.posts, config=config, wordnet=load_wordnet()
+    )
+    table = Table(title=f"hashtag vocabulary: {len(vocabulary.labels)} labels ({vocabulary.version})")
+    for column in ("#", "label", "synset", "train posts", "aliases"):
+        table.add_column(column)
+    for label in vocabulary.labels[:show]:
+        table.add_row(str(label.index), label.name, label.synset or "-", str(label.count), ", ".join(label.aliases[:6]))
+    out.print(table)
+    out.print(
+        f"posts {build_report.posts_read} (train {report.posts}); raw hashtags {report.raw_tags}; distinct tokens "
+        f"{report.distinct_tokens} -> canonical keys {report.distinct_keys}; stop-tag uses {report.stop_tags}; "
+        f"folded into hypernyms {len(report.folded)}; too rare {report.too_rare}; too common "
+        f"{report.too_common or 'none'}; beyond top-K {report.beyond_top_k}"
+    )
+    save_zipf_plot(counts=[label.count for label in vocabulary.labels], path=plot)
+    out.print(f"Zipf plot: {plot}")
+
+
+def save_zipf_plot(*, counts: list[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.loglog(range(1, len(counts) + 1), counts, marker=".", linestyle="none")
+    axis.set_xlabel("rank")
+    axis.set_ylabel("train posts with the label")
+    axis.set_title("hashtag rank-frequency")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+@data_app.command("build")
+def build(
+    name: Annotated[str, typer.Option(help="Dataset name (prefix in the datasets bucket).")] = "hashtags",
+    version: Annotated[Optional[str], typer.Option(help="Version (default: a hash of the inputs).")] = None,
+    source: Annotated[Optional[list[str]], typer.Option("--source", help="Only these sources (repeatable).")] = None,
+    shard_samples: Annotated[int, typer.Option(help="Samples per shard at most.")] = 500,
+    top_k: Annotated[int, typer.Option("--top-k")] = 1000,
+    min_count: Annotated[int, typer.Option("--min-count")] = 5,
+    categories: Annotated[Optional[Path], typer.Option(help="Categories YAML (default: the package's).")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Build vocabulary, splits, PDQ dedup, shards and the sealed manifest (a rerun on the same posts is a no-op)."""
+    from dataclasses import asdict
+
+    from tagwatch.data.build import BuildConfig, build_dataset
+    from tagwatch.data.wordnet import load_wordnet
+
+    settings, client = _settings_and_client()
+    config = BuildConfig(
+        name=name, version=version, sources=tuple(source or ()), shard_samples=shard_samples, seed=seed,
+        vocab=_vocab_config(top_k, min_count), categories_path=categories,
+    )
+    with _progress() as progress:
+        tasks: dict[str, int] = {}
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        report = build_dataset(
+            client=client, posts_bucket=settings.s3.buckets.posts, datasets_bucket=settings.s3.buckets.datasets,
+            config=config, wordnet=load_wordnet(), progress=on_progress,
+        )
+    if as_json:
+        out.print_json(json.dumps(asdict(report)))
+        return
+    if report.up_to_date:
+        out.print(f"[green]up to date[/]: {report.manifest_uri} ({report.posts_read} posts read)")
+        return
+    out.print(f"[green]built[/] {report.manifest_uri} in {report.seconds.get('total', 0):.1f}s")
+    out.print(f"  splits      {report.splits}")
+    out.print(f"  vocabulary  {report.vocabulary_size} labels; top: "
+              + ", ".join(f"{n} ({c})" for n, c in report.top_tags[:10]))
+    out.print(f"  holdout     {report.holdout_categories}")
+    out.print(f"  dedup       {report.dedup_dropped} train images dropped (PDQ <= 31 of an eval image)")
+    if report.skipped:
+        out.print(f"  [yellow]skipped[/]     {report.skipped}")

@@ -1,0 +1,192 @@
+"""Ingest a small openclipart subset + synthetic posts + deliberately corrupt inputs into the real embedded
+SeaweedFS, build the dataset with the real CLI, read the manifest back and stream shards with webdataset."""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+
+from pathlib import Path
+
+import jsonschema
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from tagwatch.clients import s3_client
+from tagwatch.data.dedup import DedupReport, hamming_matrix, pdq_bits
+from tagwatch.data.manifest import SPLITS, ShardSample, Vocabulary
+from tagwatch.data.posts import Post, list_post_ids, load_post_records, post_key
+from tagwatch.data.shards import read_manifest, shard_urls
+from tests.conftest import run_cli, stack_env
+from tests.unit.test_data_sources import _svg
+
+OPENCLIPART_LIMIT = 150
+SYNTHETIC_LIMIT = 120
+
+
+@pytest.fixture(scope="module")
+def built(stack_settings, tmp_path_factory):
+    """Buckets of its own on the session stack; ingest (CLI), corrupt inputs, build (CLI)."""
+    client = s3_client(stack_settings.s3)
+    suffix = secrets.token_hex(3)
+    posts, datasets = f"test-posts-{suffix}", f"test-datasets-{suffix}"
+    for bucket in (posts, datasets):
+        client.create_bucket(Bucket=bucket)
+    env = {**stack_env(stack_settings), "TAGWATCH_S3__BUCKETS__POSTS": posts, "TAGWATCH_S3__BUCKETS__DATASETS": datasets}
+
+    ingests = {}
+    for source, limit in (("openclipart", OPENCLIPART_LIMIT), ("synthetic", SYNTHETIC_LIMIT)):
+        result = run_cli("data", "ingest", "--source", source, "--limit", str(limit), "--workers", "2", "--json",
+                         env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        ingests[source] = json.loads(result.stdout)
+
+    # Corrupt inputs a real source has: an SVG that does not render, a non-UTF-8 keyword, no keywords.
+    corrupt = tmp_path_factory.mktemp("corrupt-svg")
+    (corrupt / "broken.svg").write_bytes(_svg(b"knife").replace(b"</svg>", b"<rect"))
+    (corrupt / "badkw.svg").write_bytes(_svg(b"pistol", b"caf\xe9", b"red"))
+    (corrupt / "nokw.svg").write_bytes(_svg())
+    result = run_cli("data", "ingest", "--source", "openclipart", "--source-dir", str(corrupt), "--json", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ingests["corrupt"] = json.loads(result.stdout)
+    # Posts from another producer: an empty caption and a record that is not a post.
+    good = Post.model_validate_json(
+        client.get_object(Bucket=posts, Key=post_key("synthetic", sorted(list_post_ids(client, posts, "synthetic"))[0]))[
+            "Body"
+        ].read()
+    )
+    empty = good.model_copy(update={"post_id": "synthetic-emptycaption01", "caption": "   "})
+    client.put_object(Bucket=posts, Key=post_key("synthetic", empty.post_id), Body=empty.model_dump_json().encode())
+    client.put_object(Bucket=posts, Key=post_key("synthetic", "synthetic-notapost0001"), Body=b'{"post_id": 3}')
+
+    result = run_cli("data", "build", "--min-count", "3", "--shard-samples", "100", "--json", env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    yield {"client": client, "posts": posts, "datasets": datasets, "env": env, "ingests": ingests, "corrupt": corrupt,
+           "report": json.loads(result.stdout)}
+
+
+def test_ingest_reports_and_skips_corrupt_inputs(built) -> None:
+    oc = built["ingests"]["openclipart"]
+    assert oc["listed"] == OPENCLIPART_LIMIT and oc["ingested"] + sum(oc["skipped"].values()) == OPENCLIPART_LIMIT
+    assert oc["ingested"] >= 140
+    assert built["ingests"]["synthetic"]["ingested"] == SYNTHETIC_LIMIT
+    corrupt = built["ingests"]["corrupt"]
+    assert corrupt["ingested"] == 1  # badkw.svg, with its two good keywords
+    assert corrupt["skipped"] == {"no_keywords": 1, "render_failed": 1}
+    assert corrupt["bad_keywords"] == 1
+    assert {i["ref"]: i["reason"] for i in corrupt["skipped_items"]} == {
+        "broken.svg": "render_failed", "nokw.svg": "no_keywords"}
+    records = load_post_records(built["client"], built["posts"], "openclipart")
+    schema = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "post.v1.json").read_text())
+    for record in records.values():
+        jsonschema.validate(record, schema)  # what ingest writes is what the published schema says
+    badkw = [r for r in records.values() if isinstance(r, dict) and r["source_ref"] == "badkw.svg"]
+    assert badkw and badkw[0]["keywords"] == ["pistol", "red"]
+
+
+def test_build_report_counts_bad_posts(built) -> None:
+    report = built["report"]
+    assert not report["up_to_date"]
+    assert report["skipped"].get("empty_caption") == 1
+    assert report["skipped"].get("invalid_post") == 1
+    total_posts = built["ingests"]["openclipart"]["ingested"] + SYNTHETIC_LIMIT + 1 + 2
+    assert report["posts_read"] == total_posts
+    assert sum(report["splits"].values()) + sum(report["skipped"].values()) + report["dedup_dropped"] == total_posts
+
+
+def test_manifest_verifies_and_its_files_match(built) -> None:
+    client, bucket = built["client"], built["datasets"]
+    manifest = read_manifest(client=client, bucket=bucket, name="hashtags")  # via latest.json; verify() inside
+    assert manifest.version == built["report"]["version"]
+    prefix = f"{manifest.name}/{manifest.version}"
+    import hashlib
+
+    for ref in (manifest.vocabulary, manifest.categories, manifest.dedup):
+        data = client.get_object(Bucket=bucket, Key=f"{prefix}/{ref.path}")["Body"].read()
+        assert hashlib.sha256(data).hexdigest() == ref.sha256
+    vocabulary = Vocabulary.model_validate_json(
+        client.get_object(Bucket=bucket, Key=f"{prefix}/vocabulary.json")["Body"].read()
+    )
+    assert len(vocabulary.labels) == manifest.num_labels > 10
+    assert {"red", "circle", "square"} <= set(vocabulary.names)  # synthetic keywords survive the noise
+    assert manifest.category_names[-1] == "other" and "weapons" in manifest.category_names
+    assert {s.name for s in manifest.sources} == {"openclipart", "synthetic"}
+    for split in SPLITS:
+        info = manifest.splits[split]
+        assert info.samples == sum(s.samples for s in info.shards) > 0
+    assert len(manifest.splits["train"].shards) >= 4  # 2 ranks x 2 workers
+
+
+def test_stream_shards_from_s3_with_webdataset(built) -> None:
+    client, bucket = built["client"], built["datasets"]
+    manifest = read_manifest(client=client, bucket=bucket, name="hashtags")
+    posts = {}
+    for source in ("openclipart", "synthetic"):
+        posts.update({k: v for k, v in load_post_records(client, built["posts"], source).items() if isinstance(v, dict)})
+    seen: dict[str, list[ShardSample]] = {}
+    for split in SPLITS:
+        urls = shard_urls(client=client, bucket=bucket, manifest=manifest, split=split)
+        samples = []
+        for item in wds.WebDataset(urls, shardshuffle=False):
+            image = Image.open(io.BytesIO(item["jpg"]))
+            assert image.size == (256, 256) and image.mode == "RGB"
+            sample = ShardSample.model_validate_json(item["json"])
+            assert sample.post_id == item["__key__"]
+            assert sample.labels == sorted(set(sample.labels)) and all(0 <= i < manifest.num_labels for i in sample.labels)
+            assert sample.weight > 0 and sample.categories
+            samples.append(sample)
+        assert len(samples) == manifest.splits[split].samples
+        seen[split] = samples
+    assert all(s.labels for s in seen["train"])
+    # Holdout categories come from the original keywords.
+    for sample in seen["holdout"]:
+        if "weapons" in sample.categories:
+            assert posts[sample.post_id]["keywords"]
+
+    # The dedup guarantee on the real build: no train image within PDQ 31 of a val/holdout image (quality >= 50).
+    dedup = DedupReport.model_validate_json(
+        client.get_object(Bucket=bucket, Key=f"{manifest.name}/{manifest.version}/dedup.json")["Body"].read()
+    )
+    assert dedup.threshold == 31 and len(dedup.dropped) == manifest.dedup_dropped
+    def good(ids):
+        return [posts[i]["pdq"] for i in ids if (posts[i]["pdq_quality"] or 0) >= 50]
+    train = good(s.post_id for s in seen["train"])
+    evaluation = good(s.post_id for split in ("val", "holdout") for s in seen[split])
+    assert hamming_matrix(pdq_bits(train), pdq_bits(evaluation)).min() > 31
+    assert not {s.post_id for s in seen["train"]} & {d.post_id for d in dedup.dropped}
+
+
+def test_rerun_is_a_no_op(built) -> None:
+    result = run_cli("data", "ingest", "--source", "synthetic", "--limit", str(SYNTHETIC_LIMIT), "--json",
+                     env=built["env"])
+    assert result.returncode == 0 and json.loads(result.stdout)["ingested"] == 0
+    assert json.loads(result.stdout)["already_there"] == SYNTHETIC_LIMIT
+    # Items skipped for a permanent reason are remembered, not rendered again, and still counted.
+    result = run_cli("data", "ingest", "--source", "openclipart", "--source-dir", str(built["corrupt"]), "--json",
+                     env=built["env"])
+    corrupt = json.loads(result.stdout)
+    assert (corrupt["ingested"], corrupt["known_bad"], corrupt["already_there"]) == (0, 2, 1)
+    assert corrupt["skipped"] == {"no_keywords": 1, "render_failed": 1}
+    result = run_cli("data", "build", "--min-count", "3", "--shard-samples", "100", "--json", env=built["env"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    again = json.loads(result.stdout)
+    assert again["up_to_date"] and again["version"] == built["report"]["version"]
+
+
+def test_vocab_command_prints_summary_and_plot(built, tmp_path) -> None:
+    plot = tmp_path / "zipf.png"
+    result = run_cli("data", "vocab", "--min-count", "3", "--plot", str(plot), env=built["env"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "hashtag vocabulary" in result.stdout and "folded into hypernyms" in result.stdout
+    assert Image.open(plot).size[0] > 100
+
+
+def test_build_without_posts_is_a_clear_error(built, stack_settings) -> None:
+    client = built["client"]
+    empty = f"test-empty-{secrets.token_hex(3)}"
+    client.create_bucket(Bucket=empty)
+    result = run_cli("data", "build", env={**built["env"], "TAGWATCH_S3__BUCKETS__POSTS": empty})
+    assert result.returncode == 6
+    assert "error:" in result.stderr and "hint:" in result.stderr and "Traceback" not in result.stderr
