@@ -35,6 +35,8 @@ def _load_policy(path: Path):
 
 
 def moderate(
+    alias: Annotated[str, typer.Option(help="Registry alias whose model (via Triton) and policy decide.")] = "production",
+    protocol: Annotated[str, typer.Option(help="Triton protocol: grpc or http.")] = "grpc",
     onnx: Annotated[Optional[Path], typer.Option(help="Score in-process with this ONNX model instead of Triton.")] = None,
     categories: Annotated[Optional[str], typer.Option(help="Comma-separated category names (with --onnx).")] = None,
     policy: Annotated[Optional[Path], typer.Option(help="policy.json: per-category thresholds (with --onnx).")] = None,
@@ -57,20 +59,28 @@ def moderate(
         _run_children(processes)
         return
     settings = with_stack_endpoints(build_settings())
-    if onnx is None:
-        raise ConfigError("no model to score with", hint="pass --onnx MODEL --categories ... --policy FILE "
-                          "(serving from the registry's production alias through Triton lands with the serving layer)")
-    if not categories or policy is None:
-        raise ConfigError("--onnx needs --categories and --policy", hint="e.g. --categories weapons,violence --policy policy.json")
     from tagwatch.moderation.consumer import ConsumerOptions, ModerationConsumer
-    from tagwatch.moderation.events import ModelRef
-    from tagwatch.moderation.scoring import OnnxScorer
-    import hashlib
 
-    model = ModelRef(name=onnx.stem, version="local", sha256=hashlib.sha256(onnx.read_bytes()).hexdigest())
-    scorer = OnnxScorer(onnx, categories.split(","), model)
+    if onnx is None:
+        from tagwatch.moderation.scoring import TritonScorer
+
+        scorer = TritonScorer(settings, alias=alias, protocol=protocol)
+        chosen_policy = _load_policy(policy) if policy is not None else None  # default: the version's own
+        err.print(f"model {scorer.model.name} version {scorer.model.version} via Triton "
+                  f"{settings.triton.host}:{settings.triton.grpc_port if protocol == 'grpc' else settings.triton.http_port}")
+    else:
+        if not categories or policy is None:
+            raise ConfigError("--onnx needs --categories and --policy", hint="e.g. --categories weapons,violence --policy policy.json")
+        import hashlib
+
+        from tagwatch.moderation.events import ModelRef
+        from tagwatch.moderation.scoring import OnnxScorer
+
+        model = ModelRef(name=onnx.stem, version="local", sha256=hashlib.sha256(onnx.read_bytes()).hexdigest())
+        scorer = OnnxScorer(onnx, categories.split(","), model)
+        chosen_policy = _load_policy(policy)
     consumer = ModerationConsumer(
-        settings, scorer, _load_policy(policy),
+        settings, scorer, chosen_policy,
         options=ConsumerOptions(max_poll_records=max_poll_records, infer_batch=infer_batch, transactional=transactional),
         client_id=f"tagwatch-moderation-{os.getpid()}",
     )
@@ -80,7 +90,11 @@ def moderate(
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     err.print(f"moderating {settings.kafka.topics.posts} as group {settings.kafka.consumer_group} (pid {os.getpid()})")
-    stats = consumer.run(stop, idle_exit_s=idle_exit)
+    try:
+        stats = consumer.run(stop, idle_exit_s=idle_exit)
+    finally:
+        if hasattr(scorer, "close"):
+            scorer.close()  # an open Triton connection would make a local Triton's shutdown wait 30 s
     out.print(json.dumps(stats.__dict__))
 
 

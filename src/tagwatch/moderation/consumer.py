@@ -96,13 +96,13 @@ class _Item:
 
 
 class ModerationConsumer:
-    def __init__(self, settings: Settings, scorer: Scorer, policy: Policy, *, options: ConsumerOptions | None = None,
+    def __init__(self, settings: Settings, scorer: Scorer, policy: Policy | None = None, *, options: ConsumerOptions | None = None,
                  metrics: StreamMetrics | None = None, client_id: str = "tagwatch-moderation") -> None:
         from kafka import KafkaConsumer, KafkaProducer
 
         self.settings = settings
         self.scorer = scorer
-        self.policy = policy
+        self._policy = policy  # None: the scorer's (a registry version carries the policy calibrated for it)
         self.options = options or ConsumerOptions()
         self.metrics = metrics or StreamMetrics()
         self.topics = settings.kafka.topics
@@ -132,6 +132,10 @@ class ModerationConsumer:
         self._matcher = BankMatcher([], self.options.bank_threshold)
         self._banks_loaded_at = float("-inf")
         self.stats = RunStats()
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy or self.scorer.policy
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self, stop: Event, *, idle_exit_s: float | None = None) -> RunStats:

@@ -40,3 +40,59 @@ class OnnxScorer:
     def score(self, images: np.ndarray) -> np.ndarray:
         (scores,) = self.session.run([SCORES_OUTPUT], {INPUT_NAME: images.astype(np.float32, copy=False)})
         return scores
+
+
+class TritonScorer:
+    """Category scores from Triton (the stack's local server or KServe's), labelled by the registry.
+
+    The model reference, category order and policy come from the registry version an alias names. Triton
+    reports which version scored each row; if it differs (an alias moved and the server hot-swapped), the
+    scorer re-reads the registry and raises RetryableError, so the batch is scored again under the right
+    name and policy instead of being mislabelled.
+    """
+
+    def __init__(self, settings, *, alias: str = "production", protocol: str = "grpc", cache_dir: Path | None = None) -> None:
+        from tagwatch.registry.registry import open_registry
+        from tagwatch.serving.client import client_from_settings
+
+        self.alias = alias
+        self.registry = open_registry(settings)
+        self.cache_dir = cache_dir or settings.paths.state_dir / "consumer-models"
+        self.client = client_from_settings(settings.triton, protocol=protocol)
+        self.refresh()
+
+    def refresh(self) -> None:
+        from tagwatch.moderation.policy import Policy
+        from tagwatch.errors import ConfigError
+
+        local = self.registry.fetch(self.alias, dest=self.cache_dir)
+        meta = local.metadata
+        self.version = meta.version
+        self.categories = local.categories()
+        self.model = ModelRef(name=meta.model_name, version=str(meta.version),
+                              sha256=meta.files[meta.onnx_file()].sha256)
+        if local.policy is None:
+            raise ConfigError(f"{meta.model_name} version {meta.version} has no policy.json",
+                              hint="register the model with the policy its transfer step calibrated (--policy)")
+        self.policy = Policy.model_validate(local.policy)
+
+    def score(self, images: np.ndarray) -> np.ndarray:
+        from tagwatch.errors import RetryableError, ServingError
+
+        try:
+            out = self.client.infer(images)
+        except ServingError as error:
+            # Refused, unavailable, or "no available versions" while a restarted Triton loads its model: the
+            # stream never skips a post for the model server's sake, it backs off and asks again (a wrong
+            # model name shows as an unhealthy /healthz and a retry log, not as lost posts).
+            raise RetryableError(error.message) from error
+        versions = set(int(v) for v in out["model_version"])
+        if versions != {self.version}:
+            old = self.version
+            self.refresh()
+            raise RetryableError(f"Triton served version(s) {sorted(versions)} while labelling as {old}; "
+                                 f"registry re-read (now {self.version})")
+        return out[SCORES_OUTPUT]
+
+    def close(self) -> None:
+        self.client.close()

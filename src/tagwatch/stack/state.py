@@ -68,13 +68,22 @@ def write_state(path: Path, state: StackState) -> None:
 
 
 def with_stack_endpoints(settings: Settings) -> Settings:
-    """Fill unset S3/Kafka endpoints from the embedded stack (its state file, else its configured ports).
+    """Fill unset S3/Kafka endpoints from the embedded stack (its state file, else its configured ports), and
+    point a loopback Triton at the stack's Triton ports when the stack runs one.
 
     Explicitly configured endpoints (a cluster's S3, a Strimzi Kafka) always win.
     """
-    if settings.s3.endpoint_url and settings.kafka.bootstrap_servers:
-        return settings
     state = read_state(settings.paths.stack_file)
+    triton = settings.triton
+    if state is not None and "triton" in state.services and triton.host in ("127.0.0.1", "localhost"):
+        # the stack's own Triton (possibly on free ports) is the local model server
+        triton = triton.model_copy(update={
+            "grpc_port": state.ports.triton_grpc or triton.grpc_port,
+            "http_port": state.ports.triton_http or triton.http_port,
+            "metrics_port": state.ports.triton_metrics or triton.metrics_port,
+        })
+    if settings.s3.endpoint_url and settings.kafka.bootstrap_servers:
+        return settings.model_copy(update={"triton": triton})
     host = settings.stack.host
     ports = state.ports if state else StackPorts.from_settings(settings.stack, settings.triton)
     s3 = settings.s3.endpoint_url or f"http://{host}:{ports.s3}"
@@ -83,5 +92,6 @@ def with_stack_endpoints(settings: Settings) -> Settings:
         update={
             "s3": settings.s3.model_copy(update={"endpoint_url": s3}),
             "kafka": settings.kafka.model_copy(update={"bootstrap_servers": kafka}),
+            "triton": triton,
         }
     )
