@@ -94,7 +94,7 @@ class TritonSettings(_Section):
     timeout_s: float = 10.0
     ort_threads: int | None = Field(
         default=1, ge=1, description="ONNX Runtime intra-op threads of the local Triton's model (unset: ORT's pool; "
-        "1 measured faster on 2 shared cores, benchmarks/serving_latency.py)"
+        "1 measured faster on 2 shared cores, benchmarks/serving.py)"
     )
 
 

@@ -10,7 +10,7 @@ Measured: Triton at concurrency 1 (batch 1, no batching possible) and at higher 
 dynamic batcher forms batches (mean batch = inferences / executions from Triton's own metrics).
 Client threads and server share the machine's cores, so the figures are what one box gives, not a cluster's.
 
-    .venv/bin/python benchmarks/serving_latency.py [--arch resnet18|tiny] [--seconds 5] [--concurrency 1,4,16]
+    .venv/bin/python benchmarks/serving.py [--arch resnet18|tiny] [--seconds 5] [--concurrency 1,4,16]
 Prints one JSON line.
 """
 
@@ -229,7 +229,7 @@ def main() -> None:
     best = max(triton.values(), key=lambda r: r["throughput_img_s"])
     c1 = triton.get("c1")
     print(json.dumps({
-        "benchmark": "serving_latency", "arch": args.arch, "input": [3, DEFAULT_PRESET.crop, DEFAULT_PRESET.crop],
+        "benchmark": "serving", "arch": args.arch, "input": [3, DEFAULT_PRESET.crop, DEFAULT_PRESET.crop],
         "onnx_mb": round(result.info["onnx"]["bytes"] / 1e6, 2), "export_s": round(export_s, 1),
         "parity_max_abs_diff": result.parity.worst(), "triton_start_s": round(ready_s, 2),
         "fetch_verify_load_s": served["start_fetch_verify_load_s"], "ort_session_load_s": served["load_s"],

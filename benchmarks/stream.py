@@ -1,0 +1,173 @@
+"""Moderation stream throughput and latency, against the raw model and a naive one-call-per-post consumer.
+
+Self-contained: a private stack (SeaweedFS + Tansu + the stack's Triton) on free ports in a temp dir, a model
+exported and registered as `production` (default resnet18 two-head at 128 px, random weights: the compute is
+what matters here), N distinct JPEG posts in S3. Then, side by side:
+
+  raw     ONNX Runtime in-process on the already-preprocessed images, same batch (16), same thread count as
+          Triton's (1): the ceiling for model compute on this box, no I/O at all;
+  naive   the consumer with max_poll_records=1: one S3 fetch, one Triton call, one produce, one commit per post
+          (what KServe + KafkaSource's one-request-per-event does);
+  stream  the tagwatch consumer as shipped: batches of 64, concurrent fetches, micro-batches of 16 to Triton.
+
+Throughput is measured on a backlog (all posts published first; time from the first to the last decided batch).
+Post-to-decision latency (p50/p99) is measured in a second stream run with posts published at half the stream's
+throughput. Goals from the issue: stream >= 0.85 x raw, >= 5 x naive. Prints one JSON line.
+
+    .venv/bin/python benchmarks/stream.py [--posts 600] [--arch resnet18|tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from serving import build_model  # noqa: E402
+
+from tagwatch.clients import s3_client  # noqa: E402
+from tagwatch.export import export_model  # noqa: E402
+from tagwatch.export.export import load_parity_images  # noqa: E402
+from tagwatch.export.onnx_model import ort_session  # noqa: E402
+from tagwatch.moderation.consumer import ConsumerOptions, ModerationConsumer  # noqa: E402
+from tagwatch.moderation.ledger import Ledger  # noqa: E402
+from tagwatch.moderation.publish import new_post, publish_posts, upload_image  # noqa: E402
+from tagwatch.moderation.scoring import TritonScorer  # noqa: E402
+from tagwatch.preprocess import DEFAULT_PRESET  # noqa: E402
+from tagwatch.registry import ModelRegistry  # noqa: E402
+from tagwatch.settings import load_settings  # noqa: E402
+from tagwatch.stack import Stack, with_stack_endpoints  # noqa: E402
+from tests.support.stream import private_stream  # noqa: E402
+
+CATEGORIES = [f"cat{i}" for i in range(8)]
+
+
+def jpeg(seed: int, size: int = 256) -> bytes:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(small).resize((size, size), Image.BILINEAR).save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+def run_consumer(settings, scorer, options: ConsumerOptions, expect: int) -> dict:
+    """Consume until ``expect`` posts are decided; seconds between the first and the last finished batch."""
+    consumer = ModerationConsumer(settings, scorer, options=options, client_id="bench")
+    marks: list[float] = []
+    inner = consumer.handle_batch
+
+    def timed(records):
+        if not marks:
+            marks.append(time.perf_counter())
+        inner(records)
+        marks.append(time.perf_counter())
+        if consumer.stats.decided >= expect:
+            stop.set()
+
+    consumer.handle_batch = timed
+    stop = threading.Event()
+    stats = consumer.run(stop, idle_exit_s=20)
+    return {"decided": stats.decided, "seconds": marks[-1] - marks[0], "batches": stats.batches}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--posts", type=int, default=600)
+    parser.add_argument("--naive-posts", type=int, default=150, help="the naive run is slow; fewer posts")
+    parser.add_argument("--arch", default="resnet18")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    with tempfile.TemporaryDirectory(prefix="tw-stream-bench-") as tmp:
+        root = Path(tmp)
+        base = load_settings(paths={"state_dir": root / "state"}, stack={"free_ports": True},
+                             kafka={"partitions": 2})
+        stack = Stack(base)
+        stack.up()
+        scorer = None
+        try:
+            settings = with_stack_endpoints(base)
+            s3 = s3_client(settings.s3)
+            parity = load_parity_images(DEFAULT_PRESET, count=16)
+            policy = {"version": "bench-policy",
+                      "categories": {c: {"remove_threshold": 0.9, "review_threshold": 0.6} for c in CATEGORIES}}
+            result = export_model(build_model(args.arch), out_dir=root / "export", model_name=settings.triton.model_name,
+                                  labels=[f"tag{i}" for i in range(1000)], categories=CATEGORIES, preset=DEFAULT_PRESET,
+                                  parity_images=parity, policy=policy, max_batch_size=32,
+                                  preferred_batch_sizes=(8, 16, 32), max_queue_delay_us=2000)
+            ModelRegistry(s3, bucket=settings.s3.buckets.models, model_name=settings.triton.model_name).register(
+                result.out_dir, alias="production")
+            stack.up()  # now with Triton serving `production`
+            settings = with_stack_endpoints(base)
+            scorer = TritonScorer(settings)
+
+            blobs = [jpeg(i) for i in range(args.posts)]
+            refs = [upload_image(s3, settings.s3.buckets.posts, b) for b in blobs]
+
+            # raw: model compute only, on the same preprocessed images, batch 16, 1 thread (Triton's setting)
+            arrays = np.stack([DEFAULT_PRESET(Image.open(io.BytesIO(b))) for b in blobs])
+            session = ort_session(result.onnx_path, threads=settings.triton.ort_threads)
+            session.run(None, {"images": arrays[:16]})
+            t0 = time.perf_counter()
+            for i in range(0, len(arrays), 16):
+                session.run(None, {"images": arrays[i : i + 16]})
+            raw = len(arrays) / (time.perf_counter() - t0)
+
+            def backlog(options: ConsumerOptions, n: int, tag: str) -> dict:
+                s = private_stream(settings, partitions=1)
+                posts = [new_post(f"{tag}-{i:05d}-{s.kafka.consumer_group}", *refs[i]) for i in range(n)]
+                publish_posts(s, posts)
+                return run_consumer(s, scorer, options, n)
+
+            naive = backlog(ConsumerOptions(max_poll_records=1, infer_batch=1, fetch_workers=1, infer_workers=1),
+                            args.naive_posts, "naive")
+            stream = backlog(ConsumerOptions(), args.posts, "stream")
+            naive_rate = naive["decided"] / naive["seconds"]
+            stream_rate = stream["decided"] / stream["seconds"]
+
+            # latency at half the stream's throughput, published while the consumer runs
+            s = private_stream(settings, partitions=1)
+            rate = stream_rate / 2
+            n = min(args.posts, int(rate * 20))
+            posts = [new_post(f"lat-{i:05d}-{s.kafka.consumer_group}", *refs[i]) for i in range(n)]
+            holder: dict = {}
+            consumer_thread = threading.Thread(
+                target=lambda: holder.update(run_consumer(s, scorer, ConsumerOptions(max_poll_records=64), n)))
+            consumer_thread.start()
+            time.sleep(4)  # let the consumer join its group first
+            publish_posts(s, posts, rate=rate)
+            consumer_thread.join()
+            ledger = Ledger(s3, s.s3.buckets.ledger)
+            latencies = np.array([ledger.get(p.post_id).latency_ms for p in posts])
+
+            print(json.dumps({
+                "benchmark": "stream", "arch": args.arch, "posts": args.posts,
+                "raw_onnxruntime_img_s": round(raw, 1),
+                "naive_consumer_posts_s": round(naive_rate, 1),
+                "stream_posts_s": round(stream_rate, 1),
+                "stream_over_raw": round(stream_rate / raw, 2),
+                "stream_over_naive": round(stream_rate / naive_rate, 2),
+                "latency_rate_posts_s": round(rate, 1), "latency_posts": n,
+                "post_to_decision_p50_ms": round(float(np.percentile(latencies, 50)), 1),
+                "post_to_decision_p99_ms": round(float(np.percentile(latencies, 99)), 1),
+            }))
+        finally:
+            if scorer is not None:
+                scorer.close()
+            stack.down()
+
+
+if __name__ == "__main__":
+    main()
