@@ -337,9 +337,9 @@ class ModerationConsumer:
         self.stats.dead_lettered += len(poisoned)
 
     def _record(self, decisions: list[Decision]) -> None:
-        for decision in decisions:
-            if not self.ledger.record(decision):
-                self.stats.ledger_duplicates += 1
+        # one conditional PUT per post, concurrently (they are independent); any failure re-raises here
+        written = list(self._fetch_pool.map(self.ledger.record, decisions))
+        self.stats.ledger_duplicates += written.count(False)
 
     def _produce_and_commit_in_transaction(self, items, decisions, reviews, records) -> None:
         """begin -> decisions -> ledger -> offsets -> commit; any failure aborts and the batch is retried."""
