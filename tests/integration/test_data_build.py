@@ -190,3 +190,22 @@ def test_build_without_posts_is_a_clear_error(built, stack_settings) -> None:
     result = run_cli("data", "build", env={**built["env"], "TAGWATCH_S3__BUCKETS__POSTS": empty})
     assert result.returncode == 6
     assert "error:" in result.stderr and "hint:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_holdout_posts_become_new_posts(built, stack_settings) -> None:
+    """The load generator's --holdout: held-out posts of the build, images in S3 with the hash they claim."""
+    import hashlib
+
+    from tagwatch.moderation.publish import holdout_posts
+
+    buckets = stack_settings.s3.buckets.model_copy(update={"posts": built["posts"], "datasets": built["datasets"]})
+    settings = stack_settings.model_copy(update={"s3": stack_settings.s3.model_copy(update={"buckets": buckets})})
+    held = holdout_posts(settings)
+    manifest = read_manifest(client=built["client"], bucket=built["datasets"], name="hashtags")
+    assert 0 < len(held) <= manifest.splits["holdout"].samples
+    for post, categories in held[:20]:
+        bucket, key = post.image_uri.removeprefix("s3://").split("/", 1)
+        data = built["client"].get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert hashlib.sha256(data).hexdigest() == post.sha256 and categories
+    result = run_cli("posts", "publish", "--holdout", "--n", "5", env=built["env"])
+    assert result.returncode == 0 and "published 5 held-out posts" in result.stdout, result.stdout + result.stderr
