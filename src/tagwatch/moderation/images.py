@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from tagwatch.data.posts import split_s3_uri
 from tagwatch.errors import PoisonInputError, RetryableError
 from tagwatch.moderation.deadletter import DeadLetterReason as R
 
@@ -25,12 +26,6 @@ class ImageLimits:
     formats: frozenset[str] = field(default_factory=lambda: frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP"}))
     # pixels per byte above which an oversized image counts as a deliberate bomb, not just a big photo
     bomb_ratio: float = 200.0
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    without = uri.removeprefix("s3://")
-    bucket, _, key = without.partition("/")
-    return bucket, key
 
 
 def fetch_image_bytes(s3, uri: str, *, allowed_bucket: str, limits: ImageLimits) -> bytes:
