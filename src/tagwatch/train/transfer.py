@@ -31,7 +31,7 @@ log = logging.getLogger("tagwatch.train")
 
 @dataclass(frozen=True)
 class TransferConfig:
-    dataset: str
+    dataset: str | None = None
     init: str = "none"
     mode: str = "finetune"
     arch: str = "tiny_cnn"
@@ -64,11 +64,19 @@ class TransferConfig:
     threads: int = 0
     progress: bool = True
     synthetic_labels: int = 16
+    target: str = "categories"
+    train_samples: int = 0
+    eval_samples: int = 0
+    fashion_mnist_dir: str | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tagwatch train transfer", description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", required=True, help="NAME/VERSION in s3://<buckets.datasets>/ or synthetic:N")
+    p.add_argument("--target", default="categories", choices=("categories", "fashion-mnist"),
+                   help="categories: the dataset's moderation categories (sigmoid each); fashion-mnist: the 10 "
+                   "Fashion-MNIST classes (softmax) from the dataset-fashion-mnist package, no --dataset")
+    p.add_argument("--dataset", default=None, help="NAME/VERSION in s3://<buckets.datasets>/ or synthetic:N "
+                   "(required for --target categories)")
     p.add_argument("--init", default="none", help="pretrained checkpoint URI (s3://<checkpoints>/<run_id>[/step-N.pt] or "
                    "a local path), or 'none' to train from scratch (the baseline)")
     p.add_argument("--mode", default="finetune", choices=("probe", "finetune"), help="probe: frozen backbone")
@@ -102,12 +110,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--synthetic-labels", type=int, default=16)
+    p.add_argument("--train-samples", type=int, default=0, help="fashion-mnist: seeded train subset (0: all 60000)")
+    p.add_argument("--eval-samples", type=int, default=0, help="fashion-mnist: seeded test subset (0: all 10000)")
+    p.add_argument("--fashion-mnist-dir", default=None, help="fashion-mnist: IDX files dir "
+                   "(default /usr/share/datasets/fashion-mnist)")
     return p
 
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = TransferConfig(**vars(build_parser().parse_args(argv)))
     runtime.set_cpu_threads(requested=cfg.threads, workers=cfg.workers, device=cfg.device)
+    if cfg.target == "fashion-mnist":
+        from tagwatch.train.fashion_mnist import run_fashion_transfer
+
+        return run_fashion_transfer(cfg)
+    if not cfg.dataset:
+        raise ConfigError("--dataset is required for --target categories",
+                          hint="pass --dataset NAME/VERSION (or synthetic:N), or use --target fashion-mnist")
     info = init_distributed(device=cfg.device)
     try:
         return _transfer(cfg, info)
