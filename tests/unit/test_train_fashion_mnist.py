@@ -37,7 +37,6 @@ def test_read_idx_round_trips_and_rejects_truncated_files(tmp_path: Path) -> Non
         load_split("train", root=tmp_path)
 
 
-@pytest.mark.skipif(not DEFAULT_ROOT.is_dir(), reason="needs the dataset-fashion-mnist Debian package (sysdeps.txt)")
 def test_probe_on_pretrained_checkpoint_beats_chance_with_frozen_backbone(tmp_path: Path) -> None:
     pretrain(["--dataset", "synthetic:192", "--batch-size", "16", *COMMON, "--image-size", "32", "--width", "8",
               "--steps", "30", "--lr", "0.05", "--calibrate-steps", "0", "--no-evaluate", "--run-id", "pre",
