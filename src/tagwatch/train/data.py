@@ -249,21 +249,29 @@ class ShardStream(IterableDataset):
             for epoch in count():
                 plan = plan_slot(self.shards, epoch=epoch, seed=cfg.seed, rank=cfg.rank, world_size=cfg.world_size,
                                  worker=worker, num_workers=num_workers)
-                emitted = 0
-                index = 0
-                for shard in plan.shards:
-                    for sample in self.reader.read(shard):
-                        mine = index % plan.modulo == plan.offset
-                        index += 1
-                        if not mine:
-                            continue
-                        for replica in range(resampler.copies(sample.meta.weight)):
-                            emitted += 1
-                            yield sample, epoch, replica
-                if index == 0:
+                seen = [0]
+                for sample in self._slot_samples(plan, seen):
+                    for replica in range(resampler.copies(sample.meta.weight)):
+                        yield sample, epoch, replica
+                if seen[0] == 0:
                     raise ManifestError("the train split has no samples", hint="rebuild the dataset")
 
         return shuffle_buffer(replicated(), size=cfg.shuffle_size, rng=random.Random(derive_seed(slot_seed, "shuffle")))
+
+    def _slot_samples(self, plan, seen: list[int] | None = None) -> Iterator[RawSample]:
+        """The samples of ``plan``'s shards that belong to this rank/worker slot (every modulo-th, from offset).
+
+        ``seen[0]`` counts every sample read, this slot's or not (an empty split is an error, an empty slot not).
+        """
+        index = 0
+        for shard in plan.shards:
+            for sample in self.reader.read(shard):
+                mine = index % plan.modulo == plan.offset
+                index += 1
+                if seen is not None:
+                    seen[0] = index
+                if mine:
+                    yield sample
 
     def _decode_train(self, sample: RawSample, epoch: int, replica: int) -> np.ndarray:
         rng = random.Random(derive_seed(self.config.seed, "augment", sample.key, epoch, replica))
@@ -275,19 +283,13 @@ class ShardStream(IterableDataset):
                          worker=worker, num_workers=num_workers, shuffle=False)
         arrays: list[np.ndarray] = []
         samples: list[RawSample] = []
-        index = 0
-        for shard in plan.shards:
-            for sample in self.reader.read(shard):
-                mine = index % plan.modulo == plan.offset
-                index += 1
-                if not mine:
-                    continue
-                with Image.open(io.BytesIO(sample.jpg)) as image:
-                    arrays.append(preprocess_image(image, self.preset))
-                samples.append(sample)
-                if len(samples) == self.config.batch_size:
-                    yield self._collate(arrays, samples)
-                    arrays, samples = [], []
+        for sample in self._slot_samples(plan):
+            with Image.open(io.BytesIO(sample.jpg)) as image:
+                arrays.append(preprocess_image(image, self.preset))
+            samples.append(sample)
+            if len(samples) == self.config.batch_size:
+                yield self._collate(arrays, samples)
+                arrays, samples = [], []
         if samples:
             yield self._collate(arrays, samples)
 
