@@ -120,3 +120,16 @@ class ServingUnavailableError(ServingError, RetryableError):
     moderation consumer backs off and retries the same records (never commits past them). Exit 13."""
 
     exit_code = 13
+
+
+# Pipeline-side errors (Kubeflow components, cluster jobs, the promotion gate). Exit code 14.
+class PipelineError(TagwatchError):
+    """A pipeline step cannot go on: bad parameters, the local run's stack is down, a deploy that does not become
+    ready. Exit 14 (a Kubeflow step fails with the message; the CLI prints error + hint)."""
+
+    exit_code = 14
+
+
+class ClusterJobError(PipelineError):
+    """A TrainJob/PyTorchJob/InferenceService that failed (with the job's own reason), timed out, or could not be
+    created (RBAC, missing CRD, name taken). Exit 14."""

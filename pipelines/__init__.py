@@ -1,0 +1,1 @@
+"""tagwatch pipelines (wiring only): ``pretrain_and_deploy`` and ``transfer_only``; compiled IR in compiled/."""

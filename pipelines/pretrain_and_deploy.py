@@ -1,0 +1,63 @@
+"""ingest -> build_dataset -> pretrain (TrainJob / torchrun) -> transfer -> export -> evaluate -> [gate] ->
+register -> deploy. The gate: register and deploy only when the new model beats production on the holdout (or
+there is no production model yet)."""
+
+from kfp import dsl
+
+from components.build_dataset.component import build_dataset
+from components.deploy_model.component import deploy_model
+from components.evaluate.component import evaluate
+from components.export_model.component import export_model
+from components.ingest.component import ingest
+from components.pretrain.component import pretrain
+from components.register_model.component import register_model
+from components.transfer.component import transfer
+from pipelines._cluster import S3_SECRET, configure_task
+
+
+def register_and_deploy(*, onnx_task, evaluate_task, mode, deploy_alias, namespace, service_name,
+                        canary_traffic_percent, deploy_timeout_s):
+    """The gated tail both pipelines share."""
+    # One unnamed bool output: kfp.local resolves "<task>-Output" channels in conditions, not named ones.
+    with dsl.If(evaluate_task.outputs["Output"] == True, name="beats-production"):  # noqa: E712 - a KFP expression
+        register_task = configure_task(register_model(onnx_model=onnx_task.outputs["onnx_model"],
+                                                      evaluation=evaluate_task.outputs["evaluation"]))
+        configure_task(deploy_model(version=register_task.outputs["version"], mode=mode, alias=deploy_alias,
+                                    namespace=namespace, service_name=service_name,
+                                    canary_traffic_percent=canary_traffic_percent, timeout_s=deploy_timeout_s))
+
+
+@dsl.pipeline(name="tagwatch-pretrain-and-deploy", description=__doc__.splitlines()[0])
+def pretrain_and_deploy(
+    mode: str = "cluster", source: str = "openclipart", limit: int = 0, dataset_name: str = "hashtags",
+    shard_samples: int = 500, top_k: int = 1000, min_count: int = 5, categories_yaml: str = "", seed: int = 0,
+    pretrain_steps: int = 2000, arch: str = "resnet50", width: int = 16, image_size: int = 128,
+    batch_size: int = 64, workers: int = 4, nproc: int = 1, job_kind: str = "TrainJob", namespace: str = "tagwatch",
+    num_nodes: int = 1, gpus_per_node: int = 1, train_timeout_s: int = 21600, transfer_mode: str = "finetune",
+    transfer_steps: int = 500, min_improvement: float = 0.0, deploy_alias: str = "production",
+    service_name: str = "tagwatch-moderation", canary_traffic_percent: int = -1, deploy_timeout_s: int = 900,
+):
+    ingest_task = configure_task(ingest(source=source, limit=limit, seed=seed), cpu="4", memory="8Gi")
+    build_task = configure_task(build_dataset(posts=ingest_task.outputs["posts"], name=dataset_name,
+                                              shard_samples=shard_samples, top_k=top_k, min_count=min_count,
+                                              seed=seed, categories_yaml=categories_yaml), cpu="2", memory="8Gi")
+    pretrain_task = configure_task(pretrain(
+        dataset=build_task.outputs["dataset"], pipeline_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, mode=mode,
+        steps=pretrain_steps, arch=arch, width=width, image_size=image_size, batch_size=batch_size, workers=workers,
+        nproc=nproc, job_kind=job_kind, namespace=namespace, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
+        s3_secret=S3_SECRET, timeout_s=train_timeout_s,
+        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]))
+    pretrain_task.set_caching_options(False)  # it starts a cluster job; never reuse a cached "success"
+    transfer_task = configure_task(transfer(
+        dataset=build_task.outputs["dataset"], pretrained=pretrain_task.outputs["checkpoint"],
+        pipeline_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, mode=transfer_mode, steps=transfer_steps,
+        batch_size=batch_size, workers=workers), cpu="4", memory="16Gi", gpus=1)
+    export_task = configure_task(export_model(model=transfer_task.outputs["model"],
+                                              pipeline_job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                                              pipeline_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), memory="4Gi")
+    evaluate_task = configure_task(evaluate(dataset=build_task.outputs["dataset"],
+                                            onnx_model=export_task.outputs["onnx_model"],
+                                            min_improvement=min_improvement), cpu="2", memory="4Gi")
+    register_and_deploy(onnx_task=export_task, evaluate_task=evaluate_task, mode=mode, deploy_alias=deploy_alias,
+                        namespace=namespace, service_name=service_name,
+                        canary_traffic_percent=canary_traffic_percent, deploy_timeout_s=deploy_timeout_s)

@@ -1,0 +1,274 @@
+"""One function per pipeline step: what each component in ``components/`` calls (and nothing else does).
+
+Each takes explicit arguments, builds the process's Settings from the environment at the edge (the component's
+pod gets them from the ``tagwatch-params`` ConfigMap and the S3 Secret; a local run from the parent process), calls
+the library, and returns a JSON-able dict that the component turns into KFP artifacts. Cluster vs local is a
+``mode`` argument ("local" | "cluster").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from tagwatch.errors import PipelineError
+from tagwatch.pipeline.events import timed_step
+
+log = logging.getLogger(__name__)
+MODES = ("local", "cluster")
+
+
+def step_settings():
+    """The frozen Settings of this step's process (env + config file), with the embedded stack's endpoints."""
+    from tagwatch.settings import load_settings
+    from tagwatch.stack import with_stack_endpoints
+
+    return with_stack_endpoints(load_settings())
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise PipelineError(f"unknown mode {mode!r}", hint="mode is 'local' (kfp.local, torchrun, local Triton) or "
+                            "'cluster' (TrainJob, KServe)")
+    return mode
+
+
+def k8s_name(*parts: str, limit: int = 52) -> str:
+    """A DNS-1035 label from ``parts`` (lowercase, '-', starts with a letter), shortened with a hash when long."""
+    text = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
+    text = text if text[:1].isalpha() else f"tw-{text}"
+    if len(text) > limit:
+        text = f"{text[: limit - 9].rstrip('-')}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    return text
+
+
+def run_id_for(kind: str, pipeline_job_id: str) -> str:
+    return k8s_name(kind, pipeline_job_id.replace("_", "-")[:36], limit=48)
+
+
+# -- data ---------------------------------------------------------------------------------------------
+@timed_step("ingest")
+def ingest_posts(*, source: str, limit: int, seed: int, workers: int = 0) -> dict[str, Any]:
+    """Render and store a source's posts in the posts bucket (resumable); returns the ingest report."""
+    from tagwatch.clients import s3_client
+    from tagwatch.data.ingest import ingest_source
+
+    settings = step_settings()
+    report = ingest_source(client=s3_client(settings.s3), bucket=settings.s3.buckets.posts, source=source,
+                           limit=limit or None, seed=seed, workers=workers or None)
+    return {**report.to_json(), "posts_uri": f"s3://{settings.s3.buckets.posts}/posts/{source}/"}
+
+
+@timed_step("build-dataset")
+def build_dataset(*, name: str, sources: list[str], shard_samples: int, top_k: int, min_count: int, seed: int,
+                  categories_yaml: str = "", work_dir: Path | None = None) -> dict[str, Any]:
+    """Vocabulary + splits + PDQ dedup + shards + sealed manifest. ``categories_yaml``: inline YAML text of the
+    moderation categories ('' = the package's categories.yaml)."""
+    from dataclasses import asdict
+
+    from tagwatch.clients import s3_client
+    from tagwatch.data.build import BuildConfig
+    from tagwatch.data.build import build_dataset as build
+    from tagwatch.data.vocab import VocabConfig
+    from tagwatch.data.wordnet import load_wordnet
+
+    settings = step_settings()
+    categories_path = None
+    if categories_yaml.strip():
+        categories_path = Path(work_dir or settings.paths.state_dir / "pipeline") / "categories.yaml"
+        categories_path.parent.mkdir(parents=True, exist_ok=True)
+        categories_path.write_text(categories_yaml, encoding="utf-8")
+    config = BuildConfig(name=name, sources=tuple(sources), shard_samples=shard_samples, seed=seed,
+                         vocab=VocabConfig(top_k=top_k, min_count=min_count), categories_path=categories_path)
+    report = build(client=s3_client(settings.s3), posts_bucket=settings.s3.buckets.posts,
+                   datasets_bucket=settings.s3.buckets.datasets, config=config, wordnet=load_wordnet())
+    return {**asdict(report), "dataset": f"{report.name}/{report.version}"}
+
+
+# -- training -----------------------------------------------------------------------------------------
+def pretrain_argv(*, dataset: str, run_id: str, steps: int, arch: str, width: int, image_size: int, batch_size: int,
+                  workers: int, output_dir: str | None, extra_args: list[str]) -> list[str]:
+    argv = [f"--dataset={dataset}", f"--run-id={run_id}", f"--steps={steps}", f"--arch={arch}", f"--width={width}",
+            f"--image-size={image_size}", f"--batch-size={batch_size}", f"--workers={workers}", "--no-progress"]
+    if output_dir:
+        argv.append(f"--output-dir={output_dir}")
+    return argv + list(extra_args)
+
+
+@timed_step("pretrain")
+def pretrain(*, mode: str, dataset: str, run_id: str, steps: int, arch: str = "tiny_cnn", width: int = 16,
+             image_size: int = 128, batch_size: int = 32, workers: int = 1, nproc: int = 1,
+             extra_args: list[str] | None = None, output_dir: Path | None = None,
+             cluster: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Hashtag pretraining. Local: ``tagwatch train pretrain`` on ``nproc`` torchrun ranks (gloo on CPU).
+    Cluster: a TrainJob (or PyTorchJob, ``cluster["job_kind"]``) created and waited for (``cluster_pretrain``).
+    Returns the run's summary (``run_id``, ``checkpoint`` = s3://<checkpoints>/<run_id>, val mAP ...)."""
+    check_mode(mode)
+    settings = step_settings()
+    checkpoint = f"s3://{settings.s3.buckets.checkpoints}/{run_id}"
+    if mode == "cluster":
+        from tagwatch.pipeline.training import cluster_pretrain
+
+        argv = pretrain_argv(dataset=dataset, run_id=run_id, steps=steps, arch=arch, width=width, image_size=image_size,
+                             batch_size=batch_size, workers=workers, output_dir=None, extra_args=extra_args or [])
+        job = cluster_pretrain(settings=settings, run_id=run_id, argv=argv, **(cluster or {}))
+        summary = read_checkpoint_json(settings, checkpoint, "metrics.json")
+        return {**summary, "checkpoint": checkpoint, "job": job}
+    from tagwatch.train.cli import launch_torchrun, run_main
+
+    out = Path(output_dir) if output_dir else settings.paths.state_dir / "runs" / run_id
+    argv = pretrain_argv(dataset=dataset, run_id=run_id, steps=steps, arch=arch, width=width, image_size=image_size,
+                         batch_size=batch_size, workers=workers, output_dir=str(out), extra_args=extra_args or [])
+    if nproc > 1:
+        code = launch_torchrun("pretrain", argv, nproc=nproc)
+        if code:
+            raise PipelineError(f"torchrun pretraining exited with {code}", hint="its log is above this line")
+        summary = json.loads((out / "summary.json").read_text())
+    else:
+        summary = run_main("pretrain", argv)
+    return {**summary, "checkpoint": checkpoint, "output_dir": str(out)}
+
+
+def read_checkpoint_json(settings, root: str, name: str) -> dict[str, Any]:
+    """A JSON file the trainer wrote next to its checkpoints (``metrics.json``: the run's summary)."""
+    from tagwatch.clients import s3_client
+
+    bucket, _, prefix = root.removeprefix("s3://").partition("/")
+    try:
+        raw = s3_client(settings.s3).get_object(Bucket=bucket, Key=f"{prefix}/{name}")["Body"].read()
+    except Exception as error:
+        raise PipelineError(f"{root}/{name} cannot be read ({type(error).__name__})",
+                            hint="did the training job finish and reach S3? look at its pods' logs") from error
+    return json.loads(raw)
+
+
+@timed_step("transfer")
+def transfer(*, dataset: str, init: str, run_id: str, mode: str = "finetune", steps: int = 100,
+             batch_size: int = 32, workers: int = 1, target_precision: float = 0.95, target_recall: float = 0.9,
+             output_dir: Path | None = None, extra_args: list[str] | None = None) -> dict[str, Any]:
+    """Probe or fine-tune on the moderation categories, calibrate the policy, report on the holdout."""
+    from tagwatch.train.cli import run_main
+
+    settings = step_settings()
+    out = Path(output_dir) if output_dir else settings.paths.state_dir / "runs" / run_id
+    argv = [f"--dataset={dataset}", f"--init={init}", f"--mode={mode}", f"--run-id={run_id}", f"--steps={steps}",
+            f"--batch-size={batch_size}", f"--workers={workers}", f"--target-precision={target_precision}",
+            f"--target-recall={target_recall}", f"--output-dir={out}", "--no-progress", *(extra_args or [])]
+    result = run_main("transfer", argv)
+    return {k: v for k, v in result.items() if k != "train"} | {"train": result.get("train", {})}
+
+
+# -- export / evaluate / register --------------------------------------------------------------------
+@timed_step("export")
+def export_model(*, checkpoint: str, out_dir: Path, policy: dict | None,
+                 pipeline_lineage: dict[str, Any] | None = None, max_batch_size: int = 64) -> dict[str, Any]:
+    """ONNX export + parity check + Triton layout (what ``tagwatch model export`` does), with the pipeline's run
+    in the lineage so the registry version records which Kubeflow run made it."""
+    from tagwatch.export import export_model as export
+    from tagwatch.export.checkpoint import (build_model_from_checkpoint, dataset_names, lineage_of, names_of,
+                                            preset_of, read_checkpoint)
+    from tagwatch.export.export import load_parity_images
+
+    settings = step_settings()
+    ckpt = read_checkpoint(checkpoint, s3=settings.s3)
+    config = ckpt["model_config"]
+    preset = preset_of(ckpt)
+    vocab, cats = dataset_names(ckpt, settings=settings)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    result = export(
+        build_model_from_checkpoint(ckpt), out_dir=out_dir, model_name=settings.triton.model_name,
+        labels=names_of(ckpt, "labels", override=None, expected=int(config["num_labels"]), fallback=vocab),
+        categories=names_of(ckpt, "categories", override=None, expected=int(config["num_categories"]), fallback=cats),
+        preset=preset, parity_images=load_parity_images(preset),
+        lineage={**lineage_of(ckpt, uri=checkpoint), **(pipeline_lineage or {})}, policy=policy,
+        max_batch_size=max_batch_size, preferred_batch_sizes=tuple(s for s in (8, 16, 32) if s <= max_batch_size))
+    return {"out_dir": str(out_dir), "onnx_bytes": result.info["onnx"]["bytes"], "parity_max_abs_diff":
+            result.parity.worst(), "lineage": result.info["lineage"]}
+
+
+@timed_step("evaluate")
+def evaluate(*, export_dir: Path, dataset: str, out_dir: Path, min_improvement: float = 0.0,
+             production_alias: str = "production") -> dict[str, Any]:
+    """Score the exported candidate and production on the holdout with ONNX Runtime; write metrics.json,
+    pr_curves.png, confusion.png, report.html in ``out_dir``; decide the gate."""
+    from tagwatch.pipeline.evaluation import (binary_flag_figures, candidate_from_export, category_map_on,
+                                              predict_onnx, write_html_report, OnnxCandidate)
+    from tagwatch.pipeline.gate import decide_promotion
+    from tagwatch.preprocess import Preset
+    from tagwatch.registry import open_registry
+    from tagwatch.train.report import clean_json, write_report
+    from tagwatch.train.runtime import open_dataset
+
+    settings = step_settings()
+    handle = open_dataset(dataset, settings=settings)
+    categories = handle.manifest.category_names
+    candidate = candidate_from_export(export_dir)
+    policy_file = export_dir / "policy.json"
+    if not policy_file.exists():
+        raise PipelineError(f"{export_dir} has no policy.json", hint="export the transfer step's checkpoint with its policy")
+    policy = json.loads(policy_file.read_text())
+    predictions = predict_onnx(candidate, handle)
+    metrics = write_report(predictions, category_names=categories, policy=policy, out_dir=out_dir, split="holdout",
+                           duplicates=handle.duplicates(), extra={"dataset": handle.uri})
+    registry = open_registry(settings)
+    production, production_version = None, None
+    if (record := registry.read_alias(production_alias)) is not None:
+        production_version = record.version
+        with_tmp = out_dir / ".production"
+        local = registry.fetch(production_alias, dest=with_tmp)
+        prod_model = OnnxCandidate(local.onnx_path, Preset.from_dict(local.metadata.preset), local.categories())
+        production = {"version": production_version,
+                      **category_map_on(predict_onnx(prod_model, handle), model_categories=prod_model.categories,
+                                        categories=categories)}
+        shutil.rmtree(with_tmp, ignore_errors=True)
+    common = [c for c in categories if production is None or c in production["per_category_ap"]]
+    cand = category_map_on(predictions, model_categories=candidate.categories, categories=common)
+    gate = decide_promotion(candidate_map=cand["category_map"], production_map=(production or {}).get("category_map"),
+                            production_version=production_version, min_improvement=min_improvement)
+    figures = binary_flag_figures(predictions, categories=categories, policy=policy)
+    report = write_html_report(path=out_dir / "report.html", title=f"tagwatch evaluation on {handle.uri} holdout",
+                               candidate=metrics, production=production, gate=gate.to_dict(),
+                               plots=[out_dir / "pr_curves.png", out_dir / "confusion.png"],
+                               extra={"binary_flag": {k: figures[k] for k in ("confusion_matrix", "positives", "images")}})
+    summary = clean_json({"metrics": metrics, "production": production, "gate": gate.to_dict(), "flag": figures,
+                          "compared_categories": common, "files": {
+                              "metrics": str(out_dir / "metrics.json"), "report": str(report),
+                              "pr_curves": str(out_dir / "pr_curves.png"), "confusion": str(out_dir / "confusion.png")}})
+    (out_dir / "evaluation.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+@timed_step("register")
+def register(*, export_dir: Path, metrics: dict[str, Any], alias: str = "candidate") -> dict[str, Any]:
+    """Upload the export as the next immutable registry version (metrics recorded) and point ``alias`` at it."""
+    from tagwatch.registry import open_registry
+
+    registry = open_registry(step_settings())
+    metadata = registry.register(export_dir, metrics=metrics, alias=alias or None)
+    return {"model_name": metadata.model_name, "version": metadata.version, "storage_uri": metadata.storage_uri,
+            "alias": alias, "lineage": metadata.lineage}
+
+
+@timed_step("deploy")
+def deploy(*, mode: str, version: int, alias: str = "production", namespace: str = "tagwatch",
+           service_name: str = "tagwatch-moderation", runtime: str = "tagwatch-triton",
+           canary_traffic_percent: int | None = None, gpus: int = 0, timeout_s: float = 900) -> dict[str, Any]:
+    """Cluster: move ``alias`` (the record of what is meant to serve), then create/patch the InferenceService and
+    wait for Ready. Local: move ``alias`` and make the embedded Triton serve it (``tagwatch.pipeline.deploy``)."""
+    from tagwatch.pipeline.deploy import deploy_cluster, deploy_local
+
+    settings = step_settings()
+    if check_mode(mode) == "local":
+        return deploy_local(settings=settings, version=version, alias=alias)
+    from tagwatch.registry import open_registry
+
+    open_registry(settings).promote(version, alias=alias, reason="pipeline deploy")
+    return deploy_cluster(settings=settings, version=version, namespace=namespace, service_name=service_name,
+                          runtime=runtime, canary_traffic_percent=canary_traffic_percent, gpus=gpus,
+                          timeout_s=timeout_s)
