@@ -44,6 +44,8 @@ from tagwatch.train.cli import train_app  # noqa: E402
 app.add_typer(train_app, name="train")
 app.add_typer(model_app, name="model")
 app.add_typer(serve_app, name="serve")
+from tagwatch.pipeline.cli import pipeline_app  # noqa: E402
+app.add_typer(pipeline_app, name="pipeline")
 
 out = Console()
 err = Console(stderr=True)

@@ -113,13 +113,23 @@ def settings_env(settings) -> dict[str, str]:
 
 
 def check_stack(settings) -> None:
-    from tagwatch.stack import Stack
+    """The run needs S3: the embedded stack of ``settings.paths.state_dir``, or the endpoint settings name."""
+    import socket
+    from urllib.parse import urlparse
 
-    if settings.s3.endpoint_url and not Stack(settings).is_running():
-        return  # explicit endpoints: an S3 of the user's own
-    if not Stack(settings).is_running():
-        raise PipelineError(f"the embedded stack is not running (state dir {settings.paths.state_dir})",
-                            hint="start it with `tagwatch stack up` (same --state-dir), then run the pipeline again")
+    from tagwatch.stack import Stack, with_stack_endpoints
+
+    running = Stack(settings).is_running()
+    endpoint = with_stack_endpoints(settings).s3.endpoint_url if running else settings.s3.endpoint_url
+    hint = (f"start the embedded stack with `tagwatch stack up` (state dir {settings.paths.state_dir}), "
+            "then run the pipeline again")
+    if not endpoint:
+        raise PipelineError(f"the embedded stack is not running (state dir {settings.paths.state_dir})", hint=hint)
+    url = urlparse(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=3).close()
+    except OSError as error:
+        raise PipelineError(f"S3 at {endpoint} cannot be reached ({type(error).__name__})", hint=hint) from error
 
 
 @contextmanager
