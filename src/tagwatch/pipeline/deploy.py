@@ -12,13 +12,37 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from tagwatch.errors import PipelineError
 
 log = logging.getLogger(__name__)
 Report = Callable[[str], None]
+# Set by the local runner, which points TMPDIR at a scratch dir it deletes after the run (kfp.local leaves a
+# mktemp dir per task there): a Triton started by this step outlives the run, so it gets the original back.
+HOST_TMPDIR_ENV = "TAGWATCH_PIPELINE_HOST_TMPDIR"
+
+
+@contextmanager
+def host_tmpdir() -> Iterator[None]:
+    if HOST_TMPDIR_ENV not in os.environ:
+        yield
+        return
+    saved, host = os.environ.get("TMPDIR"), os.environ[HOST_TMPDIR_ENV]
+    if host:
+        os.environ["TMPDIR"] = host
+    else:
+        os.environ.pop("TMPDIR", None)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved
 
 
 def deploy_cluster(*, settings, version: int, namespace: str = "tagwatch", service_name: str = "tagwatch-moderation",
@@ -107,7 +131,8 @@ def deploy_local(*, settings, version: int, alias: str = "production", swap_time
             stop_local_triton(settings)
             action = "restarted"
     if action != "hot-swapped":
-        result = Stack(settings).up(report=report)
+        with host_tmpdir():
+            result = Stack(settings).up(report=report)
         if "triton" in result.skipped:
             raise PipelineError(f"local Triton did not start: {result.skipped['triton']}",
                                 hint="`tagwatch stack logs triton` shows why")

@@ -31,9 +31,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -196,12 +199,24 @@ def run_local_pipeline(settings, *, pipeline: str, params: dict[str, Any], pipel
     root.mkdir(parents=True, exist_ok=True)
     before = {p.name for p in root.iterdir()}
     events_file = root / f".events-{os.getpid()}-{time.time_ns()}.jsonl"
+    # kfp.local's per-task mktemp dirs land here and go with it; short, because steps' multiprocessing puts
+    # unix sockets in TMPDIR (AF_UNIX paths must stay under 108 bytes).
+    scratch = Path(tempfile.mkdtemp(prefix="twkfp-"))
+    workspace = scratch / "workspace"
+    workspace.mkdir()
+    from tagwatch.pipeline.deploy import HOST_TMPDIR_ENV
+
     env = {**settings_env(settings), EVENTS_ENV: str(events_file), "PYTHONPATH": _python_path(),
-           "GLOO_SOCKET_IFNAME": "lo"}
+           "GLOO_SOCKET_IFNAME": "lo", "TMPDIR": str(scratch), HOST_TMPDIR_ENV: os.environ.get("TMPDIR", "")}
     watcher = _Watcher(events_file, on_event) if on_event else None
     t0 = time.monotonic()
-    with _environment(env):
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    with _environment(env), warnings.catch_warnings():
+        # Expected here, said once in docs/pipelines.md: resources/accelerators are cluster-only, and the image
+        # is not run (use_venv=False runs the component in this Python).
+        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+        warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
+                   workspace_root=str(workspace), raise_on_error=True)
         if watcher:
             watcher.start()
         try:
@@ -216,6 +231,7 @@ def run_local_pipeline(settings, *, pipeline: str, params: dict[str, Any], pipel
                 watcher.stop.set()
                 watcher.join()
                 watcher.poll()
+            shutil.rmtree(scratch, ignore_errors=True)
     wall = time.monotonic() - t0
     new_dirs = sorted((p for p in root.iterdir() if p.is_dir() and p.name not in before), key=lambda p: p.stat().st_mtime)
     if not new_dirs:

@@ -1,0 +1,92 @@
+"""The whole pretrain -> register -> deploy pipeline with kfp.local.SubprocessRunner(use_venv=False) on the
+real embedded stack (SeaweedFS for data, checkpoints and registry; the real local Triton for the deploy), on a
+small synthetic slice. A second run of the same pipeline meets the gate: the same model does not beat production.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import numpy as np
+import pytest
+
+from tagwatch.clients import s3_client
+from tagwatch.pipeline.deploy import served_record, stop_local_triton
+from tagwatch.pipeline.local import run_pretrain_and_deploy
+from tagwatch.registry import open_registry
+
+
+@pytest.fixture
+def pipeline_settings(stack_settings):
+    """The session stack with buckets and a model name of this test's own (no other test sees its registry)."""
+    suffix = secrets.token_hex(3)
+    buckets = {"posts": f"pipe-posts-{suffix}", "datasets": f"pipe-datasets-{suffix}",
+               "models": f"pipe-models-{suffix}", "checkpoints": f"pipe-checkpoints-{suffix}"}
+    client = s3_client(stack_settings.s3)
+    for bucket in buckets.values():
+        client.create_bucket(Bucket=bucket)
+    s3 = stack_settings.s3.model_copy(update={"buckets": stack_settings.s3.buckets.model_copy(update=buckets)})
+    triton = stack_settings.triton.model_copy(update={"model_name": f"pipe-{suffix}"})
+    settings = stack_settings.model_copy(update={"s3": s3, "triton": triton})
+    yield settings
+    stop_local_triton(settings)  # the session stack goes on without the Triton this test started
+
+
+@pytest.mark.slow
+def test_local_pipeline_registers_deploys_and_gates(pipeline_settings, tmp_path) -> None:
+    import tempfile
+    from pathlib import Path
+
+    def leftovers() -> set[Path]:
+        return set(Path(tempfile.gettempdir()).glob("twkfp-*"))
+
+    before = leftovers()
+    events: list[dict] = []
+    first = run_pretrain_and_deploy(pipeline_settings, quick=True, pipeline_root=tmp_path / "runs",
+                                    on_event=events.append)
+
+    # the gate let it through (no production yet); a new registry version with metrics and lineage
+    assert first.gate["promote"] and first.gate["reason"] == "no production model yet"
+    assert first.version == 1 and first.alias == "production"
+    registry = open_registry(pipeline_settings)
+    metadata, _ = registry.resolve("production")
+    assert metadata.version == 1
+    assert metadata.lineage["pipeline_job_name"] == first.run_name
+    assert metadata.lineage["pipeline_run_id"] and metadata.lineage["run_id"].startswith("transfer-")
+    assert metadata.metrics["holdout"]["category_map"] == pytest.approx(first.metrics["category_map"])
+    assert metadata.metrics["gate"]["promote"] is True
+    assert set(first.metrics["per_category"]) >= {"pointy", "round"}
+    assert first.metrics["category_map"] > first.metrics["chance_category_map"]  # it learned something
+
+    # artifacts: report with inlined plots, plots, metrics JSON; step timings and progress events
+    report = open(first.artifacts["report_html"]).read()
+    assert report.count("data:image/png;base64,") == 2 and "no production model yet" in report
+    for key in ("pr_curves_png", "confusion_png"):
+        assert open(first.artifacts[key], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert json.load(open(first.artifacts["metrics_json"]))["split"] == "holdout"
+    steps = ["ingest", "build-dataset", "pretrain", "transfer", "export", "evaluate", "register", "deploy"]
+    assert list(first.task_seconds) == steps and all(s > 0 for s in first.task_seconds.values())
+    assert [e["step"] for e in events if e["event"] == "done"] == steps
+
+    # the local Triton serves the new version
+    served = served_record(pipeline_settings)
+    assert served["model_name"] == pipeline_settings.triton.model_name and served["version"] == 1
+    from tagwatch.serving.client import ModelClient
+
+    with ModelClient(url=f"127.0.0.1:{served['ports']['http']}", model_name=pipeline_settings.triton.model_name,
+                     protocol="http") as client:
+        out = client.infer(np.zeros((2, 3, 64, 64), dtype=np.float32))
+    assert out["category_scores"].shape == (2, len(first.metrics["per_category"]))
+    assert list(out["model_version"]) == [1, 1]
+
+    # same data, seed and recipe: the same model (up to CPU float noise), which does not beat production by the
+    # margin asked for -> no new version, no deploy
+    second = run_pretrain_and_deploy(pipeline_settings, quick=True, pipeline_root=tmp_path / "runs",
+                                     min_improvement=0.05)
+    assert not second.gate["promote"] and "does not beat production v1" in second.gate["reason"]
+    assert second.version is None and second.alias is None
+    assert [v.version for v in registry.list_versions()] == [1]
+    assert "register" not in second.task_seconds and "deploy" not in second.task_seconds
+    assert served_record(pipeline_settings)["version"] == 1
+    assert not [p for p in leftovers() if p not in before]  # kfp.local's mktemp dirs went with the run
