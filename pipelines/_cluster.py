@@ -1,6 +1,8 @@
 """Cluster settings of the pipeline's tasks, through kfp-kubernetes (compiled into the IR's platform spec;
 kfp.local ignores them): S3 credentials from the Secret, shared values from the tagwatch-params ConfigMap
-(manifests/base/params.env), the pipeline's service account, GPU requests, tolerations and node selectors."""
+(manifests/base/params.env), non-root pods (the image's uid), GPU requests, tolerations and node selectors.
+The run's service account (``tagwatch-pipeline``, manifests/base/rbac.yaml: TrainJobs, PyTorchJobs,
+InferenceServices) is chosen when the run is created; kfp-kubernetes has no per-task setting for it."""
 
 from kfp import kubernetes
 
@@ -20,6 +22,8 @@ def configure_task(task, *, cpu: str = "1", memory: str = "2Gi", gpus: int = 0):
     kubernetes.use_config_map_as_env(task, config_map_name=PARAMS_CONFIGMAP,
                                      config_map_key_to_env={name: name for name in SHARED_ENV})
     task.set_cpu_request(cpu).set_memory_request(memory).set_memory_limit(memory)
+    kubernetes.set_security_context(task, run_as_user=10001, run_as_group=10001, run_as_non_root=True)
+    kubernetes.add_pod_label(task, label_key="app.kubernetes.io/part-of", label_value="tagwatch")
     if gpus:
         task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
         kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")

@@ -51,6 +51,7 @@ def test_ir_parses_into_the_pipeline_spec_proto(name: str) -> None:
         keys = {m["secretKey"]: m["envVar"] for m in config["secretAsEnv"][0]["keyToEnv"]}
         assert keys == {"AWS_ACCESS_KEY_ID": "TAGWATCH_S3__ACCESS_KEY_ID",
                         "AWS_SECRET_ACCESS_KEY": "TAGWATCH_S3__SECRET_ACCESS_KEY"}
+        assert config["securityContext"]["runAsNonRoot"] is True, executor
     transfer = executors["exec-transfer"]
     assert transfer["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert transfer["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
