@@ -31,7 +31,8 @@ def transfer_only(
     export_task = configure_task(export_model(model=transfer_task.outputs["model"],
                                               pipeline_job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                                               pipeline_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), memory="4Gi")
-    evaluate_task = configure_task(evaluate(dataset=dataset_artifact.output, onnx_model=export_task.outputs["onnx_model"],
+    evaluate_task = configure_task(evaluate(dataset=dataset_artifact.output,
+                                            onnx_model=export_task.outputs["onnx_model"],
                                             min_improvement=min_improvement), cpu="2", memory="4Gi")
     register_and_deploy(onnx_task=export_task, evaluate_task=evaluate_task, mode=mode, deploy_alias=deploy_alias,
                         namespace=namespace, service_name=service_name,

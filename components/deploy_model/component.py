@@ -32,5 +32,6 @@ def deploy_model(version: int, deployment: Output[Markdown], mode: str = "cluste
                        runtime=runtime, gpus=gpus, timeout_s=timeout_s,
                        canary_traffic_percent=None if canary_traffic_percent < 0 else canary_traffic_percent)
     with open(deployment.path, "w") as handle:
-        handle.write(f"# deployed version {version} ({mode})\n\n```json\n{json.dumps(result, indent=1, default=str)}\n```\n")
+        text = json.dumps(result, indent=1, default=str)
+        handle.write(f"# deployed version {version} ({mode})\n\n```json\n{text}\n```\n")
     deployment.metadata.update({"version": version, "mode": mode})

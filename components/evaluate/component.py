@@ -36,7 +36,8 @@ def evaluate(dataset: Input[Dataset], onnx_model: Input[Model], metrics: Output[
     held, gate, flag = result["metrics"], result["gate"], result["flag"]
     for key, value in (("candidate_category_map", held.get("category_map")),
                        ("production_category_map", (result["production"] or {}).get("category_map")),
-                       ("chance_category_map", held.get("chance_category_map")), ("holdout_images", held.get("images"))):
+                       ("chance_category_map", held.get("chance_category_map")),
+                       ("holdout_images", held.get("images"))):
         if value is not None:
             metrics.log_metric(key, float(value))
     for name, figures in held["per_category"].items():

@@ -50,8 +50,9 @@ def pretrain(dataset: Input[Dataset], checkpoint: Output[Model], metrics: Output
                "s3_secret": s3_secret, "node_selector": dict(node_selector), "tolerations": list(tolerations),
                "timeout_s": timeout_s}
     os.makedirs(checkpoint.path, exist_ok=True)
-    summary = tw.pretrain(mode=mode, dataset=dataset.metadata["dataset"], run_id=tw.run_id_for("pretrain", pipeline_job_id), steps=steps, arch=arch,
-                          width=width, image_size=image_size, batch_size=batch_size, workers=workers, nproc=nproc,
+    summary = tw.pretrain(mode=mode, dataset=dataset.metadata["dataset"], steps=steps,
+                          run_id=tw.run_id_for("pretrain", pipeline_job_id), arch=arch, width=width,
+                          image_size=image_size, batch_size=batch_size, workers=workers, nproc=nproc,
                           output_dir=checkpoint.path, cluster=cluster)
     with open(os.path.join(checkpoint.path, "pipeline-summary.json"), "w") as handle:
         json.dump(summary, handle, indent=1, default=str)

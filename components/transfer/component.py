@@ -30,7 +30,8 @@ def transfer(dataset: Input[Dataset], pretrained: Input[Model], model: Output[Mo
 
     os.makedirs(model.path, exist_ok=True)
     result = tw.transfer(dataset=dataset.metadata["dataset"], init=pretrained.metadata.get("uri") or "none",
-                         run_id=tw.run_id_for("transfer", pipeline_job_id), mode=mode, steps=steps, batch_size=batch_size, workers=workers,
+                         run_id=tw.run_id_for("transfer", pipeline_job_id), mode=mode, steps=steps,
+                         batch_size=batch_size, workers=workers,
                          target_precision=target_precision, target_recall=target_recall, output_dir=model.path)
     with open(os.path.join(model.path, "pipeline-summary.json"), "w") as handle:
         json.dump({k: v for k, v in result.items() if k != "policy"}, handle, indent=1, default=str)

@@ -51,7 +51,8 @@ def run_command(
     quick: Annotated[bool, typer.Option("--quick", help="Synthetic data, tiny model, tens of steps (~1 min).")] = False,
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE pipeline parameter "
                                                         "(repeatable), e.g. -p pretrain_steps=50")] = None,
-    pipeline_root: Annotated[Optional[Path], typer.Option(help="Artifacts dir (default <state_dir>/pipelines).")] = None,
+    pipeline_root: Annotated[Optional[Path],
+                             typer.Option(help="Artifacts dir (default <state_dir>/pipelines).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Run a pipeline. Only --local exists here: on Kubeflow, upload pipelines/compiled/<name>.yaml instead."""

@@ -51,7 +51,8 @@ def component_readme(name: str) -> str:
             f"Generated from `component.py` by `tagwatch pipeline compile`; edit the docstring, not this file.\n\n"
             f"Image: `{IMAGE}` (one image for every component; `Dockerfile` at the repository root).\n"
             f"Logic: `tagwatch.pipeline.steps` (the component only wires KFP inputs/outputs).\n\n"
-            f"| name | in/out | type | default |\n|---|---|---|---|\n" + "\n".join(rows) + "\n\n```\n" + rest.strip() + "\n```\n")
+            "| name | in/out | type | default |\n|---|---|---|---|\n" + "\n".join(rows)
+            + "\n\n```\n" + rest.strip() + "\n```\n")
 
 
 def write_readmes(root: Path | None = None) -> list[Path]:

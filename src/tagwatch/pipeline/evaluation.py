@@ -122,7 +122,8 @@ def write_html_report(*, path: Path, title: str, candidate: dict[str, Any], prod
         prod_ap = (production or {}).get("per_category_ap", {}).get(name)
         rows.append(f"<tr><td>{html.escape(name)}</td><td>{_fmt(ap.get('ap'))}</td><td>{_fmt(prod_ap)}</td>"
                     f"<td>{_fmt(ap.get('prevalence'))}</td><td>{ap.get('positives')}</td>"
-                    f"<td>{_fmt(ap.get('review_or_remove_precision'))}</td><td>{_fmt(ap.get('review_or_remove_recall'))}</td>"
+                    f"<td>{_fmt(ap.get('review_or_remove_precision'))}</td>"
+                    f"<td>{_fmt(ap.get('review_or_remove_recall'))}</td>"
                     "</tr>")
     verdict = "promote" if gate.get("promote") else "keep production"
     body = [

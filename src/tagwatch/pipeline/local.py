@@ -233,7 +233,8 @@ def run_local_pipeline(settings, *, pipeline: str, params: dict[str, Any], pipel
                 watcher.poll()
             shutil.rmtree(scratch, ignore_errors=True)
     wall = time.monotonic() - t0
-    new_dirs = sorted((p for p in root.iterdir() if p.is_dir() and p.name not in before), key=lambda p: p.stat().st_mtime)
+    new_dirs = sorted((p for p in root.iterdir() if p.is_dir() and p.name not in before),
+                      key=lambda p: p.stat().st_mtime)
     if not new_dirs:
         raise PipelineError(f"kfp.local wrote no run directory under {root}", hint="is pipeline_root writable?")
     run_dir = new_dirs[-1]
@@ -270,7 +271,8 @@ def collect_result(settings, *, pipeline: str, root: Path, run_dir: Path, second
                  "confusion_png": evaluation_dir / "confusion.png", "metrics_json": evaluation_dir / "metrics.json",
                  "evaluation_json": evaluation_dir / "evaluation.json",
                  "export_dir": _find(run_dir, "export-model", "onnx_model"),
-                 "transfer_dir": _find(run_dir, "transfer", "model"), "pretrain_dir": _find(run_dir, "pretrain", "checkpoint"),
+                 "transfer_dir": _find(run_dir, "transfer", "model"),
+                 "pretrain_dir": _find(run_dir, "pretrain", "checkpoint"),
                  "deployment_md": deployment, "registered_json": registered_file}
     return LocalRunResult(
         pipeline=pipeline, run_name=run_dir.name, pipeline_root=str(root), run_dir=str(run_dir),

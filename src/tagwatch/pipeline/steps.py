@@ -159,8 +159,7 @@ def transfer(*, dataset: str, init: str, run_id: str, mode: str = "finetune", st
     argv = [f"--dataset={dataset}", f"--init={init}", f"--mode={mode}", f"--run-id={run_id}", f"--steps={steps}",
             f"--batch-size={batch_size}", f"--workers={workers}", f"--target-precision={target_precision}",
             f"--target-recall={target_recall}", f"--output-dir={out}", "--no-progress", *(extra_args or [])]
-    result = run_main("transfer", argv)
-    return {k: v for k, v in result.items() if k != "train"} | {"train": result.get("train", {})}
+    return run_main("transfer", argv)
 
 
 # -- export / evaluate / register --------------------------------------------------------------------
@@ -211,7 +210,8 @@ def evaluate(*, export_dir: Path, dataset: str, out_dir: Path, min_improvement: 
     candidate = candidate_from_export(export_dir)
     policy_file = export_dir / "policy.json"
     if not policy_file.exists():
-        raise PipelineError(f"{export_dir} has no policy.json", hint="export the transfer step's checkpoint with its policy")
+        raise PipelineError(f"{export_dir} has no policy.json",
+                            hint="export the transfer step's checkpoint with its policy")
     policy = json.loads(policy_file.read_text())
     predictions = predict_onnx(candidate, handle)
     metrics = write_report(predictions, category_names=categories, policy=policy, out_dir=out_dir, split="holdout",
@@ -235,11 +235,13 @@ def evaluate(*, export_dir: Path, dataset: str, out_dir: Path, min_improvement: 
     report = write_html_report(path=out_dir / "report.html", title=f"tagwatch evaluation on {handle.uri} holdout",
                                candidate=metrics, production=production, gate=gate.to_dict(),
                                plots=[out_dir / "pr_curves.png", out_dir / "confusion.png"],
-                               extra={"binary_flag": {k: figures[k] for k in ("confusion_matrix", "positives", "images")}})
+                               extra={"binary_flag": {k: figures[k] for k in ("confusion_matrix", "positives",
+                                                                              "images")}})
     summary = clean_json({"metrics": metrics, "production": production, "gate": gate.to_dict(), "flag": figures,
                           "compared_categories": common, "files": {
                               "metrics": str(out_dir / "metrics.json"), "report": str(report),
-                              "pr_curves": str(out_dir / "pr_curves.png"), "confusion": str(out_dir / "confusion.png")}})
+                              "pr_curves": str(out_dir / "pr_curves.png"),
+                              "confusion": str(out_dir / "confusion.png")}})
     (out_dir / "evaluation.json").write_text(json.dumps(summary, indent=1))
     return summary
 
