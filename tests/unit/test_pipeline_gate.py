@@ -70,3 +70,16 @@ def test_k8s_names() -> None:
     long = k8s_name("x" * 100)
     assert len(long) <= 52 and long == k8s_name("x" * 100) and long != k8s_name("x" * 99)
     assert run_id_for("pretrain", "86006311-aaaa") == "pretrain-86006311-aaaa"
+
+
+def test_gate_refuses_a_model_with_other_categories() -> None:
+    refused = decide_promotion(candidate_map=0.9, production_map=0.1, production_version=2, categories_in_common=[])
+    assert not refused.promote and "no moderation category in common" in refused.reason
+    assert decide_promotion(candidate_map=0.9, production_map=0.1, production_version=2,
+                            categories_in_common=["weapons"]).promote
+
+
+def test_category_map_on_a_subset_keeps_the_dataset_columns() -> None:
+    """``only`` picks categories; the target columns stay those of the dataset's order (x=0, y=1)."""
+    subset = category_map_on(predictions(), model_categories=["x", "y"], categories=["x", "y"], only=["y"])
+    assert set(subset["per_category_ap"]) == {"y"} and subset["category_map"] == pytest.approx(1.0)

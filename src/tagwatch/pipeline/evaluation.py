@@ -68,12 +68,14 @@ def predict_onnx(model: OnnxCandidate, dataset, *, split: str = HOLDOUT, threads
     return Predictions(keys, stack["h"], stack["c"], stack["ht"], stack["ct"])
 
 
-def category_map_on(predictions: Predictions, *, model_categories: list[str], categories: list[str]) -> dict[str, Any]:
-    """AP per category in ``categories`` (the dataset's) for a model whose outputs are ``model_categories``;
-    categories the model lacks are left out. Returns per-category AP and their mean over finite values."""
+def category_map_on(predictions: Predictions, *, model_categories: list[str], categories: list[str],
+                    only: list[str] | None = None) -> dict[str, Any]:
+    """AP per category of ``categories`` (the dataset's, the target columns' order) for a model whose outputs are
+    ``model_categories``; categories the model lacks, or not in ``only`` when given, are left out. Returns
+    per-category AP and their mean over finite values."""
     per: dict[str, float | None] = {}
     for c, name in enumerate(categories):
-        if name not in model_categories:
+        if name not in model_categories or (only is not None and name not in only):
             continue
         ap = average_precision(predictions.category_scores[:, model_categories.index(name)],
                                predictions.category_targets[:, c])

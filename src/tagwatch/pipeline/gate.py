@@ -7,7 +7,9 @@ computed on the categories both models have.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+
+OTHER = "other"  # categories.yaml's `other:` (posts in no moderation category): not compared
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,7 @@ class GateDecision:
     production_map: float | None
     production_version: int | None
     min_improvement: float
+    categories_in_common: list[str] | None = field(default=None)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -28,16 +31,22 @@ def _finite(value: float | None) -> bool:
 
 
 def decide_promotion(*, candidate_map: float | None, production_map: float | None, production_version: int | None,
-                     min_improvement: float = 0.0) -> GateDecision:
+                     min_improvement: float = 0.0, categories_in_common: list[str] | None = None) -> GateDecision:
     """Promote when there is no production model, or when the candidate's holdout category mAP exceeds
-    production's by more than ``min_improvement`` (absolute). A candidate without a measurable mAP (no holdout
-    positives) never replaces a production model: nothing shows that it is better."""
+    production's by more than ``min_improvement`` (absolute), both on ``categories_in_common``. A candidate
+    without a measurable mAP (no holdout positives) never replaces a production model: nothing shows that it
+    is better; nor does one that shares no moderation category with production (a change of category scheme is
+    a human decision: ``tagwatch model promote``)."""
 
     def decision(promote: bool, reason: str) -> GateDecision:
-        return GateDecision(promote, reason, candidate_map, production_map, production_version, min_improvement)
+        return GateDecision(promote, reason, candidate_map, production_map, production_version, min_improvement,
+                            categories_in_common)
 
     if production_version is None:
         return decision(True, "no production model yet")
+    if categories_in_common is not None and not categories_in_common:
+        return decision(False, f"production v{production_version} has no moderation category in common with the "
+                        "candidate: not comparable (promote by hand if the new categories are intended)")
     if not _finite(candidate_map):
         return decision(False, "the candidate has no measurable holdout mAP (no positives in the holdout)")
     if not _finite(production_map):

@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -210,7 +210,8 @@ def run_local_pipeline(settings, *, pipeline: str, params: dict[str, Any], pipel
            "GLOO_SOCKET_IFNAME": "lo", "TMPDIR": str(scratch), HOST_TMPDIR_ENV: os.environ.get("TMPDIR", "")}
     watcher = _Watcher(events_file, on_event) if on_event else None
     t0 = time.monotonic()
-    with _environment(env), warnings.catch_warnings():
+    # kfp.local logs every task (and its streamed output) to stdout: keep stdout for the caller's own output.
+    with _environment(env), warnings.catch_warnings(), redirect_stdout(sys.stderr):
         # Expected here, said once in docs/pipelines.md: resources/accelerators are cluster-only, and the image
         # is not run (use_venv=False runs the component in this Python).
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")

@@ -198,7 +198,7 @@ def evaluate(*, export_dir: Path, dataset: str, out_dir: Path, min_improvement: 
     pr_curves.png, confusion.png, report.html in ``out_dir``; decide the gate."""
     from tagwatch.pipeline.evaluation import (binary_flag_figures, candidate_from_export, category_map_on,
                                               predict_onnx, write_html_report, OnnxCandidate)
-    from tagwatch.pipeline.gate import decide_promotion
+    from tagwatch.pipeline.gate import OTHER, decide_promotion
     from tagwatch.preprocess import Preset
     from tagwatch.registry import open_registry
     from tagwatch.train.report import clean_json, write_report
@@ -223,14 +223,22 @@ def evaluate(*, export_dir: Path, dataset: str, out_dir: Path, min_improvement: 
         with_tmp = out_dir / ".production"
         local = registry.fetch(production_alias, dest=with_tmp)
         prod_model = OnnxCandidate(local.onnx_path, Preset.from_dict(local.metadata.preset), local.categories())
+        prod_predictions = predict_onnx(prod_model, handle)
         production = {"version": production_version,
-                      **category_map_on(predict_onnx(prod_model, handle), model_categories=prod_model.categories,
+                      **category_map_on(prod_predictions, model_categories=prod_model.categories,
                                         categories=categories)}
         shutil.rmtree(with_tmp, ignore_errors=True)
-    common = [c for c in categories if production is None or c in production["per_category_ap"]]
-    cand = category_map_on(predictions, model_categories=candidate.categories, categories=common)
-    gate = decide_promotion(candidate_map=cand["category_map"], production_map=(production or {}).get("category_map"),
-                            production_version=production_version, min_improvement=min_improvement)
+    # Compared on the moderation categories both models have ("other" is the complement of them, not one).
+    common = [c for c in categories if c != OTHER and (production is None or c in production["per_category_ap"])]
+    cand = category_map_on(predictions, model_categories=candidate.categories, categories=categories, only=common)
+    prod_map = None
+    if production is not None:
+        prod_map = category_map_on(prod_predictions, model_categories=prod_model.categories, categories=categories,
+                                   only=common)["category_map"]
+        production["compared_category_map"] = prod_map
+    gate = decide_promotion(candidate_map=cand["category_map"], production_map=prod_map,
+                            production_version=production_version, min_improvement=min_improvement,
+                            categories_in_common=common)
     figures = binary_flag_figures(predictions, categories=categories, policy=policy)
     report = write_html_report(path=out_dir / "report.html", title=f"tagwatch evaluation on {handle.uri} holdout",
                                candidate=metrics, production=production, gate=gate.to_dict(),
@@ -238,6 +246,7 @@ def evaluate(*, export_dir: Path, dataset: str, out_dir: Path, min_improvement: 
                                extra={"binary_flag": {k: figures[k] for k in ("confusion_matrix", "positives",
                                                                               "images")}})
     summary = clean_json({"metrics": metrics, "production": production, "gate": gate.to_dict(), "flag": figures,
+                          "candidate_compared": cand,
                           "compared_categories": common, "files": {
                               "metrics": str(out_dir / "metrics.json"), "report": str(report),
                               "pr_curves": str(out_dir / "pr_curves.png"),
