@@ -36,16 +36,16 @@ def run_direct(settings, params: dict, work: Path) -> dict[str, float]:
     os.environ.update(settings_env(settings))
     seconds: dict[str, float] = {}
 
-    def timed(name, function, **kwargs):
+    def timed(step, function, **kwargs):
         t0 = time.monotonic()
         result = function(**kwargs)
-        seconds[name] = round(time.monotonic() - t0, 2)
+        seconds[step] = round(time.monotonic() - t0, 2)
         return result
 
     timed("ingest", steps.ingest_posts, source=params["source"], limit=params["limit"], seed=0)
     built = timed("build-dataset", steps.build_dataset, name=params["dataset_name"], sources=[],
                   shard_samples=params["shard_samples"], top_k=params["top_k"], min_count=params["min_count"],
-                  seed=0, categories_yaml=params.get("categories_yaml", ""), work_dir=work)
+                  seed=0, categories_yaml=params.get("categories_yaml", ""))
     pre = timed("pretrain", steps.pretrain, mode="local", dataset=built["dataset"], run_id="bench-pretrain",
                 steps=params["pretrain_steps"], arch=params["arch"], width=params["width"],
                 image_size=params["image_size"], batch_size=params["batch_size"], workers=params["workers"],

@@ -23,13 +23,11 @@ def build_dataset(posts: Input[Dataset], dataset: Output[Dataset], summary: Outp
         categories_yaml: Moderation categories as YAML text ("": the package's categories.yaml).
     """
     import json
-    import os
 
     from tagwatch.pipeline import steps
 
     report = steps.build_dataset(name=name, sources=[str(s) for s in sources], shard_samples=shard_samples,
-                                 top_k=top_k, min_count=min_count, seed=seed, categories_yaml=categories_yaml,
-                                 work_dir=os.path.dirname(dataset.path))
+                                 top_k=top_k, min_count=min_count, seed=seed, categories_yaml=categories_yaml)
     with open(dataset.path, "w") as handle:
         json.dump(report, handle, indent=1, default=str)
     dataset.metadata.update({"dataset": report["dataset"], "uri": report["manifest_uri"], "splits": report["splits"],

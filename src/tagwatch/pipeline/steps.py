@@ -66,7 +66,7 @@ def ingest_posts(*, source: str, limit: int, seed: int, workers: int = 0) -> dic
 
 @timed_step("build-dataset")
 def build_dataset(*, name: str, sources: list[str], shard_samples: int, top_k: int, min_count: int, seed: int,
-                  categories_yaml: str = "", work_dir: Path | None = None) -> dict[str, Any]:
+                  categories_yaml: str = "") -> dict[str, Any]:
     """Vocabulary + splits + PDQ dedup + shards + sealed manifest. ``categories_yaml``: inline YAML text of the
     moderation categories ('' = the package's categories.yaml)."""
     from dataclasses import asdict
@@ -77,16 +77,18 @@ def build_dataset(*, name: str, sources: list[str], shard_samples: int, top_k: i
     from tagwatch.data.vocab import VocabConfig
     from tagwatch.data.wordnet import load_wordnet
 
+    import tempfile
+
     settings = step_settings()
-    categories_path = None
-    if categories_yaml.strip():
-        categories_path = Path(work_dir or settings.paths.state_dir / "pipeline") / "categories.yaml"
-        categories_path.parent.mkdir(parents=True, exist_ok=True)
-        categories_path.write_text(categories_yaml, encoding="utf-8")
-    config = BuildConfig(name=name, sources=tuple(sources), shard_samples=shard_samples, seed=seed,
-                         vocab=VocabConfig(top_k=top_k, min_count=min_count), categories_path=categories_path)
-    report = build(client=s3_client(settings.s3), posts_bucket=settings.s3.buckets.posts,
-                   datasets_bucket=settings.s3.buckets.datasets, config=config, wordnet=load_wordnet())
+    with tempfile.TemporaryDirectory(prefix="tagwatch-categories-") as tmp:
+        categories_path = None
+        if categories_yaml.strip():  # the build reads a file (and stores its exact text with the dataset)
+            categories_path = Path(tmp) / "categories.yaml"
+            categories_path.write_text(categories_yaml, encoding="utf-8")
+        config = BuildConfig(name=name, sources=tuple(sources), shard_samples=shard_samples, seed=seed,
+                             vocab=VocabConfig(top_k=top_k, min_count=min_count), categories_path=categories_path)
+        report = build(client=s3_client(settings.s3), posts_bucket=settings.s3.buckets.posts,
+                       datasets_bucket=settings.s3.buckets.datasets, config=config, wordnet=load_wordnet())
     return {**asdict(report), "dataset": f"{report.name}/{report.version}"}
 
 
