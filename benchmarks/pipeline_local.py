@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tagwatch.pipeline import steps
 from tagwatch.pipeline.deploy import stop_local_triton
-from tagwatch.pipeline.local import FULL_PARAMS, QUICK_PARAMS, run_pretrain_and_deploy, settings_env
+from tagwatch.pipeline.local import FULL_PARAMS, QUICK_PARAMS, _environment, run_pretrain_and_deploy, settings_env
 from tagwatch.settings import load_settings
 from tagwatch.stack import Stack, with_stack_endpoints
 
@@ -31,9 +31,11 @@ def private_stack(root: Path):
 
 def run_direct(settings, params: dict, work: Path) -> dict[str, float]:
     """Every step in this process, timed; the environment the steps read is the same the pipeline gets."""
-    import os
+    with _environment(settings_env(settings)):
+        return _run_steps(params, work)
 
-    os.environ.update(settings_env(settings))
+
+def _run_steps(params: dict, work: Path) -> dict[str, float]:
     seconds: dict[str, float] = {}
 
     def timed(step, function, **kwargs):
