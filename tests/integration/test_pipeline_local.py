@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +19,13 @@ from tagwatch.pipeline.local import run_pretrain_and_deploy
 from tagwatch.registry import open_registry
 
 
-@pytest.fixture
+def _leftovers() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("twkfp-*"))
+
+
+@pytest.fixture(scope="module")
 def pipeline_settings(stack_settings):
-    """The session stack with buckets and a model name of this test's own (no other test sees its registry)."""
+    """The session stack with buckets and a model name of this module's own (no other test sees its registry)."""
     suffix = secrets.token_hex(3)
     buckets = {"posts": f"pipe-posts-{suffix}", "datasets": f"pipe-datasets-{suffix}",
                "models": f"pipe-models-{suffix}", "checkpoints": f"pipe-checkpoints-{suffix}"}
@@ -30,22 +36,22 @@ def pipeline_settings(stack_settings):
     triton = stack_settings.triton.model_copy(update={"model_name": f"pipe-{suffix}"})
     settings = stack_settings.model_copy(update={"s3": s3, "triton": triton})
     yield settings
-    stop_local_triton(settings)  # the session stack goes on without the Triton this test started
+    stop_local_triton(settings)  # the session stack goes on without the Triton this module started
+
+
+@pytest.fixture(scope="module")
+def first_run(pipeline_settings, tmp_path_factory):
+    """One quick run on an empty registry (about a minute on 2 cores), with its progress events."""
+    before = _leftovers()
+    events: list[dict] = []
+    result = run_pretrain_and_deploy(pipeline_settings, quick=True, on_event=events.append,
+                                     pipeline_root=tmp_path_factory.mktemp("runs"))
+    return result, events, before
 
 
 @pytest.mark.slow
-def test_local_pipeline_registers_deploys_and_gates(pipeline_settings, tmp_path) -> None:
-    import tempfile
-    from pathlib import Path
-
-    def leftovers() -> set[Path]:
-        return set(Path(tempfile.gettempdir()).glob("twkfp-*"))
-
-    before = leftovers()
-    events: list[dict] = []
-    first = run_pretrain_and_deploy(pipeline_settings, quick=True, pipeline_root=tmp_path / "runs",
-                                    on_event=events.append)
-
+def test_first_run_registers_and_deploys(pipeline_settings, first_run) -> None:
+    first, events, before = first_run
     # the gate let it through (no production yet); a new registry version with metrics and lineage
     assert first.gate["promote"] and first.gate["reason"] == "no production model yet"
     assert first.version == 1 and first.alias == "production"
@@ -68,6 +74,7 @@ def test_local_pipeline_registers_deploys_and_gates(pipeline_settings, tmp_path)
     steps = ["ingest", "build-dataset", "pretrain", "transfer", "export", "evaluate", "register", "deploy"]
     assert list(first.task_seconds) == steps and all(s > 0 for s in first.task_seconds.values())
     assert [e["step"] for e in events if e["event"] == "done"] == steps
+    assert not [p for p in _leftovers() if p not in before]  # kfp.local's mktemp dirs went with the run
 
     # the local Triton serves the new version
     served = served_record(pipeline_settings)
@@ -80,13 +87,16 @@ def test_local_pipeline_registers_deploys_and_gates(pipeline_settings, tmp_path)
     assert out["category_scores"].shape == (2, len(first.metrics["per_category"]))
     assert list(out["model_version"]) == [1, 1]
 
-    # same data, seed and recipe: the same model (up to CPU float noise), which does not beat production by the
-    # margin asked for -> no new version, no deploy
+
+@pytest.mark.slow
+def test_second_run_is_refused_by_the_gate(pipeline_settings, first_run, tmp_path) -> None:
+    """Same data, seed and recipe: the same model (up to CPU float noise), which does not beat production by the
+    margin asked for -> no new version, no deploy, production still served."""
     second = run_pretrain_and_deploy(pipeline_settings, quick=True, pipeline_root=tmp_path / "runs",
                                      min_improvement=0.05)
     assert not second.gate["promote"] and "does not beat production v1" in second.gate["reason"]
+    assert second.gate["categories_in_common"] == ["pointy", "round"]
     assert second.version is None and second.alias is None
-    assert [v.version for v in registry.list_versions()] == [1]
+    assert [v.version for v in open_registry(pipeline_settings).list_versions()] == [1]
     assert "register" not in second.task_seconds and "deploy" not in second.task_seconds
     assert served_record(pipeline_settings)["version"] == 1
-    assert not [p for p in leftovers() if p not in before]  # kfp.local's mktemp dirs went with the run
