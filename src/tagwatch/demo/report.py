@@ -9,6 +9,8 @@ import html
 import io
 import json
 import shutil
+from collections.abc import Callable
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +40,26 @@ def choose_examples(published: list[PublishedPost], decisions: dict[str, dict[st
     return chosen[:limit]
 
 
-def write_thumbnails(s3, examples: list[PublishedPost], *, out_dir: Path, size: int = 160) -> dict[str, str]:
+def s3_image_fetcher(s3) -> Callable[[str], bytes]:
+    """image_uri -> bytes from S3 (the posts bucket)."""
+    from tagwatch.data.posts import split_s3_uri
+
+    def fetch(uri: str) -> bytes:
+        bucket, key = split_s3_uri(uri)
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    return fetch
+
+
+def write_thumbnails(fetch_image: Callable[[str], bytes], examples: list[PublishedPost], *, out_dir: Path,
+                     size: int = 160) -> dict[str, str]:
     """post_id -> relative path of a JPEG thumbnail copied into the report."""
     from PIL import Image
-
-    from tagwatch.data.posts import split_s3_uri
 
     (out_dir / EXAMPLES_DIR).mkdir(parents=True, exist_ok=True)
     paths = {}
     for n, post in enumerate(examples):
-        bucket, key = split_s3_uri(post.image_uri)
-        image = Image.open(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())).convert("RGB")
+        image = Image.open(io.BytesIO(fetch_image(post.image_uri))).convert("RGB")
         image.thumbnail((size, size))
         relative = f"{EXAMPLES_DIR}/{n:03d}.jpg"
         image.save(out_dir / relative, format="JPEG", quality=85)
@@ -100,7 +111,7 @@ def render_html(summary: dict[str, Any], *, figures: dict[str, str], examples: l
               ["throughput (posts/s)", s["throughput_posts_s"]], ["latency p50 (ms)", s["latency_ms"]["p50"]],
               ["latency p99 (ms)", s["latency_ms"]["p99"]]]
     quality = [[c["category"], c["positives"], c["base_rate"], c["flagged"], c["precision"], c["chance_precision"],
-                c["recall"], c["chance_recall"], c["remove_precision"], c["remove_recall"]]
+                c["recall"], c["chance_recall"], c.get("ap"), c["remove_precision"], c["remove_recall"]]
                for c in s["per_category"].values()]
     cards = "".join(
         f'<div class="card {html.escape(e["action"], quote=True)}"><img src="{html.escape(e["thumb"], quote=True)}" '
@@ -130,7 +141,7 @@ Held-out posts published as new posts, decided by the stream (Kafka consumers, T
 <p>"Flagged" = review or remove for that category. A random flagger that flags as many posts has expected precision = the
 base rate and expected recall = the flag rate (the chance columns).</p>
 {_table(["category", "positives", "base rate", "flagged", "precision", "chance precision", "recall", "chance recall",
-         "remove precision", "remove recall"], quality)}
+         "AP (chance = base rate)", "remove precision", "remove recall"], quality)}
 {_figure(figures.get("stream_pr"), "PR curves of the stream's scores per category (thresholds marked)")}
 {_figure(figures.get("stream_confusion"), "confusion per category: truth x the stream's flag")}
 <h2>Throughput and latency</h2>
@@ -147,8 +158,11 @@ base rate and expected recall = the flag rate (the chance columns).</p>
 
 def write_report(*, out_dir: Path, summary: dict[str, Any], published: list[PublishedPost],
                  decisions: dict[str, dict[str, Any]], thresholds: dict[str, dict[str, float | None]],
-                 training_plots: dict[str, str], s3) -> Path:
-    """Write index.html, summary.json and every figure into ``out_dir``; returns the index path."""
+                 training_plots: dict[str, str], fetch_image: Callable[[str], bytes] | None = None, s3=None) -> Path:
+    """Write index.html, summary.json and every figure into ``out_dir``; returns the index path.
+
+    Images of the example posts come from ``fetch_image(image_uri)``, or from the ``s3`` client."""
+    fetch_image = fetch_image or s3_image_fetcher(s3)
     import numpy as np
 
     from tagwatch.demo import plots
@@ -172,7 +186,7 @@ def write_report(*, out_dir: Path, summary: dict[str, Any], published: list[Publ
     plots.plot_throughput(summary["decided_offsets_s"], path=out_dir / "throughput.png")
     figures.update({"latency": "latency.png", "throughput": "throughput.png"})
     chosen = choose_examples(published, decisions)
-    thumbs = write_thumbnails(s3, chosen, out_dir=out_dir)
+    thumbs = write_thumbnails(fetch_image, chosen, out_dir=out_dir)
     examples = [{"post_id": p.post_id, "thumb": thumbs[p.post_id], "action": decisions[p.post_id]["action"],
                  "scores": decisions[p.post_id]["scores"], "truth": [c for c in p.categories if c != "other"],
                  "levels": category_levels(decisions[p.post_id]["scores"], thresholds)} for p in chosen]
@@ -180,3 +194,49 @@ def write_report(*, out_dir: Path, summary: dict[str, Any], published: list[Publ
     index = out_dir / "index.html"
     index.write_text(render_html(summary, figures=figures, examples=examples))
     return index
+
+
+class _ImageSources(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+        self.open_tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.sources.append(dict(attrs).get("src") or "")
+        elif tag not in {"meta", "br", "img", "hr", "link"}:
+            self.open_tags.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.open_tags and self.open_tags[-1] == tag:
+            self.open_tags.pop()
+        else:
+            self.open_tags.append(f"unbalanced </{tag}>")
+
+
+def verify_report(out_dir: Path) -> list[str]:
+    """Problems with a written report (empty: fine): the HTML parses with balanced tags, and every <img src> is a
+    relative path inside ``out_dir`` to a real PNG or JPEG file."""
+    index = out_dir / "index.html"
+    if not index.is_file():
+        return [f"{index} missing"]
+    parser = _ImageSources()
+    parser.feed(index.read_text())
+    parser.close()
+    problems = [f"unclosed or unbalanced tags: {parser.open_tags[-3:]}"] if [t for t in parser.open_tags if t != "html"] else []
+    if not parser.sources:
+        problems.append("no images")
+    root = out_dir.resolve()
+    for src in parser.sources:
+        path = (out_dir / src).resolve()
+        if src.startswith(("/", "http:", "https:", "data:")) or root not in path.parents:
+            problems.append(f"{src}: not a file inside the report directory")
+            continue
+        if not path.is_file():
+            problems.append(f"{src}: missing")
+            continue
+        head = path.read_bytes()[:8]
+        if not (head.startswith(b"\x89PNG\r\n\x1a\n") or head.startswith(b"\xff\xd8\xff")):
+            problems.append(f"{src}: neither PNG nor JPEG")
+    return problems

@@ -96,10 +96,13 @@ def run_demo(base: Settings, *, quick: bool, report_dir: Path, fresh: bool = Fal
         })
         summary["stage_seconds"] = dict(progress.stage_seconds)
         summary["wall_seconds"] = round(time.monotonic() - t0, 1)
-        from tagwatch.demo.report import write_report
+        from tagwatch.demo.report import s3_image_fetcher, verify_report, write_report
 
         index = write_report(out_dir=report_dir, summary=summary, published=published, decisions=decisions,
-                             thresholds=thresholds, training_plots=outcome.plots, s3=s3_client(settings.s3))
+                             thresholds=thresholds, training_plots=outcome.plots,
+                             fetch_image=s3_image_fetcher(s3_client(settings.s3)))
+        problems = verify_report(report_dir)
+        progress.say(f"report checked: HTML parses, every image exists ({'OK' if not problems else problems})")
     summary["stage_seconds"] = dict(progress.stage_seconds)
     summary["wall_seconds"] = round(time.monotonic() - t0, 1)
     _rewrite_times(report_dir, summary)
@@ -144,11 +147,11 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     stream.add_row("latency p50 / p99", f"{_f(s['latency_ms']['p50'], 0)} / {_f(s['latency_ms']['p99'], 0)} ms")
     console.print(stream)
     quality = Table(title="precision / recall per category vs held-out labels (flagged = review or remove)")
-    for column in ("category", "positives", "flagged", "precision", "chance", "recall", "chance"):
+    for column in ("category", "positives", "flagged", "precision", "chance", "recall", "chance", "AP", "chance"):
         quality.add_column(column, justify="right")
     for c in s["per_category"].values():
         quality.add_row(c["category"], str(c["positives"]), str(c["flagged"]), _f(c["precision"]),
-                        _f(c["chance_precision"]), _f(c["recall"]), _f(c["chance_recall"]))
+                        _f(c["chance_precision"]), _f(c["recall"]), _f(c["chance_recall"]), _f(c["ap"]), _f(c["base_rate"]))
     console.print(quality)
     times = Table(title="stage times (s)")
     times.add_column("stage")

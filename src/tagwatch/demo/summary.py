@@ -41,12 +41,15 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return float(numerator) / float(denominator) if denominator else None
 
 
-def category_quality(*, labels: np.ndarray, levels: list[str], name: str) -> dict[str, Any]:
+def category_quality(*, labels: np.ndarray, levels: list[str], name: str, scores: np.ndarray | None = None) -> dict[str, Any]:
     """Precision/recall of "flagged" (review or remove) and of "removed" for one category, plus chance levels.
 
     A random flagger that flags the same share of posts has expected precision = the base rate and expected
-    recall = its flag rate; the lifts compare against those.
+    recall = its flag rate; the lifts compare against those. ``ap``: average precision of ``scores`` (chance: the
+    base rate).
     """
+    from tagwatch.train.evaluate import average_precision
+
     y = labels.astype(bool)
     level = np.array(levels)
     flagged, removed = level != "none", level == "remove"
@@ -63,6 +66,7 @@ def category_quality(*, labels: np.ndarray, levels: list[str], name: str) -> dic
         "chance_precision": base_rate, "chance_recall": flag_rate,
         "precision_lift": precision / base_rate if precision is not None and base_rate else None,
         "recall_lift": recall / flag_rate if recall is not None and flag_rate else None,
+        "ap": average_precision(scores, y) if scores is not None and positives else None,
         "removed": int(removed.sum()),
         "remove_precision": _ratio(int((removed & y).sum()), int(removed.sum())),
         "remove_recall": _ratio(int((removed & y).sum()), positives),
@@ -103,7 +107,8 @@ def summarize(*, published: list[PublishedPost], decisions: dict[str, dict[str, 
     for name in categories:
         labels = np.array([name in p.categories for p in decided_posts], dtype=bool)
         levels = [category_levels(decisions[p.post_id]["scores"], thresholds).get(name, "none") for p in decided_posts]
-        per_category[name] = category_quality(labels=labels, levels=levels, name=name)
+        scores = np.array([decisions[p.post_id]["scores"].get(name, 0.0) for p in decided_posts], dtype=float)
+        per_category[name] = category_quality(labels=labels, levels=levels, name=name, scores=scores)
     latencies = [float(decisions[i]["latency_ms"]) for i in decided_ids]
     offsets = [(_parse_time(decisions[i]["decided_at"]) - publish_started).total_seconds() for i in decided_ids]
     span = max(offsets) if offsets else 0.0
