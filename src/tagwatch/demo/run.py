@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import signal
 import shutil
 import time
 from datetime import datetime, timezone
@@ -31,6 +32,7 @@ def run_demo(base: Settings, *, quick: bool, report_dir: Path, fresh: bool = Fal
     from tagwatch.stack import with_stack_endpoints
 
     console = console or Console()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # run the finally blocks: consumers are stopped, not orphaned
     progress = DemoProgress()
     t0 = time.monotonic()
     mode = "quick" if quick else "full"
@@ -113,6 +115,10 @@ def run_demo(base: Settings, *, quick: bool, report_dir: Path, fresh: bool = Fal
         raise CheckFailedError(f"{summary['lost']} published post(s) have neither a decision nor a dead letter",
                                hint=f"see lost_post_ids in {report_dir / 'summary.json'}")
     return summary
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _rewrite_times(report_dir: Path, summary: dict[str, Any]) -> None:

@@ -159,7 +159,9 @@ class Consumers:
         for i in range(self.count):
             sink = open(self.log_dir / f"consumer-{i}.log", "wb")
             self.children.append(subprocess.Popen(
-                [sys.executable, "-m", "tagwatch", "moderate", "--infer-batch", "16", "--max-poll-records", "32"],
+                # --idle-exit: a safety net; if the demo itself is SIGKILLed its consumers still end on their own
+                [sys.executable, "-m", "tagwatch", "moderate", "--infer-batch", "16", "--max-poll-records", "32",
+                 "--idle-exit", "120"],
                 env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True))
             sink.close()
 
