@@ -21,6 +21,7 @@ MIN_POSITIVES = 10  # below this a held-out precision/recall says nothing (openc
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # ~2.5 min here; the demo's own budget is 5 min, plus room for a loaded machine
 def test_demo_quick_decides_every_post_and_writes_a_report(tmp_path: Path) -> None:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("TAGWATCH_")},
            "TAGWATCH_PATHS__STATE_DIR": str(tmp_path / "state"), "TAGWATCH_STACK__FREE_PORTS": "true",

@@ -149,7 +149,8 @@ base rate and expected recall = the flag rate (the chance columns).</p>
 <h2>Examples</h2><div class="grid">{cards}</div>
 <h2>Training</h2>
 {_figure(figures.get("training_curves"), "training curves")}{_figure(figures.get("zipf"), "hashtag Zipf plot")}
-{_figure(figures.get("pr_curves"), "training-time holdout PR curves (torch)")}{_figure(figures.get("confusion"), "training-time holdout confusion")}
+{_figure(figures.get("pr_curves"), "training-time holdout PR curves (torch)")}
+{_figure(figures.get("confusion"), "training-time holdout confusion")}
 <h2>Stages</h2>{_table(["stage", "seconds"], stages)}{_table(["training step", "seconds"], steps)}
 <h2>Reused</h2><ul>{reused}</ul>
 </body></html>

@@ -85,7 +85,8 @@ def run_demo(base: Settings, *, quick: bool, report_dir: Path, fresh: bool = Fal
         policy = stages.read_policy(settings, version=outcome.model_version)
         thresholds = thresholds_of(policy)
         summary = summarize(published=published, decisions=decisions, dead_letters=dict(dlq.found),
-                            categories=[c for c in outcome.categories if c != OTHER_CATEGORY], thresholds=thresholds, publish_started=publish_started,
+                            categories=[c for c in outcome.categories if c != OTHER_CATEGORY], thresholds=thresholds,
+                            publish_started=publish_started,
                             model={"name": outcome.model_name, "version": outcome.model_version,
                                    "policy_version": policy.get("version")})
         summary.update({

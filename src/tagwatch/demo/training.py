@@ -104,7 +104,8 @@ def run_training(settings: Settings, *, quick: bool, progress: DemoProgress) -> 
     registry = open_registry(settings)
     previous = _reusable(work, registry, digest)
     if previous is not None:
-        if registry.read_alias("production") is None or registry.read_alias("production").version != previous.model_version:
+        production = registry.read_alias("production")
+        if production is None or production.version != previous.model_version:
             registry.promote(previous.model_version, alias="production", reason="tagwatch demo (reused)")
         previous.reused = reused + [f"model {previous.model_name} v{previous.model_version} (same dataset and config "
                                     f"{digest}; delete {work} or pass --fresh to retrain)"]
