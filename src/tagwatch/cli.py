@@ -263,14 +263,22 @@ def stack_check() -> None:
 
 # -- demo --------------------------------------------------------------------------------------------
 @app.command("demo")
-def demo(quick: Annotated[bool, typer.Option("--quick", help="The ≤5-minute variant.")] = False) -> None:
-    """The whole product end to end on the embedded stack (lands with the demo issue)."""
-    build_settings()
-    out.print(
-        "[yellow]tagwatch demo is not built yet[/]: the foundation (stack, settings, CLI) is in place; "
-        "ingest, training, serving and the moderation stream land with their issues.\n"
-        "Try: tagwatch stack up && tagwatch stack check && tagwatch stack down"
-    )
+def demo(
+    quick: Annotated[bool, typer.Option("--quick", help="The ≤5-minute variant (a corpus subset, a tiny model).")] = False,
+    report_dir: Annotated[Path, typer.Option("--report-dir", help="Where index.html, summary.json and figures go.")] = Path(
+        "tagwatch-report"),
+    fresh: Annotated[bool, typer.Option("--fresh", help="Retrain even if a model of the same config is registered.")] = False,
+    consumers: Annotated[int, typer.Option("--consumers", min=1, help="Moderation consumer processes.")] = 2,
+    rate: Annotated[Optional[float], typer.Option(help="Publish at most this many posts/s (default: a burst).")] = None,
+) -> None:
+    """The whole product end to end on the embedded stack: ingest, train, serve, moderate, report."""
+    import os
+
+    from tagwatch.demo.run import run_demo
+
+    settings = build_settings()
+    os.environ["TAGWATCH_PATHS__STATE_DIR"] = str(settings.paths.state_dir)  # the demo's child processes
+    run_demo(settings, quick=quick, report_dir=report_dir, fresh=fresh, consumers=consumers, rate=rate, console=out)
 
 
 # -- entry point -------------------------------------------------------------------------------------

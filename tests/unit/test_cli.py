@@ -98,6 +98,15 @@ def test_logs_rejects_unknown_service(tmp_path):
     _one_line_error(result, "kafkaa", "seaweedfs")
 
 
-def test_demo_says_not_built_yet(tmp_path):
-    result = run_cli("demo", env=_env(tmp_path))
-    assert result.returncode == 0 and "not built yet" in result.stdout
+def test_demo_help_lists_its_options_and_bad_state_dir_is_one_error_line(tmp_path):
+    help_text = run_cli("demo", "--help", env=_env(tmp_path)).stdout
+    for option in ("--quick", "--report-dir", "--fresh", "--consumers"):
+        assert option in help_text
+    (tmp_path / "file").write_text("not a directory")
+    result = run_cli("demo", "--quick", "--report-dir", str(tmp_path / "r"),
+                     env=_env(tmp_path, TAGWATCH_PATHS__STATE_DIR=str(tmp_path / "file" / "state")))
+    assert result.returncode == 3
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "state dir" in errors[0], result.stderr  # after the stage lines, one error + hint
+    assert any(line.startswith("hint: ") for line in result.stderr.splitlines()) and "Traceback" not in result.stderr
+    assert not (tmp_path / "r").exists()

@@ -45,7 +45,18 @@ def calibrate_category(scores: np.ndarray, labels: np.ndarray, *, target_precisi
 
 
 def build_policy(*, scores: np.ndarray, targets: np.ndarray, category_names: list[str], target_precision: float,
-                 target_recall: float, model: dict[str, Any], calibration: dict[str, Any], version: str) -> dict[str, Any]:
+                 target_recall: float, model: dict[str, Any], calibration: dict[str, Any], version: str,
+                 never_flag: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """``never_flag``: categories that must never review or remove (the data build's "other" = no moderation
+    category applies): their thresholds are NEVER, their calibration figures are kept for the record."""
+    categories = {
+        name: calibrate_category(scores[:, c], targets[:, c], target_precision=target_precision,
+                                 target_recall=target_recall)
+        for c, name in enumerate(category_names)
+    }
+    for name in never_flag & set(categories):
+        categories[name].update(remove_threshold=NEVER, review_threshold=NEVER, remove_achievable=False,
+                                review_achievable=False)
     return {
         "schema_version": POLICY_SCHEMA_VERSION,
         "version": version,
@@ -53,11 +64,7 @@ def build_policy(*, scores: np.ndarray, targets: np.ndarray, category_names: lis
         "model": model,
         "calibration": calibration,
         "decision_rule": "remove if score >= remove_threshold, else review if score >= review_threshold, else allow",
-        "categories": {
-            name: calibrate_category(scores[:, c], targets[:, c], target_precision=target_precision,
-                                     target_recall=target_recall)
-            for c, name in enumerate(category_names)
-        },
+        "categories": categories,
     }
 
 

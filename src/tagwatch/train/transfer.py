@@ -27,6 +27,7 @@ from tagwatch.train.policy import build_policy
 from tagwatch.train.report import clean_json, write_report
 
 log = logging.getLogger("tagwatch.train")
+OTHER_CATEGORY = "other"  # the data build's "no moderation category applies" (categories.yaml `other`): never flagged
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ def _transfer(cfg: TransferConfig, info) -> dict:
             model={"run_id": run_id, "checkpoint": checkpoint_uri, "manifest_hash": dataset.manifest.content_hash,
                    "vocabulary_version": dataset.manifest.vocabulary_version, "registry_version": None},
             calibration={"dataset": dataset.uri, "split": "val", "images": len(val.keys)},
-            version=cfg.policy_version or f"policy-{run_id}")
+            version=cfg.policy_version or f"policy-{run_id}", never_flag=frozenset({OTHER_CATEGORY}))
         policy = clean_json(policy)
         write_json(output_dir / "policy.json", policy)
         store.put_json("policy.json", policy)

@@ -1,0 +1,243 @@
+"""The demo's report: a self-contained directory (index.html, summary.json, PNG figures, example thumbnails).
+
+Every value that reaches the HTML goes through ``html.escape``; every image the page links lies in the directory.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import shutil
+from collections.abc import Callable
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+from tagwatch.demo.summary import PublishedPost, category_levels
+
+EXAMPLES_DIR = "examples"
+
+
+def choose_examples(published: list[PublishedPost], decisions: dict[str, dict[str, Any]], *,
+                    limit: int = 24) -> list[PublishedPost]:
+    """Removes first, then reviews, then missed positives, then allows: the interesting posts, at most ``limit``."""
+    decided = [p for p in published if p.post_id in decisions]
+
+    def positive(p: PublishedPost) -> bool:
+        return any(c != "other" for c in p.categories)
+
+    groups = [
+        [p for p in decided if decisions[p.post_id]["action"] == "remove"],
+        [p for p in decided if decisions[p.post_id]["action"] == "review"],
+        [p for p in decided if decisions[p.post_id]["action"] == "allow" and positive(p)],
+        [p for p in decided if decisions[p.post_id]["action"] == "allow" and not positive(p)],
+    ]
+    quota = [8, 8, 4, limit]
+    chosen: list[PublishedPost] = []
+    for group, most in zip(groups, quota, strict=True):
+        chosen.extend(group[: min(most, limit - len(chosen))])
+    return chosen[:limit]
+
+
+def s3_image_fetcher(s3) -> Callable[[str], bytes]:
+    """image_uri -> bytes from S3 (the posts bucket)."""
+    from tagwatch.data.posts import split_s3_uri
+
+    def fetch(uri: str) -> bytes:
+        bucket, key = split_s3_uri(uri)
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    return fetch
+
+
+def write_thumbnails(fetch_image: Callable[[str], bytes], examples: list[PublishedPost], *, out_dir: Path,
+                     size: int = 160) -> dict[str, str]:
+    """post_id -> relative path of a JPEG thumbnail copied into the report."""
+    from PIL import Image
+
+    (out_dir / EXAMPLES_DIR).mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for n, post in enumerate(examples):
+        image = Image.open(io.BytesIO(fetch_image(post.image_uri))).convert("RGB")
+        image.thumbnail((size, size))
+        relative = f"{EXAMPLES_DIR}/{n:03d}.jpg"
+        image.save(out_dir / relative, format="JPEG", quality=85)
+        paths[post.post_id] = relative
+    return paths
+
+
+def copy_plots(plots: dict[str, str], *, out_dir: Path) -> dict[str, str]:
+    """Copy the training stage's PNGs next to index.html; name -> relative path (missing files are left out)."""
+    copied = {}
+    for name, source in plots.items():
+        if Path(source).is_file():
+            relative = f"training-{name}.png"
+            shutil.copyfile(source, out_dir / relative)
+            copied[name] = relative
+    return copied
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _figure(src: str | None, caption: str) -> str:
+    if not src:
+        return ""
+    return (f'<figure><img src="{html.escape(src, quote=True)}" alt="{html.escape(caption, quote=True)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def render_html(summary: dict[str, Any], *, figures: dict[str, str], examples: list[dict[str, Any]]) -> str:
+    """The page. ``figures``: name -> relative PNG path; ``examples``: dicts with thumb, action, scores, truth."""
+    s = summary
+    stages = [[name, f"{seconds:.1f}"] for name, seconds in s.get("stage_seconds", {}).items()]
+    steps = [[name, f"{seconds:.1f}"] for name, seconds in s.get("training", {}).get("step_seconds", {}).items()]
+    stream = [["posts published", s["posts_published"]], ["decided", s["decided"]],
+              ["dead-lettered", s["dead_lettered"]], ["lost", s["lost"]],
+              *[[f"decisions: {a}", n] for a, n in s["decisions_by_action"].items()],
+              *[[f"DLQ: {r}", n] for r, n in s["dlq_by_reason"].items()],
+              ["throughput (posts/s)", s["throughput_posts_s"]], ["latency p50 (ms)", s["latency_ms"]["p50"]],
+              ["latency p99 (ms)", s["latency_ms"]["p99"]]]
+    quality = [[c["category"], c["positives"], c["base_rate"], c["flagged"], c["precision"], c["chance_precision"],
+                c["recall"], c["chance_recall"], c.get("ap"), c["remove_precision"], c["remove_recall"]]
+               for c in s["per_category"].values()]
+    cards = "".join(
+        f'<div class="card {html.escape(e["action"], quote=True)}"><img src="{html.escape(e["thumb"], quote=True)}" '
+        f'alt="{html.escape(e["post_id"], quote=True)}"><div><b>{html.escape(e["action"])}</b> · truth: '
+        f'{html.escape(", ".join(e["truth"]) or "none")}</div><div class="scores">'
+        + html.escape(", ".join(f"{k} {v:.2f}" for k, v in sorted(e["scores"].items(), key=lambda kv: -kv[1])[:3]))
+        + "</div></div>" for e in examples)
+    model = s.get("model", {})
+    reused = "".join(f"<li>{html.escape(r)}</li>" for r in s.get("reused", [])) or "<li>nothing (a fresh run)</li>"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>tagwatch demo report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1200px; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
+th {{ background: #f3f3f3; }} td:first-child {{ text-align: left; }}
+figure {{ display: inline-block; margin: 0.5em; }} figure img {{ max-width: 100%; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 10px; }} .card {{ width: 170px; border: 2px solid #ccc; padding: 4px; font-size: 12px; }}
+.card.remove {{ border-color: #c0392b; }} .card.review {{ border-color: #e67e22; }} .card.allow {{ border-color: #27ae60; }}
+.scores {{ color: #555; }}
+</style></head><body>
+<h1>tagwatch demo ({html.escape(s.get("mode", ""))})</h1>
+<p>Model <b>{html.escape(str(model.get("name", "")))}</b> version <b>{html.escape(str(model.get("version", "")))}</b>
+(dataset {html.escape(str(s.get("dataset", "")))}); wall time {html.escape(_fmt(s.get("wall_seconds"), 1))} s.
+Held-out posts published as new posts, decided by the stream (Kafka consumers, Triton, policy), checked against their labels.</p>
+<h2>Stream</h2>{_table(["figure", "value"], stream)}
+<h2>Precision and recall per category (held-out labels)</h2>
+<p>"Flagged" = review or remove for that category. A random flagger that flags as many posts has expected precision = the
+base rate and expected recall = the flag rate (the chance columns).</p>
+{_table(["category", "positives", "base rate", "flagged", "precision", "chance precision", "recall", "chance recall",
+         "AP (chance = base rate)", "remove precision", "remove recall"], quality)}
+{_figure(figures.get("stream_pr"), "PR curves of the stream's scores per category (thresholds marked)")}
+{_figure(figures.get("stream_confusion"), "confusion per category: truth x the stream's flag")}
+<h2>Throughput and latency</h2>
+{_figure(figures.get("latency"), "post-to-decision latency")}{_figure(figures.get("throughput"), "decisions per second")}
+<h2>Examples</h2><div class="grid">{cards}</div>
+<h2>Training</h2>
+{_figure(figures.get("training_curves"), "training curves")}{_figure(figures.get("zipf"), "hashtag Zipf plot")}
+{_figure(figures.get("pr_curves"), "training-time holdout PR curves (torch)")}
+{_figure(figures.get("confusion"), "training-time holdout confusion")}
+<h2>Stages</h2>{_table(["stage", "seconds"], stages)}{_table(["training step", "seconds"], steps)}
+<h2>Reused</h2><ul>{reused}</ul>
+</body></html>
+"""
+
+
+def write_report(*, out_dir: Path, summary: dict[str, Any], published: list[PublishedPost],
+                 decisions: dict[str, dict[str, Any]], thresholds: dict[str, dict[str, float | None]],
+                 training_plots: dict[str, str], fetch_image: Callable[[str], bytes] | None = None, s3=None) -> Path:
+    """Write index.html, summary.json and every figure into ``out_dir``; returns the index path.
+
+    Images of the example posts come from ``fetch_image(image_uri)``, or from the ``s3`` client."""
+    fetch_image = fetch_image or s3_image_fetcher(s3)
+    import numpy as np
+
+    from tagwatch.demo import plots
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (out_dir / EXAMPLES_DIR,):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+    figures = copy_plots(training_plots, out_dir=out_dir)
+    categories = list(summary["per_category"])
+    decided = [p for p in published if p.post_id in decisions]
+    if decided and categories:
+        scores = np.array([[decisions[p.post_id]["scores"].get(c, 0.0) for c in categories] for p in decided])
+        labels = np.array([[c in p.categories for c in categories] for p in decided])
+        plots.plot_stream_pr_curves(scores, labels, categories, path=out_dir / "stream-pr.png", thresholds=thresholds)
+        figures["stream_pr"] = "stream-pr.png"
+        plots.plot_stream_confusion({c: summary["per_category"][c]["confusion"] for c in categories},
+                                    path=out_dir / "stream-confusion.png")
+        figures["stream_confusion"] = "stream-confusion.png"
+    plots.plot_latency(summary["latencies_ms"], path=out_dir / "latency.png")
+    plots.plot_throughput(summary["decided_offsets_s"], path=out_dir / "throughput.png")
+    figures.update({"latency": "latency.png", "throughput": "throughput.png"})
+    chosen = choose_examples(published, decisions)
+    thumbs = write_thumbnails(fetch_image, chosen, out_dir=out_dir)
+    examples = [{"post_id": p.post_id, "thumb": thumbs[p.post_id], "action": decisions[p.post_id]["action"],
+                 "scores": decisions[p.post_id]["scores"], "truth": [c for c in p.categories if c != "other"],
+                 "levels": category_levels(decisions[p.post_id]["scores"], thresholds)} for p in chosen]
+    (out_dir / "summary.json").write_text(json.dumps({**summary, "figures": figures, "examples": examples}, indent=1))
+    index = out_dir / "index.html"
+    index.write_text(render_html(summary, figures=figures, examples=examples))
+    return index
+
+
+class _ImageSources(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+        self.open_tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.sources.append(dict(attrs).get("src") or "")
+        elif tag not in {"meta", "br", "img", "hr", "link"}:
+            self.open_tags.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.open_tags and self.open_tags[-1] == tag:
+            self.open_tags.pop()
+        else:
+            self.open_tags.append(f"unbalanced </{tag}>")
+
+
+def verify_report(out_dir: Path) -> list[str]:
+    """Problems with a written report (empty: fine): the HTML parses with balanced tags, and every <img src> is a
+    relative path inside ``out_dir`` to a real PNG or JPEG file."""
+    index = out_dir / "index.html"
+    if not index.is_file():
+        return [f"{index} missing"]
+    parser = _ImageSources()
+    parser.feed(index.read_text())
+    parser.close()
+    problems = [f"unclosed or unbalanced tags: {parser.open_tags[-3:]}"] if [t for t in parser.open_tags if t != "html"] else []
+    if not parser.sources:
+        problems.append("no images")
+    root = out_dir.resolve()
+    for src in parser.sources:
+        path = (out_dir / src).resolve()
+        if src.startswith(("/", "http:", "https:", "data:")) or root not in path.parents:
+            problems.append(f"{src}: not a file inside the report directory")
+            continue
+        if not path.is_file():
+            problems.append(f"{src}: missing")
+            continue
+        head = path.read_bytes()[:8]
+        if not (head.startswith(b"\x89PNG\r\n\x1a\n") or head.startswith(b"\xff\xd8\xff")):
+            problems.append(f"{src}: neither PNG nor JPEG")
+    return problems

@@ -1,0 +1,170 @@
+"""`tagwatch demo`: every stage in order, each timed, then the summary table and the report."""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from tagwatch.demo import stages
+from tagwatch.demo.progress import DemoProgress
+from tagwatch.demo.summary import summarize, thresholds_of
+from tagwatch.demo.training import run_training
+from tagwatch.errors import CheckFailedError
+from tagwatch.train.transfer import OTHER_CATEGORY
+from tagwatch.settings import Settings
+
+
+def run_demo(base: Settings, *, quick: bool, report_dir: Path, fresh: bool = False, consumers: int = 2,
+             rate: float | None = None, console: Console | None = None) -> dict[str, Any]:
+    """Run the demo on the embedded stack of ``base``'s state dir; returns the summary (also summary.json).
+
+    Raises CheckFailedError (exit 5) if any published post ends with neither a decision nor a dead letter.
+    """
+    from tagwatch.clients import s3_client
+    from tagwatch.stack import with_stack_endpoints
+
+    console = console or Console()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # run the finally blocks: consumers are stopped, not orphaned
+    progress = DemoProgress()
+    t0 = time.monotonic()
+    mode = "quick" if quick else "full"
+    run_tag = f"d{datetime.now(timezone.utc).strftime('%H%M%S')}{secrets.token_hex(2)}"
+    timeout_s = 240.0 if quick else 900.0
+    with progress.stage("stack", "SeaweedFS (S3) + Tansu (Kafka) on 127.0.0.1, reused if already up"):
+        up = stages.bring_stack_up(base, progress=progress)
+        progress.say(f"started {', '.join(up.started) or 'nothing'}; already running {', '.join(up.already_running) or 'nothing'}")
+    settings = with_stack_endpoints(base)
+    with progress.stage("ingest", "openclipart SVGs -> 256 px JPEG + PDQ + caption -> posts bucket (resumable)"
+                        + (" [quick subset]" if quick else " [whole corpus]")):
+        ingest = stages.ingest_corpus(settings, quick=quick, progress=progress)
+    if fresh:
+        shutil.rmtree(stages.demo_dir(settings) / "training", ignore_errors=True)
+    with progress.stage("training", "data build -> pretrain on hashtags -> transfer to categories + calibrate -> "
+                        "ONNX export -> register -> promote production"):
+        outcome = run_training(settings, quick=quick, progress=progress)
+        for line in outcome.reused:
+            progress.say(f"reused {line}")
+        progress.say(f"production = {outcome.model_name} v{outcome.model_version} (dataset {outcome.dataset})")
+    with progress.stage("serve", "the stack's Triton on 127.0.0.1 serving the production alias"):
+        settings = stages.serve_production(base, version=outcome.model_version, progress=progress)
+    group = stages.Consumers(settings, processes=consumers, log_dir=stages.demo_dir(settings) / "logs" / run_tag)
+    try:
+        with progress.stage("consumers", f"{consumers} `tagwatch moderate` processes in group {settings.kafka.consumer_group}"):
+            group.start()
+            progress.say(f"pids {', '.join(str(c.pid) for c in group.children)}; logs in {group.log_dir}")
+            group.wait_joined(progress=progress)
+        with progress.stage("publish", "the dataset's held-out posts as new post.created events (acks=all)"):
+            pairs = stages.held_out_posts(settings, dataset=outcome.dataset, run_tag=run_tag)
+            published = [p for _, p in pairs]
+            dlq = stages.DeadLetterReader(settings, {p.post_id for p in published})
+            dlq.start()
+            publish_started = datetime.now(timezone.utc)
+            from tagwatch.moderation.publish import publish_posts
+
+            sent = publish_posts(settings, (post for post, _ in pairs), rate=rate,
+                                 on_sent=lambda n: progress.update("published", completed=n, total=len(pairs)))
+            progress.say(f"published {sent} posts to {settings.kafka.topics.posts}")
+        with progress.stage("decide", "wait until every post has a ledger record or a dead letter"):
+            try:
+                decided = stages.wait_for_outcomes(settings, wanted={p.post_id for p in published}, dlq=dlq,
+                                                   consumers=group, progress=progress, timeout_s=timeout_s)
+            finally:
+                dlq.stop()
+    finally:
+        consumer_stats = group.stop()
+    with progress.stage("report", f"summary, figures and example thumbnails -> {report_dir}"):
+        decisions = stages.read_decisions(settings, decided)
+        policy = stages.read_policy(settings, version=outcome.model_version)
+        thresholds = thresholds_of(policy)
+        summary = summarize(published=published, decisions=decisions, dead_letters=dict(dlq.found),
+                            categories=[c for c in outcome.categories if c != OTHER_CATEGORY], thresholds=thresholds,
+                            publish_started=publish_started,
+                            model={"name": outcome.model_name, "version": outcome.model_version,
+                                   "policy_version": policy.get("version")})
+        summary.update({
+            "mode": mode, "dataset": outcome.dataset, "run_tag": run_tag, "reused": outcome.reused,
+            "ingest": {"ingested": ingest.ingested, "already_there": ingest.already_there, "posts_total": ingest.posts_total,
+                       "skipped": ingest.skipped},
+            "training": {"eval_metrics": outcome.eval_metrics, "step_seconds": outcome.step_seconds,
+                         "config_hash": outcome.config_hash},
+            "consumers": consumer_stats, "thresholds": thresholds,
+        })
+        summary["stage_seconds"] = dict(progress.stage_seconds)
+        summary["wall_seconds"] = round(time.monotonic() - t0, 1)
+        from tagwatch.demo.report import s3_image_fetcher, verify_report, write_report
+
+        index = write_report(out_dir=report_dir, summary=summary, published=published, decisions=decisions,
+                             thresholds=thresholds, training_plots=outcome.plots,
+                             fetch_image=s3_image_fetcher(s3_client(settings.s3)))
+        problems = verify_report(report_dir)
+        progress.say(f"report checked: HTML parses, every image exists ({'OK' if not problems else problems})")
+    summary["stage_seconds"] = dict(progress.stage_seconds)
+    summary["wall_seconds"] = round(time.monotonic() - t0, 1)
+    _rewrite_times(report_dir, summary)
+    print_summary(console, summary)
+    console.print(f"report: {index}  (machine-readable: {report_dir / 'summary.json'})")
+    console.print("stop everything with `tagwatch stack down` (make down)")
+    if summary["lost"]:
+        raise CheckFailedError(f"{summary['lost']} published post(s) have neither a decision nor a dead letter",
+                               hint=f"see lost_post_ids in {report_dir / 'summary.json'}")
+    return summary
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _rewrite_times(report_dir: Path, summary: dict[str, Any]) -> None:
+    """The report stage's own time is known only after it ends: patch it into summary.json."""
+    import json
+
+    path = report_dir / "summary.json"
+    data = json.loads(path.read_text())
+    data.update({"stage_seconds": summary["stage_seconds"], "wall_seconds": summary["wall_seconds"]})
+    path.write_text(json.dumps(data, indent=1))
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    return "–" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
+
+
+def print_summary(console: Console, summary: dict[str, Any]) -> None:
+    s = summary
+    stream = Table(title=f"tagwatch demo ({s['mode']}): {s['model']['name']} v{s['model']['version']}, "
+                         f"wall time {s['wall_seconds']:.0f}s")
+    stream.add_column("stream")
+    stream.add_column("value", justify="right")
+    stream.add_row("posts published", str(s["posts_published"]))
+    stream.add_row("decided", str(s["decided"]))
+    stream.add_row("dead-lettered", str(s["dead_lettered"]))
+    stream.add_row("lost", ("[green]0[/]" if not s["lost"] else f"[red]{s['lost']}[/]"))
+    for action, n in s["decisions_by_action"].items():
+        stream.add_row(f"  {action}", str(n))
+    for reason, n in s["dlq_by_reason"].items() or {"(none)": 0}.items():
+        stream.add_row(f"  DLQ {reason}", str(n))
+    stream.add_row("throughput", f"{_f(s['throughput_posts_s'], 1)} posts/s")
+    stream.add_row("latency p50 / p99", f"{_f(s['latency_ms']['p50'], 0)} / {_f(s['latency_ms']['p99'], 0)} ms")
+    console.print(stream)
+    quality = Table(title="precision / recall per category vs held-out labels (flagged = review or remove)")
+    for column in ("category", "positives", "flagged", "precision", "chance", "recall", "chance", "AP", "chance"):
+        quality.add_column(column, justify="right")
+    for c in s["per_category"].values():
+        quality.add_row(c["category"], str(c["positives"]), str(c["flagged"]), _f(c["precision"]),
+                        _f(c["chance_precision"]), _f(c["recall"]), _f(c["chance_recall"]), _f(c["ap"]), _f(c["base_rate"]))
+    console.print(quality)
+    times = Table(title="stage times (s)")
+    times.add_column("stage")
+    times.add_column("seconds", justify="right")
+    for name, seconds in s["stage_seconds"].items():
+        times.add_row(name, f"{seconds:.1f}")
+    for name, seconds in s["training"]["step_seconds"].items():
+        times.add_row(f"  training: {name}", f"{seconds:.1f}")
+    console.print(times)

@@ -1,0 +1,319 @@
+"""The demo's platform stages: stack up, ingest, serve on the local Triton, consumer processes, publish the held-out
+posts, wait for every decision (ledger) or dead letter, and read them back."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tagwatch.demo.progress import DemoProgress
+from tagwatch.demo.summary import PublishedPost
+from tagwatch.errors import CheckFailedError, StackError
+from tagwatch.settings import Settings
+
+log = logging.getLogger(__name__)
+QUICK_POSTS = 700
+
+
+def demo_dir(settings: Settings) -> Path:
+    return settings.paths.state_dir / "demo"
+
+
+# -- stack ---------------------------------------------------------------------------------------------
+def bring_stack_up(base: Settings, *, progress: DemoProgress):
+    from tagwatch.stack import Stack
+
+    result = Stack(base).up(report=progress.say)
+    for name, why in result.skipped.items():
+        if why.startswith("failed"):
+            raise StackError(f"{name} {why}", hint=f"`tagwatch stack logs {name}`")
+    return result
+
+
+# -- ingest --------------------------------------------------------------------------------------------
+def select_quick_subset(*, root: Path, total: int, seed: int = 0) -> tuple[list[str], int]:
+    """Every openclipart item whose keywords put it in a moderation category, plus a seeded random sample of the
+    others up to ``total``: a small corpus that still has positives to measure. Returns (refs, positives)."""
+    from tagwatch.data.categories import CategoryMatcher, load_categories
+    from tagwatch.data.sources import openclipart
+    from tagwatch.data.wordnet import load_wordnet
+
+    categories, _ = load_categories()
+    matcher = CategoryMatcher(categories, load_wordnet())
+    positives, others = [], []
+    for item in openclipart.list_items(root=root):
+        keywords, _bad, _title, _author = openclipart.parse_metadata(Path(item.payload).read_bytes())
+        cats = matcher.post_categories(keywords)
+        (positives if any(c != categories.other for c in cats) else others).append(item.ref)
+    rest = random.Random(seed).sample(others, max(0, min(len(others), total - len(positives))))
+    return sorted(positives + rest), len(positives)
+
+
+def prepare_quick_source(settings: Settings, *, progress: DemoProgress) -> Path:
+    """A directory with the quick subset's SVGs at their original relative paths (so post ids match a full
+    ingest's: a later full demo ingests only the rest)."""
+    from tagwatch.data.sources.openclipart import DEFAULT_ROOT
+
+    target = demo_dir(settings) / "openclipart-quick"
+    listing = target / ".subset.json"
+    if listing.exists():
+        refs = json.loads(listing.read_text())["refs"]
+        progress.say(f"reusing the quick subset ({len(refs)} items) in {target}")
+        return target
+    refs, positives = select_quick_subset(root=DEFAULT_ROOT, total=QUICK_POSTS)
+    for ref in refs:
+        (target / ref).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(DEFAULT_ROOT / ref, target / ref)
+    listing.write_text(json.dumps({"refs": refs, "positives": positives}))
+    progress.say(f"quick subset: {len(refs)} openclipart items, {positives} of them in a moderation category "
+                 f"(all there are) + {len(refs) - positives} seeded random others")
+    return target
+
+
+def ingest_corpus(settings: Settings, *, quick: bool, progress: DemoProgress):
+    from tagwatch.clients import s3_client
+    from tagwatch.data.ingest import ingest_source
+
+    root = prepare_quick_source(settings, progress=progress) if quick else None
+    label = "render + upload"
+    report = ingest_source(
+        client=s3_client(settings.s3), bucket=settings.s3.buckets.posts, source="openclipart", root=root,
+        on_total=lambda n: progress.update(label, completed=0, total=n),
+        on_advance=lambda n: progress.advance(label, n))
+    progress.say(f"ingested {report.ingested} new posts ({report.already_there} already in S3, "
+                 f"{sum(report.skipped.values())} skipped: {report.skipped or 'none'}); {report.posts_total} openclipart posts in S3")
+    return report
+
+
+# -- serving -------------------------------------------------------------------------------------------
+def serve_production(base: Settings, *, version: int, progress: DemoProgress, timeout_s: float = 60.0) -> Settings:
+    """Start the stack's Triton on `production` (or let a running one hot-swap to it); wait until it serves
+    ``version``. A running Triton that refuses the swap (another input shape) is restarted. Returns settings
+    pointing at it."""
+    from tagwatch.stack import with_stack_endpoints
+
+    result = bring_stack_up(base, progress=progress)
+    if "triton" in result.skipped:
+        raise StackError(f"Triton did not start: {result.skipped['triton']}", hint="`tagwatch stack logs triton`")
+    if not _wait_served(base, version, timeout_s=15.0 if "triton" in result.already_running else timeout_s):
+        if "triton" not in result.already_running:
+            raise StackError(f"Triton does not serve version {version} after {timeout_s:.0f}s", hint="`tagwatch stack logs triton`")
+        progress.say(f"the running Triton did not hot-swap to version {version} (see its log); restarting it")
+        restart_triton(base)
+        bring_stack_up(base, progress=progress)
+        if not _wait_served(base, version, timeout_s=timeout_s):
+            raise StackError(f"Triton does not serve version {version} after a restart", hint="`tagwatch stack logs triton`")
+    progress.say(f"Triton serves version {version}")
+    return with_stack_endpoints(base)
+
+
+def _wait_served(base: Settings, version: int, *, timeout_s: float) -> bool:
+    from tagwatch.serving.server import served_file
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if json.loads(served_file(base).read_text()).get("version") == version:
+                return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def restart_triton(base: Settings) -> None:
+    """Stop only the stack's Triton (the next `stack up` starts it again on the same ports)."""
+    from tagwatch.stack import process
+    from tagwatch.stack.state import read_state
+    from tagwatch.stack.triton import TritonService
+
+    state = read_state(base.paths.stack_file)
+    recorded = state.services.get("triton") if state else None
+    if recorded is not None:
+        process.stop(recorded.process, timeout_s=base.stack.stop_timeout_s)
+        TritonService(base, state.ports).after_stop()
+
+
+# -- consumers -----------------------------------------------------------------------------------------
+class Consumers:
+    """``tagwatch moderate`` processes started (and always stopped) by the demo."""
+
+    def __init__(self, settings: Settings, *, processes: int, log_dir: Path) -> None:
+        self.settings, self.count, self.log_dir = settings, processes, log_dir
+        self.children: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "TAGWATCH_PATHS__STATE_DIR": str(self.settings.paths.state_dir)}
+        for i in range(self.count):
+            sink = open(self.log_dir / f"consumer-{i}.log", "wb")
+            self.children.append(subprocess.Popen(
+                # --idle-exit: a safety net; if the demo itself is SIGKILLed its consumers still end on their own
+                [sys.executable, "-m", "tagwatch", "moderate", "--infer-batch", "16", "--max-poll-records", "32",
+                 "--idle-exit", "120"],
+                env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True))
+            sink.close()
+
+    def wait_joined(self, *, progress: DemoProgress, timeout_s: float = 60.0) -> None:
+        """Until every process has its Triton model and subscribed, then the group's first join (about
+        session_timeout/2 on Tansu, PLATFORM.md): posts published earlier would wait out the join, and that
+        start-up would count as post-to-decision latency."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            logs = [(self.log_dir / f"consumer-{i}.log").read_text(errors="replace") for i in range(self.count)]
+            if all("moderating" in text for text in logs):
+                break
+            time.sleep(0.3)
+        join_s = self.settings.kafka.session_timeout_ms / 1000
+        progress.say(f"consumers subscribed; waiting {join_s:.0f}s for the group's first join")
+        time.sleep(join_s)
+
+    def check_alive(self) -> None:
+        for i, child in enumerate(self.children):
+            if child.poll() is not None:
+                tail = (self.log_dir / f"consumer-{i}.log").read_text(errors="replace").strip().splitlines()[-2:]
+                raise StackError(f"consumer {i} exited {child.returncode}: {' | '.join(tail)[:300]}",
+                                 hint=f"read {self.log_dir / f'consumer-{i}.log'}")
+
+    def last_warning(self) -> str:
+        for i in range(len(self.children)):
+            lines = [line for line in (self.log_dir / f"consumer-{i}.log").read_text(errors="replace").splitlines()
+                     if "WARNING" in line or "ERROR" in line]
+            if lines:
+                return " ".join(lines[-1].split())
+        return "no warnings"
+
+    def stop(self, timeout_s: float = 20.0) -> list[dict[str, Any]]:
+        """SIGTERM (finish the batch, commit, leave the group), SIGKILL after ``timeout_s``; their final stats."""
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for child in self.children:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(timeout=10)
+        stats = []
+        for i in range(len(self.children)):
+            for line in reversed((self.log_dir / f"consumer-{i}.log").read_text(errors="replace").splitlines()):
+                if line.startswith("{") and '"consumed"' in line:
+                    stats.append(json.loads(line))
+                    break
+        self.children = []
+        return stats
+
+
+# -- publish and wait ----------------------------------------------------------------------------------
+def held_out_posts(settings: Settings, *, dataset: str, run_tag: str) -> list[tuple[Any, PublishedPost]]:
+    """The dataset's held-out posts under run-unique ids (a rerun is decided again, not found in the ledger)."""
+    from tagwatch.moderation.publish import holdout_posts
+
+    name, _, version = dataset.partition("/")
+    out = []
+    for post, categories in holdout_posts(settings, dataset=name, version=version):
+        demo_id = f"{post.post_id}.{run_tag}"[:128]
+        out.append((post.model_copy(update={"post_id": demo_id}),
+                    PublishedPost(post_id=demo_id, original_id=post.post_id, categories=list(categories),
+                                  image_uri=post.image_uri)))
+    return out
+
+
+class DeadLetterReader:
+    """Reads the DLQ topic from the start in a thread; keeps post_id (record key) -> reason for our posts."""
+
+    def __init__(self, settings: Settings, wanted: set[str]) -> None:
+        self.settings, self.wanted = settings, wanted
+        self.found: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dlq-reader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        from tagwatch.clients import kafka_config
+
+        topic = self.settings.kafka.topics.dead_letter
+        consumer = KafkaConsumer(enable_auto_commit=False, **kafka_config(self.settings.kafka, client_id="tagwatch-demo-dlq"))
+        try:
+            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or set())]
+            consumer.assign(tps)
+            for tp in tps:
+                consumer.seek(tp, 0)  # Tansu's end offsets are unreliable: read everything, keep ours
+            while not self._stop.is_set():
+                for records in consumer.poll(timeout_ms=500).values():
+                    for record in records:
+                        key = (record.key or b"").decode("utf-8", errors="replace")
+                        if key in self.wanted:
+                            self.found[key] = json.loads(record.value).get("reason", "unknown")
+        except Exception as error:  # the reader is best effort; the wait still counts the ledger
+            log.warning("DLQ reader stopped: %s", type(error).__name__)
+        finally:
+            consumer.close()
+
+
+def wait_for_outcomes(settings: Settings, *, wanted: set[str], dlq: DeadLetterReader, consumers: Consumers,
+                      progress: DemoProgress, timeout_s: float, stall_s: float = 90.0) -> set[str]:
+    """Poll the ledger until every wanted post has a record or a dead letter; returns the decided ids."""
+    from tagwatch.clients import s3_client
+    from tagwatch.moderation.ledger import Ledger
+
+    ledger = Ledger(s3_client(settings.s3), settings.s3.buckets.ledger)
+    deadline = time.monotonic() + timeout_s
+    decided: set[str] = set()
+    last_done, last_change = -1, time.monotonic()
+    while True:
+        decided = wanted & set(ledger.post_ids())
+        done = len(decided | (set(dlq.found) & wanted))
+        progress.update("posts decided or dead-lettered", completed=done, total=len(wanted),
+                        detail=f"{len(dlq.found)} dead-lettered")
+        if done >= len(wanted):
+            return decided
+        consumers.check_alive()
+        if done != last_done:
+            last_done, last_change = done, time.monotonic()
+        stalled = time.monotonic() - last_change > stall_s
+        if time.monotonic() > deadline or stalled:
+            why = f"no progress for {stall_s:.0f}s" if stalled else f"after {timeout_s:.0f}s"
+            raise CheckFailedError(f"{len(wanted) - done} of {len(wanted)} posts undecided ({why}); consumer says: "
+                                   f"{consumers.last_warning()[:300]}",
+                                   hint=f"consumer logs: {consumers.log_dir}; `tagwatch stack status`")
+        time.sleep(1.0)
+
+
+def read_decisions(settings: Settings, post_ids: set[str]) -> dict[str, dict[str, Any]]:
+    from tagwatch.clients import s3_client
+    from tagwatch.moderation.ledger import Ledger
+
+    ledger = Ledger(s3_client(settings.s3), settings.s3.buckets.ledger)
+    with ThreadPoolExecutor(8) as pool:
+        records = dict(zip(post_ids, pool.map(ledger.get, post_ids), strict=True))
+    return {k: v.model_dump(mode="json") for k, v in records.items() if v is not None}
+
+
+def read_policy(settings: Settings, *, version: int) -> dict[str, Any]:
+    from tagwatch.registry import open_registry
+
+    registry = open_registry(settings)
+    body = registry.s3.get_object(Bucket=registry.bucket, Key=f"{registry.version_prefix(version)}/policy.json")["Body"].read()
+    return json.loads(body)

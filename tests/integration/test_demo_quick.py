@@ -1,0 +1,65 @@
+"""`tagwatch demo --quick` end to end as a user runs it: a private stack (own state dir, free ports) brought up by
+the demo itself, the openclipart quick subset, a real (tiny) training run, the stack's Triton, two consumer
+processes, the held-out posts published and every one decided. Checked from the run's summary.json: nothing lost,
+quality far above chance where the holdout has enough positives, and the report renders (HTML parses, every
+image it links exists and is a PNG/JPEG). `stack down` in the cleanup stops everything, Triton included."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tagwatch.demo.report import verify_report
+from tests.conftest import run_cli
+
+MIN_POSITIVES = 10  # below this a held-out precision/recall says nothing (openclipart: weapons only)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # ~2.5 min here; the demo's own budget is 5 min, plus room for a loaded machine
+def test_demo_quick_decides_every_post_and_writes_a_report(tmp_path: Path) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TAGWATCH_")},
+           "TAGWATCH_PATHS__STATE_DIR": str(tmp_path / "state"), "TAGWATCH_STACK__FREE_PORTS": "true",
+           "TAGWATCH_STACK__START_TIMEOUT_S": "60", "TAGWATCH_S3__SECRET_ACCESS_KEY": f"demo-{secrets.token_hex(8)}",
+           "COLUMNS": "200"}
+    report = tmp_path / "report"
+    try:
+        result = run_cli("demo", "--quick", "--report-dir", str(report), env=env, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        summary = json.loads((report / "summary.json").read_text())
+        assert summary["posts_published"] > 50
+        assert summary["lost"] == 0
+        assert summary["decided"] + summary["dead_lettered"] == summary["posts_published"]
+        assert sum(summary["decisions_by_action"].values()) == summary["decided"]
+        measured = [c for c in summary["per_category"].values() if c["positives"] >= MIN_POSITIVES]
+        assert measured, summary["per_category"]
+        for c in measured:
+            # chance: a random scorer's AP is the base rate; a random flagger of the same volume has precision =
+            # base rate and recall = flag rate
+            assert c["ap"] >= 2 * c["base_rate"], c
+            assert c["precision"] is not None and c["precision"] > c["chance_precision"], c
+            assert c["recall"] is not None and c["recall"] > c["chance_recall"], c
+        assert verify_report(report) == []
+        assert (report / "stream-pr.png").is_file() and (report / "training-training_curves.png").is_file()
+        assert len(list((report / "examples").glob("*.jpg"))) >= 10
+        assert "lost" in result.stdout and "precision" in result.stdout
+    finally:
+        down = run_cli("stack", "down", env=env, timeout=120)
+        assert down.returncode == 0, down.stderr
+    state = str(tmp_path / "state")
+    leftovers = [p.pid for p in psutil.process_iter(["cmdline", "environ"])
+                 if _mentions(p, state) and p.pid != os.getpid()]
+    assert leftovers == [], f"processes of this demo still running: {leftovers}"
+
+
+def _mentions(process: psutil.Process, state_dir: str) -> bool:
+    try:
+        return state_dir in " ".join(process.info["cmdline"] or []) or \
+            (process.info["environ"] or {}).get("TAGWATCH_PATHS__STATE_DIR") == state_dir
+    except (psutil.Error, TypeError):
+        return False
