@@ -35,6 +35,7 @@ from tagwatch.clients import kafka_config, s3_client
 from tagwatch.errors import PoisonInputError, RetryableError
 from tagwatch.moderation.bank import BankMatcher, BankStore, pdq_hex
 from tagwatch.moderation.deadletter import build_dead_letter
+from tagwatch.moderation.group import GroupWatch, close_member, rebalancing
 from tagwatch.moderation.events import Decision, EventType, ModelRef, PostCreated, ReviewRequest, encode
 from tagwatch.moderation.images import ImageLimits, check_sha256, decode_image, fetch_image_bytes
 from tagwatch.moderation.intake import parse_post
@@ -124,7 +125,8 @@ class ModerationConsumer:
         self.producer = KafkaProducer(acks="all", retries=5, linger_ms=5, **producer_tx, **common)
         if tx:
             self.producer.init_transactions()
-        self.consumer.subscribe([self.topics.posts])
+        self._group = GroupWatch()
+        self.consumer.subscribe([self.topics.posts], listener=self._group.listener())
         self._fetch_pool = ThreadPoolExecutor(self.options.fetch_workers, thread_name_prefix="fetch")
         self._infer_pool = ThreadPoolExecutor(self.options.infer_workers, thread_name_prefix="infer")
         self._reposts: OrderedDict[str, tuple[str, dict[str, float]]] = OrderedDict()
@@ -132,6 +134,7 @@ class ModerationConsumer:
         self._matcher = BankMatcher([], self.options.bank_threshold)
         self._banks_loaded_at = float("-inf")
         self.stats = RunStats()
+        self._stuck_minute: int | None = None
 
     @property
     def policy(self) -> Policy:
@@ -139,25 +142,62 @@ class ModerationConsumer:
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self, stop: Event, *, idle_exit_s: float | None = None) -> RunStats:
-        """Consume until ``stop`` is set (or nothing arrives for ``idle_exit_s``); always commit before leaving."""
-        last_work = None  # the idle clock starts once the group has given us partitions
+        """Consume until ``stop`` is set (or idle for ``idle_exit_s``); always commit before leaving.
+
+        Idle means: partitions held, no rebalance pending, and no records for ``idle_exit_s`` since the last
+        record or the last change of assignment. Time spent (re)joining the group never counts, so a member
+        never gives up in the middle of a rebalance (which, leaving as the rebalance's leader, would wedge a
+        Tansu group - moderation/group.py).
+        """
+        last_work = time.monotonic()
+        rebalancing_since = None
         try:
             while not stop.is_set():
                 batch = self.consumer.poll(timeout_ms=self.options.poll_timeout_ms)
                 records = [r for recs in batch.values() for r in recs]
-                if not records:
-                    if last_work is None and self.consumer.assignment():
-                        last_work = time.monotonic()
-                    if idle_exit_s is not None and last_work is not None and time.monotonic() - last_work > idle_exit_s:
-                        break
+                if records:
+                    last_work = time.monotonic()
+                    rebalancing_since = None
+                    self._recover_from_stuck()
+                    self.metrics.in_flight.set(len(records))
+                    self._handle_with_retry(records, stop)
+                    self.metrics.in_flight.set(0)
                     continue
-                last_work = time.monotonic()
-                self.metrics.in_flight.set(len(records))
-                self._handle_with_retry(records, stop)
-                self.metrics.in_flight.set(0)
+                now = time.monotonic()
+                if rebalancing(self.consumer):
+                    rebalancing_since = rebalancing_since or now
+                    self._warn_if_stuck(now - rebalancing_since)
+                    last_work = now
+                    continue
+                if rebalancing_since is not None:
+                    rebalancing_since = None
+                    self._recover_from_stuck()
+                if not self.consumer.assignment():  # a member with no partitions (more members than partitions)
+                    last_work = now
+                    continue
+                last_work = max(last_work, self._group.changed_at)
+                if idle_exit_s is not None and now - last_work > idle_exit_s:
+                    log.info("idle for %.1fs: leaving the group", idle_exit_s)
+                    break
         finally:
             self.close()
         return self.stats
+
+    def _warn_if_stuck(self, seconds: float) -> None:
+        """A member that cannot get into its group for long says so (log + /healthz), once a minute."""
+        limit = max(60.0, 10 * self.settings.kafka.session_timeout_ms / 1000)
+        if seconds > limit and int(seconds) // 60 != self._stuck_minute:
+            self._stuck_minute = int(seconds) // 60
+            self.metrics.healthy = False
+            log.error("no stable group membership for %.0fs (group %s): partitions may be unowned; on Tansu a "
+                      "leader that left mid-rebalance wedges the group until the broker restarts",
+                      seconds, self.settings.kafka.consumer_group)
+
+    def _recover_from_stuck(self) -> None:
+        if self._stuck_minute is not None:
+            self._stuck_minute = None
+            self.metrics.healthy = True
+            log.info("group membership stable again")
 
     def _handle_with_retry(self, records: list, stop: Event) -> None:
         backoff = self.options.backoff_initial_s
@@ -385,7 +425,7 @@ class ModerationConsumer:
             self.producer.flush(timeout=10)
             self.producer.close(timeout=10)
         finally:
-            self.consumer.close(autocommit=False)
+            close_member(self.consumer)
 
 
 def _next_offsets(records: list) -> dict:
