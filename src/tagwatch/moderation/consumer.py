@@ -6,7 +6,8 @@ One loop iteration handles one poll batch:
   2. images   fetch from S3 concurrently, check size/sha256/format/pixels, preprocess with the shared preset
   3. banks    a PDQ bank hit removes without the model (reason names the entry); a repost of an image
               decided before reuses that decision (sha256)
-  4. model    micro-batches of ``infer_batch`` to the scorer (Triton), concurrently, so Triton batches them
+  4. model    micro-batches of ``infer_batch`` to the scorer (Triton), each sent as soon as its images are
+              ready, concurrently: inference overlaps the fetching and decoding of the rest of the batch
   5. policy   per-category thresholds -> allow / review / remove, with a deterministic decision id
   6. produce  decisions (+ review requests, dead letters) keyed by post_id, acks=all, and wait for every ack
   7. ledger   one S3 object per post, written once
@@ -24,7 +25,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from threading import Event
@@ -63,6 +64,9 @@ class ConsumerOptions:
     # Kafka transactions: decisions and the offset commit in one transaction (exactly-once on Apache Kafka;
     # on Tansu the calls succeed but aborted records are not isolated - PLATFORM.md).
     transactional: bool = False
+    # Deliver (produce + ledger) a batch in the background while the next batch is fetched, decoded and scored;
+    # its offsets are still committed only after its delivery, and always in order (off: one batch at a time).
+    pipeline: bool = True
     bank_threshold: int = 31
     limits: ImageLimits = field(default_factory=ImageLimits)
     preset: Preset = DEFAULT_PRESET
@@ -94,6 +98,17 @@ class _Item:
     banned: bool = False
     reasons: list[str] = field(default_factory=list)
     poison: PoisonInputError | None = None
+
+
+@dataclass
+class _Staged:
+    """A decided batch waiting for delivery (produce + ledger) and its commit."""
+
+    records: list
+    items: list[_Item]
+    decisions: list[Decision]
+    reviews: list[ReviewRequest]
+    delivery: Future | None = None
 
 
 class ModerationConsumer:
@@ -129,12 +144,12 @@ class ModerationConsumer:
         self.consumer.subscribe([self.topics.posts], listener=self._group.listener())
         self._fetch_pool = ThreadPoolExecutor(self.options.fetch_workers, thread_name_prefix="fetch")
         self._infer_pool = ThreadPoolExecutor(self.options.infer_workers, thread_name_prefix="infer")
+        self._deliver_pool = ThreadPoolExecutor(1, thread_name_prefix="deliver")
         self._reposts: OrderedDict[str, tuple[str, dict[str, float]]] = OrderedDict()
         self._banks = BankStore(self.s3, settings.s3.buckets.models)
         self._matcher = BankMatcher([], self.options.bank_threshold)
         self._banks_loaded_at = float("-inf")
         self.stats = RunStats()
-        self._stuck_minute: int | None = None
 
     @property
     def policy(self) -> Policy:
@@ -151,6 +166,7 @@ class ModerationConsumer:
         """
         last_work = time.monotonic()
         rebalancing_since = None
+        pending: _Staged | None = None  # the previous batch, decided, being delivered in the background
         try:
             while not stop.is_set():
                 batch = self.consumer.poll(timeout_ms=self.options.poll_timeout_ms)
@@ -158,20 +174,24 @@ class ModerationConsumer:
                 if records:
                     last_work = time.monotonic()
                     rebalancing_since = None
-                    self._recover_from_stuck()
-                    self.metrics.in_flight.set(len(records))
-                    self._handle_with_retry(records, stop)
-                    self.metrics.in_flight.set(0)
+                    self._group.recover(self.metrics)
+                    self.metrics.in_flight.set(len(records) + (len(pending.records) if pending else 0))
+                    pending = self._process(records, pending, stop)
+                    self.metrics.in_flight.set(len(pending.records) if pending else 0)
                     continue
+                if pending is not None:
+                    self._finish(pending, stop)
+                    pending = None
+                    self.metrics.in_flight.set(0)
                 now = time.monotonic()
                 if rebalancing(self.consumer):
                     rebalancing_since = rebalancing_since or now
-                    self._warn_if_stuck(now - rebalancing_since)
+                    self._group.warn_if_stuck(now - rebalancing_since, self.metrics, self.settings.kafka)
                     last_work = now
                     continue
                 if rebalancing_since is not None:
                     rebalancing_since = None
-                    self._recover_from_stuck()
+                    self._group.recover(self.metrics)
                 if not self.consumer.assignment():  # a member with no partitions (more members than partitions)
                     last_work = now
                     continue
@@ -180,29 +200,57 @@ class ModerationConsumer:
                     log.info("idle for %.1fs: leaving the group", idle_exit_s)
                     break
         finally:
+            if pending is not None:
+                try:
+                    self._finish(pending, stop)
+                except Exception as error:  # noqa: BLE001 - uncommitted, so the group re-reads it: nothing lost
+                    log.warning("last batch of %d left uncommitted (%s)", len(pending.records), type(error).__name__)
             self.close()
         return self.stats
 
-    def _warn_if_stuck(self, seconds: float) -> None:
-        """A member that cannot get into its group for long says so (log + /healthz), once a minute."""
-        limit = max(60.0, 10 * self.settings.kafka.session_timeout_ms / 1000)
-        if seconds > limit and int(seconds) // 60 != self._stuck_minute:
-            self._stuck_minute = int(seconds) // 60
-            self.metrics.healthy = False
-            log.error("no stable group membership for %.0fs (group %s): partitions may be unowned; on Tansu a "
-                      "leader that left mid-rebalance wedges the group until the broker restarts",
-                      seconds, self.settings.kafka.consumer_group)
+    def _process(self, records: list, pending: _Staged | None, stop: Event) -> _Staged | None:
+        """Decide ``records`` while ``pending`` is delivered; commit ``pending``; start delivering ``records``.
 
-    def _recover_from_stuck(self) -> None:
-        if self._stuck_minute is not None:
-            self._stuck_minute = None
-            self.metrics.healthy = True
-            log.info("group membership stable again")
+        Offsets only move in order and only past delivered decisions: a batch is committed after its own
+        delivery and after every earlier batch's commit. Any trouble falls back to one batch at a time.
+        """
+        if self.options.transactional or not self.options.pipeline:
+            if pending is not None:
+                self._finish(pending, stop)
+            self._handle_with_retry(records, stop)
+            return None
+        try:
+            staged = self._prepare(records)
+        except RetryableError as error:
+            if pending is not None:
+                self._finish(pending, stop)  # the earlier batch commits first
+            self._handle_with_retry(records, stop, failed=error)
+            return None
+        if pending is not None:
+            self._finish(pending, stop)
+        staged.delivery = self._deliver_pool.submit(self._deliver, staged)
+        return staged
 
-    def _handle_with_retry(self, records: list, stop: Event) -> None:
+    def _finish(self, staged: _Staged, stop: Event) -> None:
+        """Wait for a staged batch's delivery, then commit its offsets (or retry it one batch at a time)."""
+        try:
+            staged.delivery.result()
+            self._commit(staged.records)
+        except RetryableError as error:
+            # delivered again: duplicate events carry the same decision id, the ledger refuses a second write
+            self._handle_with_retry(staged.records, stop, failed=error)
+            return
+        self._done(staged)
+
+    def _handle_with_retry(self, records: list, stop: Event, *, failed: RetryableError | None = None) -> None:
+        """Handle the batch, retrying with back-off while partitions are paused. ``failed``: a first attempt
+        (the pipelined one) already failed with this error."""
         backoff = self.options.backoff_initial_s
         while True:
             try:
+                if failed is not None:
+                    error, failed = failed, None
+                    raise error
                 self.handle_batch(records)
                 if self.consumer.paused():
                     self.consumer.resume(*self.consumer.paused())
@@ -235,50 +283,90 @@ class ModerationConsumer:
 
     # -- one batch -------------------------------------------------------------------------------------
     def handle_batch(self, records: list) -> None:
-        t_start = time.monotonic()
+        """One batch, start to commit, synchronously (retries, transactional mode, ``pipeline=False``)."""
+        staged = self._prepare(records)
+        if self.options.transactional:
+            self._produce_and_commit_in_transaction(staged.items, staged.decisions, staged.reviews, records)
+        else:
+            self._deliver(staged)
+            self._commit(records)
+        self._done(staged)
+
+    def _prepare(self, records: list) -> _Staged:
+        """Parse, load, score and decide (steps 1-5); nothing leaves the process yet."""
         items = [_Item(record=r) for r in records]
         for item in items:
             try:
                 item.post = parse_post(item.record)
             except PoisonInputError as error:
                 item.poison = error
-        self._load_images([i for i in items if i.poison is None])
-        self._check_banks([i for i in items if i.poison is None])
-        self._reuse_reposts([i for i in items if i.poison is None and not i.banned])
-        self._score([i for i in items if i.poison is None and i.scores is None])
+        self._load_and_score([i for i in items if i.poison is None])
         decisions, reviews = self._decide([i for i in items if i.poison is None])
-        if self.options.transactional:
-            self._produce_and_commit_in_transaction(items, decisions, reviews, records)
-        else:
-            self._produce(items, decisions, reviews)
-            self._record(decisions)
-            self._commit(records)
         self._remember(items, decisions)
+        return _Staged(records=records, items=items, decisions=decisions, reviews=reviews)
+
+    def _deliver(self, staged: _Staged) -> None:
+        """Produce the batch's events and wait for every ack, then write its ledger records (steps 6-7)."""
+        self._produce(staged.items, staged.decisions, staged.reviews)
+        self._record(staged.decisions)
+
+    def _done(self, staged: _Staged) -> None:
         self.metrics.healthy = True
         self.stats.batches += 1
-        self.stats.consumed += len(records)
-        self.metrics.consumed.inc(len(records))
-        self.metrics.batch_size.observe(len(records))
-        log.debug("batch of %d done in %.3fs", len(records), time.monotonic() - t_start)
+        self.stats.consumed += len(staged.records)
+        self.metrics.consumed.inc(len(staged.records))
+        self.metrics.batch_size.observe(len(staged.records))
 
-    def _load_images(self, items: list[_Item]) -> None:
-        posts_bucket = self.settings.s3.buckets.posts
-        limits, preset = self.options.limits, self.options.preset
+    def _load_and_score(self, items: list[_Item]) -> None:
+        """Fetch, check and decode every image concurrently, and send each micro-batch to the model as soon as
+        its images are ready: the model server works on the first images while the rest are still being
+        fetched and decoded (the two overlap instead of taking turns). A bank hit or a repost skips the model.
+        Any RetryableError (S3, Triton) re-raises here and the whole batch is retried."""
+        self._refresh_banks()
+        loads = [self._fetch_pool.submit(self._load, item) for item in items]
+        size = self.options.infer_batch
+        scoring: list[tuple[list[_Item], object]] = []
+        ready: list[_Item] = []
+        for item, load in zip(items, loads, strict=True):
+            load.result()
+            if item.poison is not None:
+                continue
+            self._check_bank(item)
+            if not item.banned:
+                self._reuse_repost(item)
+            if item.scores is None:
+                ready.append(item)
+            if len(ready) == size:
+                scoring.append((ready, self._infer_pool.submit(self._run_model, ready)))
+                ready = []
+        if ready:
+            scoring.append((ready, self._infer_pool.submit(self._run_model, ready)))
+        categories = self.scorer.categories
+        for chunk, future in scoring:
+            for item, row in zip(chunk, future.result(), strict=True):
+                item.scores = {c: float(s) for c, s in zip(categories, row, strict=True)}
 
-        def load(item: _Item) -> None:
-            try:
-                data = fetch_image_bytes(self.s3, item.post.image_uri, allowed_bucket=posts_bucket, limits=limits)
-                check_sha256(data, item.post.sha256)
-                item.sha256 = item.post.sha256
-                image = decode_image(data, limits)
-                item.pdq, _quality = pdq_hex(image)
-                item.image = preset(image)
-            except PoisonInputError as error:
-                item.poison = error
+    def _load(self, item: _Item) -> None:
+        """S3 GET, size/sha256/format/pixel checks, PDQ, the shared preset; poison is recorded on the item."""
+        limits = self.options.limits
+        try:
+            data = fetch_image_bytes(self.s3, item.post.image_uri, allowed_bucket=self.settings.s3.buckets.posts,
+                                     limits=limits)
+            check_sha256(data, item.post.sha256)
+            item.sha256 = item.post.sha256
+            image = decode_image(data, limits)
+            item.pdq, _quality = pdq_hex(image)
+            item.image = self.options.preset(image)
+        except PoisonInputError as error:
+            item.poison = error
 
-        list(self._fetch_pool.map(load, items))  # re-raises RetryableError from any worker
+    def _run_model(self, chunk: list[_Item]) -> np.ndarray:
+        t0 = time.monotonic()
+        scores = self.scorer.score(np.stack([i.image for i in chunk]))
+        self.metrics.model_latency.observe(time.monotonic() - t0)
+        return scores
 
-    def _check_banks(self, items: list[_Item]) -> None:
+    def _refresh_banks(self) -> None:
         if time.monotonic() - self._banks_loaded_at > self.options.bank_refresh_s:
             from botocore.exceptions import BotoCoreError, ClientError
 
@@ -287,37 +375,20 @@ class ModerationConsumer:
             except (BotoCoreError, ClientError) as error:
                 raise RetryableError(f"hash banks unreadable: {type(error).__name__}") from error
             self._banks_loaded_at = time.monotonic()
-        for item in items:
-            hit = self._matcher.match(item.pdq) if item.pdq else None
-            if hit:
-                bank, entry, distance = hit
-                item.banned = True
-                item.scores = {c: 0.0 for c in self.scorer.categories}
-                item.reasons.append(f"bank:{bank}:{entry.entry_id} ({entry.reason}; distance {distance})")
 
-    def _reuse_reposts(self, items: list[_Item]) -> None:
-        for item in items:
-            if item.poison is None and item.sha256 in self._reposts:
-                original, scores = self._reposts[item.sha256]
-                item.scores = scores
-                item.reasons.append(f"repost:{original}")
+    def _check_bank(self, item: _Item) -> None:
+        hit = self._matcher.match(item.pdq) if item.pdq else None
+        if hit:
+            bank, entry, distance = hit
+            item.banned = True
+            item.scores = {c: 0.0 for c in self.scorer.categories}
+            item.reasons.append(f"bank:{bank}:{entry.entry_id} ({entry.reason}; distance {distance})")
 
-    def _score(self, items: list[_Item]) -> None:
-        items = [i for i in items if i.poison is None]
-        if not items:
-            return
-        size = self.options.infer_batch
-        chunks = [items[i : i + size] for i in range(0, len(items), size)]
-
-        def run(chunk: list[_Item]) -> np.ndarray:
-            t0 = time.monotonic()
-            scores = self.scorer.score(np.stack([i.image for i in chunk]))
-            self.metrics.model_latency.observe(time.monotonic() - t0)
-            return scores
-
-        for chunk, scores in zip(chunks, self._infer_pool.map(run, chunks), strict=True):
-            for item, row in zip(chunk, scores, strict=True):
-                item.scores = {c: float(s) for c, s in zip(self.scorer.categories, row, strict=True)}
+    def _reuse_repost(self, item: _Item) -> None:
+        if item.sha256 in self._reposts:
+            original, scores = self._reposts[item.sha256]
+            item.scores = scores
+            item.reasons.append(f"repost:{original}")
 
     def _decide(self, items: list[_Item]) -> tuple[list[Decision], list[ReviewRequest]]:
         decisions, reviews = [], []
@@ -419,6 +490,7 @@ class ModerationConsumer:
             self._reposts.popitem(last=False)
 
     def close(self) -> None:
+        self._deliver_pool.shutdown(wait=True)
         self._fetch_pool.shutdown(wait=True)
         self._infer_pool.shutdown(wait=True)
         try:

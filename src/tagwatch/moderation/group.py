@@ -29,6 +29,23 @@ class GroupWatch:
 
     def __init__(self) -> None:
         self.changed_at = time.monotonic()
+        self._stuck_minute: int | None = None
+
+    def warn_if_stuck(self, seconds: float, metrics, kafka) -> None:
+        """A member that cannot get stable membership for long says so (log + /healthz), once a minute."""
+        limit = max(60.0, 10 * kafka.session_timeout_ms / 1000)
+        if seconds > limit and int(seconds) // 60 != self._stuck_minute:
+            self._stuck_minute = int(seconds) // 60
+            metrics.healthy = False
+            log.error("no stable group membership for %.0fs (group %s): partitions may be unowned; on Tansu a "
+                      "leader that left mid-rebalance wedges the group until the broker restarts",
+                      seconds, kafka.consumer_group)
+
+    def recover(self, metrics) -> None:
+        if self._stuck_minute is not None:
+            self._stuck_minute = None
+            metrics.healthy = True
+            log.info("group membership stable again")
 
     def listener(self):
         from kafka import ConsumerRebalanceListener
