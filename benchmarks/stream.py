@@ -66,20 +66,43 @@ def run_consumer(settings, scorer, options: ConsumerOptions, expect: int) -> dic
     """Consume until ``expect`` posts are decided; seconds between the first and the last finished batch."""
     consumer = ModerationConsumer(settings, scorer, options=options, client_id="bench")
     marks: list[float] = []
-    inner = consumer.handle_batch
+    prepare, done = consumer._prepare, consumer._done
 
-    def timed(records):
+    def first(records):  # the clock starts when the first batch starts
         if not marks:
             marks.append(time.perf_counter())
-        inner(records)
+        return prepare(records)
+
+    def committed(staged):  # ... and stops when the last one is committed
+        done(staged)
         marks.append(time.perf_counter())
         if consumer.stats.decided >= expect:
             stop.set()
 
-    consumer.handle_batch = timed
+    consumer._prepare, consumer._done = first, committed
+    stages: dict[str, float] = {}
+    for name in ("_prepare", "_finish", "_commit", "_load", "_run_model", "_deliver"):
+        setattr(consumer, name, _timed_stage(getattr(consumer, name), stages, name.strip("_")))
     stop = threading.Event()
     stats = consumer.run(stop, idle_exit_s=20)
-    return {"decided": stats.decided, "seconds": marks[-1] - marks[0], "batches": stats.batches}
+    return {"decided": stats.decided, "seconds": marks[-1] - marks[0], "batches": stats.batches,
+            "stage_seconds": {k: round(v, 2) for k, v in stages.items()}}
+
+
+def _timed_stage(method, totals: dict, name: str):
+    """Seconds spent in one stage, summed over the run: main-thread wall time for ``prepare`` (load + score +
+    decide), ``finish`` (waiting for the previous batch's delivery, then committing) and ``commit``; thread
+    time summed over concurrent calls for ``load`` (per image), ``run_model`` (per micro-batch) and
+    ``deliver`` (produce + acks + ledger, in the background while the next batch is prepared)."""
+
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            totals[name] = totals.get(name, 0.0) + time.perf_counter() - t0
+
+    return timed
 
 
 def main() -> None:
@@ -87,6 +110,8 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=600)
     parser.add_argument("--naive-posts", type=int, default=150, help="the naive run is slow; fewer posts")
     parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--max-poll-records", type=int, default=ConsumerOptions().max_poll_records,
+                        help="the stream run's batch (default: the consumer's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -131,9 +156,9 @@ def main() -> None:
                 publish_posts(s, posts)
                 return run_consumer(s, scorer, options, n)
 
-            naive = backlog(ConsumerOptions(max_poll_records=1, infer_batch=1, fetch_workers=1, infer_workers=1),
+            naive = backlog(ConsumerOptions(max_poll_records=1, infer_batch=1, fetch_workers=1, infer_workers=1, pipeline=False),
                             args.naive_posts, "naive")
-            stream = backlog(ConsumerOptions(), args.posts, "stream")
+            stream = backlog(ConsumerOptions(max_poll_records=args.max_poll_records), args.posts, "stream")
             naive_rate = naive["decided"] / naive["seconds"]
             stream_rate = stream["decided"] / stream["seconds"]
 
@@ -144,7 +169,7 @@ def main() -> None:
             posts = [new_post(f"lat-{i:05d}-{s.kafka.consumer_group}", *refs[i]) for i in range(n)]
             holder: dict = {}
             consumer_thread = threading.Thread(
-                target=lambda: holder.update(run_consumer(s, scorer, ConsumerOptions(max_poll_records=64), n)))
+                target=lambda: holder.update(run_consumer(s, scorer, ConsumerOptions(max_poll_records=args.max_poll_records), n)))
             consumer_thread.start()
             time.sleep(4)  # let the consumer join its group first
             publish_posts(s, posts, rate=rate)
@@ -153,10 +178,11 @@ def main() -> None:
             latencies = np.array([ledger.get(p.post_id).latency_ms for p in posts])
 
             print(json.dumps({
-                "benchmark": "stream", "arch": args.arch, "posts": args.posts,
+                "benchmark": "stream", "arch": args.arch, "posts": args.posts, "max_poll_records": args.max_poll_records,
                 "raw_onnxruntime_img_s": round(raw, 1),
                 "naive_consumer_posts_s": round(naive_rate, 1),
                 "stream_posts_s": round(stream_rate, 1),
+                "stream_seconds": round(stream["seconds"], 2), "stream_stage_seconds": stream["stage_seconds"],
                 "stream_over_raw": round(stream_rate / raw, 2),
                 "stream_over_naive": round(stream_rate / naive_rate, 2),
                 "latency_rate_posts_s": round(rate, 1), "latency_posts": n,

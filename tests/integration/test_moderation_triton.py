@@ -1,6 +1,8 @@
-"""The stream on the real serving path: registry `production` alias -> the stack's Triton (PyTriton) -> two
-`tagwatch moderate` processes; Triton is killed and restarted mid-run. Nothing is lost, every decision is
-labelled with the registry version and policy that made it."""
+"""The issue's chaos run, on the real serving path: registry `production` alias -> the stack's Triton
+(PyTriton) -> two `tagwatch moderate` processes. In ONE run one consumer is SIGKILLed several times mid-stream
+(once while Triton is down and it is backing off with an undecided batch in hand) and Triton itself is killed
+and restarted. Nothing is lost, no post has two ledger records or two decision ids, every decision is labelled
+with the registry version and policy that made it, and the duplicate decision events are counted."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 
 import psutil
 import pytest
@@ -25,21 +29,33 @@ from tests.support.serving_models import export_tiny
 from tests.support.stream import private_stream, read_topic, stream_env
 
 
-def _wait_for(predicate, timeout_s, what):
+def _wait_for(predicate, timeout_s, what, logs=()):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.25)
+    tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}" for p in logs)
+    raise AssertionError(f"timed out waiting for {what}; consumers' logs:\n{tails}")
+
+
+def _consumer(env, log_path):
+    with open(log_path, "wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "tagwatch", "moderate", "--max-poll-records", "8"],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _sigkill(proc) -> None:
+    proc.send_signal(signal.SIGKILL)  # no drain, no commit, no goodbye
+    proc.wait()
 
 
 @pytest.mark.slow
-def test_stream_through_triton_survives_a_triton_restart(tmp_path):
+def test_sigkills_and_a_triton_restart_in_one_run_lose_nothing(tmp_path):
     base = make_settings(tmp_path / "state", kafka={"partitions": 2})
     env0 = {**stream_env(base), "TAGWATCH_KAFKA__PARTITIONS": "2"}
     assert run_cli("stack", "up", env=env0).returncode == 0
-    consumers = []
+    steady = victim = None
     try:
         settings = with_stack_endpoints(base)
         registry = ModelRegistry(s3_client(settings.s3), bucket=settings.s3.buckets.models,
@@ -52,54 +68,77 @@ def test_stream_through_triton_survives_a_triton_restart(tmp_path):
         settings = private_stream(with_stack_endpoints(base), partitions=2)
         env = stream_env(settings)
         s3 = s3_client(settings.s3)
-        total = 80
+        total = 160
         posts = []
         for n in range(total):
             uri, digest = upload_image(s3, settings.s3.buckets.posts, cm.jpeg([cm.RED, cm.BLUE, cm.GREY][n % 3], seed=500 + n))
             posts.append(new_post(f"tri-{n:03d}-{settings.kafka.consumer_group}", uri, digest))
-        log = open(tmp_path / "consumers.log", "wb")
-        for _ in range(2):
-            consumers.append(subprocess.Popen(
-                [sys.executable, "-m", "tagwatch", "moderate", "--max-poll-records", "8", "--idle-exit", "8"],
-                env=env, stdout=log, stderr=subprocess.STDOUT))
-        publish_posts(settings, posts[:40])
         ledger = Ledger(s3, settings.s3.buckets.ledger)
         ours = {p.post_id for p in posts}
         decided = lambda: len(ours & set(ledger.post_ids()))  # noqa: E731
-        _wait_for(lambda: decided() >= 10, 120, "first decisions")
+        logs = [tmp_path / "steady.log", tmp_path / "victim-0.log"]
+        steady, victim = _consumer(env, logs[0]), _consumer(env, logs[1])
 
-        # Triton dies (SIGKILL, whole family) while posts keep arriving; `stack up` brings it back.
+        def respawn():
+            logs.append(tmp_path / f"victim-{len(logs) - 1}.log")
+            return _consumer(env, logs[-1])
+
+        def victim_owns_partitions():
+            return "partitions assigned: t" in logs[-1].read_text(errors="replace")
+
+        # posts keep arriving for the whole run (~32 s), so every kill lands while there is work in flight
+        publisher = threading.Thread(target=publish_posts, args=(settings, posts), kwargs={"rate": 5.0})
+        publisher.start()
+        kills = 0
+        for threshold in (15, 40):  # SIGKILL while it holds partitions and posts are being decided
+            _wait_for(lambda t=threshold: decided() >= t and victim_owns_partitions(), 120, f"{threshold} decisions", logs)
+            _sigkill(victim)
+            kills += 1
+            victim = respawn()
+        _wait_for(lambda: decided() >= 65 and victim_owns_partitions(), 120, "65 decisions", logs)
+
+        # Triton dies (SIGKILL, whole family) while posts keep arriving ...
         triton = psutil.Process(read_state(settings.paths.stack_file).services["triton"].process.pid)
         family = [triton, *triton.children(recursive=True)]
         for proc in family:
             proc.kill()
         psutil.wait_procs(family, timeout=15)
-        publish_posts(settings, posts[40:])
-        time.sleep(3)  # consumers hit the outage: pause, back off, retry
+        _wait_for(lambda: "retrying" in logs[-1].read_text(errors="replace"), 60, "the victim to hit the outage", logs)
+        # ... and the victim is SIGKILLed while it backs off with an undecided batch in hand
+        _sigkill(victim)
+        kills += 1
+        victim = respawn()
         assert decided() < total
         up = run_cli("stack", "up", env=env0)
         assert up.returncode == 0 and "started triton" in up.stdout, up.stdout + up.stderr
-        _wait_for(lambda: decided() == total, 180, "every post decided after the restart")
-        for proc in consumers:
-            proc.wait(timeout=90)
-        log.close()
-        assert all(proc.returncode == 0 for proc in consumers), (tmp_path / "consumers.log").read_text()[-3000:]
+        publisher.join(timeout=120)
+        _wait_for(lambda: decided() == total, 180, "every post decided after the restart", logs)
+        for proc in (steady, victim):
+            proc.send_signal(signal.SIGTERM)
+        assert all(proc.wait(timeout=90) == 0 for proc in (steady, victim)), \
+            "\n".join(p.read_text(errors="replace")[-2000:] for p in logs)
 
         events = read_topic(settings, settings.kafka.topics.decisions, expect=total)
-        by_post = {}
+        by_post: dict[str, set] = {}
         for record in events:
             data = json.loads(record.value)
             by_post.setdefault(data["post_id"], set()).add(data["decision_id"])
             assert data["model"]["name"] == settings.triton.model_name and data["model"]["version"] == "1"
             assert data["policy_version"] == "policy-1"
-        assert set(by_post) >= ours and all(len(by_post[p]) == 1 for p in ours)
-        text = (tmp_path / "consumers.log").read_text()
-        assert "retrying" in text  # the outage was seen and ridden out, not skipped
-        print(f"\ntriton restart: {total} posts, {len(events)} decision events, "
-              f"{len(events) - total} duplicates")
+        assert set(by_post) >= ours, f"{len(ours - set(by_post))} posts have no decision event"
+        assert all(len(by_post[p]) == 1 for p in ours)  # duplicates carry the same id: droppable downstream
+        keys = Counter(ledger.post_ids())
+        assert all(keys[p] == 1 for p in ours)  # exactly one ledger record per post ...
+        assert all(ledger.get(p).decision_id in by_post[p] for p in ours)  # ... with the events' decision id
+        steady_log = logs[0].read_text(errors="replace")
+        assert "retrying" in steady_log  # the outage was seen and ridden out by the survivor too, not skipped
+        counts = Counter(json.loads(r.value)["post_id"] for r in events)
+        duplicates = sum(counts[p] - 1 for p in ours)
+        print(f"\nchaos on Triton: {kills} SIGKILLs + 1 Triton restart, {total} posts, 0 lost, "
+              f"{len(events)} decision events, {duplicates} duplicates")
     finally:
-        for proc in consumers:
-            if proc.poll() is None:
+        for proc in (steady, victim):
+            if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
                     proc.wait(timeout=30)

@@ -6,7 +6,8 @@ One loop iteration handles one poll batch:
   2. images   fetch from S3 concurrently, check size/sha256/format/pixels, preprocess with the shared preset
   3. banks    a PDQ bank hit removes without the model (reason names the entry); a repost of an image
               decided before reuses that decision (sha256)
-  4. model    micro-batches of ``infer_batch`` to the scorer (Triton), concurrently, so Triton batches them
+  4. model    micro-batches of ``infer_batch`` to the scorer (Triton), each sent as soon as its images are
+              ready, concurrently: inference overlaps the fetching and decoding of the rest of the batch
   5. policy   per-category thresholds -> allow / review / remove, with a deterministic decision id
   6. produce  decisions (+ review requests, dead letters) keyed by post_id, acks=all, and wait for every ack
   7. ledger   one S3 object per post, written once
@@ -24,7 +25,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from threading import Event
@@ -35,6 +36,7 @@ from tagwatch.clients import kafka_config, s3_client
 from tagwatch.errors import PoisonInputError, RetryableError
 from tagwatch.moderation.bank import BankMatcher, BankStore, pdq_hex
 from tagwatch.moderation.deadletter import build_dead_letter
+from tagwatch.moderation.group import GroupWatch, close_member, rebalancing
 from tagwatch.moderation.events import Decision, EventType, ModelRef, PostCreated, ReviewRequest, encode
 from tagwatch.moderation.images import ImageLimits, check_sha256, decode_image, fetch_image_bytes
 from tagwatch.moderation.intake import parse_post
@@ -62,6 +64,9 @@ class ConsumerOptions:
     # Kafka transactions: decisions and the offset commit in one transaction (exactly-once on Apache Kafka;
     # on Tansu the calls succeed but aborted records are not isolated - PLATFORM.md).
     transactional: bool = False
+    # Deliver (produce + ledger) a batch in the background while the next batch is fetched, decoded and scored;
+    # its offsets are still committed only after its delivery, and always in order (off: one batch at a time).
+    pipeline: bool = True
     bank_threshold: int = 31
     limits: ImageLimits = field(default_factory=ImageLimits)
     preset: Preset = DEFAULT_PRESET
@@ -95,6 +100,17 @@ class _Item:
     poison: PoisonInputError | None = None
 
 
+@dataclass
+class _Staged:
+    """A decided batch waiting for delivery (produce + ledger) and its commit."""
+
+    records: list
+    items: list[_Item]
+    decisions: list[Decision]
+    reviews: list[ReviewRequest]
+    delivery: Future | None = None
+
+
 class ModerationConsumer:
     def __init__(self, settings: Settings, scorer: Scorer, policy: Policy | None = None, *, options: ConsumerOptions | None = None,
                  metrics: StreamMetrics | None = None, client_id: str = "tagwatch-moderation") -> None:
@@ -124,9 +140,11 @@ class ModerationConsumer:
         self.producer = KafkaProducer(acks="all", retries=5, linger_ms=5, **producer_tx, **common)
         if tx:
             self.producer.init_transactions()
-        self.consumer.subscribe([self.topics.posts])
+        self._group = GroupWatch()
+        self.consumer.subscribe([self.topics.posts], listener=self._group.listener())
         self._fetch_pool = ThreadPoolExecutor(self.options.fetch_workers, thread_name_prefix="fetch")
         self._infer_pool = ThreadPoolExecutor(self.options.infer_workers, thread_name_prefix="infer")
+        self._deliver_pool = ThreadPoolExecutor(1, thread_name_prefix="deliver")
         self._reposts: OrderedDict[str, tuple[str, dict[str, float]]] = OrderedDict()
         self._banks = BankStore(self.s3, settings.s3.buckets.models)
         self._matcher = BankMatcher([], self.options.bank_threshold)
@@ -139,30 +157,100 @@ class ModerationConsumer:
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self, stop: Event, *, idle_exit_s: float | None = None) -> RunStats:
-        """Consume until ``stop`` is set (or nothing arrives for ``idle_exit_s``); always commit before leaving."""
-        last_work = None  # the idle clock starts once the group has given us partitions
+        """Consume until ``stop`` is set (or idle for ``idle_exit_s``); always commit before leaving.
+
+        Idle means: partitions held, no rebalance pending, and no records for ``idle_exit_s`` since the last
+        record or the last change of assignment. Time spent (re)joining the group never counts, so a member
+        never gives up in the middle of a rebalance (which, leaving as the rebalance's leader, would wedge a
+        Tansu group - moderation/group.py).
+        """
+        last_work = time.monotonic()
+        rebalancing_since = None
+        pending: _Staged | None = None  # the previous batch, decided, being delivered in the background
         try:
             while not stop.is_set():
                 batch = self.consumer.poll(timeout_ms=self.options.poll_timeout_ms)
                 records = [r for recs in batch.values() for r in recs]
-                if not records:
-                    if last_work is None and self.consumer.assignment():
-                        last_work = time.monotonic()
-                    if idle_exit_s is not None and last_work is not None and time.monotonic() - last_work > idle_exit_s:
-                        break
+                if records:
+                    last_work = time.monotonic()
+                    rebalancing_since = None
+                    self._group.recover(self.metrics)
+                    self.metrics.in_flight.set(len(records) + (len(pending.records) if pending else 0))
+                    pending = self._process(records, pending, stop)
+                    self.metrics.in_flight.set(len(pending.records) if pending else 0)
                     continue
-                last_work = time.monotonic()
-                self.metrics.in_flight.set(len(records))
-                self._handle_with_retry(records, stop)
-                self.metrics.in_flight.set(0)
+                if pending is not None:
+                    self._finish(pending, stop)
+                    pending = None
+                    self.metrics.in_flight.set(0)
+                now = time.monotonic()
+                if rebalancing(self.consumer):
+                    rebalancing_since = rebalancing_since or now
+                    self._group.warn_if_stuck(now - rebalancing_since, self.metrics, self.settings.kafka)
+                    last_work = now
+                    continue
+                if rebalancing_since is not None:
+                    rebalancing_since = None
+                    self._group.recover(self.metrics)
+                if not self.consumer.assignment():  # a member with no partitions (more members than partitions)
+                    last_work = now
+                    continue
+                last_work = max(last_work, self._group.changed_at)
+                if idle_exit_s is not None and now - last_work > idle_exit_s:
+                    log.info("idle for %.1fs: leaving the group", idle_exit_s)
+                    break
         finally:
+            if pending is not None:
+                try:
+                    self._finish(pending, stop)
+                except Exception as error:  # noqa: BLE001 - uncommitted, so the group re-reads it: nothing lost
+                    log.warning("last batch of %d left uncommitted (%s)", len(pending.records), type(error).__name__)
             self.close()
         return self.stats
 
-    def _handle_with_retry(self, records: list, stop: Event) -> None:
+    def _process(self, records: list, pending: _Staged | None, stop: Event) -> _Staged | None:
+        """Decide ``records`` while ``pending`` is delivered; commit ``pending``; start delivering ``records``.
+
+        Offsets only move in order and only past delivered decisions: a batch is committed after its own
+        delivery and after every earlier batch's commit. Any trouble falls back to one batch at a time.
+        """
+        if self.options.transactional or not self.options.pipeline:
+            if pending is not None:
+                self._finish(pending, stop)
+            self._handle_with_retry(records, stop)
+            return None
+        try:
+            staged = self._prepare(records)
+        except RetryableError as error:
+            if pending is not None:
+                self._finish(pending, stop)  # the earlier batch commits first
+            self._handle_with_retry(records, stop, failed=error)
+            return None
+        if pending is not None:
+            self._finish(pending, stop)
+        staged.delivery = self._deliver_pool.submit(self._deliver, staged)
+        return staged
+
+    def _finish(self, staged: _Staged, stop: Event) -> None:
+        """Wait for a staged batch's delivery, then commit its offsets (or retry it one batch at a time)."""
+        try:
+            staged.delivery.result()
+            self._commit(staged.records)
+        except RetryableError as error:
+            # delivered again: duplicate events carry the same decision id, the ledger refuses a second write
+            self._handle_with_retry(staged.records, stop, failed=error)
+            return
+        self._done(staged)
+
+    def _handle_with_retry(self, records: list, stop: Event, *, failed: RetryableError | None = None) -> None:
+        """Handle the batch, retrying with back-off while partitions are paused. ``failed``: a first attempt
+        (the pipelined one) already failed with this error."""
         backoff = self.options.backoff_initial_s
         while True:
             try:
+                if failed is not None:
+                    error, failed = failed, None
+                    raise error
                 self.handle_batch(records)
                 if self.consumer.paused():
                     self.consumer.resume(*self.consumer.paused())
@@ -195,50 +283,90 @@ class ModerationConsumer:
 
     # -- one batch -------------------------------------------------------------------------------------
     def handle_batch(self, records: list) -> None:
-        t_start = time.monotonic()
+        """One batch, start to commit, synchronously (retries, transactional mode, ``pipeline=False``)."""
+        staged = self._prepare(records)
+        if self.options.transactional:
+            self._produce_and_commit_in_transaction(staged.items, staged.decisions, staged.reviews, records)
+        else:
+            self._deliver(staged)
+            self._commit(records)
+        self._done(staged)
+
+    def _prepare(self, records: list) -> _Staged:
+        """Parse, load, score and decide (steps 1-5); nothing leaves the process yet."""
         items = [_Item(record=r) for r in records]
         for item in items:
             try:
                 item.post = parse_post(item.record)
             except PoisonInputError as error:
                 item.poison = error
-        self._load_images([i for i in items if i.poison is None])
-        self._check_banks([i for i in items if i.poison is None])
-        self._reuse_reposts([i for i in items if i.poison is None and not i.banned])
-        self._score([i for i in items if i.poison is None and i.scores is None])
+        self._load_and_score([i for i in items if i.poison is None])
         decisions, reviews = self._decide([i for i in items if i.poison is None])
-        if self.options.transactional:
-            self._produce_and_commit_in_transaction(items, decisions, reviews, records)
-        else:
-            self._produce(items, decisions, reviews)
-            self._record(decisions)
-            self._commit(records)
         self._remember(items, decisions)
+        return _Staged(records=records, items=items, decisions=decisions, reviews=reviews)
+
+    def _deliver(self, staged: _Staged) -> None:
+        """Produce the batch's events and wait for every ack, then write its ledger records (steps 6-7)."""
+        self._produce(staged.items, staged.decisions, staged.reviews)
+        self._record(staged.decisions)
+
+    def _done(self, staged: _Staged) -> None:
         self.metrics.healthy = True
         self.stats.batches += 1
-        self.stats.consumed += len(records)
-        self.metrics.consumed.inc(len(records))
-        self.metrics.batch_size.observe(len(records))
-        log.debug("batch of %d done in %.3fs", len(records), time.monotonic() - t_start)
+        self.stats.consumed += len(staged.records)
+        self.metrics.consumed.inc(len(staged.records))
+        self.metrics.batch_size.observe(len(staged.records))
 
-    def _load_images(self, items: list[_Item]) -> None:
-        posts_bucket = self.settings.s3.buckets.posts
-        limits, preset = self.options.limits, self.options.preset
+    def _load_and_score(self, items: list[_Item]) -> None:
+        """Fetch, check and decode every image concurrently, and send each micro-batch to the model as soon as
+        its images are ready: the model server works on the first images while the rest are still being
+        fetched and decoded (the two overlap instead of taking turns). A bank hit or a repost skips the model.
+        Any RetryableError (S3, Triton) re-raises here and the whole batch is retried."""
+        self._refresh_banks()
+        loads = [self._fetch_pool.submit(self._load, item) for item in items]
+        size = self.options.infer_batch
+        scoring: list[tuple[list[_Item], object]] = []
+        ready: list[_Item] = []
+        for item, load in zip(items, loads, strict=True):
+            load.result()
+            if item.poison is not None:
+                continue
+            self._check_bank(item)
+            if not item.banned:
+                self._reuse_repost(item)
+            if item.scores is None:
+                ready.append(item)
+            if len(ready) == size:
+                scoring.append((ready, self._infer_pool.submit(self._run_model, ready)))
+                ready = []
+        if ready:
+            scoring.append((ready, self._infer_pool.submit(self._run_model, ready)))
+        categories = self.scorer.categories
+        for chunk, future in scoring:
+            for item, row in zip(chunk, future.result(), strict=True):
+                item.scores = {c: float(s) for c, s in zip(categories, row, strict=True)}
 
-        def load(item: _Item) -> None:
-            try:
-                data = fetch_image_bytes(self.s3, item.post.image_uri, allowed_bucket=posts_bucket, limits=limits)
-                check_sha256(data, item.post.sha256)
-                item.sha256 = item.post.sha256
-                image = decode_image(data, limits)
-                item.pdq, _quality = pdq_hex(image)
-                item.image = preset(image)
-            except PoisonInputError as error:
-                item.poison = error
+    def _load(self, item: _Item) -> None:
+        """S3 GET, size/sha256/format/pixel checks, PDQ, the shared preset; poison is recorded on the item."""
+        limits = self.options.limits
+        try:
+            data = fetch_image_bytes(self.s3, item.post.image_uri, allowed_bucket=self.settings.s3.buckets.posts,
+                                     limits=limits)
+            check_sha256(data, item.post.sha256)
+            item.sha256 = item.post.sha256
+            image = decode_image(data, limits)
+            item.pdq, _quality = pdq_hex(image)
+            item.image = self.options.preset(image)
+        except PoisonInputError as error:
+            item.poison = error
 
-        list(self._fetch_pool.map(load, items))  # re-raises RetryableError from any worker
+    def _run_model(self, chunk: list[_Item]) -> np.ndarray:
+        t0 = time.monotonic()
+        scores = self.scorer.score(np.stack([i.image for i in chunk]))
+        self.metrics.model_latency.observe(time.monotonic() - t0)
+        return scores
 
-    def _check_banks(self, items: list[_Item]) -> None:
+    def _refresh_banks(self) -> None:
         if time.monotonic() - self._banks_loaded_at > self.options.bank_refresh_s:
             from botocore.exceptions import BotoCoreError, ClientError
 
@@ -247,37 +375,20 @@ class ModerationConsumer:
             except (BotoCoreError, ClientError) as error:
                 raise RetryableError(f"hash banks unreadable: {type(error).__name__}") from error
             self._banks_loaded_at = time.monotonic()
-        for item in items:
-            hit = self._matcher.match(item.pdq) if item.pdq else None
-            if hit:
-                bank, entry, distance = hit
-                item.banned = True
-                item.scores = {c: 0.0 for c in self.scorer.categories}
-                item.reasons.append(f"bank:{bank}:{entry.entry_id} ({entry.reason}; distance {distance})")
 
-    def _reuse_reposts(self, items: list[_Item]) -> None:
-        for item in items:
-            if item.poison is None and item.sha256 in self._reposts:
-                original, scores = self._reposts[item.sha256]
-                item.scores = scores
-                item.reasons.append(f"repost:{original}")
+    def _check_bank(self, item: _Item) -> None:
+        hit = self._matcher.match(item.pdq) if item.pdq else None
+        if hit:
+            bank, entry, distance = hit
+            item.banned = True
+            item.scores = {c: 0.0 for c in self.scorer.categories}
+            item.reasons.append(f"bank:{bank}:{entry.entry_id} ({entry.reason}; distance {distance})")
 
-    def _score(self, items: list[_Item]) -> None:
-        items = [i for i in items if i.poison is None]
-        if not items:
-            return
-        size = self.options.infer_batch
-        chunks = [items[i : i + size] for i in range(0, len(items), size)]
-
-        def run(chunk: list[_Item]) -> np.ndarray:
-            t0 = time.monotonic()
-            scores = self.scorer.score(np.stack([i.image for i in chunk]))
-            self.metrics.model_latency.observe(time.monotonic() - t0)
-            return scores
-
-        for chunk, scores in zip(chunks, self._infer_pool.map(run, chunks), strict=True):
-            for item, row in zip(chunk, scores, strict=True):
-                item.scores = {c: float(s) for c, s in zip(self.scorer.categories, row, strict=True)}
+    def _reuse_repost(self, item: _Item) -> None:
+        if item.sha256 in self._reposts:
+            original, scores = self._reposts[item.sha256]
+            item.scores = scores
+            item.reasons.append(f"repost:{original}")
 
     def _decide(self, items: list[_Item]) -> tuple[list[Decision], list[ReviewRequest]]:
         decisions, reviews = [], []
@@ -379,13 +490,14 @@ class ModerationConsumer:
             self._reposts.popitem(last=False)
 
     def close(self) -> None:
+        self._deliver_pool.shutdown(wait=True)
         self._fetch_pool.shutdown(wait=True)
         self._infer_pool.shutdown(wait=True)
         try:
             self.producer.flush(timeout=10)
             self.producer.close(timeout=10)
         finally:
-            self.consumer.close(autocommit=False)
+            close_member(self.consumer)
 
 
 def _next_offsets(records: list) -> dict:
