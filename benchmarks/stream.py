@@ -8,7 +8,13 @@ what matters here), N distinct JPEG posts in S3. Then, side by side:
           Triton's (1): the ceiling for model compute on this box, no I/O at all;
   naive   the consumer with max_poll_records=1: one S3 fetch, one Triton call, one produce, one commit per post
           (what KServe + KafkaSource's one-request-per-event does);
-  stream  the tagwatch consumer as shipped: batches of 64, concurrent fetches, micro-batches of 16 to Triton.
+  stream  the tagwatch consumer as shipped: batches of 64, concurrent fetches, micro-batches of 16 sent to
+          Triton as soon as their images are decoded, each batch delivered (produce + ledger) in the
+          background while the next one is prepared.
+
+Where the time goes: ``stream_stage_seconds`` (per stage, see ``_timed_stage``) and ``stream_cpu_seconds``
+(CPU of the consumer, Triton, SeaweedFS and Tansu while the stream run lasted): on 2 cores the stream is
+bound by the CPU all of them share, which the raw baseline (one thread, nothing else) does not pay.
 
 Throughput is measured on a backlog (all posts published first; time from the first to the last decided batch).
 Post-to-decision latency (p50/p99) is measured in a second stream run with posts published at half the stream's
@@ -105,6 +111,31 @@ def _timed_stage(method, totals: dict, name: str):
     return timed
 
 
+def cpu_snapshot(settings) -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process (the consumer) and of each stack service with its
+    children (Triton's PyTriton backend)."""
+    import psutil
+
+    from tagwatch.stack.state import read_state
+
+    def total(proc) -> float:
+        times = proc.cpu_times()
+        own = times.user + times.system
+        try:
+            return own + sum(c.cpu_times().user + c.cpu_times().system for c in proc.children(recursive=True))
+        except psutil.Error:
+            return own
+
+    out = {"consumer": total(psutil.Process())}
+    state = read_state(settings.paths.stack_file)
+    for name, service in (state.services if state else {}).items():
+        try:
+            out[name] = total(psutil.Process(service.process.pid))
+        except psutil.Error:
+            pass
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--posts", type=int, default=600)
@@ -112,6 +143,8 @@ def main() -> None:
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--max-poll-records", type=int, default=ConsumerOptions().max_poll_records,
                         help="the stream run's batch (default: the consumer's)")
+    parser.add_argument("--fetch-workers", type=int, default=ConsumerOptions().fetch_workers)
+    parser.add_argument("--infer-workers", type=int, default=ConsumerOptions().infer_workers)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -150,15 +183,22 @@ def main() -> None:
                 session.run(None, {"images": arrays[i : i + 16]})
             raw = len(arrays) / (time.perf_counter() - t0)
 
-            def backlog(options: ConsumerOptions, n: int, tag: str) -> dict:
+            def backlog(options: ConsumerOptions, n: int, tag: str, cpu: bool = False) -> dict:
                 s = private_stream(settings, partitions=1)
                 posts = [new_post(f"{tag}-{i:05d}-{s.kafka.consumer_group}", *refs[i]) for i in range(n)]
                 publish_posts(s, posts)
-                return run_consumer(s, scorer, options, n)
+                before = cpu_snapshot(settings) if cpu else {}
+                result = run_consumer(s, scorer, options, n)
+                if cpu:  # CPU seconds each process spent while the consumer ran (join, backlog, leave)
+                    result["cpu_seconds"] = {k: round(v - before.get(k, 0.0), 1) for k, v in cpu_snapshot(settings).items()}
+                return result
 
             naive = backlog(ConsumerOptions(max_poll_records=1, infer_batch=1, fetch_workers=1, infer_workers=1, pipeline=False),
                             args.naive_posts, "naive")
-            stream = backlog(ConsumerOptions(max_poll_records=args.max_poll_records), args.posts, "stream")
+            shipped = ConsumerOptions(max_poll_records=args.max_poll_records, fetch_workers=args.fetch_workers,
+                                      infer_workers=args.infer_workers)
+            stream = backlog(shipped, args.posts, "stream", cpu=True)
+            stream_cpu = stream["cpu_seconds"]
             naive_rate = naive["decided"] / naive["seconds"]
             stream_rate = stream["decided"] / stream["seconds"]
 
@@ -169,7 +209,7 @@ def main() -> None:
             posts = [new_post(f"lat-{i:05d}-{s.kafka.consumer_group}", *refs[i]) for i in range(n)]
             holder: dict = {}
             consumer_thread = threading.Thread(
-                target=lambda: holder.update(run_consumer(s, scorer, ConsumerOptions(max_poll_records=args.max_poll_records), n)))
+                target=lambda: holder.update(run_consumer(s, scorer, shipped, n)))
             consumer_thread.start()
             time.sleep(4)  # let the consumer join its group first
             publish_posts(s, posts, rate=rate)
@@ -179,10 +219,13 @@ def main() -> None:
 
             print(json.dumps({
                 "benchmark": "stream", "arch": args.arch, "posts": args.posts, "max_poll_records": args.max_poll_records,
+                "fetch_workers": args.fetch_workers, "infer_workers": args.infer_workers,
                 "raw_onnxruntime_img_s": round(raw, 1),
                 "naive_consumer_posts_s": round(naive_rate, 1),
                 "stream_posts_s": round(stream_rate, 1),
                 "stream_seconds": round(stream["seconds"], 2), "stream_stage_seconds": stream["stage_seconds"],
+                "stream_cpu_seconds": stream_cpu,
+                "stream_cpu_ms_per_post": round(1000 * sum(stream_cpu.values()) / args.posts, 1),
                 "stream_over_raw": round(stream_rate / raw, 2),
                 "stream_over_naive": round(stream_rate / naive_rate, 2),
                 "latency_rate_posts_s": round(rate, 1), "latency_posts": n,

@@ -214,37 +214,38 @@ class ModerationConsumer:
         Offsets only move in order and only past delivered decisions: a batch is committed after its own
         delivery and after every earlier batch's commit. Any trouble falls back to one batch at a time.
         """
+        # An earlier batch that could not be decided before a stop leaves everything after it uncommitted too
+        # (returning None drops this batch unacknowledged: the group re-reads both).
         if self.options.transactional or not self.options.pipeline:
-            if pending is not None:
-                self._finish(pending, stop)
-            self._handle_with_retry(records, stop)
+            if pending is None or self._finish(pending, stop):
+                self._handle_with_retry(records, stop)
             return None
         try:
             staged = self._prepare(records)
         except RetryableError as error:
-            if pending is not None:
-                self._finish(pending, stop)  # the earlier batch commits first
-            self._handle_with_retry(records, stop, failed=error)
+            if pending is None or self._finish(pending, stop):  # the earlier batch commits first
+                self._handle_with_retry(records, stop, failed=error)
             return None
-        if pending is not None:
-            self._finish(pending, stop)
+        if pending is not None and not self._finish(pending, stop):
+            return None
         staged.delivery = self._deliver_pool.submit(self._deliver, staged)
         return staged
 
-    def _finish(self, staged: _Staged, stop: Event) -> None:
-        """Wait for a staged batch's delivery, then commit its offsets (or retry it one batch at a time)."""
+    def _finish(self, staged: _Staged, stop: Event) -> bool:
+        """Wait for a staged batch's delivery, then commit its offsets (or retry it one batch at a time).
+        False: it was given up uncommitted at a stop."""
         try:
             staged.delivery.result()
             self._commit(staged.records)
         except RetryableError as error:
             # delivered again: duplicate events carry the same decision id, the ledger refuses a second write
-            self._handle_with_retry(staged.records, stop, failed=error)
-            return
+            return self._handle_with_retry(staged.records, stop, failed=error)
         self._done(staged)
+        return True
 
-    def _handle_with_retry(self, records: list, stop: Event, *, failed: RetryableError | None = None) -> None:
+    def _handle_with_retry(self, records: list, stop: Event, *, failed: RetryableError | None = None) -> bool:
         """Handle the batch, retrying with back-off while partitions are paused. ``failed``: a first attempt
-        (the pipelined one) already failed with this error."""
+        (the pipelined one) already failed with this error. False: given up at a stop, nothing committed."""
         backoff = self.options.backoff_initial_s
         while True:
             try:
@@ -254,7 +255,7 @@ class ModerationConsumer:
                 self.handle_batch(records)
                 if self.consumer.paused():
                     self.consumer.resume(*self.consumer.paused())
-                return
+                return True
             except RetryableError as error:
                 self.stats.retries += 1
                 self.metrics.retries.labels(cause=type(error.__cause__ or error).__name__).inc()
@@ -270,10 +271,10 @@ class ModerationConsumer:
                 owned = self.consumer.assignment()
                 records = [r for r in records if _tp(r) in owned]
                 if not records:
-                    return
+                    return True
                 if stop.is_set() and backoff >= self.options.backoff_max_s:
                     log.warning("stopping with %d undecided records uncommitted; the group will re-read them", len(records))
-                    return
+                    return False
 
     def _wait_alive(self, seconds: float) -> None:
         """Sleep while polling (partitions paused, so nothing is fetched) to stay in the group."""
