@@ -69,7 +69,8 @@ class ConsumerOptions:
     pipeline: bool = True
     bank_threshold: int = 31
     limits: ImageLimits = field(default_factory=ImageLimits)
-    preset: Preset = DEFAULT_PRESET
+    # None: the scorer's (a registry version records the preset its model was trained with), else the default.
+    preset: Preset | None = None
 
 
 @dataclass
@@ -154,6 +155,11 @@ class ModerationConsumer:
     @property
     def policy(self) -> Policy:
         return self._policy or self.scorer.policy
+
+    @property
+    def preset(self) -> Preset:
+        """The preprocessing the served model was trained with: options > scorer (registry) > the default."""
+        return self.options.preset or getattr(self.scorer, "preset", None) or DEFAULT_PRESET
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self, stop: Event, *, idle_exit_s: float | None = None) -> RunStats:
@@ -357,7 +363,7 @@ class ModerationConsumer:
             item.sha256 = item.post.sha256
             image = decode_image(data, limits)
             item.pdq, _quality = pdq_hex(image)
-            item.image = self.options.preset(image)
+            item.image = self.preset(image)
         except PoisonInputError as error:
             item.poison = error
 

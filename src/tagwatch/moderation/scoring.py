@@ -63,6 +63,7 @@ class TritonScorer:
 
     def refresh(self) -> None:
         from tagwatch.moderation.policy import Policy
+        from tagwatch.preprocess import Preset
         from tagwatch.errors import ConfigError
 
         local = self.registry.fetch(self.alias, dest=self.cache_dir)
@@ -75,6 +76,7 @@ class TritonScorer:
             raise ConfigError(f"{meta.model_name} version {meta.version} has no policy.json",
                               hint="register the model with the policy its transfer step calibrated (--policy)")
         self.policy = Policy.model_validate(local.policy)
+        self.preset = Preset.from_dict(meta.preset) if meta.preset else None  # what the model was trained with
 
     def score(self, images: np.ndarray) -> np.ndarray:
         from tagwatch.errors import RetryableError, ServingError
