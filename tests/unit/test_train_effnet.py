@@ -119,3 +119,35 @@ def test_transfer_from_imagenet_on_synthetic_data(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "out" / "policy.json").read_text())["model"]["run_id"] == "tr-eff"
     metrics = json.loads((tmp_path / "out" / "holdout" / "metrics.json").read_text())
     assert np.isfinite(metrics["category_map"]) and result["holdout"]["images"] > 0
+
+
+def test_lbfgs_probe_fit_folds_the_standardisation_into_the_head() -> None:
+    from tagwatch.train.probe_fit import fit_linear_probe
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(200, 16, generator=generator) * 5.0 + 3.0
+    targets = torch.stack([(features[:, 0] > 3.0).float(), (features[:, 1] + features[:, 2] > 6.0).float()], 1)
+    weight, bias, info = fit_linear_probe(features, targets, l2=1e-4)
+    assert weight.shape == (2, 16) and bias.shape == (2,) and np.isfinite(info["final_loss"])
+    predicted = (features @ weight.T + bias) > 0
+    accuracy = (predicted == targets.bool()).float().mean(0)
+    assert (accuracy > 0.95).all(), accuracy
+
+
+def test_transfer_lbfgs_probe_from_imagenet(tmp_path: Path) -> None:
+    from tagwatch.train.transfer import main as transfer
+
+    result = transfer(["--dataset", "synthetic:96", "--threads", "1", "--no-progress", "--workers", "0",
+                       "--init", "imagenet", "--arch", "efficientnet_lite0", "--image-size", "64", "--mode", "probe",
+                       "--probe-solver", "lbfgs", "--run-id", "tr-lbfgs", "--checkpoint-root", str(tmp_path / "ck"),
+                       "--output-dir", str(tmp_path / "out")])
+    assert result["train"]["steps"] == 0 and result["train"]["probe_solver"] == "lbfgs"
+    checkpoint = torch.load(tmp_path / "ck" / "tr-lbfgs" / "step-0000000.pt", weights_only=False)
+    wheel = load_imagenet_state_dict()
+    assert torch.equal(checkpoint["model"][STEM], wheel["_conv_stem.weight"])
+    assert checkpoint["model"]["category_head.weight"].abs().sum() > 0
+    metrics = json.loads((tmp_path / "out" / "holdout" / "metrics.json").read_text())
+    assert metrics["category_map"] > metrics["chance_category_map"]
+    # The served network reproduces the fitted head (standardisation folded in, nothing else needed).
+    serving = build_serving_model(checkpoint)
+    assert serving.net.category_head.weight.shape[1] == NUM_FEATURES

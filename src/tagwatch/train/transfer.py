@@ -68,6 +68,8 @@ class TransferConfig:
     train_samples: int = 0
     eval_samples: int = 0
     fashion_mnist_dir: str | None = None
+    probe_solver: str = "sgd"
+    probe_l2: float = 1e-3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=16, help="tiny_cnn width, only with --init none")
     p.add_argument("--image-size", type=int, default=128, help="only with --init none/imagenet (else the checkpoint's "
                    "preset)")
+    p.add_argument("--probe-solver", default="sgd", choices=("sgd", "lbfgs"),
+                   help="probe only; lbfgs: backbone features once per train image (no augmentation), then a full-batch "
+                   "L-BFGS logistic regression to convergence (seconds; --steps/--lr unused; one process)")
+    p.add_argument("--probe-l2", type=float, default=1e-3, help="lbfgs probe: L2 on the standardised-feature weights")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=0)
     p.add_argument("--epochs", type=float, default=0.0)
@@ -195,8 +201,12 @@ def _transfer(cfg: TransferConfig, info) -> dict:
                       calibrate_steps=cfg.calibrate_steps, progress=cfg.progress)
     task = TrainTask(kind=cfg.mode, target="categories", head="category", loss="sigmoid",
                      freeze_backbone=cfg.mode == "probe")
-    summary = run_training(model=model, task=task, loop=loop, info=info, state=state, store=store,
-                           make_dataset=make_dataset, output_dir=output_dir, resume=resume, image_size=preset.crop)
+    if cfg.mode == "probe" and cfg.probe_solver == "lbfgs":
+        summary = _lbfgs_probe(cfg, model=model, dataset=dataset, preset=preset, info=info, state=state, store=store,
+                               loop=loop)
+    else:
+        summary = run_training(model=model, task=task, loop=loop, info=info, state=state, store=store,
+                               make_dataset=make_dataset, output_dir=output_dir, resume=resume, image_size=preset.crop)
     checkpoint_uri = store.uri(f"step-{summary['steps']:07d}.pt")
     result: dict = {"run_id": run_id, "checkpoint": checkpoint_uri, "train": summary}
     if info.is_main and not summary["stopped_early"]:
@@ -223,3 +233,24 @@ def _transfer(cfg: TransferConfig, info) -> dict:
                  metrics["chance_category_map"] or float("nan"), store.uri("policy.json"))
     barrier(info)
     return result
+
+
+def _lbfgs_probe(cfg: TransferConfig, *, model, dataset, preset, info, state, store, loop) -> dict:
+    """Fit ``category_head`` on cached backbone features (train/probe_fit.py) and write one checkpoint (step 0)."""
+    from tagwatch.train.loop import save_checkpoint
+    from tagwatch.train.optim import create_optimizer, create_scheduler
+    from tagwatch.train.probe_fit import fit_probe_head
+
+    if info.world_size > 1 or cfg.resume:
+        raise ConfigError("--probe-solver lbfgs runs in one process and cannot resume",
+                          hint="drop --nproc/--resume (the fit takes seconds) or use --probe-solver sgd")
+    model.to(info.device)
+    batches = dataset.stream(split="train", preset=preset, config=StreamConfig(batch_size=64, train=False))
+    fit = fit_probe_head(model, batches, device=info.device, l2=cfg.probe_l2)
+    state.metrics.update({"probe_solver": "lbfgs", **fit})
+    optimizer = create_optimizer(model, lr=loop.lr, momentum=loop.momentum, weight_decay=loop.weight_decay)
+    scheduler = create_scheduler(optimizer, total_steps=max(1, loop.total_steps), warmup_steps=0, schedule=loop.schedule)
+    save_checkpoint(model=model, optimizer=optimizer, scheduler=scheduler, step=0, info=info, state=state, store=store,
+                    loop=loop)
+    return {"steps": 0, "start_step": 0, "stopped_early": False, "world_size": info.world_size, "probe_solver": "lbfgs",
+            **fit}
