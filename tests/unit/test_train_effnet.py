@@ -105,7 +105,8 @@ def test_onnx_export_parity(tmp_path: Path) -> None:
 def test_transfer_from_imagenet_on_synthetic_data(tmp_path: Path) -> None:
     from tagwatch.train.transfer import main as transfer
 
-    result = transfer(["--dataset", "synthetic:96", "--batch-size", "8", "--threads", "1", "--no-progress", "--workers", "0",
+    result = transfer(["--dataset", "synthetic:96", "--batch-size", "8", "--threads", "1", "--no-progress",
+                       "--workers", "0",
                        "--init", "imagenet", "--arch", "efficientnet_lite0", "--image-size", "64", "--mode", "probe",
                        "--steps", "3", "--lr", "0.05", "--run-id", "tr-eff", "--checkpoint-root", str(tmp_path / "ck"),
                        "--output-dir", str(tmp_path / "out")])

