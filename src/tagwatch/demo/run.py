@@ -50,7 +50,7 @@ def run_demo(base: Settings, *, quick: bool, report_dir: Path, fresh: bool = Fal
     with progress.stage("training", "the pretrain_and_deploy pipeline (kfp.local): ingest -> data build -> pretrain "
                         "on hashtags -> transfer + calibrate -> ONNX export -> evaluate -> \\[gate] -> register -> "
                         "deploy (production)"):
-        outcome = run_training(settings, quick=quick, progress=progress)
+        outcome = run_training(settings, quick=quick, progress=progress, fresh=fresh)
         for line in outcome.reused:
             progress.say(f"reused {line}")
         if outcome.gate_note:

@@ -101,8 +101,9 @@ def quick_source_root(settings: Settings) -> Path:
     return demo_dir(settings) / "openclipart-quick"
 
 
-def run_training(settings: Settings, *, quick: bool, progress: DemoProgress) -> TrainingOutcome:
-    """Run the pretrain_and_deploy pipeline locally, or reuse a registered model of the same config hash."""
+def run_training(settings: Settings, *, quick: bool, progress: DemoProgress, fresh: bool = False) -> TrainingOutcome:
+    """Run the pretrain_and_deploy pipeline locally, or reuse a registered model of the same config hash
+    (``fresh``: never reuse; the pipeline's gate then decides whether the new model replaces production)."""
     from tagwatch.registry import open_registry
 
     plan = TrainingPlan.for_mode(quick=quick)
@@ -115,7 +116,7 @@ def run_training(settings: Settings, *, quick: bool, progress: DemoProgress) -> 
     digest = config_hash(plan, dataset)
     work = settings.paths.state_dir / "demo" / "training" / digest
     registry = open_registry(settings)
-    previous = find_reusable(registry, work=work, digest=digest, dataset=dataset)
+    previous = None if fresh else find_reusable(registry, work=work, digest=digest, dataset=dataset)
     if previous is not None:
         production = registry.read_alias("production")
         if production is None or production.version != previous.model_version:
@@ -206,7 +207,7 @@ def served_version(*, candidate: int | None, gate: dict[str, Any], production: i
         return candidate, ""
     if production is None:
         raise TrainingError(f"the gate refused the candidate ({gate.get('reason')}) and there is no production "
-                            "model to serve", hint="run the demo again with --fresh")
+                            "model to serve", hint="promote a version with `tagwatch model promote N`")
     return production, f"gate refused: {gate.get('reason', '?')}; serving production v{production}"
 
 
@@ -234,7 +235,7 @@ def find_reusable(registry, *, work: Path, digest: str, dataset: str) -> Trainin
     local outcome.json adds its plots and report when it is still there)."""
     matches = [m for m in registry.list_versions() if (m.metrics or {}).get("demo", {}).get("config_hash") == digest]
     if not matches:
-        return None
+        return _refused_before(registry, work=work)
     metadata = matches[-1]
     local = work / OUTCOME_FILE
     if local.exists():
@@ -252,6 +253,22 @@ def find_reusable(registry, *, work: Path, digest: str, dataset: str) -> Trainin
         model_name=metadata.model_name, model_version=metadata.version, dataset=dataset,
         categories=list(per_category), config_hash=digest,
         eval_metrics=eval_metrics_of(per_category))
+
+
+def _refused_before(registry, *, work: Path) -> TrainingOutcome | None:
+    """This config's candidate was refused by the gate in an earlier run (the local outcome.json says so) and the
+    production it fell back to still is production: the same pipeline would be refused again, so it is not rerun."""
+    local = work / OUTCOME_FILE
+    try:
+        outcome = TrainingOutcome.from_json(json.loads(local.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    production = registry.read_alias("production")
+    if not outcome.gate_note or production is None or production.version != outcome.model_version:
+        return None
+    outcome.plots = {k: v for k, v in outcome.plots.items() if Path(v).exists()}
+    outcome.gate_note = f"{outcome.gate_note} (decided by an earlier run of this config; --fresh to run it again)"
+    return outcome
 
 
 def build_dataset(settings: Settings, *, progress: DemoProgress) -> tuple[str, bool]:
