@@ -16,12 +16,13 @@ from pipelines._cluster import S3_SECRET, configure_task
 
 
 def register_and_deploy(*, onnx_task, evaluate_task, mode, deploy_alias, namespace, service_name,
-                        canary_traffic_percent, deploy_timeout_s):
+                        canary_traffic_percent, deploy_timeout_s, register_metrics_json=""):
     """The gated tail both pipelines share."""
     # One unnamed bool output: kfp.local resolves "<task>-Output" channels in conditions, not named ones.
     with dsl.If(evaluate_task.outputs["Output"] == True, name="beats-production"):  # noqa: E712 - a KFP expression
         register_task = configure_task(register_model(onnx_model=onnx_task.outputs["onnx_model"],
-                                                      evaluation=evaluate_task.outputs["evaluation"]))
+                                                      evaluation=evaluate_task.outputs["evaluation"],
+                                                      extra_metrics_json=register_metrics_json))
         configure_task(deploy_model(version=register_task.outputs["version"], mode=mode, alias=deploy_alias,
                                     namespace=namespace, service_name=service_name,
                                     canary_traffic_percent=canary_traffic_percent, timeout_s=deploy_timeout_s))
@@ -36,8 +37,10 @@ def pretrain_and_deploy(
     num_nodes: int = 1, gpus_per_node: int = 1, train_timeout_s: int = 21600, transfer_mode: str = "finetune",
     transfer_steps: int = 500, min_improvement: float = 0.0, deploy_alias: str = "production",
     service_name: str = "tagwatch-moderation", canary_traffic_percent: int = -1, deploy_timeout_s: int = 900,
+    source_root: str = "", target_recall: float = 0.9, register_metrics_json: str = "",
 ):
-    ingest_task = configure_task(ingest(source=source, limit=limit, seed=seed), cpu="4", memory="8Gi")
+    ingest_task = configure_task(ingest(source=source, limit=limit, seed=seed, source_root=source_root), cpu="4",
+                                 memory="8Gi")
     build_task = configure_task(build_dataset(posts=ingest_task.outputs["posts"], name=dataset_name,
                                               shard_samples=shard_samples, top_k=top_k, min_count=min_count,
                                               seed=seed, categories_yaml=categories_yaml), cpu="2", memory="8Gi")
@@ -51,7 +54,7 @@ def pretrain_and_deploy(
     transfer_task = configure_task(transfer(
         dataset=build_task.outputs["dataset"], pretrained=pretrain_task.outputs["checkpoint"],
         pipeline_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, mode=transfer_mode, steps=transfer_steps,
-        batch_size=batch_size, workers=workers), cpu="4", memory="16Gi", gpus=1)
+        batch_size=batch_size, workers=workers, target_recall=target_recall), cpu="4", memory="16Gi", gpus=1)
     export_task = configure_task(export_model(model=transfer_task.outputs["model"],
                                               pipeline_job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                                               pipeline_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), memory="4Gi")
@@ -60,4 +63,5 @@ def pretrain_and_deploy(
                                             min_improvement=min_improvement), cpu="2", memory="4Gi")
     register_and_deploy(onnx_task=export_task, evaluate_task=evaluate_task, mode=mode, deploy_alias=deploy_alias,
                         namespace=namespace, service_name=service_name,
-                        canary_traffic_percent=canary_traffic_percent, deploy_timeout_s=deploy_timeout_s)
+                        canary_traffic_percent=canary_traffic_percent, deploy_timeout_s=deploy_timeout_s,
+                        register_metrics_json=register_metrics_json)

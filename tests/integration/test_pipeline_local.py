@@ -45,7 +45,8 @@ def first_run(pipeline_settings, tmp_path_factory):
     before = _leftovers()
     events: list[dict] = []
     result = run_pretrain_and_deploy(pipeline_settings, quick=True, on_event=events.append,
-                                     pipeline_root=tmp_path_factory.mktemp("runs"))
+                                     pipeline_root=tmp_path_factory.mktemp("runs"),
+                                     register_metrics_json=json.dumps({"demo": {"config_hash": "c0ffee"}}))
     return result, events, before
 
 
@@ -62,6 +63,7 @@ def test_first_run_registers_and_deploys(pipeline_settings, first_run) -> None:
     assert metadata.lineage["pipeline_run_id"] and metadata.lineage["run_id"].startswith("transfer-")
     assert metadata.metrics["holdout"]["category_map"] == pytest.approx(first.metrics["category_map"])
     assert metadata.metrics["gate"]["promote"] is True
+    assert metadata.metrics["demo"] == {"config_hash": "c0ffee"}  # register_metrics_json, merged as given
     assert set(first.metrics["per_category"]) >= {"pointy", "round"}
     assert first.metrics["category_map"] > first.metrics["chance_category_map"]  # it learned something
 

@@ -4,18 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tagwatch.demo.training import TrainingOutcome, TrainingPlan, config_hash
-from tagwatch.train.pretrain import build_parser as pretrain_parser
-from tagwatch.train.transfer import build_parser as transfer_parser
+import pytest
+
+from tagwatch.demo.training import (BUILD, TrainingOutcome, TrainingPlan, config_hash, eval_metrics_of,
+                                    served_version)
+from tagwatch.errors import TrainingError
 
 
-def test_plans_parse_with_the_trainer_parsers(tmp_path: Path) -> None:
+def test_plans_are_parameters_of_the_real_pipeline() -> None:
+    """Every parameter the demo passes exists in pipelines.pretrain_and_deploy with the same type, and the build
+    settings are the pipeline's defaults (so the demo's own data build gives the pipeline's dataset version)."""
+    import inspect
+
+    from tagwatch.pipeline.local import import_pipeline
+
+    signature = inspect.signature(import_pipeline("pretrain_and_deploy").pipeline_func)
     for quick in (True, False):
         plan = TrainingPlan.for_mode(quick=quick)
-        pre = pretrain_parser().parse_args(plan.pretrain_argv(dataset="hashtags/v1", run_id="r", out=tmp_path))
-        assert (pre.steps, pre.image_size, pre.width, pre.progress) == (plan.pretrain_steps, plan.image_size, plan.width, False)
-        tr = transfer_parser().parse_args(plan.transfer_argv(dataset="hashtags/v1", init="s3://c/r", run_id="t", out=tmp_path))
-        assert (tr.steps, tr.init, tr.mode) == (plan.transfer_steps, "s3://c/r", plan.transfer_mode)
+        params = plan.pipeline_params(source_root="/x/openclipart-quick" if quick else "")
+        params["register_metrics_json"] = "{}"
+        for name, value in params.items():
+            assert name in signature.parameters, name
+            assert isinstance(value, signature.parameters[name].annotation), (name, value)
+        assert (params["pretrain_steps"], params["width"], params["arch"]) == (plan.pretrain_steps, plan.width, "tiny_cnn")
+    for name in ("shard_samples", "top_k", "min_count", "seed", "categories_yaml"):
+        assert BUILD[name] == signature.parameters[name].default, name
     assert TrainingPlan.for_mode(quick=True).pretrain_steps < TrainingPlan.for_mode(quick=False).pretrain_steps
 
 
@@ -28,5 +41,26 @@ def test_config_hash_changes_with_plan_or_dataset() -> None:
 def test_outcome_round_trips_through_json() -> None:
     outcome = TrainingOutcome(model_name="m", model_version=2, dataset="hashtags/v1", categories=["weapons", "other"],
                               eval_metrics={"weapons": {"ap": 0.4}}, plots={"zipf": "/x/zipf.png"},
-                              step_seconds={"pretrain": 1.5}, reused=["dataset"], config_hash="abc")
+                              step_seconds={"pretrain": 1.5}, reused=["dataset"], config_hash="abc",
+                              gate={"promote": False, "reason": "not better"}, gate_note="gate refused: not better; serving production v1")
     assert TrainingOutcome.from_json(outcome.to_json()) == outcome
+
+
+def test_outcome_reads_an_older_outcome_file() -> None:
+    """outcome.json files of the in-process training stage (no gate fields) still load."""
+    old = {"model_name": "m", "model_version": 1, "dataset": "hashtags/v1", "categories": [], "eval_metrics": {},
+           "plots": {}, "step_seconds": {}, "reused": [], "config_hash": "abc"}
+    assert TrainingOutcome.from_json(old).gate_note == ""
+
+
+def test_a_refused_gate_serves_production_and_says_why() -> None:
+    assert served_version(candidate=3, gate={"promote": True, "reason": "better"}, production=2) == (3, "")
+    version, note = served_version(candidate=None, gate={"promote": False, "reason": "0.10 <= 0.12"}, production=2)
+    assert (version, note) == (2, "gate refused: 0.10 <= 0.12; serving production v2")
+    with pytest.raises(TrainingError):
+        served_version(candidate=None, gate={"promote": False, "reason": "x"}, production=None)
+
+
+def test_eval_metrics_name_the_flag_precision_and_recall() -> None:
+    figures = {"weapons": {"ap": 0.4, "review_or_remove_precision": 0.3, "review_or_remove_recall": 0.7}}
+    assert eval_metrics_of(figures)["weapons"] == {**figures["weapons"], "precision": 0.3, "recall": 0.7}

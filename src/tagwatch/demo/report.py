@@ -92,6 +92,9 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+PIPELINE_REPORT = "pipeline-report.html"
+
+
 def _figure(src: str | None, caption: str) -> str:
     if not src:
         return ""
@@ -121,6 +124,15 @@ def render_html(summary: dict[str, Any], *, figures: dict[str, str], examples: l
         + "</div></div>" for e in examples)
     model = s.get("model", {})
     reused = "".join(f"<li>{html.escape(r)}</li>" for r in s.get("reused", [])) or "<li>nothing (a fresh run)</li>"
+    training = s.get("training", {})
+    pipeline = ""
+    if training.get("gate_note"):
+        pipeline += f'<p><b>{html.escape(training["gate_note"])}</b></p>'
+    if figures.get("pipeline_report"):
+        pipeline += (f'<p>Trained by the <code>pretrain_and_deploy</code> Kubeflow pipeline (kfp.local run '
+                     f'{html.escape(str(training.get("pipeline_run", "")))}): <a href="'
+                     f'{html.escape(figures["pipeline_report"], quote=True)}">the pipeline\'s report</a> (its evaluate '
+                     'step: candidate vs production on the holdout, the gate).</p>')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>tagwatch demo report</title>
 <style>
@@ -147,10 +159,10 @@ base rate and expected recall = the flag rate (the chance columns).</p>
 <h2>Throughput and latency</h2>
 {_figure(figures.get("latency"), "post-to-decision latency")}{_figure(figures.get("throughput"), "decisions per second")}
 <h2>Examples</h2><div class="grid">{cards}</div>
-<h2>Training</h2>
+<h2>Training</h2>{pipeline}
 {_figure(figures.get("training_curves"), "training curves")}{_figure(figures.get("zipf"), "hashtag Zipf plot")}
-{_figure(figures.get("pr_curves"), "training-time holdout PR curves (torch)")}
-{_figure(figures.get("confusion"), "training-time holdout confusion")}
+{_figure(figures.get("pr_curves"), "holdout PR curves of the exported model (the pipeline's evaluate step)")}
+{_figure(figures.get("confusion"), "holdout confusion (the pipeline's evaluate step)")}
 <h2>Stages</h2>{_table(["stage", "seconds"], stages)}{_table(["training step", "seconds"], steps)}
 <h2>Reused</h2><ul>{reused}</ul>
 </body></html>
@@ -159,7 +171,8 @@ base rate and expected recall = the flag rate (the chance columns).</p>
 
 def write_report(*, out_dir: Path, summary: dict[str, Any], published: list[PublishedPost],
                  decisions: dict[str, dict[str, Any]], thresholds: dict[str, dict[str, float | None]],
-                 training_plots: dict[str, str], fetch_image: Callable[[str], bytes] | None = None, s3=None) -> Path:
+                 training_plots: dict[str, str], fetch_image: Callable[[str], bytes] | None = None, s3=None,
+                 pipeline_report: str = "") -> Path:
     """Write index.html, summary.json and every figure into ``out_dir``; returns the index path.
 
     Images of the example posts come from ``fetch_image(image_uri)``, or from the ``s3`` client."""
@@ -173,6 +186,9 @@ def write_report(*, out_dir: Path, summary: dict[str, Any], published: list[Publ
         if stale.is_dir():
             shutil.rmtree(stale)
     figures = copy_plots(training_plots, out_dir=out_dir)
+    if pipeline_report and Path(pipeline_report).is_file():  # self-contained HTML (its images inlined)
+        shutil.copyfile(pipeline_report, out_dir / PIPELINE_REPORT)
+        figures["pipeline_report"] = PIPELINE_REPORT
     categories = list(summary["per_category"])
     decided = [p for p in published if p.post_id in decisions]
     if decided and categories:

@@ -47,12 +47,16 @@ def run_demo(base: Settings, *, quick: bool, report_dir: Path, fresh: bool = Fal
         ingest = stages.ingest_corpus(settings, quick=quick, progress=progress)
     if fresh:
         shutil.rmtree(stages.demo_dir(settings) / "training", ignore_errors=True)
-    with progress.stage("training", "data build -> pretrain on hashtags -> transfer to categories + calibrate -> "
-                        "ONNX export -> register -> promote production"):
-        outcome = run_training(settings, quick=quick, progress=progress)
+    with progress.stage("training", "the pretrain_and_deploy pipeline (kfp.local): ingest -> data build -> pretrain "
+                        "on hashtags -> transfer + calibrate -> ONNX export -> evaluate -> \\[gate] -> register -> "
+                        "deploy (production)"):
+        outcome = run_training(settings, quick=quick, progress=progress, fresh=fresh)
         for line in outcome.reused:
             progress.say(f"reused {line}")
-        progress.say(f"production = {outcome.model_name} v{outcome.model_version} (dataset {outcome.dataset})")
+        if outcome.gate_note:
+            progress.say(outcome.gate_note)
+        progress.say(f"production = {outcome.model_name} v{outcome.model_version} (dataset {outcome.dataset})"
+                     + (f"; pipeline run {outcome.pipeline_run}" if outcome.pipeline_run else ""))
     with progress.stage("serve", "the stack's Triton on 127.0.0.1 serving the production alias"):
         settings = stages.serve_production(base, version=outcome.model_version, progress=progress)
     group = stages.Consumers(settings, processes=consumers, log_dir=stages.demo_dir(settings) / "logs" / run_tag)
@@ -94,7 +98,8 @@ def run_demo(base: Settings, *, quick: bool, report_dir: Path, fresh: bool = Fal
             "ingest": {"ingested": ingest.ingested, "already_there": ingest.already_there, "posts_total": ingest.posts_total,
                        "skipped": ingest.skipped},
             "training": {"eval_metrics": outcome.eval_metrics, "step_seconds": outcome.step_seconds,
-                         "config_hash": outcome.config_hash},
+                         "config_hash": outcome.config_hash, "gate": outcome.gate, "gate_note": outcome.gate_note,
+                         "pipeline_run": outcome.pipeline_run},
             "consumers": consumer_stats, "thresholds": thresholds,
         })
         summary["stage_seconds"] = dict(progress.stage_seconds)
@@ -103,6 +108,7 @@ def run_demo(base: Settings, *, quick: bool, report_dir: Path, fresh: bool = Fal
 
         index = write_report(out_dir=report_dir, summary=summary, published=published, decisions=decisions,
                              thresholds=thresholds, training_plots=outcome.plots,
+                             pipeline_report=outcome.pipeline_report,
                              fetch_image=s3_image_fetcher(s3_client(settings.s3)))
         problems = verify_report(report_dir)
         progress.say(f"report checked: HTML parses, every image exists ({'OK' if not problems else problems})")

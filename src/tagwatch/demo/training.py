@@ -1,19 +1,22 @@
-"""The demo's training stage behind one function: data build -> pretrain -> transfer (+ holdout evaluation and
-calibration) -> ONNX export -> register -> promote ``production``. The same steps the ``pretrain_and_deploy``
-pipeline runs; the rest of the demo only sees the ``TrainingOutcome`` this returns, never how it was made.
+"""The demo's training stage behind one function: the ``pretrain_and_deploy`` Kubeflow pipeline run on this
+machine with kfp.local (``tagwatch.pipeline.local.run_pretrain_and_deploy``): ingest (a resumable no-op over the
+demo's own ingest) -> data build -> pretrain (torchrun) -> transfer + calibrate -> ONNX export -> evaluate against
+production -> [gate] -> register -> deploy (promote ``production``, the stack's Triton serves it). The rest of the
+demo only sees the ``TrainingOutcome`` this returns, never how it was made.
 
-A rerun with the same dataset version and the same training config reuses the registered version (found by the
-``demo.config_hash`` it was registered with) instead of training again.
+Reuse: the demo builds the dataset first (content-addressed: seconds when no post changed) to learn its version,
+hashes (plan, dataset version) into a config hash, and reuses the registry version whose recorded metrics carry
+``demo.config_hash`` = that hash (the pipeline's register step records it, ``register_metrics_json``). The
+registry is the record, so a reuse survives the loss of the demo's local files (its plots are then missing).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +30,9 @@ from tagwatch.settings import Settings
 log = logging.getLogger(__name__)
 OUTCOME_FILE = "outcome.json"
 DATASET_NAME = "hashtags"
+# The data build's settings, the same in the demo's own build and the pipeline's (the same dataset version).
+BUILD = {"dataset_name": DATASET_NAME, "shard_samples": 500, "top_k": 1000, "min_count": 5, "seed": 0,
+         "categories_yaml": ""}
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,8 @@ class TrainingPlan:
     batch_size: int = 32
     transfer_mode: str = "finetune"
     workers: int = 1
+    arch: str = "tiny_cnn"
+    target_recall: float = 0.8
 
     @classmethod
     def for_mode(cls, *, quick: bool) -> "TrainingPlan":
@@ -48,22 +56,18 @@ class TrainingPlan:
             return cls(image_size=128, width=8, nproc=1, pretrain_steps=150, transfer_steps=120)
         return cls(image_size=128, width=16, nproc=2, pretrain_steps=700, transfer_steps=300)
 
-    def pretrain_argv(self, *, dataset: str, run_id: str, out: Path) -> list[str]:
-        return ["--dataset", dataset, "--arch", "tiny_cnn", "--width", str(self.width), "--image-size",
-                str(self.image_size), "--steps", str(self.pretrain_steps), "--batch-size", str(self.batch_size),
-                "--warmup-steps", str(max(1, self.pretrain_steps // 20)), "--workers", str(self.workers),
-                "--run-id", run_id, "--output-dir", str(out), "--log-every", "5", "--calibrate-steps", "0",
-                "--no-progress"]
-
-    def transfer_argv(self, *, dataset: str, init: str, run_id: str, out: Path) -> list[str]:
-        return ["--dataset", dataset, "--init", init, "--mode", self.transfer_mode, "--steps", str(self.transfer_steps),
-                "--batch-size", str(self.batch_size), "--workers", str(self.workers), "--run-id", run_id,
-                "--output-dir", str(out), "--log-every", "5", "--target-recall", "0.8", "--no-progress"]
+    def pipeline_params(self, *, source_root: str, dataset_name: str = DATASET_NAME) -> dict[str, Any]:
+        """The ``pretrain_and_deploy`` parameters of this plan (every one the local runner's presets set too)."""
+        return {**BUILD, "dataset_name": dataset_name, "source": "openclipart", "source_root": source_root,
+                "limit": 0, "arch": self.arch, "width": self.width, "image_size": self.image_size,
+                "batch_size": self.batch_size, "workers": self.workers, "nproc": self.nproc,
+                "pretrain_steps": self.pretrain_steps, "transfer_steps": self.transfer_steps,
+                "transfer_mode": self.transfer_mode, "target_recall": self.target_recall, "deploy_alias": "production"}
 
 
 @dataclass
 class TrainingOutcome:
-    """What the demo needs from training, however it ran (in-process steps today, the kfp pipeline later)."""
+    """What the demo needs from training (made by the kfp pipeline, or reused from the registry)."""
 
     model_name: str
     model_version: int
@@ -74,74 +78,196 @@ class TrainingOutcome:
     step_seconds: dict[str, float] = field(default_factory=dict)
     reused: list[str] = field(default_factory=list)  # what was not redone, in words
     config_hash: str = ""
+    gate: dict[str, Any] = field(default_factory=dict)  # the pipeline's gate decision (promote, reason ...)
+    gate_note: str = ""  # "gate refused: <reason>; serving production vN" when the candidate was not promoted
+    pipeline_report: str = ""  # the pipeline's evaluation report.html (self-contained)
+    pipeline_run: str = ""  # the kfp run name (also in the registry version's lineage)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "TrainingOutcome":
-        return cls(**data)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 def config_hash(plan: TrainingPlan, dataset: str) -> str:
     return hashlib.sha256(json.dumps({"plan": asdict(plan), "dataset": dataset}, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_training(settings: Settings, *, quick: bool, progress: DemoProgress) -> TrainingOutcome:
-    """Build the dataset, train, evaluate, export, register and promote; or reuse a matching registered model."""
+def quick_source_root(settings: Settings) -> Path:
+    from tagwatch.demo.stages import demo_dir
+
+    return demo_dir(settings) / "openclipart-quick"
+
+
+def run_training(settings: Settings, *, quick: bool, progress: DemoProgress, fresh: bool = False) -> TrainingOutcome:
+    """Run the pretrain_and_deploy pipeline locally, or reuse a registered model of the same config hash
+    (``fresh``: never reuse; the pipeline's gate then decides whether the new model replaces production)."""
     from tagwatch.registry import open_registry
 
     plan = TrainingPlan.for_mode(quick=quick)
-    seconds: dict[str, float] = {}
     reused: list[str] = []
     t0 = time.monotonic()
     dataset, up_to_date = build_dataset(settings, progress=progress)
-    seconds["data build"] = time.monotonic() - t0
+    seconds = {"data build (demo: dataset version)": round(time.monotonic() - t0, 2)}
     if up_to_date:
         reused.append(f"dataset {dataset} (same posts and build config)")
     digest = config_hash(plan, dataset)
     work = settings.paths.state_dir / "demo" / "training" / digest
     registry = open_registry(settings)
-    previous = _reusable(work, registry, digest)
+    previous = None if fresh else find_reusable(registry, work=work, digest=digest, dataset=dataset)
     if previous is not None:
         production = registry.read_alias("production")
         if production is None or production.version != previous.model_version:
             registry.promote(previous.model_version, alias="production", reason="tagwatch demo (reused)")
         previous.reused = reused + [f"model {previous.model_name} v{previous.model_version} (same dataset and config "
-                                    f"{digest}; delete {work} or pass --fresh to retrain)"]
+                                    f"{digest}; pass --fresh to retrain)"]
         previous.step_seconds = {**seconds}
         return previous
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    pretrain_id, transfer_id = f"demo-pretrain-{digest}", f"demo-transfer-{digest}"
-    t = time.monotonic()
-    _run_trainer("pretrain", plan.pretrain_argv(dataset=dataset, run_id=pretrain_id, out=work / "pretrain"),
-                 nproc=plan.nproc, total=plan.pretrain_steps, out=work / "pretrain", progress=progress, log_file=work / "pretrain.log")
-    seconds["pretrain"] = time.monotonic() - t
-    t = time.monotonic()
-    init = f"s3://{settings.s3.buckets.checkpoints}/{pretrain_id}"
-    _run_trainer("transfer", plan.transfer_argv(dataset=dataset, init=init, run_id=transfer_id, out=work / "transfer"),
-                 nproc=1, total=plan.transfer_steps, out=work / "transfer", progress=progress, log_file=work / "transfer.log")
-    seconds["transfer + evaluate"] = time.monotonic() - t
-    summary = json.loads((work / "transfer" / "summary.json").read_text())
-    holdout = summary["holdout"]
-    t = time.monotonic()
-    progress.say("exporting to ONNX (parity-checked against torch)")
-    export_dir = work / "export"
-    export_checkpoint(settings, checkpoint=summary["checkpoint"], out_dir=export_dir, policy=work / "transfer" / "policy.json")
-    seconds["export"] = time.monotonic() - t
-    t = time.monotonic()
-    metrics = {"holdout": holdout, "demo": {"config_hash": digest, "plan": asdict(plan), "dataset": dataset}}
-    metadata = registry.register(export_dir, metrics=metrics)
-    registry.promote(metadata.version, alias="production", reason="tagwatch demo")
-    seconds["register + promote"] = time.monotonic() - t
-    plots = _plots(settings, work=work, dataset=dataset)
-    outcome = TrainingOutcome(
-        model_name=metadata.model_name, model_version=metadata.version, dataset=dataset,
-        categories=list(holdout["per_category"]), eval_metrics=holdout["per_category"], plots=plots,
-        step_seconds=seconds, reused=reused, config_hash=digest)
+    source_root = str(quick_source_root(settings)) if quick else ""
+    params = plan.pipeline_params(source_root=source_root)
+    params["register_metrics_json"] = json.dumps({"demo": {"config_hash": digest, "plan": asdict(plan),
+                                                           "dataset": dataset}})
+    result = _run_pipeline(settings, params=params, work=work, progress=progress)
+    built = str((result.metrics or {}).get("dataset", dataset))
+    if not built.endswith(dataset):  # the same posts and build settings give the same version: a bug if not
+        progress.say(f"warning: the pipeline evaluated on {built}, the demo publishes {dataset}'s holdout")
+    outcome = outcome_of(settings, result, registry=registry, dataset=dataset, digest=digest, work=work)
+    outcome.step_seconds = {**seconds, **result.task_seconds}
+    outcome.reused = reused
     (work / OUTCOME_FILE).write_text(json.dumps(outcome.to_json(), indent=1))
+    return outcome
+
+
+def _run_pipeline(settings: Settings, *, params: dict[str, Any], work: Path, progress: DemoProgress):
+    """``run_pretrain_and_deploy`` with the kfp tasks' logs in ``work/pipeline.log`` (not on the terminal); the
+    bar counts finished steps."""
+    from tagwatch.errors import PipelineError
+    from tagwatch.pipeline.local import run_pretrain_and_deploy
+
+    label, total, done = "pipeline steps", 8, []
+
+    def on_event(event: dict) -> None:
+        step, kind = event.get("step", "?"), event.get("event")
+        if kind == "start":
+            progress.update(label, completed=len(done), total=total, detail=f"{step} ...")
+        elif kind == "done":
+            done.append(step)
+            progress.update(label, completed=len(done), total=total, detail=f"{step} done")
+            progress.say(f"pipeline step {step} done")
+        elif kind == "failed":
+            progress.say(f"pipeline step {step} failed: {event.get('error', '')}")
+
+    progress.update(label, completed=0, total=total)
+    log_file = work / "pipeline.log"
+    console = progress.console
+    terminal = getattr(sys.stderr, "rich_proxied_file", sys.stderr)
+    console.file = terminal  # the bars stay on the terminal while stderr goes to the log
+    try:
+        with open(log_file, "w") as sink, contextlib.redirect_stderr(sink):
+            result = run_pretrain_and_deploy(settings, quick=False, pipeline_root=work / "pipeline",
+                                             on_event=on_event, **params)
+    except PipelineError as error:
+        raise TrainingError(f"the pretrain_and_deploy pipeline failed: {error.message}",
+                            hint=f"every task's log is in {log_file}") from error
+    finally:
+        console._file = None
+    progress.update(label, completed=total, total=total, detail=f"run {result.run_name}")
+    return result
+
+
+def outcome_of(settings: Settings, result, *, registry, dataset: str, digest: str, work: Path) -> TrainingOutcome:
+    """The TrainingOutcome of a LocalRunResult; when the gate refused, the model is production's."""
+    gate = dict(result.gate or {})
+    production = registry.read_alias("production") if result.version is None else None
+    version, note = served_version(candidate=result.version, gate=gate,
+                                   production=production.version if production else None)
+    per_category = (result.metrics or {}).get("per_category", {})
+    eval_metrics = eval_metrics_of(per_category)
+    artifacts = result.artifacts
+    plots = {"pr_curves": artifacts.get("pr_curves_png", ""), "confusion": artifacts.get("confusion_png", "")}
+    plots.update(_training_plots(settings, artifacts=artifacts, work=work, dataset=dataset))
+    report = ""
+    if artifacts.get("report_html"):
+        report = str(work / "pipeline-report.html")
+        shutil.copyfile(artifacts["report_html"], report)
+    return TrainingOutcome(
+        model_name=result.model_name, model_version=int(version), dataset=dataset, categories=list(per_category),
+        eval_metrics=eval_metrics, plots={k: v for k, v in plots.items() if v and Path(v).exists()},
+        config_hash=digest, gate=gate, gate_note=note, pipeline_report=report, pipeline_run=result.run_name)
+
+
+def served_version(*, candidate: int | None, gate: dict[str, Any], production: int | None) -> tuple[int, str]:
+    """(the version the demo serves, the gate note): the candidate when the gate promoted it, else production."""
+    if candidate is not None:
+        return candidate, ""
+    if production is None:
+        raise TrainingError(f"the gate refused the candidate ({gate.get('reason')}) and there is no production "
+                            "model to serve", hint="promote a version with `tagwatch model promote N`")
+    return production, f"gate refused: {gate.get('reason', '?')}; serving production v{production}"
+
+
+def eval_metrics_of(per_category: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The evaluate step's holdout figures per category, plus precision/recall = the review-or-remove flag's."""
+    return {name: {**figures, "precision": figures.get("review_or_remove_precision"),
+                   "recall": figures.get("review_or_remove_recall")} for name, figures in per_category.items()}
+
+
+def _training_plots(settings: Settings, *, artifacts: dict[str, str], work: Path, dataset: str) -> dict[str, str]:
+    from tagwatch.demo.plots import plot_training_curves, plot_zipf_of_dataset
+
+    plots = {"training_curves": str(work / "training_curves.png"), "zipf": str(work / "zipf.png")}
+    logs = {"pretrain (hashtags)": Path(artifacts.get("pretrain_dir", "-")) / "metrics.jsonl",
+            "transfer (categories)": Path(artifacts.get("transfer_dir", "-")) / "metrics.jsonl"}
+    logs = {name: path for name, path in logs.items() if path.is_file()}
+    if logs:
+        plot_training_curves(logs, path=Path(plots["training_curves"]))
+    plot_zipf_of_dataset(settings, dataset=dataset, path=Path(plots["zipf"]))
+    return plots
+
+
+def find_reusable(registry, *, work: Path, digest: str, dataset: str) -> TrainingOutcome | None:
+    """The newest registry version whose metrics record ``demo.config_hash`` = ``digest``, as an outcome (the
+    local outcome.json adds its plots and report when it is still there)."""
+    matches = [m for m in registry.list_versions() if (m.metrics or {}).get("demo", {}).get("config_hash") == digest]
+    if not matches:
+        return _refused_before(registry, work=work)
+    metadata = matches[-1]
+    local = work / OUTCOME_FILE
+    if local.exists():
+        try:
+            outcome = TrainingOutcome.from_json(json.loads(local.read_text()))
+        except (ValueError, TypeError) as error:  # an old or damaged file: rebuilt from the registry below
+            log.info("ignoring %s: %s", local, type(error).__name__)
+        else:
+            if outcome.model_version == metadata.version:
+                outcome.plots = {k: v for k, v in outcome.plots.items() if Path(v).exists()}
+                outcome.gate_note = ""
+                return outcome
+    per_category = metadata.metrics.get("holdout", {}).get("per_category", {})
+    return TrainingOutcome(
+        model_name=metadata.model_name, model_version=metadata.version, dataset=dataset,
+        categories=list(per_category), config_hash=digest,
+        eval_metrics=eval_metrics_of(per_category))
+
+
+def _refused_before(registry, *, work: Path) -> TrainingOutcome | None:
+    """This config's candidate was refused by the gate in an earlier run (the local outcome.json says so) and the
+    production it fell back to still is production: the same pipeline would be refused again, so it is not rerun."""
+    local = work / OUTCOME_FILE
+    try:
+        outcome = TrainingOutcome.from_json(json.loads(local.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    production = registry.read_alias("production")
+    if not outcome.gate_note or production is None or production.version != outcome.model_version:
+        return None
+    outcome.plots = {k: v for k, v in outcome.plots.items() if Path(v).exists()}
+    outcome.gate_note = f"{outcome.gate_note} (decided by an earlier run of this config; --fresh to run it again)"
     return outcome
 
 
@@ -149,103 +275,17 @@ def build_dataset(settings: Settings, *, progress: DemoProgress) -> tuple[str, b
     """``tagwatch data build`` on every post in S3; returns (NAME/VERSION, whether it was already built)."""
     from tagwatch.clients import s3_client
     from tagwatch.data.build import BuildConfig, build_dataset as build
+    from tagwatch.data.vocab import VocabConfig
     from tagwatch.data.wordnet import load_wordnet
 
     def on_progress(stage: str, done: int, total: int) -> None:
         progress.update(f"build: {stage}", completed=done, total=total)
 
     report = build(client=s3_client(settings.s3), posts_bucket=settings.s3.buckets.posts,
-                   datasets_bucket=settings.s3.buckets.datasets, config=BuildConfig(name=DATASET_NAME),
+                   datasets_bucket=settings.s3.buckets.datasets, config=BuildConfig(
+                       name=DATASET_NAME, shard_samples=BUILD["shard_samples"], seed=BUILD["seed"],
+                       vocab=VocabConfig(top_k=BUILD["top_k"], min_count=BUILD["min_count"])),
                    wordnet=load_wordnet(), progress=on_progress)
     return f"{DATASET_NAME}/{report.version}", bool(report.up_to_date)
 
 
-def export_checkpoint(settings: Settings, *, checkpoint: str, out_dir: Path, policy: Path) -> None:
-    """What `tagwatch model export` does, called as a library."""
-    from tagwatch.export import export_model
-    from tagwatch.export.checkpoint import build_model_from_checkpoint, dataset_names, lineage_of, names_of, preset_of, read_checkpoint
-    from tagwatch.export.export import load_parity_images
-
-    ckpt = read_checkpoint(checkpoint, s3=settings.s3)
-    config = ckpt["model_config"]
-    preset = preset_of(ckpt)
-    vocab, cats = dataset_names(ckpt, settings=settings)
-    export_model(
-        build_model_from_checkpoint(ckpt), out_dir=out_dir, model_name=settings.triton.model_name,
-        labels=names_of(ckpt, "labels", override=None, expected=int(config["num_labels"]), fallback=vocab),
-        categories=names_of(ckpt, "categories", override=None, expected=int(config["num_categories"]), fallback=cats),
-        preset=preset, parity_images=load_parity_images(preset), lineage=lineage_of(ckpt, uri=checkpoint),
-        policy=json.loads(policy.read_text()), max_batch_size=64, preferred_batch_sizes=(8, 16, 32))
-
-
-def _run_trainer(kind: str, argv: list[str], *, nproc: int, total: int, out: Path, progress: DemoProgress,
-                 log_file: Path) -> None:
-    """Run the trainer in child processes (torchrun when nproc > 1); the bar follows its metrics.jsonl."""
-    if nproc > 1:
-        from tagwatch.train.cli import free_port
-
-        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nproc),
-                   "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "tagwatch.train", kind, *argv]
-    else:
-        command = [sys.executable, "-m", "tagwatch.train", kind, *argv]
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo"}
-    metrics_file = out / "metrics.jsonl"
-    label = f"{kind} ({total} steps)"
-    progress.update(label, completed=0, total=total)
-    with open(log_file, "wb") as sink:
-        child = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
-        try:
-            while child.poll() is None:
-                time.sleep(0.5)
-                step, loss = _last_step(metrics_file)
-                progress.update(label, completed=step, total=total, detail=f"loss {loss:.3f}" if loss is not None else "")
-        except BaseException:
-            child.terminate()
-            child.wait(timeout=30)
-            raise
-    if child.returncode != 0:
-        tail = log_file.read_text(errors="replace").strip().splitlines()[-3:]
-        raise TrainingError(f"{kind} exited {child.returncode}: {' | '.join(tail)[:400]}", hint=f"read {log_file}")
-    progress.update(label, completed=total, total=total)
-
-
-def _last_step(metrics_file: Path) -> tuple[int, float | None]:
-    if not metrics_file.exists():
-        return 0, None
-    lines = metrics_file.read_text().strip().splitlines()
-    if not lines:
-        return 0, None
-    try:
-        row = json.loads(lines[-1])
-    except ValueError:  # a line being written
-        return 0, None
-    return int(row.get("step", 0)), row.get("loss")
-
-
-def _reusable(work: Path, registry, digest: str) -> TrainingOutcome | None:
-    """The outcome of an earlier run with this config hash, if its registered version is still there."""
-    path = work / OUTCOME_FILE
-    if not path.exists():
-        return None
-    try:
-        outcome = TrainingOutcome.from_json(json.loads(path.read_text()))
-        metadata, _ = registry.resolve(outcome.model_version)
-    except Exception as error:  # missing/tampered version or an old outcome file: train again
-        log.info("not reusing %s: %s", path, type(error).__name__)
-        return None
-    recorded = (metadata.metrics or {}).get("demo", {}).get("config_hash")
-    if recorded != digest or not all(Path(p).exists() for p in outcome.plots.values()):
-        return None
-    return outcome
-
-
-def _plots(settings: Settings, *, work: Path, dataset: str) -> dict[str, str]:
-    from tagwatch.demo.plots import plot_training_curves, plot_zipf_of_dataset
-
-    plots = {"training_curves": str(work / "training_curves.png"), "zipf": str(work / "zipf.png"),
-             "pr_curves": str(work / "transfer" / "holdout" / "pr_curves.png"),
-             "confusion": str(work / "transfer" / "holdout" / "confusion.png")}
-    plot_training_curves({"pretrain (hashtags)": work / "pretrain" / "metrics.jsonl",
-                          "transfer (categories)": work / "transfer" / "metrics.jsonl"}, path=Path(plots["training_curves"]))
-    plot_zipf_of_dataset(settings, dataset=dataset, path=Path(plots["zipf"]))
-    return plots

@@ -53,14 +53,16 @@ def run_id_for(kind: str, pipeline_job_id: str) -> str:
 
 # -- data ---------------------------------------------------------------------------------------------
 @timed_step("ingest")
-def ingest_posts(*, source: str, limit: int, seed: int, workers: int = 0) -> dict[str, Any]:
-    """Render and store a source's posts in the posts bucket (resumable); returns the ingest report."""
+def ingest_posts(*, source: str, limit: int, seed: int, workers: int = 0, root: str = "") -> dict[str, Any]:
+    """Render and store a source's posts in the posts bucket (resumable); returns the ingest report. ``root``: the
+    source's directory ('' = its default root)."""
     from tagwatch.clients import s3_client
     from tagwatch.data.ingest import ingest_source
 
     settings = step_settings()
     report = ingest_source(client=s3_client(settings.s3), bucket=settings.s3.buckets.posts, source=source,
-                           limit=limit or None, seed=seed, workers=workers or None)
+                           limit=limit or None, seed=seed, workers=workers or None,
+                           root=Path(root) if root else None)
     return {**report.to_json(), "posts_uri": f"s3://{settings.s3.buckets.posts}/posts/{source}/"}
 
 
@@ -258,9 +260,21 @@ def evaluate(*, export_dir: Path, dataset: str, out_dir: Path, min_improvement: 
 
 
 @timed_step("register")
-def register(*, export_dir: Path, metrics: dict[str, Any], alias: str = "candidate") -> dict[str, Any]:
-    """Upload the export as the next immutable registry version (metrics recorded) and point ``alias`` at it."""
+def register(*, export_dir: Path, metrics: dict[str, Any], alias: str = "candidate",
+             extra_metrics_json: str = "") -> dict[str, Any]:
+    """Upload the export as the next immutable registry version (metrics recorded) and point ``alias`` at it.
+    ``extra_metrics_json``: a JSON object merged into the recorded metrics (top-level keys; e.g. the demo's
+    ``{"demo": {"config_hash": ...}}``, which it later finds the version by)."""
     from tagwatch.registry import open_registry
+
+    if extra_metrics_json.strip():
+        try:
+            extra = json.loads(extra_metrics_json)
+        except ValueError as error:
+            raise PipelineError(f"extra_metrics_json is not JSON ({error})", hint='pass a JSON object, e.g. {"demo": {}}') from error
+        if not isinstance(extra, dict):
+            raise PipelineError("extra_metrics_json is not a JSON object", hint='pass a JSON object, e.g. {"demo": {}}')
+        metrics = {**metrics, **extra}
 
     registry = open_registry(step_settings())
     metadata = registry.register(export_dir, metrics=metrics, alias=alias or None)
