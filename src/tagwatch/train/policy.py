@@ -46,15 +46,18 @@ def calibrate_category(scores: np.ndarray, labels: np.ndarray, *, target_precisi
 
 def build_policy(*, scores: np.ndarray, targets: np.ndarray, category_names: list[str], target_precision: float,
                  target_recall: float, model: dict[str, Any], calibration: dict[str, Any], version: str,
-                 never_flag: frozenset[str] = frozenset()) -> dict[str, Any]:
+                 never_flag: frozenset[str] = frozenset(), min_positives: int = 1) -> dict[str, Any]:
     """``never_flag``: categories that must never review or remove (the data build's "other" = no moderation
-    category applies): their thresholds are NEVER, their calibration figures are kept for the record."""
+    category applies): their thresholds are NEVER, their calibration figures are kept for the record.
+    ``min_positives``: a category with fewer calibration positives gets NEVER too (one or two examples cannot
+    place a threshold: "recall >= 0.8" of a single low-scoring positive flags nearly every post)."""
     categories = {
         name: calibrate_category(scores[:, c], targets[:, c], target_precision=target_precision,
                                  target_recall=target_recall)
         for c, name in enumerate(category_names)
     }
-    for name in never_flag & set(categories):
+    too_few = {name for name, figures in categories.items() if figures["positives"] < min_positives}
+    for name in (never_flag | too_few) & set(categories):
         categories[name].update(remove_threshold=NEVER, review_threshold=NEVER, remove_achievable=False,
                                 review_achievable=False)
     return {

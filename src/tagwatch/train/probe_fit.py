@@ -78,3 +78,28 @@ def fit_probe_head(model: nn.Module, batches: Iterable[dict[str, Any]], *, devic
     log.info("lbfgs probe: %d images, features in %.1fs, fit in %.1fs, losses %s", len(features),
              extracted - tick, done - extracted, {k: round(v, 4) for k, v in losses.items()})
     return {"images": float(len(features)), "extract_s": extracted - tick, "fit_s": done - extracted, **losses}
+
+
+def fit_and_save_probe(*, model: nn.Module, dataset, preset, info, state, store, loop, l2: float,
+                       resume: bool) -> dict[str, Any]:
+    """Fit the heads on cached features of the frozen backbone and write one checkpoint (step 0); the summary
+    ``run_training`` would return. One process, no resume (the fit takes seconds)."""
+    from tagwatch.errors import ConfigError
+    from tagwatch.train.data import StreamConfig
+    from tagwatch.train.loop import save_checkpoint
+    from tagwatch.train.optim import create_optimizer, create_scheduler
+
+    if info.world_size > 1 or resume:
+        raise ConfigError("the lbfgs solver runs in one process and cannot resume",
+                          hint="drop --nproc/--resume (the fit takes seconds) or use the sgd solver")
+    model.to(info.device)
+    batches = dataset.stream(split="train", preset=preset, config=StreamConfig(batch_size=64, train=False))
+    fit = fit_probe_head(model, batches, device=info.device, l2=l2)
+    state.metrics.update({"probe_solver": "lbfgs", **fit})
+    optimizer = create_optimizer(model, lr=loop.lr, momentum=loop.momentum, weight_decay=loop.weight_decay)
+    scheduler = create_scheduler(optimizer, total_steps=max(1, loop.total_steps), warmup_steps=0,
+                                 schedule=loop.schedule)
+    save_checkpoint(model=model, optimizer=optimizer, scheduler=scheduler, step=0, info=info, state=state, store=store,
+                    loop=loop)
+    return {"steps": 0, "start_step": 0, "stopped_early": False, "world_size": info.world_size, "probe_solver": "lbfgs",
+            **fit}

@@ -70,6 +70,7 @@ class TransferConfig:
     eval_samples: int = 0
     fashion_mnist_dir: str | None = None
     probe_solver: str = "sgd"
+    min_calibration_positives: int = 3
     probe_l2: float = 1e-3
 
 
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-solver", default="sgd", choices=("sgd", "lbfgs"),
                    help="probe only; lbfgs: backbone features once per train image (no augmentation), then a "
                    "full-batch L-BFGS logistic regression to convergence (seconds; --steps/--lr unused; one process)")
+    p.add_argument("--min-calibration-positives", type=int, default=3,
+                   help="a category with fewer val positives is never flagged (too few to place a threshold)")
     p.add_argument("--probe-l2", type=float, default=1e-3, help="lbfgs probe: L2 on the standardised-feature weights")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=0)
@@ -203,8 +206,10 @@ def _transfer(cfg: TransferConfig, info) -> dict:
     task = TrainTask(kind=cfg.mode, target="categories", head="category", loss="sigmoid",
                      freeze_backbone=cfg.mode == "probe")
     if cfg.mode == "probe" and cfg.probe_solver == "lbfgs":
-        summary = _lbfgs_probe(cfg, model=model, dataset=dataset, preset=preset, info=info, state=state, store=store,
-                               loop=loop)
+        from tagwatch.train.probe_fit import fit_and_save_probe
+
+        summary = fit_and_save_probe(model=model, dataset=dataset, preset=preset, info=info, state=state, store=store,
+                                     loop=loop, l2=cfg.probe_l2, resume=bool(cfg.resume))
     else:
         summary = run_training(model=model, task=task, loop=loop, info=info, state=state, store=store,
                                make_dataset=make_dataset, output_dir=output_dir, resume=resume, image_size=preset.crop)
@@ -219,7 +224,8 @@ def _transfer(cfg: TransferConfig, info) -> dict:
             model={"run_id": run_id, "checkpoint": checkpoint_uri, "manifest_hash": dataset.manifest.content_hash,
                    "vocabulary_version": dataset.manifest.vocabulary_version, "registry_version": None},
             calibration={"dataset": dataset.uri, "split": "val", "images": len(val.keys)},
-            version=cfg.policy_version or f"policy-{run_id}", never_flag=frozenset({OTHER_CATEGORY}))
+            version=cfg.policy_version or f"policy-{run_id}", never_flag=frozenset({OTHER_CATEGORY}),
+            min_positives=cfg.min_calibration_positives)
         policy = clean_json(policy)
         write_json(output_dir / "policy.json", policy)
         store.put_json("policy.json", policy)
@@ -234,25 +240,3 @@ def _transfer(cfg: TransferConfig, info) -> dict:
                  metrics["chance_category_map"] or float("nan"), store.uri("policy.json"))
     barrier(info)
     return result
-
-
-def _lbfgs_probe(cfg: TransferConfig, *, model, dataset, preset, info, state, store, loop) -> dict:
-    """Fit ``category_head`` on cached backbone features (train/probe_fit.py) and write one checkpoint (step 0)."""
-    from tagwatch.train.loop import save_checkpoint
-    from tagwatch.train.optim import create_optimizer, create_scheduler
-    from tagwatch.train.probe_fit import fit_probe_head
-
-    if info.world_size > 1 or cfg.resume:
-        raise ConfigError("--probe-solver lbfgs runs in one process and cannot resume",
-                          hint="drop --nproc/--resume (the fit takes seconds) or use --probe-solver sgd")
-    model.to(info.device)
-    batches = dataset.stream(split="train", preset=preset, config=StreamConfig(batch_size=64, train=False))
-    fit = fit_probe_head(model, batches, device=info.device, l2=cfg.probe_l2)
-    state.metrics.update({"probe_solver": "lbfgs", **fit})
-    optimizer = create_optimizer(model, lr=loop.lr, momentum=loop.momentum, weight_decay=loop.weight_decay)
-    scheduler = create_scheduler(optimizer, total_steps=max(1, loop.total_steps), warmup_steps=0,
-                                 schedule=loop.schedule)
-    save_checkpoint(model=model, optimizer=optimizer, scheduler=scheduler, step=0, info=info, state=state, store=store,
-                    loop=loop)
-    return {"steps": 0, "start_step": 0, "stopped_early": False, "world_size": info.world_size, "probe_solver": "lbfgs",
-            **fit}
