@@ -70,9 +70,11 @@ class PoisonInputError(TagwatchError):
     """A record that can never be decided (bad event, bad image). Maps to the dead-letter topic with ``reason``
     (a DeadLetterReason value), then its offset is committed. Never retried."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, attempts: int = 1, first_seen=None) -> None:
         super().__init__(message)
         self.reason: str = getattr(reason, "value", reason)  # plain string even when given the enum
+        self.attempts = attempts  # > 1 when a record's retryable failure repeated until it counted as poison
+        self.first_seen = first_seen
 
 
 class RetryableError(TagwatchError):

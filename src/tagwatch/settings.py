@@ -83,6 +83,9 @@ class KafkaSettings(_Section):
     # Tansu's first group join takes about session_timeout/2 (PLATFORM.md), so keep it short.
     session_timeout_ms: int = 6000
     request_timeout_ms: int = 15000
+    # The producer's request limit (Kafka's and Tansu's default message.max.bytes is ~1 MB): dead letters are
+    # sized to fit it, an oversized original record goes to S3 and is referenced from the envelope.
+    max_request_bytes: int = Field(default=1_000_000, ge=16_384)
 
 
 class TritonSettings(_Section):

@@ -85,6 +85,10 @@ def cases(s3, bucket: str, tag: str, upload) -> list[tuple[str, bytes | None, by
     add("bad-post-id", json.dumps(base | {"post_id": "../../etc/passwd"}).encode(), ok_headers, "invalid_post",
         key=b"../../etc/passwd")
     add("key-mismatch", ok_value, ok_headers, "key_mismatch", key=b"someone-else")
+    # an invalid post of ~900 kB: its dead letter (original as base64, 1.2 MB) would exceed the producer's 1 MB
+    add("huge-caption", json.dumps(base | {"caption": "x" * 900_000}).encode(), ok_headers, "invalid_post")
+    with_post("dot-dot-key", b"", "bad_image_uri", uri=f"s3://{bucket}/images/../{tag}.jpg", sha=good_sha)
+    with_post("empty-segment", b"", "bad_image_uri", uri=f"s3://{bucket}/images//{tag}.jpg", sha=good_sha)
     with_post("other-bucket", b"", "bucket_not_allowed", uri="s3://models/secret.onnx", sha=good_sha)
     with_post("missing-object", b"", "image_missing", uri=f"s3://{bucket}/images/none/{tag}.jpg", sha=good_sha)
     with_post("empty-object", b"", "image_empty")

@@ -2,50 +2,44 @@
 
 One loop iteration handles one poll batch:
 
-  1. intake   each record -> PostCreated, or a dead letter with a typed reason (poison)
-  2. images   fetch from S3 concurrently, check size/sha256/format/pixels, preprocess with the shared preset
-  3. banks    a PDQ bank hit removes without the model (reason names the entry); a repost of an image
-              decided before reuses that decision (sha256)
-  4. model    micro-batches of ``infer_batch`` to the scorer (Triton), each sent as soon as its images are
-              ready, concurrently: inference overlaps the fetching and decoding of the rest of the batch
-  5. policy   per-category thresholds -> allow / review / remove, with a deterministic decision id
-  6. produce  decisions (+ review requests, dead letters) keyed by post_id, acks=all, and wait for every ack
-  7. ledger   one S3 object per post, written once
-  8. commit   the next offset of every partition in the batch, only now
+  1-5  decide    parse, fetch + check images, banks, model, policy        (moderation/batch.py)
+  6-7  deliver   decisions, review requests, dead letters (acks=all), then one ledger record per post
+                                                                           (moderation/delivery.py)
+  8    commit    the next offset of every partition in the batch, only now, and only for partitions still held
+                 under the assignment the records were fetched in          (moderation/offsets.py)
 
-A transient failure anywhere in 2-7 (Triton or S3 down, a produce not acknowledged) pauses the partitions,
-backs off, and retries the same batch: nothing past an undecided post is committed. Poison is dead-lettered and
-then committed. SIGTERM (``stop``) finishes the current batch, commits and leaves the group; after SIGKILL the
-next member re-reads from the last commit, and the deterministic decision id lets readers drop the duplicates.
+Failures are retryable or permanent, decided in one place (moderation/failures.py). Permanent ones are
+dead-lettered and committed. A retryable one pauses every partition this member holds, backs off and retries
+the same records; records polled meanwhile are rewound, never dropped, and partitions assigned meanwhile start
+at their committed offset. A record whose own step fails ``max_record_attempts`` times in a row is
+dead-lettered with its last error; a partition undecided for longer than ``stuck_after_s`` makes /healthz
+answer 503 and names it. SIGTERM (``stop``) finishes the current batch, commits and leaves the group; after
+SIGKILL the next member re-reads from the last commit, and the deterministic ids let readers drop duplicates.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from threading import Event
 
-import numpy as np
-
 from tagwatch.clients import kafka_config, s3_client
-from tagwatch.errors import PoisonInputError, RetryableError
-from tagwatch.moderation.bank import BankMatcher, BankStore, pdq_hex
-from tagwatch.moderation.deadletter import build_dead_letter
+from tagwatch.errors import RetryableError
+from tagwatch.moderation.batch import BatchModerator, RecordsFailed, Staged, decision_id, resolve_preset
+from tagwatch.moderation.delivery import Delivery
+from tagwatch.moderation.failures import RecordAttempts
 from tagwatch.moderation.group import GroupWatch, close_member, rebalancing
-from tagwatch.moderation.events import Decision, EventType, ModelRef, PostCreated, ReviewRequest, encode
-from tagwatch.moderation.images import ImageLimits, check_sha256, decode_image, fetch_image_bytes
-from tagwatch.moderation.intake import parse_post
-from tagwatch.moderation.ledger import Ledger
+from tagwatch.moderation.images import ImageLimits
 from tagwatch.moderation.metrics import StreamMetrics
-from tagwatch.moderation.policy import Policy, decide
+from tagwatch.moderation.offsets import PartitionTracker, describe, tp_of
+from tagwatch.moderation.policy import Policy
 from tagwatch.moderation.scoring import Scorer
-from tagwatch.preprocess import DEFAULT_PRESET, Preset
+from tagwatch.preprocess import Preset
 from tagwatch.settings import Settings
+
+__all__ = ["ConsumerOptions", "ModerationConsumer", "RunStats", "decision_id"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +53,12 @@ class ConsumerOptions:
     infer_workers: int = 4
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 10.0
+    # A record whose own step (its image fetch) fails this many times in a row is dead-lettered with its last
+    # error (retries_exhausted): with the back-off above, within ~8 s. Outages of the model server, the broker
+    # or the whole store are waited out instead (they fail every record alike).
+    max_record_attempts: int = 5
+    # A partition with undecided records for longer than this makes /healthz answer 503 and name it.
+    stuck_after_s: float = 60.0
     repost_cache_size: int = 10_000
     bank_refresh_s: float = 30.0
     # Kafka transactions: decisions and the offset commit in one transaction (exactly-once on Apache Kafka;
@@ -83,33 +83,8 @@ class RunStats:
     ledger_duplicates: int = 0
 
 
-def decision_id(post_id: str, model: ModelRef, policy_version: str) -> str:
-    """Same post, same model bytes, same policy -> same id, however often the post is re-processed."""
-    return hashlib.sha256(f"{post_id}|{model.sha256}|{policy_version}".encode()).hexdigest()[:32]
-
-
-@dataclass
-class _Item:
-    record: object
-    post: PostCreated | None = None
-    image: np.ndarray | None = None
-    sha256: str | None = None
-    pdq: str | None = None
-    scores: dict[str, float] | None = None
-    banned: bool = False
-    reasons: list[str] = field(default_factory=list)
-    poison: PoisonInputError | None = None
-
-
-@dataclass
-class _Staged:
-    """A decided batch waiting for delivery (produce + ledger) and its commit."""
-
-    records: list
-    items: list[_Item]
-    decisions: list[Decision]
-    reviews: list[ReviewRequest]
-    delivery: Future | None = None
+class CommitFailed(RetryableError):
+    """The batch was delivered but its offsets were not committed: a retry only commits again."""
 
 
 class ModerationConsumer:
@@ -119,12 +94,11 @@ class ModerationConsumer:
 
         self.settings = settings
         self.scorer = scorer
-        self._policy = policy  # None: the scorer's (a registry version carries the policy calibrated for it)
         self.options = options or ConsumerOptions()
         self.metrics = metrics or StreamMetrics()
+        self.metrics.stuck_after_s = self.options.stuck_after_s
         self.topics = settings.kafka.topics
         self.s3 = s3_client(settings.s3)
-        self.ledger = Ledger(self.s3, settings.s3.buckets.ledger)
         common = kafka_config(settings.kafka, client_id=client_id)
         tx = self.options.transactional
         self.consumer = KafkaConsumer(
@@ -138,28 +112,34 @@ class ModerationConsumer:
             **common,
         )
         producer_tx = {"transactional_id": f"{settings.kafka.consumer_group}-{client_id}"} if tx else {}
-        self.producer = KafkaProducer(acks="all", retries=5, linger_ms=5, **producer_tx, **common)
+        self.producer = KafkaProducer(acks="all", retries=5, linger_ms=5,
+                                      max_request_size=settings.kafka.max_request_bytes, **producer_tx, **common)
         if tx:
             self.producer.init_transactions()
-        self._group = GroupWatch()
+        self.tracker = PartitionTracker(self.consumer)
+        self._group = GroupWatch(self.tracker)
         self.consumer.subscribe([self.topics.posts], listener=self._group.listener())
-        self._fetch_pool = ThreadPoolExecutor(self.options.fetch_workers, thread_name_prefix="fetch")
-        self._infer_pool = ThreadPoolExecutor(self.options.infer_workers, thread_name_prefix="infer")
-        self._deliver_pool = ThreadPoolExecutor(1, thread_name_prefix="deliver")
-        self._reposts: OrderedDict[str, tuple[str, dict[str, float]]] = OrderedDict()
-        self._banks = BankStore(self.s3, settings.s3.buckets.models)
-        self._matcher = BankMatcher([], self.options.bank_threshold)
-        self._banks_loaded_at = float("-inf")
         self.stats = RunStats()
+        self.moderator = BatchModerator(self.s3, scorer, posts_bucket=settings.s3.buckets.posts,
+                                        models_bucket=settings.s3.buckets.models, options=self.options,
+                                        metrics=self.metrics, policy=policy)
+        self._io_pool = ThreadPoolExecutor(self.options.fetch_workers, thread_name_prefix="ledger")
+        self.delivery = Delivery(self.producer, self.s3, self.topics, ledger_bucket=settings.s3.buckets.ledger,
+                                 max_request_bytes=settings.kafka.max_request_bytes, pool=self._io_pool,
+                                 metrics=self.metrics, stats=self.stats)
+        self.ledger = self.delivery.ledger
+        self._deliver_pool = ThreadPoolExecutor(1, thread_name_prefix="deliver")
+        self.attempts = RecordAttempts(self.options.max_record_attempts)
+        self._undecided_since: dict = {}  # partition -> (monotonic time, first undecided offset)
 
     @property
     def policy(self) -> Policy:
-        return self._policy or self.scorer.policy
+        return self.moderator.policy
 
     @property
     def preset(self) -> Preset:
         """The preprocessing the served model was trained with: options > scorer (registry) > the default."""
-        return self.options.preset or getattr(self.scorer, "preset", None) or DEFAULT_PRESET
+        return resolve_preset(self.options, self.scorer)
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self, stop: Event, *, idle_exit_s: float | None = None) -> RunStats:
@@ -172,13 +152,14 @@ class ModerationConsumer:
         """
         last_work = time.monotonic()
         rebalancing_since = None
-        pending: _Staged | None = None  # the previous batch, decided, being delivered in the background
+        pending: Staged | None = None  # the previous batch, decided, being delivered in the background
         try:
             while not stop.is_set():
-                batch = self.consumer.poll(timeout_ms=self.options.poll_timeout_ms)
-                records = [r for recs in batch.values() for r in recs]
-                if records:
+                polled = self.consumer.poll(timeout_ms=self.options.poll_timeout_ms)
+                records = self.tracker.admit(polled)
+                if polled:
                     last_work = time.monotonic()
+                if records:
                     rebalancing_since = None
                     self._group.recover(self.metrics)
                     self.metrics.in_flight.set(len(records) + (len(pending.records) if pending else 0))
@@ -210,315 +191,176 @@ class ModerationConsumer:
                 try:
                     self._finish(pending, stop)
                 except Exception as error:  # noqa: BLE001 - uncommitted, so the group re-reads it: nothing lost
-                    log.warning("last batch of %d left uncommitted (%s)", len(pending.records), type(error).__name__)
+                    log.warning("last batch %s left uncommitted (%s)", describe(pending.records), type(error).__name__)
             self.close()
         return self.stats
 
-    def _process(self, records: list, pending: _Staged | None, stop: Event) -> _Staged | None:
+    def _process(self, records: list, pending: Staged | None, stop: Event) -> Staged | None:
         """Decide ``records`` while ``pending`` is delivered; commit ``pending``; start delivering ``records``.
 
         Offsets only move in order and only past delivered decisions: a batch is committed after its own
         delivery and after every earlier batch's commit. Any trouble falls back to one batch at a time.
         """
+        epochs = self.tracker.epochs_of(records)
         # An earlier batch that could not be decided before a stop leaves everything after it uncommitted too
-        # (returning None drops this batch unacknowledged: the group re-reads both).
+        # (returning None drops this batch unacknowledged at a stop: the group re-reads both).
         if self.options.transactional or not self.options.pipeline:
             if pending is None or self._finish(pending, stop):
-                self._handle_with_retry(records, stop)
+                self._handle_with_retry(records, epochs, stop)
             return None
         try:
             staged = self._prepare(records)
         except RetryableError as error:
             if pending is None or self._finish(pending, stop):  # the earlier batch commits first
-                self._handle_with_retry(records, stop, failed=error)
+                self._handle_with_retry(records, epochs, stop, failed=error)
             return None
+        staged.epochs = epochs
         if pending is not None and not self._finish(pending, stop):
             return None
-        staged.delivery = self._deliver_pool.submit(self._deliver, staged)
+        staged.delivery = self._deliver_pool.submit(self.delivery.deliver, staged)
         return staged
 
-    def _finish(self, staged: _Staged, stop: Event) -> bool:
+    def _finish(self, staged: Staged, stop: Event) -> bool:
         """Wait for a staged batch's delivery, then commit its offsets (or retry it one batch at a time).
         False: it was given up uncommitted at a stop."""
         try:
             staged.delivery.result()
-            self._commit(staged.records)
+            self._commit(staged.records, staged.epochs)
         except RetryableError as error:
-            # delivered again: duplicate events carry the same decision id, the ledger refuses a second write
-            return self._handle_with_retry(staged.records, stop, failed=error)
-        self._done(staged)
+            # delivered again: duplicate events carry the same ids, the ledger refuses a second write
+            return self._handle_with_retry(staged.records, staged.epochs, stop, failed=error)
+        self._done(staged.records)
         return True
 
-    def _handle_with_retry(self, records: list, stop: Event, *, failed: RetryableError | None = None) -> bool:
-        """Handle the batch, retrying with back-off while partitions are paused. ``failed``: a first attempt
-        (the pipelined one) already failed with this error. False: given up at a stop, nothing committed."""
+    def _handle_with_retry(self, records: list, epochs: dict, stop: Event, *, failed: RetryableError | None = None) -> bool:
+        """Handle the batch, retrying with back-off while every held partition is paused. ``failed``: a first
+        attempt (the pipelined one) already failed with this error. False: given up at a stop, nothing committed."""
         backoff = self.options.backoff_initial_s
-        while True:
-            try:
-                if failed is not None:
-                    error, failed = failed, None
-                    raise error
-                self.handle_batch(records)
-                if self.consumer.paused():
-                    self.consumer.resume(*self.consumer.paused())
-                return True
-            except RetryableError as error:
-                self.stats.retries += 1
-                self.metrics.retries.labels(cause=type(error.__cause__ or error).__name__).inc()
-                self.metrics.healthy = False
-                log.warning("batch of %d not decided (%s); retrying in %.1fs", len(records), error, backoff)
-                assigned = self.consumer.assignment()
-                if assigned:
-                    self.consumer.pause(*assigned)
-                self._wait_alive(backoff)
+        delivered = False  # a CommitFailed means the events and ledger records are out: only commit again
+        try:
+            while True:
+                try:
+                    if failed is not None:
+                        error, failed = failed, None
+                        raise error
+                    if delivered:
+                        self._commit(records, epochs)
+                        self._done(records)
+                    else:
+                        self.handle_batch(records, epochs)
+                    return True
+                except RetryableError as error:
+                    delivered = isinstance(error, CommitFailed)
+                    if isinstance(error, RecordsFailed):
+                        self._charge(error)
+                    self._note_retry(records, error, backoff)
+                    self._wait_alive(backoff)
                 backoff = min(backoff * 2, self.options.backoff_max_s)
-                # A rebalance during the wait may have taken partitions away: their records are the new
-                # owner's now (uncommitted, so it re-reads them). Keep only what is still ours.
-                owned = self.consumer.assignment()
-                records = [r for r in records if _tp(r) in owned]
+                # A rebalance during the wait may have taken partitions away or given them back: their records
+                # are the group's again (re-read from the commit). Keep only what is still ours, as fetched.
+                records = self.tracker.current(records, epochs)
                 if not records:
                     return True
                 if stop.is_set() and backoff >= self.options.backoff_max_s:
-                    log.warning("stopping with %d undecided records uncommitted; the group will re-read them", len(records))
+                    log.warning("stopping with %s undecided and uncommitted; the group will re-read them", describe(records))
                     return False
+        finally:
+            paused = self.consumer.paused()
+            if paused:
+                self.consumer.resume(*paused)
+
+    def _note_retry(self, records: list, error: RetryableError, backoff: float) -> None:
+        self.stats.retries += 1
+        self.metrics.retries.labels(cause=type(error.__cause__ or error).__name__).inc()
+        self.metrics.healthy = False
+        now = time.monotonic()
+        for record in records:
+            tp = tp_of(record)
+            since, first = self._undecided_since.get(tp, (now, record.offset))
+            self._undecided_since[tp] = (since, min(first, record.offset))
+        self._publish_stuck()
+        log.warning("batch %s not decided (%s); retrying in %.1fs", describe(records), error, backoff)
+
+    def _publish_stuck(self) -> None:
+        self.metrics.stuck = {f"{tp.topic}[{tp.partition}]@{first}": since
+                              for tp, (since, first) in self._undecided_since.items()}
+
+    def _charge(self, error: RecordsFailed) -> None:
+        """Count a failure against each record whose own step failed, unless the whole store is down."""
+        if not self.moderator.store_reachable():
+            log.warning("the posts bucket is unreachable: waiting the outage out (no record is charged)")
+            return
+        for item in error.items:
+            poison = self.attempts.failed(item.record, item.failed)
+            if poison is not None:
+                record = item.record
+                self.moderator.poisoned[self.attempts.key(record)] = poison
+                log.error("%s[%d]@%d failed %d times in a row: dead-lettering it (%s)", record.topic,
+                          record.partition, record.offset, poison.attempts, item.failed.message)
 
     def _wait_alive(self, seconds: float) -> None:
-        """Sleep while polling (partitions paused, so nothing is fetched) to stay in the group."""
+        """Sleep while polling to stay in the group. Every held partition is paused (also those assigned during
+        the wait); anything a poll still returns is rewound, and new partitions start at their commit."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            self.consumer.poll(timeout_ms=int(min(200, max(1, (deadline - time.monotonic()) * 1000))))
+            assigned = self.consumer.assignment()
+            if assigned:
+                self.consumer.pause(*assigned)
+            polled = self.consumer.poll(timeout_ms=int(min(200, max(1, (deadline - time.monotonic()) * 1000))))
+            self.tracker.settle()
+            self.tracker.rewind(polled)
 
     # -- one batch -------------------------------------------------------------------------------------
-    def handle_batch(self, records: list) -> None:
+    def handle_batch(self, records: list, epochs: dict | None = None) -> None:
         """One batch, start to commit, synchronously (retries, transactional mode, ``pipeline=False``)."""
+        epochs = epochs if epochs is not None else self.tracker.epochs_of(records)
         staged = self._prepare(records)
+        staged.epochs = epochs
         if self.options.transactional:
-            self._produce_and_commit_in_transaction(staged.items, staged.decisions, staged.reviews, records)
+            offsets = self.tracker.commit_offsets(records, epochs)
+            self.delivery.in_transaction(staged, offsets, self.consumer.group_metadata())
+            self._settled(records)
         else:
-            self._deliver(staged)
-            self._commit(records)
-        self._done(staged)
+            self.delivery.deliver(staged)
+            self._commit(records, epochs)
+        self._done(records)
 
-    def _prepare(self, records: list) -> _Staged:
-        """Parse, load, score and decide (steps 1-5); nothing leaves the process yet."""
-        items = [_Item(record=r) for r in records]
-        for item in items:
+    def _prepare(self, records: list) -> Staged:
+        return self.moderator.prepare(records)
+
+    def _commit(self, records: list, epochs: dict) -> None:
+        from kafka.errors import KafkaError
+
+        offsets = self.tracker.commit_offsets(records, epochs)
+        if offsets:
             try:
-                item.post = parse_post(item.record)
-            except PoisonInputError as error:
-                item.poison = error
-        self._load_and_score([i for i in items if i.poison is None])
-        decisions, reviews = self._decide([i for i in items if i.poison is None])
-        self._remember(items, decisions)
-        return _Staged(records=records, items=items, decisions=decisions, reviews=reviews)
+                self.consumer.commit(offsets)
+            except KafkaError as error:
+                # Decisions are out and in the ledger; an uncommitted batch is re-read and deduplicated downstream.
+                raise CommitFailed(f"offset commit failed: {type(error).__name__}") from error
+        self._settled(records)
 
-    def _deliver(self, staged: _Staged) -> None:
-        """Produce the batch's events and wait for every ack, then write its ledger records (steps 6-7)."""
-        self._produce(staged.items, staged.decisions, staged.reviews)
-        self._record(staged.decisions)
+    def _settled(self, records: list) -> None:
+        """Decided or dead-lettered, and committed (or no longer ours): forget attempts and stuck clocks."""
+        self.attempts.settled(records)
+        for record in records:
+            self.moderator.poisoned.pop(self.attempts.key(record), None)
+            self._undecided_since.pop(tp_of(record), None)
+        self._publish_stuck()
 
-    def _done(self, staged: _Staged) -> None:
+    def _done(self, records: list) -> None:
         self.metrics.healthy = True
         self.stats.batches += 1
-        self.stats.consumed += len(staged.records)
-        self.metrics.consumed.inc(len(staged.records))
-        self.metrics.batch_size.observe(len(staged.records))
-
-    def _load_and_score(self, items: list[_Item]) -> None:
-        """Fetch, check and decode every image concurrently, and send each micro-batch to the model as soon as
-        its images are ready: the model server works on the first images while the rest are still being
-        fetched and decoded (the two overlap instead of taking turns). A bank hit or a repost skips the model.
-        Any RetryableError (S3, Triton) re-raises here and the whole batch is retried."""
-        self._refresh_banks()
-        loads = [self._fetch_pool.submit(self._load, item) for item in items]
-        size = self.options.infer_batch
-        scoring: list[tuple[list[_Item], object]] = []
-        ready: list[_Item] = []
-        for item, load in zip(items, loads, strict=True):
-            load.result()
-            if item.poison is not None:
-                continue
-            self._check_bank(item)
-            if not item.banned:
-                self._reuse_repost(item)
-            if item.scores is None:
-                ready.append(item)
-            if len(ready) == size:
-                scoring.append((ready, self._infer_pool.submit(self._run_model, ready)))
-                ready = []
-        if ready:
-            scoring.append((ready, self._infer_pool.submit(self._run_model, ready)))
-        categories = self.scorer.categories
-        for chunk, future in scoring:
-            for item, row in zip(chunk, future.result(), strict=True):
-                item.scores = {c: float(s) for c, s in zip(categories, row, strict=True)}
-
-    def _load(self, item: _Item) -> None:
-        """S3 GET, size/sha256/format/pixel checks, PDQ, the shared preset; poison is recorded on the item."""
-        limits = self.options.limits
-        try:
-            data = fetch_image_bytes(self.s3, item.post.image_uri, allowed_bucket=self.settings.s3.buckets.posts,
-                                     limits=limits)
-            check_sha256(data, item.post.sha256)
-            item.sha256 = item.post.sha256
-            image = decode_image(data, limits)
-            item.pdq, _quality = pdq_hex(image)
-            item.image = self.preset(image)
-        except PoisonInputError as error:
-            item.poison = error
-
-    def _run_model(self, chunk: list[_Item]) -> np.ndarray:
-        t0 = time.monotonic()
-        scores = self.scorer.score(np.stack([i.image for i in chunk]))
-        self.metrics.model_latency.observe(time.monotonic() - t0)
-        return scores
-
-    def _refresh_banks(self) -> None:
-        if time.monotonic() - self._banks_loaded_at > self.options.bank_refresh_s:
-            from botocore.exceptions import BotoCoreError, ClientError
-
-            try:
-                self._matcher = BankMatcher(self._banks.load_all(), self.options.bank_threshold)
-            except (BotoCoreError, ClientError) as error:
-                raise RetryableError(f"hash banks unreadable: {type(error).__name__}") from error
-            self._banks_loaded_at = time.monotonic()
-
-    def _check_bank(self, item: _Item) -> None:
-        hit = self._matcher.match(item.pdq) if item.pdq else None
-        if hit:
-            bank, entry, distance = hit
-            item.banned = True
-            item.scores = {c: 0.0 for c in self.scorer.categories}
-            item.reasons.append(f"bank:{bank}:{entry.entry_id} ({entry.reason}; distance {distance})")
-
-    def _reuse_repost(self, item: _Item) -> None:
-        if item.sha256 in self._reposts:
-            original, scores = self._reposts[item.sha256]
-            item.scores = scores
-            item.reasons.append(f"repost:{original}")
-
-    def _decide(self, items: list[_Item]) -> tuple[list[Decision], list[ReviewRequest]]:
-        decisions, reviews = [], []
-        now = datetime.now(timezone.utc)
-        model = self.scorer.model
-        for item in items:
-            action, rule_reasons = ("remove", []) if item.banned else decide(item.scores, self.policy)
-            post = item.post
-            decision = Decision(
-                decision_id=decision_id(post.post_id, model, self.policy.version),
-                post_id=post.post_id,
-                action=action,
-                scores=item.scores,
-                reasons=rule_reasons + item.reasons,
-                model=model,
-                policy_version=self.policy.version,
-                decided_at=now,
-                latency_ms=max(0.0, (now - post.created_at).total_seconds() * 1000),
-                source={"topic": item.record.topic, "partition": item.record.partition, "offset": item.record.offset},
-            )
-            decisions.append(decision)
-            if action == "review":
-                reviews.append(ReviewRequest(decision_id=decision.decision_id, post_id=post.post_id,
-                                             image_uri=post.image_uri, scores=item.scores,
-                                             reasons=decision.reasons, requested_at=now))
-        return decisions, reviews
-
-    def _produce(self, items: list[_Item], decisions: list[Decision], reviews: list[ReviewRequest]) -> None:
-        from kafka.errors import KafkaError
-
-        futures = []
-        for decision in decisions:
-            value, headers = encode(decision, EventType.DECISION, subject=decision.post_id, event_id=decision.decision_id)
-            futures.append(self.producer.send(self.topics.decisions, key=decision.post_id.encode(), value=value, headers=headers))
-        for review in reviews:
-            value, headers = encode(review, EventType.REVIEW, subject=review.post_id, event_id=review.decision_id)
-            futures.append(self.producer.send(self.topics.review, key=review.post_id.encode(), value=value, headers=headers))
-        poisoned = [i for i in items if i.poison is not None]
-        for item in poisoned:
-            letter = build_dead_letter(item.record, item.poison.reason, item.poison.message)
-            value, headers = encode(letter, EventType.DEAD_LETTER)
-            futures.append(self.producer.send(self.topics.dead_letter, key=item.record.key, value=value, headers=headers))
-            log.info("dead letter %s[%d]@%d: %s (%s)", item.record.topic, item.record.partition, item.record.offset,
-                     letter.reason, letter.error[:200])
-        try:
-            self.producer.flush(timeout=30)
-            for future in futures:
-                future.get(timeout=30)
-        except KafkaError as error:
-            raise RetryableError(f"produce not acknowledged: {type(error).__name__}") from error
-        for decision in decisions:
-            self.metrics.decided.labels(action=decision.action).inc()
-            self.metrics.e2e_latency.observe(decision.latency_ms / 1000)
-        for item in poisoned:
-            self.metrics.dead_lettered.labels(reason=item.poison.reason).inc()
-        self.stats.decided += len(decisions)
-        self.stats.dead_lettered += len(poisoned)
-
-    def _record(self, decisions: list[Decision]) -> None:
-        # one conditional PUT per post, concurrently (they are independent); any failure re-raises here
-        written = list(self._fetch_pool.map(self.ledger.record, decisions))
-        self.stats.ledger_duplicates += written.count(False)
-
-    def _produce_and_commit_in_transaction(self, items, decisions, reviews, records) -> None:
-        """begin -> decisions -> ledger -> offsets -> commit; any failure aborts and the batch is retried."""
-        from kafka.errors import KafkaError
-
-        self.producer.begin_transaction()
-        try:
-            self._produce(items, decisions, reviews)
-            self._record(decisions)
-            self.producer.send_offsets_to_transaction(_next_offsets(records), self.consumer.group_metadata())
-            self.producer.commit_transaction()
-        except (KafkaError, RetryableError) as error:
-            try:
-                self.producer.abort_transaction()
-            except KafkaError:
-                log.warning("abort_transaction failed after %s", type(error).__name__)
-            if isinstance(error, RetryableError):
-                raise
-            raise RetryableError(f"transaction failed: {type(error).__name__}") from error
-
-    def _commit(self, records: list) -> None:
-        from kafka.errors import KafkaError
-
-        try:
-            self.consumer.commit(_next_offsets(records))
-        except KafkaError as error:
-            # Decisions are out and in the ledger; an uncommitted batch is re-read and deduplicated downstream.
-            raise RetryableError(f"offset commit failed: {type(error).__name__}") from error
-
-    def _remember(self, items: list[_Item], decisions: list[Decision]) -> None:
-        by_post = {d.post_id: d for d in decisions}
-        for item in items:
-            if item.poison is None and item.sha256 and not item.banned and not any(r.startswith("repost:") for r in item.reasons):
-                self._reposts[item.sha256] = (item.post.post_id, by_post[item.post.post_id].scores)
-                self._reposts.move_to_end(item.sha256)
-        while len(self._reposts) > self.options.repost_cache_size:
-            self._reposts.popitem(last=False)
+        self.stats.consumed += len(records)
+        self.metrics.consumed.inc(len(records))
+        self.metrics.batch_size.observe(len(records))
 
     def close(self) -> None:
         self._deliver_pool.shutdown(wait=True)
-        self._fetch_pool.shutdown(wait=True)
-        self._infer_pool.shutdown(wait=True)
+        self.moderator.close()
+        self._io_pool.shutdown(wait=True)
         try:
             self.producer.flush(timeout=10)
             self.producer.close(timeout=10)
         finally:
             close_member(self.consumer)
-
-
-def _next_offsets(records: list) -> dict:
-    """The offset to commit per partition: one past the last record of the batch."""
-    from kafka import OffsetAndMetadata
-
-    offsets: dict = {}
-    for record in records:
-        tp = _tp(record)
-        offsets[tp] = max(offsets.get(tp, -1), record.offset + 1)
-    return {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
-
-
-def _tp(record):
-    from kafka import TopicPartition
-
-    return TopicPartition(record.topic, record.partition)

@@ -88,8 +88,14 @@ class DeadLetter(_Event):
     partition: int
     offset: int
     original_key_b64: str | None
-    original_value_b64: str
+    original_value_b64: str | None = Field(
+        description="the record's value, base64; null for a tombstone or when the original is stored by reference")
     original_headers: list[tuple[str, str]] = Field(description="header name, base64 value")
+    tombstone: bool = Field(default=False, description="the record had no value at all (not an empty one)")
+    original_size: int = Field(default=0, description="bytes of key + value + headers of the original record")
+    original_ref: str | None = Field(
+        default=None, description="s3:// address of the original record (key, value, headers as this envelope's "
+                                  "fields) when it is too large to embed within the producer's request limit")
 
 
 EVENT_MODELS: dict[EventType, type[_Event]] = {

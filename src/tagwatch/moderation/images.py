@@ -16,6 +16,7 @@ from PIL import Image
 from tagwatch.data.posts import split_s3_uri
 from tagwatch.errors import PoisonInputError, RetryableError
 from tagwatch.moderation.deadletter import DeadLetterReason as R
+from tagwatch.moderation.failures import classify_s3_error, validate_s3_key
 
 
 @dataclass(frozen=True)
@@ -29,28 +30,25 @@ class ImageLimits:
 
 
 def fetch_image_bytes(s3, uri: str, *, allowed_bucket: str, limits: ImageLimits) -> bytes:
-    """GET the object; PoisonInputError for what can never succeed, RetryableError for S3 trouble."""
+    """GET the object; PoisonInputError for what can never succeed, RetryableError for S3 trouble
+    (moderation/failures.py decides which)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = split_s3_uri(uri)
     if bucket != allowed_bucket:
         raise PoisonInputError(R.BUCKET_NOT_ALLOWED, f"image_uri bucket {bucket!r} is not the posts bucket {allowed_bucket!r}")
+    validate_s3_key(key)  # before any request
     try:
         response = s3.get_object(Bucket=bucket, Key=key)
-    except ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "")
-        if code in ("NoSuchKey", "NoSuchBucket", "404", "NotFound"):
-            raise PoisonInputError(R.IMAGE_MISSING, f"{uri} does not exist") from error
-        raise RetryableError(f"S3 GET {uri} failed: {code or error}") from error
-    except BotoCoreError as error:
-        raise RetryableError(f"S3 unavailable fetching {uri}: {type(error).__name__}") from error
+    except (BotoCoreError, ClientError) as error:
+        raise classify_s3_error(error, f"S3 GET {uri}", bucket_readable=lambda: _bucket_readable(s3, bucket)) from error
     length = int(response.get("ContentLength") or 0)
     body = response["Body"]
     try:
         if length > limits.max_bytes:
             raise PoisonInputError(R.IMAGE_TOO_LARGE, f"{length} bytes > limit {limits.max_bytes}")
         data = body.read(limits.max_bytes + 1)
-    except BotoCoreError as error:
+    except (BotoCoreError, OSError) as error:
         raise RetryableError(f"S3 read of {uri} failed: {type(error).__name__}") from error
     finally:
         body.close()
@@ -59,6 +57,16 @@ def fetch_image_bytes(s3, uri: str, *, allowed_bucket: str, limits: ImageLimits)
     if not data:
         raise PoisonInputError(R.IMAGE_EMPTY, f"{uri} is empty")
     return data
+
+
+def _bucket_readable(s3, bucket: str) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        s3.head_bucket(Bucket=bucket)
+        return True
+    except (BotoCoreError, ClientError):
+        return False
 
 
 def check_sha256(data: bytes, expected: str) -> None:
@@ -72,6 +80,9 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Our own pixel limit (below) is checked from the header before any pixel is decoded and names the
+            # reason; Pillow's coarser global one (~89 MP) would pre-empt it with its own.
+            Image.MAX_IMAGE_PIXELS = None
             image = Image.open(io.BytesIO(data))
             fmt = image.format or "?"
             if fmt not in limits.formats:

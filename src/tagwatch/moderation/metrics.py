@@ -27,6 +27,19 @@ class StreamMetrics:
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.in_flight = Gauge("tagwatch_in_flight", "records polled but not yet committed", registry=r)
         self.healthy = True
+        # "topic[partition]@first undecided offset" -> monotonic time it became undecided (the consumer keeps it)
+        self.stuck: dict[str, float] = {}
+        self.stuck_after_s = 60.0
+        Gauge("tagwatch_stuck_partitions", "partitions with records undecided for longer than the stuck bound",
+              registry=r).set_function(lambda: len(self.stuck_now()))
+
+    def stuck_now(self) -> list[str]:
+        """Partitions undecided past the bound, with for how long."""
+        import time
+
+        now = time.monotonic()
+        return [f"{name} undecided for {now - since:.0f}s" for name, since in sorted(self.stuck.items())
+                if now - since > self.stuck_after_s]
 
     def serve(self, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
         metrics = self
@@ -36,8 +49,10 @@ class StreamMetrics:
                 if self.path.startswith("/metrics"):
                     body, ctype, code = generate_latest(metrics.registry), CONTENT_TYPE_LATEST, 200
                 elif self.path.startswith("/healthz"):
-                    ok = metrics.healthy
-                    body, ctype, code = (b"ok\n" if ok else b"unhealthy\n"), "text/plain", 200 if ok else 503
+                    stuck = metrics.stuck_now()
+                    ok = metrics.healthy and not stuck
+                    text = "ok\n" if ok else "unhealthy\n" + "".join(f"stuck: {s}\n" for s in stuck)
+                    body, ctype, code = text.encode(), "text/plain", 200 if ok else 503
                 else:
                     body, ctype, code = b"not found\n", "text/plain", 404
                 self.send_response(code)
