@@ -1,0 +1,195 @@
+"""Rebalance correctness on the real broker: nothing is skipped when the group changes while a batch is retried.
+
+The invariant under test: an offset is committed only when every record before it on that partition has a
+ledger record or a dead letter. Each test ends with every post decided (ledger) and the group's committed
+offsets at the end of every partition, and checks that no commit ever passed an undecided record.
+
+The model server is the one stand-in (``GatedScorer``: "down until released"), so the outage starts and ends
+exactly when the test says; the consumers, Kafka (Tansu) and S3 (SeaweedFS) are real.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tagwatch.clients import kafka_config, s3_client
+from tagwatch.errors import RetryableError
+from tagwatch.moderation.consumer import ConsumerOptions, ModerationConsumer
+from tagwatch.moderation.group import close_member
+from tagwatch.moderation.ledger import Ledger
+from tagwatch.moderation.publish import new_post, publish_posts, upload_image
+from tagwatch.moderation.scoring import OnnxScorer
+from tests.support import colour_model as cm
+from tests.support.stream import private_stream
+
+FAST = ConsumerOptions(max_poll_records=4, backoff_initial_s=0.2, backoff_max_s=1.0, poll_timeout_ms=200)
+
+
+@pytest.fixture(scope="module")
+def scorer(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "colour.onnx"
+    return OnnxScorer(path, cm.CATEGORIES, cm.build(path))
+
+
+class GatedScorer:
+    """A model server that is down until ``release`` is set (a stand-in for Triton only)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.release, self.failures = inner, threading.Event(), 0
+        self.categories, self.model = inner.categories, inner.model
+
+    def score(self, images):
+        if not self.release.is_set():
+            self.failures += 1
+            raise RetryableError("model server unavailable (simulated outage)")
+        return self.inner.score(images)
+
+
+class CommitWatch:
+    """Records every offset commit a consumer makes, and checks each against the ledger at that moment."""
+
+    def __init__(self, consumer: ModerationConsumer, ledger: Ledger, posts_by_offset: dict) -> None:
+        self.violations: list[str] = []
+        self.commits = 0
+        original = consumer.consumer.commit
+
+        def commit(offsets=None, **kwargs):
+            for tp, meta in (offsets or {}).items():
+                for offset in range(meta.offset):
+                    post_id = posts_by_offset.get((tp.partition, offset))
+                    if post_id is not None and ledger.get(post_id) is None:
+                        self.violations.append(f"{tp.topic}[{tp.partition}] committed {meta.offset} past undecided "
+                                               f"offset {offset} ({post_id})")
+            self.commits += 1
+            return original(offsets, **kwargs)
+
+        consumer.consumer.commit = commit
+
+
+def _publish(settings, n: int, tag: str) -> tuple[list, dict]:
+    """``n`` posts (distinct images); returns them and {(partition, offset): post_id} as the broker placed them."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    s3 = s3_client(settings.s3)
+    posts = []
+    for i in range(n):
+        uri, digest = upload_image(s3, settings.s3.buckets.posts, cm.jpeg([cm.RED, cm.BLUE, cm.GREY][i % 3], seed=7000 + i))
+        posts.append(new_post(f"{tag}-{i:03d}-{settings.kafka.consumer_group}", uri, digest))
+    assert publish_posts(settings, posts) == n
+    reader = KafkaConsumer(enable_auto_commit=False, **kafka_config(settings.kafka, client_id="placement"))
+    try:
+        tps = [TopicPartition(settings.kafka.topics.posts, p) for p in range(settings.kafka.partitions)]
+        reader.assign(tps)
+        for tp in tps:
+            reader.seek(tp, 0)
+        placed, deadline = {}, time.monotonic() + 30
+        while len(placed) < n and time.monotonic() < deadline:
+            for tp, records in reader.poll(timeout_ms=500).items():
+                for r in records:
+                    placed[(tp.partition, r.offset)] = r.key.decode()
+    finally:
+        reader.close()
+    assert len(placed) == n
+    return posts, placed
+
+
+def _wait(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def _assert_all_decided_and_committed(settings, posts, placed, watch: CommitWatch) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    ledger = Ledger(s3_client(settings.s3), settings.s3.buckets.ledger)
+    undecided = [p.post_id for p in posts if ledger.get(p.post_id) is None]
+    assert not undecided, f"{len(undecided)} posts never decided: {undecided[:5]}"
+    assert watch.commits and not watch.violations, watch.violations[:5]
+    reader = KafkaConsumer(group_id=settings.kafka.consumer_group, **kafka_config(settings.kafka, client_id="check"))
+    try:
+        for partition in range(settings.kafka.partitions):
+            end = 1 + max((o for p, o in placed if p == partition), default=-1)
+            assert reader.committed(TopicPartition(settings.kafka.topics.posts, partition)) == end, partition
+    finally:
+        reader.close()
+
+
+def _other_member(settings):
+    from kafka import KafkaConsumer
+
+    member = KafkaConsumer(group_id=settings.kafka.consumer_group, enable_auto_commit=False,
+                           session_timeout_ms=settings.kafka.session_timeout_ms,
+                           heartbeat_interval_ms=max(500, settings.kafka.session_timeout_ms // 3),
+                           max_poll_records=1, **kafka_config(settings.kafka, client_id="intruder"))
+    member.subscribe([settings.kafka.topics.posts])
+    return member
+
+
+def test_a_rebalance_during_a_backoff_with_partitions_coming_back_skips_nothing(stack_settings, scorer):
+    """The chaos run's lost ranges, deterministically: the member is backing off (model down) when another member
+    joins (its partitions are revoked and one is given back) and leaves (the other comes back as a new
+    assignment). Records of partitions assigned during the wait were polled and dropped, and the fetch
+    position moved past them; a partition kept paused across the rebalance was never read again."""
+    settings = private_stream(stack_settings, partitions=2)
+    posts, placed = _publish(settings, 40, "rb")
+    gated = GatedScorer(scorer)
+    consumer = ModerationConsumer(settings, gated, cm.POLICY, options=FAST)
+    ledger = Ledger(s3_client(settings.s3), settings.s3.buckets.ledger)
+    watch = CommitWatch(consumer, ledger, placed)
+    stop = threading.Event()
+    runner = threading.Thread(target=consumer.run, args=(stop,), kwargs={"idle_exit_s": 5.0})
+    runner.start()
+    try:
+        _wait(lambda: gated.failures >= 1, 60, "the first failed batch (the member is backing off)")
+        intruder = _other_member(settings)
+        _wait(lambda: intruder.poll(timeout_ms=100) is not None and len(intruder.assignment()) == 1, 60,
+              "the second member to get a partition")
+        _wait(lambda: len(consumer.consumer.assignment()) == 1, 30, "the first member to keep one partition")
+        close_member(intruder)  # leaves (politely when the group is stable): its partition comes back
+        _wait(lambda: len(consumer.consumer.assignment()) == 2, 60, "both partitions back with the first member")
+        time.sleep(1.5)  # several back-off polls with the returned partition unpaused under the old code
+        assert gated.failures >= 2
+        gated.release.set()
+        runner.join(timeout=120)
+        assert not runner.is_alive()
+    finally:
+        gated.release.set()
+        stop.set()
+        runner.join(timeout=60)
+    _assert_all_decided_and_committed(settings, posts, placed, watch)
+
+
+def test_a_takeover_during_a_model_outage_skips_nothing(stack_settings, scorer):
+    """Two members, the model down: one member vanishes (closed without LeaveGroup, like a crash, so the broker
+    expires it) while the other backs off; the survivor takes its partitions over mid-outage."""
+    settings = private_stream(stack_settings, partitions=2)
+    posts, placed = _publish(settings, 40, "to")
+    gated = GatedScorer(scorer)
+    survivor = ModerationConsumer(settings, gated, cm.POLICY, options=FAST, client_id="survivor")
+    watch = CommitWatch(survivor, Ledger(s3_client(settings.s3), settings.s3.buckets.ledger), placed)
+    stop = threading.Event()
+    runner = threading.Thread(target=survivor.run, args=(stop,), kwargs={"idle_exit_s": 5.0})
+    runner.start()
+    try:
+        _wait(lambda: gated.failures >= 1, 60, "the survivor's first failed batch")
+        victim = _other_member(settings)
+        _wait(lambda: victim.poll(timeout_ms=100) is not None and len(victim.assignment()) == 1, 60,
+              "the victim to own a partition")
+        victim._coordinator.reset_generation()  # no LeaveGroup: it vanishes like a SIGKILLed member
+        victim.close(autocommit=False)
+        _wait(lambda: len(survivor.consumer.assignment()) == 2, 90, "the survivor to take over after the expiry")
+        time.sleep(1.5)
+        gated.release.set()
+        runner.join(timeout=120)
+        assert not runner.is_alive()
+    finally:
+        gated.release.set()
+        stop.set()
+        runner.join(timeout=60)
+    _assert_all_decided_and_committed(settings, posts, placed, watch)
