@@ -182,8 +182,9 @@ def stack_restart(
 ) -> None:
     """Stop one service (its whole process group) and start it again on the same ports; wait until healthy.
 
-    The other services keep running. Example: `tagwatch stack restart triton --kill` (what a crash looks like).
-    Exit 4 if it does not come back healthy.
+    The other services keep running. Exit 4 if it does not come back healthy.
+
+    Example, what a crash looks like: tagwatch stack restart triton --kill
     """
     from tagwatch.stack import Stack
 

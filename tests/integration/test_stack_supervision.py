@@ -168,3 +168,16 @@ def test_triton_that_cannot_bind_fails_up_then_restarts_and_survives_a_sigkill(t
     assert down.returncode == 0, down.stdout + down.stderr
     assert _alive(family) == []
     assert not any(_listening(port) for port in ports.model_dump().values())
+
+
+def test_restart_without_a_stack_says_how_to_start_one(tmp_path):
+    env = _env(make_settings(tmp_path / "state"))
+    result = run_cli("stack", "restart", "tansu", env=env)
+    assert result.returncode == 4, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error: the embedded stack has no state file yet") and lines[1].startswith("hint:")
+    assert "tagwatch stack up" in lines[1] and len(lines) == 2
+    helped = run_cli("stack", "restart", "--help", env=env)
+    words = " ".join(helped.stdout.split())  # help is for people: rich wraps it when stdout is a pipe
+    assert helped.returncode == 0 and "--kill" in words and "tagwatch stack restart triton --kill" in words
+    assert "restart" in run_cli("stack", "--help", env=env).stdout
