@@ -145,7 +145,8 @@ def stop(record: ProcessRecord, *, timeout_s: float, kill: bool = False) -> str:
         _reap(record.pid)
         return prefix + "stopped"
     alive = [*alive, *late]
-    log.warning("%d process(es) of pid %d's group did not stop in %.0fs; killing them", len(alive), record.pid, timeout_s)
+    log.warning("%d process(es) of pid %d's group did not stop in %.0fs; killing them",
+                len(alive), record.pid, timeout_s)
     _signal_group(record, alive, signal.SIGKILL)
     psutil.wait_procs(alive, timeout=5)
     _reap(record.pid)
