@@ -136,7 +136,8 @@ def stack_up(
     kafka_port: Annotated[Optional[int], typer.Option(help="Kafka port on 127.0.0.1 (default 9092).")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for each service's health.")] = None,
 ) -> None:
-    """Start SeaweedFS and Tansu (idempotent), wait until healthy, create buckets and topics."""
+    """Start SeaweedFS and Tansu (idempotent), wait until healthy, create buckets and topics; Triton too once a
+    `production` model exists. Exit 4 if a service that was due to start did not (the others stay up)."""
     from tagwatch.stack import Stack
 
     settings = build_settings(
@@ -153,15 +154,14 @@ def stack_up(
     out.print(f"  Kafka  {state.kafka_bootstrap()}")
     if "triton" in state.services:
         out.print(f"  Triton {state.services['triton'].endpoint}")
-    for name, why in result.skipped.items():
-        if why.startswith("failed"):
-            out.print(f"  [yellow]warning:[/] {name} {why}")
     out.print(f"  state  {settings.paths.stack_file}")
+    result.raise_for_failures()  # a service that was due to start and did not: exit 4 (no model yet is no failure)
 
 
 @stack_app.command("down")
 def stack_down() -> None:
-    """Stop every stack process this state dir started (SIGTERM, then SIGKILL after the stop timeout)."""
+    """Stop every stack process this state dir started, each with its whole process group (SIGTERM, then
+    SIGKILL after the stop timeout), including what is left of a service whose main process died."""
     from tagwatch.stack import Stack
 
     settings = build_settings()
@@ -173,6 +173,27 @@ def stack_down() -> None:
     out.print(f"[green]stack down[/] in {time.monotonic() - t0:.1f}s")
 
 
+@stack_app.command("restart")
+def stack_restart(
+    service: Annotated[str, typer.Argument(help="seaweedfs, tansu or triton.")],
+    kill: Annotated[
+        bool, typer.Option("--kill", help="SIGKILL the service's process group instead of SIGTERM (chaos tests).")
+    ] = False,
+) -> None:
+    """Stop one service (its whole process group) and start it again on the same ports; wait until healthy.
+
+    The other services keep running. Exit 4 if it does not come back healthy.
+
+    Example, what a crash looks like: tagwatch stack restart triton --kill
+    """
+    from tagwatch.stack import Stack
+
+    settings = build_settings()
+    result = Stack(settings).restart(service, kill=kill, report=lambda msg: err.print(f"[dim]•[/] {msg}"))
+    out.print(f"[green]{result.name} restarted[/] in {result.seconds:.1f}s (pid {result.pid}, was {result.stopped})")
+    out.print(f"  {result.endpoint}")
+
+
 @stack_app.command("status")
 def stack_status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
@@ -182,6 +203,10 @@ def stack_status(
 
     settings = build_settings()
     rows = Stack(settings).status()
+    for r in rows:
+        if r.orphans_stopped:
+            err.print(f"[yellow]note:[/] {r.name}'s main process had died; what was left of its process group: "
+                      f"{r.orphans_stopped}", highlight=False, soft_wrap=True)
     if as_json:
         out.print_json(json.dumps([{**r.__dict__, "log_file": str(r.log_file)} for r in rows]))
     else:

@@ -40,10 +40,12 @@ def test_stack_up_starts_triton_once_production_exists(tmp_path) -> None:
         key = f"{registry.version_prefix(bad)}/repository/{settings.triton.model_name}/{bad}/model.onnx"
         registry.s3.put_object(Bucket=registry.bucket, Key=key, Body=b"not the model that was registered")
 
-        # production names a version tampered with after its promotion: Triton refuses it; S3 and Kafka stay up.
+        # production names a version tampered with after its promotion: Triton refuses it, `stack up` exits 4
+        # naming it and its log; S3 and Kafka stay up.
         up = run_cli("stack", "up", env=env)
-        assert up.returncode == 0, up.stdout + up.stderr
-        assert "warning: triton failed to start" in up.stdout and "refusing to load" in (
+        assert up.returncode == 4, up.stdout + up.stderr
+        assert "error: triton failed to start" in up.stderr and "triton.log" in up.stderr
+        assert "refusing to load" in (
             settings.paths.logs_dir / "triton.log").read_text()
         status = {r["name"]: r for r in json.loads(run_cli("stack", "status", "--json", env=env).stdout)}
         assert status["seaweedfs"]["healthy"] and status["tansu"]["healthy"] and not status["triton"]["running"]

@@ -1,7 +1,7 @@
 """The embedded local platform: SeaweedFS (S3) and Tansu (Kafka) on loopback; Triton joins in serving."""
 
 from tagwatch.stack.check import CheckResult, run_checks
-from tagwatch.stack.manager import Stack, ServiceStatus, UpResult
+from tagwatch.stack.manager import RestartResult, Stack, ServiceStatus, UpResult
 from tagwatch.stack.state import with_stack_endpoints
 
-__all__ = ["CheckResult", "ServiceStatus", "Stack", "UpResult", "run_checks", "with_stack_endpoints"]
+__all__ = ["CheckResult", "RestartResult", "ServiceStatus", "Stack", "UpResult", "run_checks", "with_stack_endpoints"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tagwatch.errors import ConfigError, StackError, TagwatchError
+from tagwatch.errors import ConfigError, StackError, StackNotRunningError, TagwatchError
 from tagwatch.settings import Settings
 from tagwatch.stack import process
 from tagwatch.stack.ports import StackPorts, ensure_ports_free, is_port_free
@@ -35,8 +35,25 @@ class UpResult:
     started: list[str] = field(default_factory=list)
     already_running: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # optional service -> why it was not started
+    # optional services that were due to start and failed (also in ``skipped``, with "failed to start: ...")
+    failed: dict[str, StackError] = field(default_factory=dict)
+    orphans_stopped: dict[str, str] = field(default_factory=dict)  # dead leader's group members stopped first
     seconds: float = 0.0
     state: StackState | None = None
+
+    def raise_for_failures(self) -> None:
+        """Raise the first failure as a StackError (exit 4). Skipping Triton for want of a model is no failure."""
+        for error in self.failed.values():
+            raise error
+
+
+@dataclass(frozen=True)
+class RestartResult:
+    name: str
+    stopped: str  # process.stop's outcome for the old process ('stopped', 'killed', 'not running', ...)
+    pid: int
+    seconds: float
+    endpoint: str
 
 
 @dataclass(frozen=True)
@@ -50,6 +67,7 @@ class ServiceStatus:
     uptime_s: float | None
     log_file: Path
     optional: bool = False
+    orphans_stopped: str | None = None  # the leader was dead and `status` stopped what was left of its group
 
 
 class Stack:
@@ -66,6 +84,7 @@ class Stack:
         result = UpResult()
         with self._lock():
             state = read_state(self.paths.stack_file)
+            result.orphans_stopped = self._clear_dead(state, report)  # frees the ports a dead leader's group holds
             ports = self._choose_ports(state)
             state = StackState(host=self.settings.stack.host, ports=ports, services=self._alive(state))
             services = [cls(self.settings, ports) for cls in SERVICES]
@@ -97,6 +116,11 @@ class Stack:
                             why = f"failed to start: {error.message}" + (f" ({error.hint})" if error.hint else "")
                             report(f"{service.name} {why}")
                             result.skipped[service.name] = why
+                            result.failed[service.name] = StackError(
+                                f"{service.name} failed to start: {error.message}",
+                                hint=(f"{error.hint}; " if error.hint else "") + f"read {service.log_file} "
+                                     f"(`tagwatch stack logs {service.name}`); the other services are up",
+                            )
                         continue
                     self._start_one(service, state, started_now, result, report)
             except BaseException:
@@ -148,7 +172,56 @@ class Stack:
             write_state(self.paths.stack_file, state)
         return outcomes
 
+    def restart(self, name: str, *, kill: bool = False, report: Report = lambda _msg: None) -> RestartResult:
+        """Stop one service (its whole process group; SIGKILL at once with ``kill``) and start it again on the
+        same ports; wait until it is healthy; update the state file. The other services keep running.
+
+        Raises StackError (exit 4) if the stack has no state yet, the service does not come back healthy, or an
+        optional service has nothing to serve (Triton without a `production` model).
+        """
+        classes = {cls.name: cls for cls in SERVICES}
+        if name not in classes:
+            raise StackError(f"no stack service named {name!r}", hint=f"pick one of: {', '.join(classes)}")
+        t0 = time.monotonic()
+        with self._lock():
+            state = read_state(self.paths.stack_file)
+            if state is None:
+                raise StackNotRunningError("the embedded stack has no state file yet: nothing to restart",
+                                           hint="start it with `tagwatch stack up`")
+            service = classes[name](self.settings, state.ports)
+            self._clear_dead(state, report)
+            stopped = self._stop_one(service, state, kill=kill) if name in state.services else "not running"
+            write_state(self.paths.stack_file, state)
+            report(f"{name}: {stopped}")
+            if service.optional and (why_not := service.skip_reason()):
+                raise StackError(f"{name} was stopped and not started again: {why_not}",
+                                 hint=f"`tagwatch stack logs {name}`")
+            bound = service.bound_ports()
+            host = self.settings.stack.host
+            process.wait_for(lambda: all(is_port_free(host, port) for port in bound.values()), timeout_s=10)
+            ensure_ports_free(host, bound, name)
+            started: list[EmbeddedService] = []
+            try:
+                self._start_one(service, state, started, UpResult(), report)
+            except BaseException:
+                for failed in started:
+                    self._stop_one(failed, state)
+                write_state(self.paths.stack_file, state)
+                raise
+            write_state(self.paths.stack_file, state)
+            record = state.services[name]
+        return RestartResult(name=name, stopped=stopped, pid=record.process.pid, seconds=time.monotonic() - t0,
+                             endpoint=record.endpoint)
+
     def status(self) -> list[ServiceStatus]:
+        """One row per service. A recorded service whose leader died but whose group lives on (e.g. tritonserver
+        after its python parent was SIGKILLed) has that group stopped here, unless up/down/restart holds the lock."""
+        orphans: dict[str, str] = {}
+        if self.paths.stack_file.exists():
+            with self._lock(blocking=False) as locked:
+                state = read_state(self.paths.stack_file) if locked else None
+                if state is not None and (orphans := self._clear_dead(state)):
+                    write_state(self.paths.stack_file, state)
         state = read_state(self.paths.stack_file)
         ports = state.ports if state else StackPorts.from_settings(self.settings.stack, self.settings.triton)
         rows = []
@@ -168,6 +241,7 @@ class Stack:
                     uptime_s=time.time() - recorded.process.create_time if running and recorded else None,
                     log_file=service.log_file,
                     optional=service.optional,
+                    orphans_stopped=orphans.get(service.name),
                 )
             )
         return rows
@@ -227,16 +301,32 @@ class Stack:
             hint=f"read {service.log_file} (`tagwatch stack logs {service.name}`)",
         )
 
-    def _stop_one(self, service: EmbeddedService, state: StackState) -> str:
-        outcome = self._stop_record(service.name, state)
+    def _stop_one(self, service: EmbeddedService, state: StackState, *, kill: bool = False) -> str:
+        outcome = self._stop_record(service.name, state, kill=kill)
         service.after_stop()
         return outcome
 
-    def _stop_record(self, name: str, state: StackState) -> str:
+    def _stop_record(self, name: str, state: StackState, *, kill: bool = False) -> str:
         recorded = state.services.pop(name, None)
         if recorded is None:
             return "not running"
-        return process.stop(recorded.process, timeout_s=self.settings.stack.stop_timeout_s)
+        return process.stop(recorded.process, timeout_s=self.settings.stack.stop_timeout_s, kill=kill)
+
+    def _clear_dead(self, state: StackState | None, report: Report = lambda _msg: None) -> dict[str, str]:
+        """Forget services whose leader process is gone, first stopping what is left of their process group.
+        Returns name -> outcome for those that had survivors. The caller holds the lock and writes the state."""
+        if state is None:
+            return {}
+        cleared: dict[str, str] = {}
+        for name in [n for n, svc in state.services.items() if not process.is_alive(svc.process)]:
+            cls = next((c for c in SERVICES if c.name == name), None)
+            service = cls(self.settings, state.ports) if cls else None
+            pid = state.services[name].process.pid
+            outcome = self._stop_one(service, state) if service else self._stop_record(name, state)
+            if outcome != "not running":
+                report(f"{name}: pid {pid} had died; {outcome} (what was left of its process group)")
+                cleared[name] = outcome
+        return cleared
 
     def _ensure_state_dir(self) -> None:
         state_dir = self.paths.state_dir
@@ -253,11 +343,16 @@ class Stack:
             ) from error
 
     @contextmanager
-    def _lock(self) -> Iterator[None]:
+    def _lock(self, *, blocking: bool = True) -> Iterator[bool]:
+        """Hold the state dir's lock. ``blocking=False`` yields False at once if another process holds it."""
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.paths.state_dir / "stack.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                yield
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
