@@ -193,3 +193,120 @@ def test_a_takeover_during_a_model_outage_skips_nothing(stack_settings, scorer):
         stop.set()
         runner.join(timeout=60)
     _assert_all_decided_and_committed(settings, posts, placed, watch)
+
+
+class FaultyS3:
+    """The real S3 client, except that GETs of one object answer HTTP 500 (SeaweedFS cannot be made to fail for
+    one key only, so this fault is injected; the bucket and every other object are the real store)."""
+
+    def __init__(self, real, bad_key: str) -> None:
+        self.real, self.bad_key, self.refused = real, bad_key, 0
+
+    def get_object(self, **kwargs):
+        from botocore.exceptions import ClientError
+
+        if kwargs.get("Key") == self.bad_key:
+            self.refused += 1
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "injected"},
+                               "ResponseMetadata": {"HTTPStatusCode": 500}}, "GetObject")
+        return self.real.get_object(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_a_record_that_keeps_failing_is_dead_lettered_and_the_partition_reported_stuck_meanwhile(stack_settings, scorer):
+    import urllib.error
+    import urllib.request
+
+    from tagwatch.moderation.events import DeadLetter
+    from tagwatch.stack.ports import pick_free_ports
+    from tests.support.stream import read_topic
+
+    settings = private_stream(stack_settings, partitions=1)
+    posts, placed = _publish(settings, 6, "ex")
+    bad = posts[2]
+    options = ConsumerOptions(max_poll_records=8, backoff_initial_s=0.3, backoff_max_s=1.0, max_record_attempts=4,
+                              stuck_after_s=0.5)
+    consumer = ModerationConsumer(settings, scorer, cm.POLICY, options=options)
+    faulty = FaultyS3(consumer.moderator.s3, bad.image_uri.split("/", 3)[3])
+    consumer.moderator.s3 = faulty
+    watch = CommitWatch(consumer, Ledger(s3_client(settings.s3), settings.s3.buckets.ledger), {
+        k: v for k, v in placed.items() if v != bad.post_id})
+    (port,) = pick_free_ports("127.0.0.1", 1)
+    server = consumer.metrics.serve(port)
+    health: list[tuple[int, str]] = []
+    stop = threading.Event()
+    runner = threading.Thread(target=consumer.run, args=(stop,), kwargs={"idle_exit_s": 4.0})
+    runner.start()
+    try:
+        while runner.is_alive():
+            try:
+                response = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz")
+                health.append((response.status, response.read().decode()))
+            except urllib.error.HTTPError as error:
+                health.append((error.code, error.read().decode()))
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        runner.join(timeout=60)
+        server.shutdown()
+    assert faulty.refused == 4  # its attempts, then never asked again
+    stuck = [body for code, body in health if code == 503 and "stuck:" in body]
+    assert stuck and f"{settings.kafka.topics.posts}[0]@" in stuck[0], health[:5]
+    assert health[-1][0] == 200 or not consumer.metrics.stuck_now()
+    letters = [DeadLetter.model_validate_json(r.value)
+               for r in read_topic(settings, settings.kafka.topics.dead_letter, expect=1)]
+    assert [(dl.reason, dl.attempts) for dl in letters] == [("retries_exhausted", 4)]
+    assert "HTTP 500 InternalError" in letters[0].error and letters[0].first_seen < letters[0].last_seen
+    ledger = Ledger(s3_client(settings.s3), settings.s3.buckets.ledger)
+    assert ledger.get(bad.post_id) is None
+    assert all(ledger.get(p.post_id) is not None for p in posts if p is not bad)
+    assert watch.commits and not watch.violations
+
+
+class BlockingScorer:
+    """A model call that takes until ``release`` (a stand-in for a slow Triton), so the broker can be restarted
+    while a batch is in the middle of being decided."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.release, self.entered = inner, threading.Event(), threading.Event()
+        self.categories, self.model = inner.categories, inner.model
+
+    def score(self, images):
+        self.entered.set()
+        self.release.wait(120)
+        return self.inner.score(images)
+
+
+def test_a_broker_restart_mid_batch_loses_nothing(tmp_path, scorer):
+    """SIGKILL of the broker while a polled batch is being scored: its produce, ledger and commit meet a broker
+    that is coming back; the batch is retried and the rest of the stream goes on."""
+    from tagwatch.stack import Stack, with_stack_endpoints
+    from tests.conftest import make_settings
+
+    base = make_settings(tmp_path / "stack")
+    stack = Stack(base)
+    stack.up()
+    try:
+        settings = private_stream(with_stack_endpoints(base), partitions=2)
+        posts, placed = _publish(settings, 30, "br")
+        blocking = BlockingScorer(scorer)
+        consumer = ModerationConsumer(settings, blocking, cm.POLICY, options=FAST)
+        watch = CommitWatch(consumer, Ledger(s3_client(settings.s3), settings.s3.buckets.ledger), placed)
+        stop = threading.Event()
+        runner = threading.Thread(target=consumer.run, args=(stop,), kwargs={"idle_exit_s": 6.0})
+        runner.start()
+        try:
+            assert blocking.entered.wait(60), "no batch reached the model"
+            stack.restart("tansu", kill=True)
+            blocking.release.set()
+            runner.join(timeout=240)
+            assert not runner.is_alive()
+        finally:
+            blocking.release.set()
+            stop.set()
+            runner.join(timeout=60)
+        _assert_all_decided_and_committed(settings, posts, placed, watch)
+    finally:
+        stack.down()

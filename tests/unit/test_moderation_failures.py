@@ -1,0 +1,138 @@
+"""Retryable or permanent, decided in one place; dead letters sized to the producer's limit; distinct event ids."""
+
+import base64
+import json
+from collections import namedtuple
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from tagwatch.errors import PoisonInputError, RetryableError
+from tagwatch.moderation.deadletter import ENVELOPE_OVERHEAD, build_dead_letter
+from tagwatch.moderation.delivery import Delivery, derived_event_id
+from tagwatch.moderation.failures import RecordAttempts, classify_s3_error, validate_s3_key
+
+Record = namedtuple("Record", "topic partition offset key value headers")
+
+
+def client_error(status: int, code: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       "GetObject")
+
+
+@pytest.mark.parametrize("status, code, reason", [
+    (404, "NoSuchKey", "image_missing"),
+    (400, "InvalidRequest", "s3_rejected"),
+    (400, "InvalidArgument", "s3_rejected"),
+    (416, "InvalidRange", "s3_rejected"),
+])
+def test_s3_4xx_other_than_throttling_is_permanent(status, code, reason):
+    failure = classify_s3_error(client_error(status, code), "GET x")
+    assert isinstance(failure, PoisonInputError) and failure.reason == reason and code in failure.message
+
+
+@pytest.mark.parametrize("status, code", [(503, "SlowDown"), (429, "TooManyRequests"), (500, "InternalError"),
+                                          (400, "RequestTimeout"), (408, "RequestTimeout"), (502, "BadGateway")])
+def test_throttling_and_server_errors_are_retryable(status, code):
+    assert isinstance(classify_s3_error(client_error(status, code), "GET x"), RetryableError)
+
+
+def test_access_denied_is_permanent_only_while_the_bucket_itself_is_readable():
+    denied = client_error(403, "AccessDenied")
+    assert isinstance(classify_s3_error(denied, "GET x", bucket_readable=lambda: True), PoisonInputError)
+    # the whole store refuses us (credentials): an outage of ours, never the record's fault
+    assert isinstance(classify_s3_error(denied, "GET x", bucket_readable=lambda: False), RetryableError)
+
+
+def test_connection_trouble_is_retryable():
+    assert isinstance(classify_s3_error(EndpointConnectionError(endpoint_url="http://x"), "GET x"), RetryableError)
+
+
+@pytest.mark.parametrize("key", ["images/../secret.jpg", "../x", "a//b.jpg", "/lead.jpg", "trail/", "", "a/./b",
+                                 "bad\x00key", "k" * 1100])
+def test_keys_s3_would_refuse_or_resolve_elsewhere_are_poison_before_any_request(key):
+    with pytest.raises(PoisonInputError) as info:
+        validate_s3_key(key)
+    assert info.value.reason == "bad_image_uri"
+
+
+def test_good_keys_pass():
+    validate_s3_key("images/ab/abcdef.jpg")
+    validate_s3_key("a..b/c.d.jpg")  # dots inside a segment are fine
+
+
+def test_a_record_that_keeps_failing_becomes_poison_with_its_last_error():
+    attempts = RecordAttempts(max_attempts=3)
+    record = Record("posts", 1, 41, b"k", b"v", [])
+    assert attempts.failed(record, RetryableError("first")) is None
+    assert attempts.failed(record, RetryableError("second")) is None
+    poison = attempts.failed(record, RetryableError("S3 GET: HTTP 500 InternalError"))
+    assert poison.reason == "retries_exhausted" and poison.attempts == 3 and "HTTP 500" in poison.message
+    attempts.settled([record])
+    assert len(attempts) == 0 and attempts.failed(record, RetryableError("again")) is None
+
+
+def test_an_oversized_dead_letter_moves_its_original_to_storage_and_fits_the_limit():
+    record = Record("posts", 0, 7, b"post-1", b"x" * 900_000, [("ce_id", b"abc")])
+    stored = {}
+
+    def store(letter):
+        stored["letter"] = letter
+        return "s3://ledger/dead-letters/posts/0/7.json"
+
+    letter = build_dead_letter(record, "invalid_post", "caption too long", max_bytes=1_000_000, store_original=store)
+    assert letter.original_ref == "s3://ledger/dead-letters/posts/0/7.json"
+    assert letter.original_value_b64 is None and letter.original_size == 900_000 + 6 + 5 + 3
+    assert len(letter.model_dump_json()) + ENVELOPE_OVERHEAD <= 1_000_000
+    assert base64.b64decode(stored["letter"].original_value_b64) == record.value  # the original, whole, in S3
+
+    small = build_dead_letter(Record("posts", 0, 8, b"k", b"{}", []), "bad_json", "e", max_bytes=1_000_000)
+    assert small.original_ref is None and base64.b64decode(small.original_value_b64) == b"{}"
+
+
+def test_a_tombstone_is_not_an_empty_value():
+    tomb = build_dead_letter(Record("posts", 0, 1, b"k", None, []), "bad_json", "no value")
+    empty = build_dead_letter(Record("posts", 0, 2, b"k", b"", []), "bad_json", "empty")
+    assert tomb.tombstone and tomb.original_value_b64 is None
+    assert not empty.tombstone and empty.original_value_b64 == ""
+
+
+def test_decision_and_review_request_have_distinct_deterministic_event_ids():
+    assert derived_event_id("d1", "review") == derived_event_id("d1", "review") != "d1"
+    assert derived_event_id("posts", 0, 5, "bad_json") != derived_event_id("posts", 0, 6, "bad_json")
+
+
+class _ExplodingProducer:
+    """A producer whose send raises what kafka-python raises synchronously (a stand-in: the real oversize case
+    runs against the broker in test_moderation_stream.py)."""
+
+    def __init__(self, error):
+        self.error = error
+
+    def send(self, *args, **kwargs):
+        raise self.error
+
+    def flush(self, timeout=None):
+        pass
+
+
+@pytest.mark.parametrize("error", [ValueError("boom"), TypeError("bad headers")])
+def test_anything_raised_while_producing_is_a_retryable_batch_failure_never_fatal(error):
+    from types import SimpleNamespace
+
+    from tagwatch.moderation.batch import Item
+
+    item = Item(record=Record("posts", 0, 3, b"k", b"v", []), poison=PoisonInputError("bad_json", "x"))
+    topics = SimpleNamespace(decisions="d", review="r", dead_letter="dlq")
+    delivery = Delivery(_ExplodingProducer(error), s3=None, topics=topics, ledger_bucket="ledger",
+                        max_request_bytes=1_000_000, pool=None, metrics=None, stats=None)
+    with pytest.raises(RetryableError) as info:
+        delivery.produce([item], [], [])
+    assert type(error).__name__ in info.value.message
+
+
+def test_the_dead_letter_schema_documents_tombstones_and_references():
+    from pathlib import Path
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "dead-letter.v1.json").read_text())
+    assert {"tombstone", "original_ref", "original_size"} <= set(schema["properties"])
