@@ -79,16 +79,17 @@ def run_consumer(settings, scorer, options: ConsumerOptions, expect: int) -> dic
             marks.append(time.perf_counter())
         return prepare(records)
 
-    def committed(staged):  # ... and stops when the last one is committed
-        done(staged)
+    def committed(records):  # ... and stops when the last one is committed
+        done(records)
         marks.append(time.perf_counter())
         if consumer.stats.decided >= expect:
             stop.set()
 
     consumer._prepare, consumer._done = first, committed
     stages: dict[str, float] = {}
-    for name in ("_prepare", "_finish", "_commit", "_load", "_run_model", "_deliver"):
-        setattr(consumer, name, _timed_stage(getattr(consumer, name), stages, name.strip("_")))
+    for owner, name in ((consumer, "_prepare"), (consumer, "_finish"), (consumer, "_commit"),
+                        (consumer.moderator, "_load"), (consumer.moderator, "_run_model"), (consumer.delivery, "deliver")):
+        setattr(owner, name, _timed_stage(getattr(owner, name), stages, name.strip("_")))
     stop = threading.Event()
     stats = consumer.run(stop, idle_exit_s=20)
     return {"decided": stats.decided, "seconds": marks[-1] - marks[0], "batches": stats.batches,
