@@ -1,5 +1,6 @@
 """The real console entry point, run as a user runs it (subprocess). No services needed here."""
 
+import json
 import socket
 
 from tests.conftest import run_cli
@@ -9,7 +10,7 @@ def _env(tmp_path, **extra):
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAGWATCH_")}
-    env.update({"TAGWATCH_PATHS__STATE_DIR": str(tmp_path / "state"), "COLUMNS": "200", **extra})
+    env.update({"TAGWATCH_PATHS__STATE_DIR": str(tmp_path / "state"), **extra})
     return env
 
 
@@ -47,9 +48,13 @@ def test_config_show_masks_the_secret(tmp_path):
 def test_config_show_reads_yaml_and_env(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("kafka:\n  partitions: 7\n")
-    result = run_cli("--config", str(config), "config", "show", "--json", env=_env(tmp_path, TAGWATCH_TRITON__GRPC_PORT="9101"))
+    long_dir = tmp_path / ("a-state-dir-whose-path-is-longer-than-eighty-columns-" * 2)  # a wrap would split it
+    result = run_cli("--config", str(config), "config", "show", "--json",
+                     env=_env(tmp_path, TAGWATCH_TRITON__GRPC_PORT="9101", TAGWATCH_PATHS__STATE_DIR=str(long_dir)))
     assert result.returncode == 0, result.stderr
-    assert '"partitions": 7' in result.stdout and '"grpc_port": 9101' in result.stdout
+    shown = json.loads(result.stdout)  # stdout is a pipe here, as in any script
+    assert shown["kafka"]["partitions"] == 7 and shown["triton"]["grpc_port"] == 9101
+    assert shown["paths"]["state_dir"] == str(long_dir)
 
 
 def test_bad_value_is_one_line_exit_3(tmp_path):
