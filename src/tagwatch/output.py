@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,17 @@ def emit_json(data: Any, *, indent: int | None = 2) -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` atomically: a reader sees the old file, no file, or the whole new one.
+    """Write ``data`` as one JSON document to ``path`` atomically (see write_text_atomic)."""
+    write_text_atomic(path, json.dumps(data, default=str, ensure_ascii=False) + "\n")
+
+
+def write_json_lines_atomic(path: Path, rows: Iterable[Any]) -> None:
+    """Write each row as one JSON line to ``path`` atomically (see write_text_atomic)."""
+    write_text_atomic(path, "".join(json.dumps(row, default=str, ensure_ascii=False) + "\n" for row in rows))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """A reader of ``path`` sees the old file, no file, or the whole new text, never a part.
 
     The temp file sits in the same directory (same filesystem, so ``os.replace`` is atomic) and is fsynced first.
     """
@@ -29,7 +40,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(data, default=str, ensure_ascii=False) + "\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

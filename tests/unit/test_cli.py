@@ -15,13 +15,19 @@ def _env(tmp_path, **extra):
 
 
 def _one_line_error(result, *fragments):
+    """Exactly one `error:` line, then exactly one `hint:` line, and nothing after them (no traceback, no wrapped
+    continuation); before them only the command's own progress bullets. The fragments are in those two lines."""
     assert result.returncode != 0
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines[0].startswith("error: "), result.stderr
-    assert any(line.startswith("hint: ") for line in lines), result.stderr
+    errors = [i for i, line in enumerate(lines) if line.startswith("error: ")]
+    hints = [i for i, line in enumerate(lines) if line.startswith("hint: ")]
+    assert len(errors) == 1 and len(hints) == 1, result.stderr
+    assert hints[0] == errors[0] + 1 == len(lines) - 1, result.stderr  # the hint follows the error and ends it
+    assert all(line.startswith("• ") for line in lines[:errors[0]]), result.stderr
+    reported = lines[errors[0]] + "\n" + lines[hints[0]]
     for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
+        assert fragment in reported, result.stderr
 
 
 def test_help_explains_the_product_in_two_lines():
@@ -115,3 +121,9 @@ def test_demo_help_lists_its_options_and_bad_state_dir_is_one_error_line(tmp_pat
     assert len(errors) == 1 and "state dir" in errors[0], result.stderr  # after the stage lines, one error + hint
     assert any(line.startswith("hint: ") for line in result.stderr.splitlines()) and "Traceback" not in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_publish_ids_out_that_is_a_directory_is_one_error_line(tmp_path):
+    result = run_cli("posts", "publish", "--synthetic", "--n", "1", "--ids-out", str(tmp_path), env=_env(tmp_path))
+    _one_line_error(result, f"--ids-out {tmp_path} is a directory")
+    assert result.returncode == 3

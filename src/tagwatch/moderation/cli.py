@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -166,6 +167,9 @@ def publish(
     synthetic: Annotated[bool, typer.Option(help="Generated single-colour images (red/blue/grey).")] = False,
     holdout: Annotated[bool, typer.Option(help="The dataset build's held-out posts (images already in S3).")] = False,
     dataset: Annotated[str, typer.Option(help="Dataset name for --holdout.")] = "hashtags",
+    ids_out: Annotated[Optional[Path], typer.Option(
+        help="Write every acknowledged post as a JSON line {post_id, partition, offset} to this file "
+             "(written even when publishing fails part way: then it lists what the broker acknowledged).")] = None,
 ) -> None:
     """Publish N post.created events (images uploaded to the posts bucket first, unless --holdout)."""
     from rich.progress import Progress
@@ -175,13 +179,16 @@ def publish(
     from tagwatch.moderation.publish import new_post, publish_posts, upload_image
     from tagwatch.stack import with_stack_endpoints
 
+    if ids_out is not None and ids_out.is_dir():
+        raise ConfigError(f"--ids-out {ids_out} is a directory", hint="pass a file path, e.g. --ids-out ids.jsonl")
     settings = with_stack_endpoints(build_settings())
     s3 = s3_client(settings.s3)
     if holdout:
         from tagwatch.moderation.publish import holdout_posts
 
         posts = [post for post, _ in holdout_posts(settings, dataset=dataset)][:n]
-        sent = publish_posts(settings, posts, rate=rate)
+        with _recording(ids_out) as on_acked:
+            sent = publish_posts(settings, posts, rate=rate, on_acked=on_acked)
         out.print(f"published {sent} held-out posts of dataset {dataset} to {settings.kafka.topics.posts}")
         return
     if from_dir is not None:
@@ -204,8 +211,26 @@ def publish(
             progress.advance(task)
         posts = (new_post(f"{run}-{i:06d}", *refs[i % len(refs)]) for i in range(n))
         task = progress.add_task("publishing", total=n)
-        sent = publish_posts(settings, posts, rate=rate, on_sent=lambda k: progress.update(task, completed=k))
+        with _recording(ids_out) as on_acked:
+            sent = publish_posts(settings, posts, rate=rate, on_sent=lambda k: progress.update(task, completed=k),
+                                 on_acked=on_acked)
     out.print(f"published {sent} posts to {settings.kafka.topics.posts} (run {run})")
+
+
+@contextmanager
+def _recording(ids_out: Optional[Path]):
+    """An ``on_acked`` callback that collects the acknowledged posts; on exit (even on an error) they are written
+    to ``ids_out`` as JSON lines, atomically. Without ``ids_out``: no callback."""
+    if ids_out is None:
+        yield None
+        return
+    from tagwatch.output import write_json_lines_atomic
+
+    acked = []
+    try:
+        yield acked.append
+    finally:
+        write_json_lines_atomic(ids_out, (dataclasses.asdict(p) for p in acked))
 
 
 bank_app = typer.Typer(help="Hash banks: PDQ hashes of known-bad images, matched before the model.", no_args_is_help=True)
