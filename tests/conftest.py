@@ -48,7 +48,6 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "TAGWATCH_S3__SECRET_ACCESS_KEY": settings.s3.secret_access_key.get_secret_value(),
         "TAGWATCH_STACK__FREE_PORTS": "true",
         "TAGWATCH_STACK__START_TIMEOUT_S": str(settings.stack.start_timeout_s),
-        "COLUMNS": "200",
     }
 
 
@@ -56,7 +55,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
     """Run the real console entry point in a subprocess (what a user runs)."""
     return subprocess.run(
         [sys.executable, "-m", "tagwatch", *args],
-        env=env if env is not None else {**os.environ, "COLUMNS": "200"},
+        env=env if env is not None else dict(os.environ),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -20,6 +19,7 @@ from tagwatch.moderation.cli import bank_app, moderate, posts_app
 from tagwatch.registry.cli import model_app
 from tagwatch.serving.cli import serve_app
 from tagwatch.logs import RedactSecrets, configure_logging
+from tagwatch.output import emit_json
 from tagwatch.settings import Settings, load_settings
 
 HELP = (
@@ -104,7 +104,7 @@ def config_show(
     settings = build_settings()
     data = settings.redacted()
     if as_json:
-        out.print_json(json.dumps(data))
+        emit_json(data)
         return
     table = Table(title="tagwatch settings", show_lines=False)
     table.add_column("setting")
@@ -208,7 +208,7 @@ def stack_status(
             err.print(f"[yellow]note:[/] {r.name}'s main process had died; what was left of its process group: "
                       f"{r.orphans_stopped}", highlight=False, soft_wrap=True)
     if as_json:
-        out.print_json(json.dumps([{**r.__dict__, "log_file": str(r.log_file)} for r in rows]))
+        emit_json([{**r.__dict__, "log_file": str(r.log_file)} for r in rows])
     else:
         table = Table(title=f"tagwatch stack ({settings.paths.state_dir})")
         for column in ("service", "state", "pid", "endpoint", "version", "uptime", "log"):

@@ -12,14 +12,18 @@ from pathlib import Path
 import jsonschema
 import pytest
 import webdataset as wds
+import yaml
 from PIL import Image
 
 from tagwatch.clients import s3_client
+from tagwatch.data.categories import Categories, CategoryMatcher
 from tagwatch.data.dedup import DedupReport, hamming_matrix, pdq_bits
 from tagwatch.data.manifest import SPLITS, ShardSample, Vocabulary
 from tagwatch.data.posts import Post, list_post_ids, load_post_records, post_key
 from tagwatch.data.shards import read_manifest, shard_urls
+from tagwatch.data.wordnet import load_wordnet
 from tests.conftest import run_cli, stack_env
+from tests.support.published import read_back
 from tests.unit.test_data_sources import _svg
 
 OPENCLIPART_LIMIT = 150
@@ -140,10 +144,18 @@ def test_stream_shards_from_s3_with_webdataset(built) -> None:
         assert len(samples) == manifest.splits[split].samples
         seen[split] = samples
     assert all(s.labels for s in seen["train"])
-    # Holdout categories come from the original keywords.
-    for sample in seen["holdout"]:
-        if "weapons" in sample.categories:
-            assert posts[sample.post_id]["keywords"]
+    # Categories (the holdout's ground truth) come from the original keywords, not from the noisy caption hashtags:
+    # recomputed here from each post record's keywords with the categories.yaml the build sealed in the manifest.
+    categories_yaml = client.get_object(
+        Bucket=bucket, Key=f"{manifest.name}/{manifest.version}/{manifest.categories.path}")["Body"].read()
+    matcher = CategoryMatcher(Categories.model_validate(yaml.safe_load(categories_yaml)), load_wordnet())
+    for split, samples in seen.items():
+        for sample in samples:
+            assert sample.categories == matcher.post_categories(posts[sample.post_id]["keywords"]), (split, sample)
+    assert any(c != "other" for s in seen["holdout"] for c in s.categories)  # the check above is not vacuous
+    # and one fixed by hand: badkw.svg's keywords are pistol + red (its caption need not say so)
+    badkw = [s for split in SPLITS for s in seen[split] if posts[s.post_id]["source_ref"] == "badkw.svg"]
+    assert [s.categories for s in badkw] == [["weapons"]]
 
     # The dedup guarantee on the real build: no train image within PDQ 31 of a val/holdout image (quality >= 50).
     dedup = DedupReport.model_validate_json(
@@ -207,5 +219,10 @@ def test_holdout_posts_become_new_posts(built, stack_settings) -> None:
         bucket, key = post.image_uri.removeprefix("s3://").split("/", 1)
         data = built["client"].get_object(Bucket=bucket, Key=key)["Body"].read()
         assert hashlib.sha256(data).hexdigest() == post.sha256 and categories
-    result = run_cli("posts", "publish", "--holdout", "--n", "5", env=built["env"])
+    ids = built["corrupt"].parent / "holdout-ids.jsonl"
+    result = run_cli("posts", "publish", "--holdout", "--n", "5", "--ids-out", str(ids), env=built["env"])
     assert result.returncode == 0 and "published 5 held-out posts" in result.stdout, result.stdout + result.stderr
+    rows = [json.loads(line) for line in ids.read_text().splitlines()]
+    assert [r["post_id"] for r in rows] == [post.post_id for post, _ in held[:5]]
+    found = read_back(stack_settings, rows)  # each at the partition/offset the file gives
+    assert {p: f.image_uri for p, f in found.items()} == {post.post_id: post.image_uri for post, _ in held[:5]}

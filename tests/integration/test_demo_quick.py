@@ -25,8 +25,7 @@ MIN_POSITIVES = 10  # below this a held-out precision/recall says nothing (openc
 def test_demo_quick_decides_every_post_and_writes_a_report(tmp_path: Path) -> None:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("TAGWATCH_")},
            "TAGWATCH_PATHS__STATE_DIR": str(tmp_path / "state"), "TAGWATCH_STACK__FREE_PORTS": "true",
-           "TAGWATCH_STACK__START_TIMEOUT_S": "60", "TAGWATCH_S3__SECRET_ACCESS_KEY": f"demo-{secrets.token_hex(8)}",
-           "COLUMNS": "200"}
+           "TAGWATCH_STACK__START_TIMEOUT_S": "60", "TAGWATCH_S3__SECRET_ACCESS_KEY": f"demo-{secrets.token_hex(8)}"}
     report = tmp_path / "report"
     try:
         result = run_cli("demo", "--quick", "--report-dir", str(report), env=env, timeout=600)

@@ -161,35 +161,50 @@ def test_concurrent_requests_are_batched(served, images) -> None:
     assert executions < inferences, f"{executions} executions for {inferences} inferences: no batching"
 
 
+def _wait_until(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
 def test_alias_move_hot_swaps_without_failing_requests(served, images) -> None:
     name = served["name"]
     stop = threading.Event()
     counts = {"ok": 0, "failed": 0}
     seen: list[tuple[int, float]] = []  # (version reported, first logit) per response
+    crashed: list[BaseException] = []  # an assertion inside the thread must fail the test, not just end the thread
 
     def hammer() -> None:
-        with ModelClient(url=served["http"], model_name=name, protocol="http", retries=0) as client:
-            while not stop.is_set():
-                try:
-                    out = client.infer_batch(images[:4])
-                    counts["ok"] += 1
-                    assert len(set(out["model_version"].tolist())) == 1  # one batch, one version
-                    seen.append((int(out["model_version"][0]), float(out["hashtag_logits"][0, 0])))
-                except ServingError:
-                    counts["failed"] += 1
+        try:
+            with ModelClient(url=served["http"], model_name=name, protocol="http", retries=0) as client:
+                while not stop.is_set():
+                    try:
+                        out = client.infer_batch(images[:4])
+                        counts["ok"] += 1
+                        assert len(set(out["model_version"].tolist())) == 1  # one batch, one version
+                        seen.append((int(out["model_version"][0]), float(out["hashtag_logits"][0, 0])))
+                    except ServingError:
+                        counts["failed"] += 1
+        except BaseException as error:  # noqa: BLE001 - re-raised in the test below
+            crashed.append(error)
+
+    def answered_by(version: int, at_least: int) -> bool:
+        assert not crashed, crashed
+        return sum(1 for v, _ in list(seen) if v == version) >= at_least
 
     thread = threading.Thread(target=hammer)
     thread.start()
     try:
-        time.sleep(0.5)
+        _wait_until(lambda: answered_by(1, 5), 30, "5 responses from version 1 before the swap")
         served["registry"].promote(2, alias="production")
-        deadline = time.monotonic() + 20
-        while _served(served)["version"] != 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(0.5)
+        _wait_until(lambda: _served(served)["version"] == 2, 20, "the server to report version 2")
+        _wait_until(lambda: answered_by(2, 5), 30, "5 responses from version 2 after the swap")
     finally:
         stop.set()
         thread.join(30)
+    assert not thread.is_alive() and not crashed, crashed
     assert _served(served)["version"] == 2 and _served(served)["swaps"] >= 1
     assert counts["failed"] == 0 and counts["ok"] > 10, counts
     # Versions only move forward, and each response's scores are those of the version it reports.

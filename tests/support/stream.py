@@ -74,5 +74,4 @@ def stream_env(settings: Settings) -> dict[str, str]:
         "TAGWATCH_KAFKA__TOPICS__REVIEW": t.review,
         "TAGWATCH_KAFKA__TOPICS__DEAD_LETTER": t.dead_letter,
         "TAGWATCH_KAFKA__CONSUMER_GROUP": settings.kafka.consumer_group,
-        "COLUMNS": "200",
     }

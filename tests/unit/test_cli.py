@@ -1,5 +1,6 @@
 """The real console entry point, run as a user runs it (subprocess). No services needed here."""
 
+import json
 import socket
 
 from tests.conftest import run_cli
@@ -9,18 +10,24 @@ def _env(tmp_path, **extra):
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAGWATCH_")}
-    env.update({"TAGWATCH_PATHS__STATE_DIR": str(tmp_path / "state"), "COLUMNS": "200", **extra})
+    env.update({"TAGWATCH_PATHS__STATE_DIR": str(tmp_path / "state"), **extra})
     return env
 
 
 def _one_line_error(result, *fragments):
+    """Exactly one `error:` line, then exactly one `hint:` line, and nothing after them (no traceback, no wrapped
+    continuation); before them only the command's own progress bullets. The fragments are in those two lines."""
     assert result.returncode != 0
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines[0].startswith("error: "), result.stderr
-    assert any(line.startswith("hint: ") for line in lines), result.stderr
+    errors = [i for i, line in enumerate(lines) if line.startswith("error: ")]
+    hints = [i for i, line in enumerate(lines) if line.startswith("hint: ")]
+    assert len(errors) == 1 and len(hints) == 1, result.stderr
+    assert hints[0] == errors[0] + 1 == len(lines) - 1, result.stderr  # the hint follows the error and ends it
+    assert all(line.startswith("• ") for line in lines[:errors[0]]), result.stderr
+    reported = lines[errors[0]] + "\n" + lines[hints[0]]
     for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
+        assert fragment in reported, result.stderr
 
 
 def test_help_explains_the_product_in_two_lines():
@@ -47,9 +54,13 @@ def test_config_show_masks_the_secret(tmp_path):
 def test_config_show_reads_yaml_and_env(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("kafka:\n  partitions: 7\n")
-    result = run_cli("--config", str(config), "config", "show", "--json", env=_env(tmp_path, TAGWATCH_TRITON__GRPC_PORT="9101"))
+    long_dir = tmp_path / ("a-state-dir-whose-path-is-longer-than-eighty-columns-" * 2)  # a wrap would split it
+    result = run_cli("--config", str(config), "config", "show", "--json",
+                     env=_env(tmp_path, TAGWATCH_TRITON__GRPC_PORT="9101", TAGWATCH_PATHS__STATE_DIR=str(long_dir)))
     assert result.returncode == 0, result.stderr
-    assert '"partitions": 7' in result.stdout and '"grpc_port": 9101' in result.stdout
+    shown = json.loads(result.stdout)  # stdout is a pipe here, as in any script
+    assert shown["kafka"]["partitions"] == 7 and shown["triton"]["grpc_port"] == 9101
+    assert shown["paths"]["state_dir"] == str(long_dir)
 
 
 def test_bad_value_is_one_line_exit_3(tmp_path):
@@ -110,3 +121,9 @@ def test_demo_help_lists_its_options_and_bad_state_dir_is_one_error_line(tmp_pat
     assert len(errors) == 1 and "state dir" in errors[0], result.stderr  # after the stage lines, one error + hint
     assert any(line.startswith("hint: ") for line in result.stderr.splitlines()) and "Traceback" not in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_publish_ids_out_that_is_a_directory_is_one_error_line(tmp_path):
+    result = run_cli("posts", "publish", "--synthetic", "--n", "1", "--ids-out", str(tmp_path), env=_env(tmp_path))
+    _one_line_error(result, f"--ids-out {tmp_path} is a directory")
+    assert result.returncode == 3

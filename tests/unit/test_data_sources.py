@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from tagwatch.data.ingest import render_outcome
 from tagwatch.data.schemas import generate_schemas, render_schema
 from tagwatch.data.sources import SourceItem, openclipart, synthetic
@@ -72,15 +74,43 @@ def test_broken_svg_and_missing_keywords_are_reasons_not_crashes(tmp_path) -> No
 
 
 def test_synthetic_is_seeded_and_keywords_follow_the_picture() -> None:
-    items = synthetic.list_items(limit=20, seed=3)
+    items = synthetic.list_items(limit=40, seed=3)
     first = [synthetic.render_item(i) for i in items]
-    again = [synthetic.render_item(i) for i in synthetic.list_items(limit=20, seed=3)]
+    again = [synthetic.render_item(i) for i in synthetic.list_items(limit=40, seed=3)]
     assert [r.image.tobytes() for r in first] == [r.image.tobytes() for r in again]
+    singles = set()
     for item, rendered in zip(items, first):
-        spec = synthetic.item_spec(3, item.payload["index"])
-        assert set(rendered.keywords) == {s for s, _, _ in spec} | {c for _, c, _ in spec}
+        # colours: read off the pixels (shapes are filled with the exact RGB, no anti-aliasing)
+        pixels = np.asarray(rendered.image)
+        drawn = {name for name, rgb in synthetic.COLOURS.items() if (pixels == rgb).all(axis=-1).sum() > 50}
+        assert drawn == set(rendered.keywords) & set(synthetic.COLOURS), rendered.keywords
+        assert set(rendered.keywords) - set(synthetic.COLOURS) <= set(synthetic.SHAPES)
+        if len(synthetic.item_spec(3, item.payload["index"])) == 1:  # one shape: recognise it from its pixels alone
+            (colour,) = drawn
+            shape = _shape_of((pixels == synthetic.COLOURS[colour]).all(axis=-1))
+            assert rendered.keywords == [colour, shape], rendered.keywords
+            singles.add(shape)
+    assert len(singles) >= 3  # the shape check saw several kinds
     other_seed = synthetic.render_item(synthetic.list_items(limit=1, seed=4)[0])
     assert other_seed.image.tobytes() != first[0].image.tobytes()
+
+
+def _shape_of(mask: "np.ndarray") -> str:
+    """Which of the synthetic shapes a filled mask is, from geometry alone (fill ratio of its bounding box, the
+    centre, the bottom row, the middle of the left edge)."""
+    rows, cols = np.nonzero(mask)
+    top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
+    box = mask[top:bottom + 1, left:right + 1]
+    ratio = box.mean()
+    if not mask[(top + bottom) // 2, (left + right) // 2]:
+        return "ring"
+    if ratio > 0.97:
+        return "square"
+    if 0.7 < ratio < 0.85:
+        return "circle"
+    if box[-1].mean() > 0.95:
+        return "triangle"
+    return "cross" if box[box.shape[0] // 2, 0] else "star"
 
 
 def test_committed_schemas_equal_generated() -> None:

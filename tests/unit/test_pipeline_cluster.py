@@ -9,6 +9,7 @@ CRD schemas in test_pipeline_objects.py.
 from __future__ import annotations
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 from kubernetes.client.exceptions import ApiException
 
 from tagwatch.errors import ClusterJobError
@@ -166,6 +167,6 @@ def test_deploy_cluster_needs_the_registry_version(monkeypatch) -> None:
     cluster call (the fake records none)."""
     api = FakeCustomObjects()
     bad = load_settings(s3={"endpoint_url": "http://127.0.0.1:9", "max_attempts": 1, "connect_timeout_s": 0.5})
-    with pytest.raises(Exception):
+    with pytest.raises(EndpointConnectionError, match=r"127\.0\.0\.1:9/models/registry/"):
         deploy_cluster(settings=bad, version=1, api=api)
     assert api.calls == []

@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from tagwatch.errors import ConfigError
 from tagwatch.settings import CONFIG_ENV_VAR, Settings, load_settings
@@ -42,8 +43,9 @@ def test_precedence_flags_over_env_over_yaml(tmp_path, monkeypatch):
 
 def test_settings_are_frozen():
     s = load_settings()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         s.stack.s3_port = 1  # type: ignore[misc]
+    assert s.stack.s3_port != 1
 
 
 def test_secret_is_masked_everywhere_but_its_getter():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from tagwatch.output import emit_json
 
 data_app = typer.Typer(help="Posts corpus, hashtag vocabulary and sharded training data.", no_args_is_help=True)
 out = Console()
@@ -59,7 +60,7 @@ def ingest(
             on_advance=lambda n: progress.advance(task, n),
         )
     if as_json:
-        out.print_json(json.dumps(report.to_json()))
+        emit_json(report.to_json())
         return
     out.print(
         f"[green]ingested[/] {report.ingested} posts from {source} in {report.seconds:.1f}s "
@@ -164,7 +165,7 @@ def build(
             config=config, wordnet=load_wordnet(), progress=on_progress,
         )
     if as_json:
-        out.print_json(json.dumps(asdict(report)))
+        emit_json(asdict(report))
         return
     if report.up_to_date:
         out.print(f"[green]up to date[/]: {report.manifest_uri} ({report.posts_read} posts read)")

@@ -146,12 +146,21 @@ def restart_triton(base: Settings) -> None:
 
 
 # -- consumers -----------------------------------------------------------------------------------------
-class Consumers:
-    """``tagwatch moderate`` processes started (and always stopped) by the demo."""
+# --idle-exit: a safety net; if the demo itself is SIGKILLed its consumers still end on their own
+MODERATE_ARGS = ("--infer-batch", "16", "--max-poll-records", "32", "--idle-exit", "120")
 
-    def __init__(self, settings: Settings, *, processes: int, log_dir: Path) -> None:
-        self.settings, self.count, self.log_dir = settings, processes, log_dir
+
+class Consumers:
+    """``tagwatch moderate`` processes started (and always stopped) by the demo. Logs (for people) go to
+    ``consumer-<i>.log``; each process's final stats (for the demo) to ``consumer-<i>.stats.json``."""
+
+    def __init__(self, settings: Settings, *, processes: int, log_dir: Path,
+                 moderate_args: tuple[str, ...] = MODERATE_ARGS) -> None:
+        self.settings, self.count, self.log_dir, self.moderate_args = settings, processes, log_dir, moderate_args
         self.children: list[subprocess.Popen] = []
+
+    def stats_file(self, index: int) -> Path:
+        return self.log_dir / f"consumer-{index}.stats.json"
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -159,9 +168,7 @@ class Consumers:
         for i in range(self.count):
             sink = open(self.log_dir / f"consumer-{i}.log", "wb")
             self.children.append(subprocess.Popen(
-                # --idle-exit: a safety net; if the demo itself is SIGKILLed its consumers still end on their own
-                [sys.executable, "-m", "tagwatch", "moderate", "--infer-batch", "16", "--max-poll-records", "32",
-                 "--idle-exit", "120"],
+                [sys.executable, "-m", "tagwatch", "moderate", *self.moderate_args, "--stats-out", str(self.stats_file(i))],
                 env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True))
             sink.close()
 
@@ -196,7 +203,10 @@ class Consumers:
         return "no warnings"
 
     def stop(self, timeout_s: float = 20.0) -> list[dict[str, Any]]:
-        """SIGTERM (finish the batch, commit, leave the group), SIGKILL after ``timeout_s``; their final stats."""
+        """SIGTERM (finish the batch, commit, leave the group), SIGKILL after ``timeout_s``; the final stats of
+        each process that wrote its stats file (never parsed from the logs)."""
+        from tagwatch.moderation.runstats import read_stats
+
         for child in self.children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -208,11 +218,13 @@ class Consumers:
                 child.kill()
                 child.wait(timeout=10)
         stats = []
-        for i in range(len(self.children)):
-            for line in reversed((self.log_dir / f"consumer-{i}.log").read_text(errors="replace").splitlines()):
-                if line.startswith("{") and '"consumed"' in line:
-                    stats.append(json.loads(line))
-                    break
+        for i, child in enumerate(self.children):
+            found = read_stats(self.stats_file(i))
+            if found is None:
+                log.warning("consumer %d (exit %s) wrote no stats to %s; see %s", i, child.returncode,
+                            self.stats_file(i), self.log_dir / f"consumer-{i}.log")
+            else:
+                stats.append(found)
         self.children = []
         return stats
 

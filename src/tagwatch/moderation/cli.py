@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -47,17 +49,25 @@ def moderate(
     idle_exit: Annotated[Optional[float], typer.Option(help="Exit after this many seconds without records.")] = None,
     transactional: Annotated[bool, typer.Option(help="Decisions + offsets in one Kafka transaction "
                                                 "(exactly-once on Apache Kafka; Tansu does not isolate aborts).")] = False,
+    stats_out: Annotated[Optional[Path], typer.Option(
+        help="Write the final stats as JSON to this file (atomically). With --processes N, child i writes "
+             "FILE with .i before its suffix (stats.json -> stats.0.json) and FILE gets the sums.")] = None,
 ) -> None:
     """Run moderation consumers: post.created -> model -> policy -> decisions + ledger, at least once.
 
-    SIGTERM/Ctrl+C finishes the batch in hand, commits and leaves the group.
+    SIGTERM/Ctrl+C finishes the batch in hand, commits and leaves the group. The final stats go to stdout as one
+    plain JSON line (and to --stats-out FILE); logs go to stderr.
     """
     from tagwatch.cli import build_settings
     from tagwatch.stack import with_stack_endpoints
 
+    if stats_out is not None and stats_out.is_dir():
+        raise ConfigError(f"--stats-out {stats_out} is a directory", hint="pass a file path, e.g. --stats-out stats.json")
     if processes > 1:
-        _run_children(processes)
+        _run_children(processes, stats_out)
         return
+    if stats_out is not None:
+        stats_out.unlink(missing_ok=True)  # a stale file from an earlier run must not pass for this run's stats
     settings = with_stack_endpoints(build_settings())
     from tagwatch.moderation.consumer import ConsumerOptions, ModerationConsumer
 
@@ -95,24 +105,43 @@ def moderate(
     finally:
         if hasattr(scorer, "close"):
             scorer.close()  # an open Triton connection would make a local Triton's shutdown wait 30 s
-    out.print(json.dumps(stats.__dict__))
+    from tagwatch.moderation.runstats import write_stats
+    from tagwatch.output import emit_json
+
+    if stats_out is not None:
+        write_stats(stats_out, stats)
+    emit_json(dataclasses.asdict(stats), indent=None)  # plain stdout: a rich Console would wrap it at 80 columns
 
 
-def _run_children(n: int) -> None:
-    """Start n single-process consumers with the same arguments; forward SIGTERM/SIGINT; wait for all."""
-    args = [a for a in sys.argv[1:]]
+def _without_options(args: list[str], names: tuple[str, ...]) -> list[str]:
+    """``args`` less each ``--name VALUE`` / ``--name=VALUE`` of ``names``."""
     cleaned, skip = [], False
     for a in args:
         if skip:
             skip = False
             continue
-        if a == "--processes":
+        if a in names:
             skip = True
             continue
-        if a.startswith("--processes="):
+        if a.startswith(tuple(f"{name}=" for name in names)):
             continue
         cleaned.append(a)
-    children = [subprocess.Popen([sys.executable, "-m", "tagwatch", *cleaned]) for _ in range(n)]
+    return cleaned
+
+
+def _run_children(n: int, stats_out: Optional[Path]) -> None:
+    """Start n single-process consumers with the same arguments (each its own --stats-out file); forward
+    SIGTERM/SIGINT; wait for all; write the summed stats to ``stats_out``."""
+    from tagwatch.moderation.runstats import child_stats_path, combine, read_stats, write_stats
+
+    cleaned = _without_options(sys.argv[1:], ("--processes", "--stats-out"))
+    child_files = [child_stats_path(stats_out, i) if stats_out is not None else None for i in range(n)]
+    for path in child_files:
+        if path is not None:
+            path.unlink(missing_ok=True)  # a stale file from an earlier run must not count as this run's
+    children = [subprocess.Popen([sys.executable, "-m", "tagwatch", *cleaned,
+                                  *(["--stats-out", str(path)] if path is not None else [])])
+                for path in child_files]
 
     def forward(signum, _frame):
         for child in children:
@@ -122,8 +151,12 @@ def _run_children(n: int) -> None:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     codes = [child.wait() for child in children]
-    if any(codes):
-        raise typer.Exit(max(codes))
+    if stats_out is not None:
+        write_stats(stats_out, combine([read_stats(path) for path in child_files]))
+    failed = [code for code in codes if code]
+    if failed:
+        # a child killed by signal S has code -S: report it as the shell would (128 + S), never as success
+        raise typer.Exit(failed[0] if failed[0] > 0 else 128 - failed[0])
 
 
 @posts_app.command("publish")
@@ -134,6 +167,9 @@ def publish(
     synthetic: Annotated[bool, typer.Option(help="Generated single-colour images (red/blue/grey).")] = False,
     holdout: Annotated[bool, typer.Option(help="The dataset build's held-out posts (images already in S3).")] = False,
     dataset: Annotated[str, typer.Option(help="Dataset name for --holdout.")] = "hashtags",
+    ids_out: Annotated[Optional[Path], typer.Option(
+        help="Write every acknowledged post as a JSON line {post_id, partition, offset} to this file "
+             "(written even when publishing fails part way: then it lists what the broker acknowledged).")] = None,
 ) -> None:
     """Publish N post.created events (images uploaded to the posts bucket first, unless --holdout)."""
     from rich.progress import Progress
@@ -143,13 +179,16 @@ def publish(
     from tagwatch.moderation.publish import new_post, publish_posts, upload_image
     from tagwatch.stack import with_stack_endpoints
 
+    if ids_out is not None and ids_out.is_dir():
+        raise ConfigError(f"--ids-out {ids_out} is a directory", hint="pass a file path, e.g. --ids-out ids.jsonl")
     settings = with_stack_endpoints(build_settings())
     s3 = s3_client(settings.s3)
     if holdout:
         from tagwatch.moderation.publish import holdout_posts
 
         posts = [post for post, _ in holdout_posts(settings, dataset=dataset)][:n]
-        sent = publish_posts(settings, posts, rate=rate)
+        with _recording(ids_out) as on_acked:
+            sent = publish_posts(settings, posts, rate=rate, on_acked=on_acked)
         out.print(f"published {sent} held-out posts of dataset {dataset} to {settings.kafka.topics.posts}")
         return
     if from_dir is not None:
@@ -172,8 +211,26 @@ def publish(
             progress.advance(task)
         posts = (new_post(f"{run}-{i:06d}", *refs[i % len(refs)]) for i in range(n))
         task = progress.add_task("publishing", total=n)
-        sent = publish_posts(settings, posts, rate=rate, on_sent=lambda k: progress.update(task, completed=k))
+        with _recording(ids_out) as on_acked:
+            sent = publish_posts(settings, posts, rate=rate, on_sent=lambda k: progress.update(task, completed=k),
+                                 on_acked=on_acked)
     out.print(f"published {sent} posts to {settings.kafka.topics.posts} (run {run})")
+
+
+@contextmanager
+def _recording(ids_out: Optional[Path]):
+    """An ``on_acked`` callback that collects the acknowledged posts; on exit (even on an error) they are written
+    to ``ids_out`` as JSON lines, atomically. Without ``ids_out``: no callback."""
+    if ids_out is None:
+        yield None
+        return
+    from tagwatch.output import write_json_lines_atomic
+
+    acked = []
+    try:
+        yield acked.append
+    finally:
+        write_json_lines_atomic(ids_out, (dataclasses.asdict(p) for p in acked))
 
 
 bank_app = typer.Typer(help="Hash banks: PDQ hashes of known-bad images, matched before the model.", no_args_is_help=True)

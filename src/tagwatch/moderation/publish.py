@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from tagwatch.clients import kafka_config, s3_client
@@ -25,9 +26,21 @@ def new_post(post_id: str, image_uri: str, sha256: str, *, author_id: str = "loa
                        caption=caption, image_uri=image_uri, sha256=sha256)
 
 
+@dataclass(frozen=True)
+class Published:
+    """Where the broker stored one post.created event (what `posts publish --ids-out` writes, one JSON line each)."""
+
+    post_id: str
+    partition: int
+    offset: int
+
+
 def publish_posts(settings: Settings, posts: Iterable[PostCreated], *, rate: float | None = None,
-                  on_sent: Callable[[int], None] = lambda _n: None) -> int:
-    """Send each post (acks=all) at up to ``rate`` posts/s; returns how many were acknowledged."""
+                  on_sent: Callable[[int], None] = lambda _n: None,
+                  on_acked: Callable[[Published], None] | None = None) -> int:
+    """Send each post (acks=all) at up to ``rate`` posts/s; returns how many were acknowledged.
+
+    ``on_acked`` is called, in send order, with each acknowledged post's partition and offset."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(acks="all", linger_ms=5, **kafka_config(settings.kafka, client_id="tagwatch-publisher"))
@@ -43,11 +56,13 @@ def publish_posts(settings: Settings, posts: Iterable[PostCreated], *, rate: flo
             # created_at is stamped at send time so post-to-decision latency is measured from here
             post = post.model_copy(update={"created_at": datetime.now(timezone.utc)})
             value, headers = encode(post, EventType.POST_CREATED, subject=post.post_id)
-            futures.append(producer.send(topic, key=post.post_id.encode(), value=value, headers=headers))
+            futures.append((post.post_id, producer.send(topic, key=post.post_id.encode(), value=value, headers=headers)))
             on_sent(n)
         producer.flush(timeout=60)
-        for future in futures:
-            future.get(timeout=30)
+        for post_id, future in futures:
+            metadata = future.get(timeout=30)
+            if on_acked is not None:
+                on_acked(Published(post_id=post_id, partition=metadata.partition, offset=metadata.offset))
     finally:
         producer.close(timeout=10)
     return len(futures)

@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tagwatch.output import emit_json
+
 pipeline_app = typer.Typer(help="Kubeflow pipelines: compile the IR YAML, run locally with kfp.local.",
                            no_args_is_help=True)
 out = Console()
@@ -79,7 +81,7 @@ def run_command(
 
     result = run_local_pipeline(settings, pipeline=name, params=params, pipeline_root=pipeline_root, on_event=on_event)
     if as_json:
-        out.print_json(json.dumps(result.to_dict(), default=str))
+        emit_json(result.to_dict())
         return
     table = Table(title=f"{result.pipeline}: {result.run_name}")
     table.add_column("task")

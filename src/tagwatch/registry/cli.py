@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tagwatch.output import emit_json
+
 model_app = typer.Typer(help="Export models to ONNX and manage the S3 model registry.", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
@@ -97,10 +99,10 @@ def model_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
     for name, record in sorted(aliases.items()):
         by_version.setdefault(record.version, []).append(name)
     if as_json:
-        out.print_json(json.dumps([{"version": v.version, "aliases": by_version.get(v.version, []),
-                                    "created_at": v.created_at.isoformat(), "bytes": v.total_bytes(),
-                                    "run_id": v.lineage.get("run_id"), "parent": v.parent_version,
-                                    "policy_version": v.policy_version} for v in versions]))
+        emit_json([{"version": v.version, "aliases": by_version.get(v.version, []),
+                    "created_at": v.created_at.isoformat(), "bytes": v.total_bytes(),
+                    "run_id": v.lineage.get("run_id"), "parent": v.parent_version,
+                    "policy_version": v.policy_version} for v in versions])
         return
     table = Table(title=f"{registry.model_name} in s3://{registry.bucket}/{registry.root}")
     for column in ("version", "aliases", "created", "size", "run", "parent", "policy"):
@@ -116,7 +118,7 @@ def model_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
 def model_show(ref: Annotated[str, typer.Argument(help="Version number, alias or `latest`.")] = "production") -> None:
     """Print a version's metadata.json (resolving an alias, checking its integrity)."""
     metadata, digest = _registry(_settings()).resolve(ref)
-    out.print_json(json.dumps({**metadata.model_dump(mode="json"), "metadata_sha256": digest}))
+    emit_json({**metadata.model_dump(mode="json"), "metadata_sha256": digest})
 
 
 @model_app.command("uri")

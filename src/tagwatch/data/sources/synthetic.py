@@ -13,7 +13,8 @@ import random
 from tagwatch.data.sources import RenderedItem, SourceItem
 
 NAME = "synthetic"
-VERSION = "1"
+VERSION = "2"  # 2: a shape covered by later ones (all but <= MIN_VISIBLE_PIXELS) gives no keywords (~1 % of items)
+MIN_VISIBLE_PIXELS = 50
 
 COLOURS = {
     "red": (220, 30, 30), "green": (30, 160, 60), "blue": (30, 70, 220), "yellow": (240, 210, 20),
@@ -54,13 +55,20 @@ def render_item(item: SourceItem, size: int = 256) -> RenderedItem:
     spec = item_spec(item.payload["seed"], item.payload["index"])
     image = Image.new("RGB", (256, 256), (255, 255, 255))
     draw = ImageDraw.Draw(image)
-    keywords: list[str] = []
-    for shape, colour, (cx, cy, r) in spec:
+    # which shape owns each pixel: a shape that later ones cover entirely is not in the picture, nor in its keywords
+    owner = Image.new("L", (256, 256), 0)
+    owner_draw = ImageDraw.Draw(owner)
+    for n, (shape, colour, (cx, cy, r)) in enumerate(spec, start=1):
         _draw_shape(draw, shape, COLOURS[colour], cx, cy, r)
-        keywords.extend(k for k in (colour, shape) if k not in keywords)
+        _draw_shape(owner_draw, shape, n, cx, cy, r)
+    counts = owner.histogram()
+    keywords: list[str] = []
+    for n, (shape, colour, _) in enumerate(spec, start=1):
+        if counts[n] > MIN_VISIBLE_PIXELS:
+            keywords.extend(k for k in (colour, shape) if k not in keywords)
     if size != 256:
         image = image.resize((size, size), Image.LANCZOS)
-    names = " and ".join(f"{c} {s}" for s, c, _ in spec)
+    names = " and ".join(f"{c} {s}" for n, (s, c, _) in enumerate(spec, start=1) if counts[n] > MIN_VISIBLE_PIXELS)
     return RenderedItem(ref=item.ref, image=image, keywords=keywords, title=names, author=f"synth{item.payload['index'] % 37}")
 
 
