@@ -35,15 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=None, help="posts/s (default posts/120, within 10..200)")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--max-wall-s", type=float, default=1800.0)
+    parser.add_argument("--stall-s", type=float, default=120.0,
+                        help="after publishing and chaos, stop waiting when nothing new is handled for this long")
     parser.add_argument("--soak", action="store_true", help="the RSS-flat variant (100,000 posts unless --posts)")
     parser.add_argument("--state-dir", type=Path, default=None, help="keep the stack, data and logs here")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     posts = args.posts or (SOAK_POSTS if args.soak else 20_000)
     config = ChaosConfig(posts=posts, consumers=args.consumers, consumer_kills=args.consumer_kills,
                          broker_restarts=args.broker_restarts, triton_restarts=args.triton_restarts,
                          hostile_rate=args.hostile_rate, seed=args.seed, rate=args.rate, partitions=args.partitions,
-                         max_wall_s=args.max_wall_s, state_dir=args.state_dir)
+                         max_wall_s=args.max_wall_s, stall_s=args.stall_s, state_dir=args.state_dir)
     result = run_chaos(config, report=lambda msg: print(msg, file=sys.stderr, flush=True))
     result["soak"] = args.soak
     print(json.dumps(result), flush=True)

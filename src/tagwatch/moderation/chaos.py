@@ -44,6 +44,7 @@ class ChaosConfig:
     max_wall_s: float = 1800.0
     state_dir: Path | None = None  # None: a fresh temp dir, removed after a clean run
     victim_wait_s: float = 30.0  # how long a kill waits for a member that owns partitions and has work in flight
+    stall_s: float = 120.0  # publishing and chaos over, nothing newly handled for this long: stop waiting
 
     @property
     def publish_rate(self) -> float:
@@ -276,9 +277,16 @@ def _drive(settings: Settings, config: ChaosConfig, members: list, deadline: flo
     threading.Thread(target=_publish, args=(live, config, refs, hostile, published), daemon=True).start()
     report(f"publishing {config.posts} posts at {config.publish_rate:.0f}/s; {len(events)} chaos events")
     last_rss = 0.0
+    handled, handled_at, stalled = 0, time.monotonic(), False
     while time.monotonic() < deadline and not progress.complete(published):
         progress.update()
         now = time.monotonic()
+        if len(progress.positions) != handled:
+            handled, handled_at = len(progress.positions), now
+        elif published.done.is_set() and not events and now - handled_at > config.stall_s:
+            stalled = True  # e.g. posts skipped for good: nobody will ever decide them
+            report(f"nothing newly handled for {config.stall_s:.0f}s: {handled} records handled; auditing")
+            break
         if now - last_rss > 2.0 and (mb := steady.rss_mb()) is not None:
             rss.append((len(progress.positions), mb))
             last_rss = now
@@ -297,7 +305,8 @@ def _drive(settings: Settings, config: ChaosConfig, members: list, deadline: flo
                 restart_service(settings, "tansu" if kind == "broker" else "triton")
                 report(f"restarted {kind}")
             done[kind] += 1
-    timed_out = not progress.complete(published)
+    timed_out = not stalled and not progress.complete(published)
+    progress.follower.close()
     codes = [m.stop(timeout_s=60) for m in live_members]
     audit = audit_stream(live, expected=published.ids, quiet_s=3.0, timeout_s=max(120.0, config.posts / 100))
     start_rss = next((mb for handled, mb in rss if handled >= 0.1 * config.posts), rss[0][1] if rss else None)
@@ -313,9 +322,9 @@ def _drive(settings: Settings, config: ChaosConfig, members: list, deadline: flo
         "lost_sample": audit.lost_sample[:5], "commit_violation_sample": audit.commit_violation_sample[:5],
         "rss_start_mb": _round(start_rss), "rss_end_mb": _round(end_rss),
         "rss_ratio": round(end_rss / start_rss, 3) if start_rss and end_rss else None,
-        "consumer_exit_codes": codes, "timed_out": timed_out, "seed": config.seed,
+        "consumer_exit_codes": codes, "timed_out": timed_out, "stalled": stalled, "seed": config.seed,
     }
-    result["ok"] = audit.ok and not timed_out and published.error is None
+    result["ok"] = audit.ok and not (timed_out or stalled) and published.error is None
     return result
 
 
