@@ -50,8 +50,7 @@ def build_model(arch: str):
 
     torch.manual_seed(0)
     if arch == "tiny":
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from tests.support.serving_models import TinyTwoHead
+        from tagwatch.export.tiny import TinyTwoHead
 
         return TinyTwoHead(num_labels=NUM_LABELS, num_categories=NUM_CATEGORIES).eval()
     import torchvision

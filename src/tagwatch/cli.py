@@ -38,6 +38,8 @@ from tagwatch.data.cli import data_app  # noqa: E402
 app.add_typer(data_app, name="data")
 app.add_typer(manifests_app, name="manifests")
 app.add_typer(posts_app, name="posts")
+from tagwatch.moderation.audit_cli import audit  # noqa: E402
+posts_app.command("audit")(audit)
 app.add_typer(bank_app, name="bank")
 app.command("moderate")(moderate)
 from tagwatch.train.cli import train_app  # noqa: E402

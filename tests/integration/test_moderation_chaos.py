@@ -1,37 +1,32 @@
-"""SIGKILL consumers mid-batch, repeatedly: nothing lost, one ledger record per post, duplicates counted.
+"""SIGKILL consumers mid-batch, repeatedly: nothing lost, each ledger record equals the post's first decision
+event, no commit passes an undecided record, duplicates carry one decision id (the stream audit checks all of it).
 
 Real processes (`tagwatch moderate`), real Tansu group rebalances, real SeaweedFS ledger.
 """
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
-import sys
 import time
-from collections import defaultdict
 
 import pytest
 
 from tagwatch.clients import s3_client
 from tagwatch.moderation.ledger import Ledger
+from tagwatch.moderation.members import NO_LEAVE_GROUP, ConsumerProcess, collapse
 from tagwatch.moderation.publish import new_post, publish_posts, upload_image
+from tagwatch.stack.ports import pick_free_ports
 from tests.support import colour_model as cm
-from tests.support.stream import private_stream, read_topic, stream_env
+from tests.support.stream import assert_audit_clean, private_stream, stream_env
 
 
-def _consumer(env, model, policy, log_path, *extra):
-    with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "tagwatch", "moderate", "--onnx", str(model), "--categories", ",".join(cm.CATEGORIES),
-             "--policy", str(policy), "--max-poll-records", "8", "--infer-batch", "8", *extra],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
+def _consumer(env, model, policy, log_path, *extra) -> ConsumerProcess:
+    args = ["--onnx", str(model), "--categories", ",".join(cm.CATEGORIES), "--policy", str(policy),
+            "--max-poll-records", "8", "--infer-batch", "8", *extra]
+    return ConsumerProcess(args, env=env, log_path=log_path, metrics_port=pick_free_ports("127.0.0.1", 1)[0])
 
 
-def _log_tails(paths, chars=2500) -> str:
-    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}" for p in paths)
+def _log_tails(members) -> str:
+    return "\n".join(m.tail() for m in members)
 
 
 def _wait_for(predicate, timeout_s, what, *, interval=0.25):
@@ -60,48 +55,36 @@ def test_sigkill_mid_batch_loses_nothing(stack_settings, tmp_path):
 
     ledger = Ledger(s3, settings.s3.buckets.ledger)
     ours = {p.post_id for p in posts}
-    decided = lambda: len(ours & set(ledger.post_ids()))  # noqa: E731
+    decided = lambda: len(ours & set(ledger.post_ids()))  # noqa: E731 - pacing only; the audit checks
     env = stream_env(settings)
-    logs = [tmp_path / "steady.log", tmp_path / "victim-0.log"]
-    steady = _consumer(env, model, policy, logs[0])  # runs until the end (SIGTERM)
-    victim = _consumer(env, model, policy, logs[1], "--idle-exit", "6")
+    steady = _consumer(env, model, policy, tmp_path / "steady.log")  # runs until the end (SIGTERM)
+    victims = [_consumer(env, model, policy, tmp_path / "victim-0.log", "--idle-exit", "6")]
+    members = [steady, *victims]
     kills = 0
     try:
         for threshold in (30, 80, 130):
-            _wait_for(lambda t=threshold: decided() >= t or victim.poll() is not None, 180, f"{threshold} decisions")
-            if victim.poll() is None:
-                victim.send_signal(signal.SIGKILL)  # no drain, no commit, no goodbye
-                victim.wait()
-                kills += 1
-            logs.append(tmp_path / f"victim-{len(logs) - 1}.log")
-            victim = _consumer(env, model, policy, logs[-1], "--idle-exit", "6")
+            victim = victims[-1]
+            # kill only a member that owns partitions (no rebalance in progress) with records in flight
+            _wait_for(lambda t=threshold, v=victim: (v.is_working() and decided() >= t) or decided() == total,
+                      180, f"{threshold} decisions and a working victim", interval=0.1)
+            if not victim.is_working():
+                break  # the steady member finished the stream first
+            victim.sigkill()
+            kills += 1
+            victims.append(_consumer(env, model, policy, tmp_path / f"victim-{len(victims)}.log", "--idle-exit", "6"))
+            members.append(victims[-1])
         _wait_for(lambda: decided() == total, 240, "every post decided")
     except AssertionError as error:
         raise AssertionError(f"{error} ({decided()} of {total} decided, {kills} kills); consumers' logs:\n"
-                             f"{_log_tails(logs)}") from None
+                             f"{_log_tails(members)}") from None
     finally:
-        for proc in (steady, victim):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in (steady, victim):
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    assert kills >= 2, "the run finished before the consumer could be killed mid-stream"
-
-    events = read_topic(settings, settings.kafka.topics.decisions, expect=total)
-    ids = defaultdict(set)
-    counts = defaultdict(int)
-    for record in events:
-        data = json.loads(record.value)
-        ids[data["post_id"]].add(data["decision_id"])
-        counts[data["post_id"]] += 1
-    assert set(ids) >= ours, f"{len(ours - set(ids))} posts have no decision event"
-    assert all(len(ids[p]) == 1 for p in ours)  # duplicates carry the same id: droppable downstream
-    assert len(ours & set(ledger.post_ids())) == total
-    duplicates = sum(counts[p] - 1 for p in ours)
-    print(f"\nchaos: {kills} SIGKILLs, {total} posts, {len(events)} decision events, {duplicates} duplicates")
+        codes = [m.stop() for m in (steady, victims[-1])]
+    assert kills >= 2, "the run finished before a working consumer could be killed mid-stream"
+    assert codes[0] == 0, _log_tails([steady])
+    report = assert_audit_clean(settings, ours)
+    assert report.decision_events >= total
+    print(f"\nchaos: {kills} SIGKILLs, {total} posts, {report.decision_events} decision events, "
+          f"{report.duplicate_events} duplicates")
 
 
 @pytest.mark.slow
@@ -118,17 +101,17 @@ def test_a_member_stopped_mid_rebalance_does_not_wedge_the_group(stack_settings,
     cm.build(model)
     policy.write_text(cm.POLICY.model_dump_json())
     env = stream_env(settings)
-    logs = [tmp_path / "leader.log", tmp_path / "newcomer.log"]
-    leader = _consumer(env, model, policy, logs[0])
-    newcomer = None
+    leader = _consumer(env, model, policy, tmp_path / "leader.log")
+    members = [leader]
     try:
-        _wait_for(lambda: "partitions assigned" in logs[0].read_text(errors="replace"), 60, "the leader's assignment")
-        newcomer = _consumer(env, model, policy, logs[1])
+        _wait_for(lambda: leader.owned() is not None, 60, "the leader's assignment")
+        members.append(_consumer(env, model, policy, tmp_path / "newcomer.log"))
         # the newcomer's join makes the broker rebalance: the leader revokes its partitions and re-joins
-        _wait_for(lambda: logs[0].read_text(errors="replace").count("partitions revoked") >= 2, 60,
+        _wait_for(lambda: collapse(leader.log_text()).count("partitions revoked") >= 2, 60,
                   "the leader to start re-joining", interval=0.02)
-        leader.send_signal(signal.SIGTERM)
-        assert leader.wait(timeout=60) == 0
+        assert leader.stop() == 0
+        # the path under test ran: the leader saw the rebalance and left without LeaveGroup
+        assert NO_LEAVE_GROUP in collapse(leader.log_text()), "the leader sent LeaveGroup (or never closed)"
         posts = []
         for n in range(12):
             uri, digest = upload_image(s3, settings.s3.buckets.posts, cm.jpeg(cm.GREY, size=48, seed=900 + n))
@@ -137,13 +120,10 @@ def test_a_member_stopped_mid_rebalance_does_not_wedge_the_group(stack_settings,
         ledger = Ledger(s3, settings.s3.buckets.ledger)
         ours = {p.post_id for p in posts}
         _wait_for(lambda: ours <= set(ledger.post_ids()), 90, "the newcomer to decide every post")
+        assert members[1].stop() == 0
     except AssertionError as error:
-        raise AssertionError(f"{error}; consumers' logs:\n{_log_tails(logs)}") from None
+        raise AssertionError(f"{error}; consumers' logs:\n{_log_tails(members)}") from None
     finally:
-        for proc in (leader, newcomer):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        for member in members:
+            member.stop()
+    assert_audit_clean(settings, ours)

@@ -105,7 +105,7 @@ def test_poison_goes_to_the_dlq_with_its_reason_and_the_stream_goes_on(stack_set
     from tagwatch.clients import kafka_config
     from tagwatch.moderation.events import DeadLetter
     from tagwatch.moderation.images import ImageLimits
-    from tests.support.bad_inputs import cases
+    from tagwatch.moderation.hostile import cases
 
     settings = private_stream(stack_settings, partitions=1)
     s3 = s3_client(settings.s3)

@@ -1,33 +1,12 @@
-"""A small two-head CNN with the trainer's serving signature, for export/registry/serving tests.
-
-forward(images [N,3,H,W]) -> (hashtag_logits [N,num_labels], category_scores [N,num_categories] in (0,1)),
-the same contract as ``tagwatch.train.models.build_serving_model`` (which lives on the trainer's branch).
-"""
+"""Models for export/registry/serving tests: the library's tiny stand-in, plus one that drifts when exported."""
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-LABELS = [f"tag_{i:02d}" for i in range(24)]
-CATEGORIES = ["weapons", "violence", "alcohol"]
+from tagwatch.export.tiny import CATEGORIES, LABELS, TinyTwoHead, export_tiny, tiny_model
 
-
-class TinyTwoHead(nn.Module):
-    def __init__(self, num_labels: int = len(LABELS), num_categories: int = len(CATEGORIES), seed: int = 0) -> None:
-        super().__init__()
-        torch.manual_seed(seed)
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )
-        self.hashtags = nn.Linear(32, num_labels)
-        self.categories = nn.Linear(32, num_categories)
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.features(images)
-        return self.hashtags(z), torch.sigmoid(self.categories(z))
+__all__ = ["CATEGORIES", "LABELS", "DriftsWhenExported", "TinyTwoHead", "export_tiny", "tiny_model"]
 
 
 class DriftsWhenExported(TinyTwoHead):
@@ -38,23 +17,3 @@ class DriftsWhenExported(TinyTwoHead):
         if torch.onnx.is_in_onnx_export():
             logits = logits + 1e-2
         return logits, scores
-
-
-def tiny_model(seed: int = 0) -> TinyTwoHead:
-    return TinyTwoHead(seed=seed).eval()
-
-
-def export_tiny(out_dir, *, model_name: str, seed: int = 0, policy_version: str = "policy-1", images=None):
-    """Export ``tiny_model(seed)`` the way `tagwatch model export` does; returns the ExportResult."""
-    from tagwatch.export import export_model
-    from tagwatch.export.export import load_parity_images
-    from tagwatch.preprocess import DEFAULT_PRESET
-
-    if images is None:
-        images = load_parity_images(DEFAULT_PRESET, count=8)
-    rule = {"remove_threshold": 0.9, "review_threshold": 0.5}
-    policy = {"version": policy_version, "categories": {c: rule for c in CATEGORIES}}
-    return export_model(tiny_model(seed), out_dir=out_dir, model_name=model_name, labels=LABELS,
-                        categories=CATEGORIES, preset=DEFAULT_PRESET, parity_images=images,
-                        lineage={"run_id": f"run-{seed}", "manifest_hash": "m" * 64, "vocabulary_version": "v1"},
-                        policy=policy, max_batch_size=32, preferred_batch_sizes=(4, 8, 16), max_queue_delay_us=5000)

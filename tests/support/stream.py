@@ -75,3 +75,19 @@ def stream_env(settings: Settings) -> dict[str, str]:
         "TAGWATCH_KAFKA__TOPICS__DEAD_LETTER": t.dead_letter,
         "TAGWATCH_KAFKA__CONSUMER_GROUP": settings.kafka.consumer_group,
     }
+
+
+def assert_audit_clean(settings: Settings, expected: set[str], *, quiet_s: float = 1.5):
+    """The stream audit (moderation/audit.py) over ``expected``: nothing lost, each ledger record equal to the
+    post's first decision event, one decision id per post, no commit past an undecided record. Returns the report."""
+    from tagwatch.moderation.readback import audit_stream
+
+    report = audit_stream(settings, expected=expected, quiet_s=quiet_s)
+    summary = report.to_dict()
+    assert report.lost == 0 and report.unhandled_records == 0, summary
+    assert report.ledger_records == len(expected) and report.ledger_missing == 0, summary
+    assert report.ledger_mismatches == 0, summary
+    assert report.conflicting_decision_ids == 0, summary
+    assert report.commit_violations == 0, summary
+    assert report.ok, summary
+    return report

@@ -1,4 +1,7 @@
-"""Malformed posts, one per way a record can be poison, each with the dead-letter reason it must get."""
+"""Hostile post records, one per way a record can be poison, each with the dead-letter reason it must get.
+
+Shared by the poison tests and the chaos benchmark (which mixes them into a real stream).
+"""
 
 from __future__ import annotations
 
@@ -101,3 +104,4 @@ def cases(s3, bucket: str, tag: str, upload) -> list[tuple[str, bytes | None, by
     with_post("too-big", image_bytes("PNG", (400, 400), noise=True), "image_too_large")
     with_post("too-many-pixels", image_bytes("JPEG", (1500, 1500)), "image_too_many_pixels")
     return out
+
