@@ -141,3 +141,15 @@ def test_a_members_partitions_are_read_from_its_log_even_when_rich_wrapped_the_l
     assert parse_metric(text, "tagwatch_in_flight") == 8.0
     assert parse_metric(text, "tagwatch_dead_letters_total") == 3.0
     assert parse_metric(text, "tagwatch_absent") == 0.0
+
+
+def test_audit_reads_the_ids_file_publish_writes_and_plain_ids():
+    import pytest
+
+    from tagwatch.moderation.audit_cli import read_post_ids
+
+    published = '{"post_id": "a-1", "partition": 0, "offset": 4}\n{"post_id": "a-2", "partition": 1, "offset": 0}\n'
+    assert read_post_ids(published) == {"a-1", "a-2"}
+    assert read_post_ids("a-1\n\n a-3 \n") == {"a-1", "a-3"}
+    with pytest.raises(ValueError, match="line 1 has no post_id"):
+        read_post_ids('{"id": "a-1"}\n')

@@ -16,9 +16,26 @@ import typer
 from tagwatch.errors import ConfigError
 
 
+def read_post_ids(text: str) -> set[str]:
+    """Post ids from ``--ids-out``'s JSON lines ({"post_id": ...}) or from plain lines of ids."""
+    ids = set()
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            row = json.loads(line)
+            if not isinstance(row.get("post_id"), str):
+                raise ValueError(f"line {number} has no post_id")
+            ids.add(row["post_id"])
+        else:
+            ids.add(line)
+    return ids
+
+
 def audit(
     ids: Annotated[Optional[Path], typer.Option(help="File of the published post ids, one per line "
-                                                "(`tagwatch posts publish --ids-out`); default: every post on the topic.")] = None,
+                                                "(the JSON lines `tagwatch posts publish --ids-out` writes, or one id per line); default: every post on the topic.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as one JSON object.")] = False,
     quiet: Annotated[float, typer.Option(help="A topic is read until no record arrived for this many seconds.")] = 2.0,
 ) -> None:
@@ -30,9 +47,12 @@ def audit(
     expected = None
     if ids is not None:
         try:
-            expected = {line.strip() for line in ids.read_text().splitlines() if line.strip()}
+            expected = read_post_ids(ids.read_text())
         except OSError as error:
             raise ConfigError(f"cannot read {ids}: {error.strerror}", hint="pass the file --ids-out wrote") from error
+        except ValueError as error:
+            raise ConfigError(f"{ids} is not a list of post ids: {error}",
+                              hint="pass the JSON lines `posts publish --ids-out` wrote, or one post id per line") from error
     settings = with_stack_endpoints(build_settings())
     report = audit_stream(settings, expected=expected, quiet_s=quiet)
     if as_json:
