@@ -25,6 +25,8 @@ def s3_client(s3: S3Settings) -> Any:
         retries={"max_attempts": s3.max_attempts, "mode": "standard"},
         s3={"addressing_style": "path"},
         signature_version="s3v4",
+        # the consumer fetches images and writes ledger records from two pools of 8 threads on one client
+        max_pool_connections=32,
     )
     return boto3.client(
         "s3",
