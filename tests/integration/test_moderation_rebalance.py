@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -96,6 +97,26 @@ def _publish(settings, n: int, tag: str) -> tuple[list, dict]:
     return posts, placed
 
 
+@contextmanager
+def running(consumer: ModerationConsumer, *, idle_exit_s: float, gate: threading.Event | None = None):
+    """The consumer's loop in a thread; on the way out the gate opens, the loop is told to stop and joined."""
+    stop = threading.Event()
+    runner = threading.Thread(target=consumer.run, args=(stop,), kwargs={"idle_exit_s": idle_exit_s})
+    runner.start()
+    try:
+        yield runner
+    finally:
+        if gate is not None:
+            gate.set()
+        stop.set()
+        runner.join(timeout=60)
+
+
+def _finishes(runner: threading.Thread, timeout_s: float) -> None:
+    runner.join(timeout=timeout_s)
+    assert not runner.is_alive(), f"the consumer did not go idle and exit within {timeout_s:.0f}s"
+
+
 def _wait(condition, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -142,10 +163,7 @@ def test_a_rebalance_during_a_backoff_with_partitions_coming_back_skips_nothing(
     consumer = ModerationConsumer(settings, gated, cm.POLICY, options=FAST)
     ledger = Ledger(s3_client(settings.s3), settings.s3.buckets.ledger)
     watch = CommitWatch(consumer, ledger, placed)
-    stop = threading.Event()
-    runner = threading.Thread(target=consumer.run, args=(stop,), kwargs={"idle_exit_s": 5.0})
-    runner.start()
-    try:
+    with running(consumer, idle_exit_s=5.0, gate=gated.release) as runner:
         _wait(lambda: gated.failures >= 1, 60, "the first failed batch (the member is backing off)")
         intruder = _other_member(settings)
         _wait(lambda: intruder.poll(timeout_ms=100) is not None and len(intruder.assignment()) == 1, 60,
@@ -156,12 +174,7 @@ def test_a_rebalance_during_a_backoff_with_partitions_coming_back_skips_nothing(
         time.sleep(1.5)  # several back-off polls with the returned partition unpaused under the old code
         assert gated.failures >= 2
         gated.release.set()
-        runner.join(timeout=120)
-        assert not runner.is_alive()
-    finally:
-        gated.release.set()
-        stop.set()
-        runner.join(timeout=60)
+        _finishes(runner, 120)
     _assert_all_decided_and_committed(settings, posts, placed, watch)
 
 
@@ -173,10 +186,7 @@ def test_a_takeover_during_a_model_outage_skips_nothing(stack_settings, scorer):
     gated = GatedScorer(scorer)
     survivor = ModerationConsumer(settings, gated, cm.POLICY, options=FAST, client_id="survivor")
     watch = CommitWatch(survivor, Ledger(s3_client(settings.s3), settings.s3.buckets.ledger), placed)
-    stop = threading.Event()
-    runner = threading.Thread(target=survivor.run, args=(stop,), kwargs={"idle_exit_s": 5.0})
-    runner.start()
-    try:
+    with running(survivor, idle_exit_s=5.0, gate=gated.release) as runner:
         _wait(lambda: gated.failures >= 1, 60, "the survivor's first failed batch")
         victim = _other_member(settings)
         _wait(lambda: victim.poll(timeout_ms=100) is not None and len(victim.assignment()) == 1, 60,
@@ -186,12 +196,7 @@ def test_a_takeover_during_a_model_outage_skips_nothing(stack_settings, scorer):
         _wait(lambda: len(survivor.consumer.assignment()) == 2, 90, "the survivor to take over after the expiry")
         time.sleep(1.5)
         gated.release.set()
-        runner.join(timeout=120)
-        assert not runner.is_alive()
-    finally:
-        gated.release.set()
-        stop.set()
-        runner.join(timeout=60)
+        _finishes(runner, 120)
     _assert_all_decided_and_committed(settings, posts, placed, watch)
 
 
@@ -236,20 +241,16 @@ def test_a_record_that_keeps_failing_is_dead_lettered_and_the_partition_reported
     (port,) = pick_free_ports("127.0.0.1", 1)
     server = consumer.metrics.serve(port)
     health: list[tuple[int, str]] = []
-    stop = threading.Event()
-    runner = threading.Thread(target=consumer.run, args=(stop,), kwargs={"idle_exit_s": 4.0})
-    runner.start()
     try:
-        while runner.is_alive():
-            try:
-                response = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz")
-                health.append((response.status, response.read().decode()))
-            except urllib.error.HTTPError as error:
-                health.append((error.code, error.read().decode()))
-            time.sleep(0.2)
+        with running(consumer, idle_exit_s=4.0) as runner:
+            while runner.is_alive():
+                try:
+                    response = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz")
+                    health.append((response.status, response.read().decode()))
+                except urllib.error.HTTPError as error:
+                    health.append((error.code, error.read().decode()))
+                time.sleep(0.2)
     finally:
-        stop.set()
-        runner.join(timeout=60)
         server.shutdown()
     assert faulty.refused == 4  # its attempts, then never asked again
     stuck = [body for code, body in health if code == 503 and "stuck:" in body]
@@ -294,19 +295,11 @@ def test_a_broker_restart_mid_batch_loses_nothing(tmp_path, scorer):
         blocking = BlockingScorer(scorer)
         consumer = ModerationConsumer(settings, blocking, cm.POLICY, options=FAST)
         watch = CommitWatch(consumer, Ledger(s3_client(settings.s3), settings.s3.buckets.ledger), placed)
-        stop = threading.Event()
-        runner = threading.Thread(target=consumer.run, args=(stop,), kwargs={"idle_exit_s": 6.0})
-        runner.start()
-        try:
+        with running(consumer, idle_exit_s=6.0, gate=blocking.release) as runner:
             assert blocking.entered.wait(60), "no batch reached the model"
             stack.restart("tansu", kill=True)
             blocking.release.set()
-            runner.join(timeout=240)
-            assert not runner.is_alive()
-        finally:
-            blocking.release.set()
-            stop.set()
-            runner.join(timeout=60)
+            _finishes(runner, 240)
         _assert_all_decided_and_committed(settings, posts, placed, watch)
     finally:
         stack.down()
