@@ -189,7 +189,7 @@ class _Progress:
                     self.positions.add((int(source["partition"]), int(source["offset"])))
             elif data.get("topic") == self.posts_topic:
                 self.positions.add((int(data["partition"]), int(data["offset"])))
-                self.ids.add(_post_id_of(data.get("original_value_b64", "")))
+                self.ids.add(_post_id_of(data.get("original_value_b64") or ""))
 
     def complete(self, published: _Published) -> bool:
         acked = len(published.ids) + published.hostile
