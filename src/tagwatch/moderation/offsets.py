@@ -41,8 +41,9 @@ def describe(records) -> str:
 class PartitionTracker:
     """Assignment epochs, pending seeks and expected next offsets of one consumer's partitions."""
 
-    def __init__(self, consumer) -> None:
+    def __init__(self, consumer, *, timeout_ms: int = 5000) -> None:
         self.consumer = consumer
+        self.timeout_ms = timeout_ms  # a broker that is away must not block the loop (and its heartbeats)
         self.epoch: dict = {}
         self.expected: dict = {}
         self._to_seek: set = set()
@@ -76,7 +77,7 @@ class PartitionTracker:
                 self._to_seek.discard(tp)
                 continue
             try:
-                committed = self.consumer.committed(tp)
+                committed = self.consumer.committed(tp, timeout_ms=self.timeout_ms)
                 if committed is None:
                     self.consumer.seek_to_beginning(tp)
                 else:
