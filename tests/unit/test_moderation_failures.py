@@ -136,3 +136,43 @@ def test_the_dead_letter_schema_documents_tombstones_and_references():
 
     schema = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "dead-letter.v1.json").read_text())
     assert {"tombstone", "original_ref", "original_size"} <= set(schema["properties"])
+
+
+def test_an_unforeseen_error_on_one_image_dead_letters_that_record_only():
+    """A decoder or preprocessing crash on one image (here a preset that raises) poisons that record alone.
+    The S3 object is served by a stand-in (the real fetch path is in the stream tests)."""
+    import io
+    import hashlib
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from tagwatch.moderation.batch import BatchModerator, Item
+    from tagwatch.moderation.consumer import ConsumerOptions
+    from tagwatch.moderation.publish import new_post
+
+    out = io.BytesIO()
+    Image.new("RGB", (32, 32), "red").save(out, format="PNG")
+    data = out.getvalue()
+
+    class Body:
+        def read(self, _n):
+            return data
+
+        def close(self):
+            pass
+
+    s3 = SimpleNamespace(get_object=lambda **_: {"ContentLength": len(data), "Body": Body()})
+
+    def exploding_preset(_image):
+        raise RuntimeError("unforeseen")
+
+    moderator = BatchModerator(s3, SimpleNamespace(categories=["c"]), posts_bucket="posts", models_bucket="models",
+                               options=ConsumerOptions(preset=exploding_preset), metrics=None)
+    try:
+        item = Item(record=Record("posts", 0, 9, b"p1", b"{}", []),
+                    post=new_post("p1", "s3://posts/images/a.png", hashlib.sha256(data).hexdigest()))
+        moderator._load(item)
+    finally:
+        moderator.close()
+    assert item.poison.reason == "unprocessable_image" and "RuntimeError: unforeseen" in item.poison.message

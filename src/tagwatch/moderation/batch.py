@@ -14,6 +14,7 @@ Records only need ``topic partition offset key value headers``; Kafka itself is 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ import numpy as np
 
 from tagwatch.errors import PoisonInputError, RetryableError
 from tagwatch.moderation.bank import BankMatcher, BankStore, pdq_hex
+from tagwatch.moderation.deadletter import DeadLetterReason as R
 from tagwatch.moderation.events import Decision, ModelRef, PostCreated, ReviewRequest
 from tagwatch.moderation.images import ImageLimits, check_sha256, decode_image, fetch_image_bytes
 from tagwatch.moderation.intake import parse_post
@@ -33,6 +35,8 @@ from tagwatch.moderation.policy import Policy, decide
 def decision_id(post_id: str, model: ModelRef, policy_version: str) -> str:
     """Same post, same model bytes, same policy -> same id, however often the post is re-processed."""
     return hashlib.sha256(f"{post_id}|{model.sha256}|{policy_version}".encode()).hexdigest()[:32]
+
+log = logging.getLogger(__name__)
 
 
 def resolve_preset(options, scorer):
@@ -162,6 +166,10 @@ class BatchModerator:
             item.poison = error
         except RetryableError as error:
             item.failed = error
+        except Exception as error:  # noqa: BLE001 - a decoder/preprocessing crash on one image is that record's
+            log.exception("%s[%d]@%d: unexpected error processing its image", item.record.topic,
+                          item.record.partition, item.record.offset)
+            item.poison = PoisonInputError(R.UNPROCESSABLE_IMAGE, f"{type(error).__name__}: {str(error)[:300]}")
 
     def store_reachable(self) -> bool:
         """Is the posts bucket readable at all? (Tells one record's trouble from an S3 outage.)"""
