@@ -44,9 +44,16 @@ def test_a_post_neither_decided_nor_dead_lettered_is_lost():
     assert not report.ok
     assert report.lost == 2 and report.unhandled_records == 2
     assert report.lost_sample[0].startswith("b t.posts[0]@1")
-    # with the publisher's ids: an acknowledged post that never reached the topic is lost too
+    # with the publisher's ids: an acknowledged post absent from the topic's log is the broker's loss, said apart
     report = _audit(posts[:1], [_event("a", (0, 0))], expected={"a", "c"})
-    assert report.lost == 1 and report.lost_sample == ["c"]
+    assert not report.ok and report.lost == 0
+    assert report.not_on_topic == 1 and report.not_on_topic_sample == ["c"]
+
+
+def test_offsets_missing_inside_a_partition_log_are_reported():
+    posts = [PostRecord(0, 0, "a"), PostRecord(0, 2, "b"), PostRecord(1, 0, "c")]
+    report = _audit(posts, [_event("a", (0, 0)), _event("b", (0, 2)), _event("c", (1, 0))])
+    assert report.topic_gaps == 1 and report.topic_gap_sample == ["t.posts[0]@1"]
 
 
 def test_an_unparseable_record_is_matched_by_its_dead_letters_position_only():

@@ -77,8 +77,12 @@ class AuditReport:
     decided: int  # posts in scope with a decision event
     dead_lettered: int  # posts-topic records with a dead letter (distinct positions)
     dead_letters_by_reason: dict[str, int]
-    lost: int
+    lost: int  # posts on the topic (or expected) with neither a decision nor a dead letter
     lost_sample: list[str]
+    not_on_topic: int  # expected posts (acknowledged by the broker) absent from the posts topic's log
+    not_on_topic_sample: list[str]
+    topic_gaps: int  # offsets missing inside a partition's log (the broker skipped or lost them)
+    topic_gap_sample: list[str]
     unhandled_records: int  # records (any, in or out of scope) with neither a decision nor a dead letter
     ledger_records: int
     ledger_missing: int  # decided posts without a ledger record
@@ -95,7 +99,7 @@ class AuditReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.unhandled_records or self.ledger_missing or self.ledger_mismatches
+        return not (self.lost or self.not_on_topic or self.unhandled_records or self.ledger_missing or self.ledger_mismatches
                     or self.conflicting_decision_ids or self.commit_violations)
 
     def to_dict(self) -> dict:
@@ -143,7 +147,9 @@ def audit_records(*, posts: list[PostRecord], decisions: list[DecisionEvent], de
     if expected is None:
         lost_keys = [f"{r.post_id or '<unparseable>'} {posts_topic}[{r.partition}]@{r.offset}" for r in unhandled]
     else:
-        lost_keys = sorted(p for p in scope if p not in by_post and p not in lettered_ids)
+        lost_keys = sorted(p for p in scope if p not in by_post and p not in lettered_ids and p in seen_ids)
+    missing = sorted(p for p in scope if p not in seen_ids and p not in by_post) if expected is not None else []
+    gaps = _gaps(posts, posts_topic)
 
     decided_ids = scope & set(by_post)
     mismatches = []
@@ -181,6 +187,10 @@ def audit_records(*, posts: list[PostRecord], decisions: list[DecisionEvent], de
         dead_letters_by_reason=dict(sorted(Counter(lettered.values()).items())),
         lost=len(lost_keys),
         lost_sample=lost_keys[:SAMPLE],
+        not_on_topic=len(missing),
+        not_on_topic_sample=missing[:SAMPLE],
+        topic_gaps=len(gaps),
+        topic_gap_sample=gaps[:SAMPLE],
         unhandled_records=len(unhandled),
         ledger_records=len(scope & set(ledger)),
         ledger_missing=ledger_missing,
@@ -195,6 +205,15 @@ def audit_records(*, posts: list[PostRecord], decisions: list[DecisionEvent], de
         commit_violation_sample=violations[:SAMPLE],
         committed=dict(committed),
     )
+
+
+def _gaps(posts: list[PostRecord], topic: str) -> list[str]:
+    """``topic[partition]@offset`` for every offset missing between a partition's first and last record."""
+    by_partition: dict[int, set[int]] = defaultdict(set)
+    for record in posts:
+        by_partition[record.partition].add(record.offset)
+    return [f"{topic}[{p}]@{o}" for p, offsets in sorted(by_partition.items())
+            for o in range(min(offsets), max(offsets) + 1) if o not in offsets]
 
 
 def _differences(record: dict, event: DecisionEvent) -> list[str]:

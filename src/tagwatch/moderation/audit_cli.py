@@ -69,13 +69,16 @@ def render(report) -> str:
         + f" ({report.records_seen} records)",
         f"decided: {report.decided}; dead-lettered: {report.dead_lettered} {report.dead_letters_by_reason}",
         f"lost: {report.lost}; unhandled records: {report.unhandled_records}",
+        f"acknowledged but not on the topic (the broker's loss): {report.not_on_topic}; "
+        f"offsets missing inside the topic's log: {report.topic_gaps}",
         f"ledger: {report.ledger_records} records, {report.ledger_missing} missing, "
         f"{report.ledger_mismatches} differ from the first decision event",
         f"decision events: {report.decision_events} ({report.duplicate_events} duplicates, "
         f"{report.conflicting_decision_ids} posts with conflicting ids)",
         f"commit violations: {report.commit_violations}; committed {report.to_dict()['committed']}",
     ]
-    for title, sample in (("lost", report.lost_sample), ("ledger mismatch", report.ledger_mismatch_sample),
+    for title, sample in (("lost", report.lost_sample), ("not on the topic", report.not_on_topic_sample),
+                          ("topic gap", report.topic_gap_sample), ("ledger mismatch", report.ledger_mismatch_sample),
                           ("conflicting ids", report.conflicting_sample),
                           ("commit violation", report.commit_violation_sample)):
         lines.extend(f"  {title}: {json.dumps(item)}" for item in sample)

@@ -54,6 +54,7 @@ class ChaosConfig:
 @dataclass
 class _Published:
     ids: set[str] = field(default_factory=set)
+    acked_at: dict[str, str] = field(default_factory=dict)  # post_id -> "partition@offset" the broker acknowledged
     hostile: int = 0
     failed: int = 0
     done: threading.Event = field(default_factory=threading.Event)
@@ -152,7 +153,7 @@ def _publish(settings: Settings, config: ChaosConfig, refs: list[tuple[str, str]
         producer.flush(timeout=180)
         for post_id, future in sent:
             try:
-                future.get(timeout=60)
+                metadata = future.get(timeout=60)
             except Exception:  # noqa: BLE001 - an unacknowledged send is not expected downstream; counted
                 out.failed += 1
                 continue
@@ -160,6 +161,7 @@ def _publish(settings: Settings, config: ChaosConfig, refs: list[tuple[str, str]
                 out.hostile += 1
             else:
                 out.ids.add(post_id)
+                out.acked_at[post_id] = f"{metadata.partition}@{metadata.offset}"
     except Exception as error:  # noqa: BLE001 - reported in the result, never a silent thread death
         out.error = f"{type(error).__name__}: {error}"[:300]
     finally:
@@ -320,6 +322,10 @@ def _drive(settings: Settings, config: ChaosConfig, members: list, deadline: flo
         "duplicate_events": audit.duplicate_events, "conflicting_decision_ids": audit.conflicting_decision_ids,
         "dead_letters_by_reason": audit.dead_letters_by_reason, "commit_violations": audit.commit_violations,
         "lost_sample": audit.lost_sample[:5], "commit_violation_sample": audit.commit_violation_sample[:5],
+        # acknowledged by the broker (acks=all, at this partition@offset) yet absent from its log afterwards: the
+        # broker lost them (seen with Tansu 0.6.0 across a SIGKILL), nothing a consumer could have decided
+        "acked_not_on_topic": {p: published.acked_at.get(p) for p in audit.not_on_topic_sample[:5]},
+        "not_on_topic": audit.not_on_topic, "topic_gaps": audit.topic_gap_sample[:10],
         "rss_start_mb": _round(start_rss), "rss_end_mb": _round(end_rss),
         "rss_ratio": round(end_rss / start_rss, 3) if start_rss and end_rss else None,
         "consumer_exit_codes": codes, "timed_out": timed_out, "stalled": stalled, "seed": config.seed,

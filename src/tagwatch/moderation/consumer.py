@@ -307,8 +307,8 @@ class ModerationConsumer:
             if assigned:
                 self.consumer.pause(*assigned)
             polled = self.consumer.poll(timeout_ms=int(min(200, max(1, (deadline - time.monotonic()) * 1000))))
-            self.tracker.settle()
             self.tracker.rewind(polled)
+            self.tracker.settle()  # after the rewind: a newly assigned partition starts at its commit
 
     # -- one batch -------------------------------------------------------------------------------------
     def handle_batch(self, records: list, epochs: dict | None = None) -> None:

@@ -63,15 +63,15 @@ class PartitionTracker:
             self._to_seek.add(tp)
 
     # -- called by the consumer loop -----------------------------------------------------------------
-    def settle(self) -> None:
+    def settle(self) -> set:
         """Seek every newly assigned partition to its committed offset (rule 2). A partition whose committed
         offset cannot be read now stays pending; records polled for it meanwhile are dropped (rule 1 holds:
         the seek that follows moves the position back)."""
         from kafka.errors import KafkaError
 
         if not self._to_seek:
-            return
-        owned = self.consumer.assignment()
+            return set()
+        owned, settled = self.consumer.assignment(), set()
         for tp in list(self._to_seek):
             if tp not in owned:
                 self._to_seek.discard(tp)
@@ -87,18 +87,20 @@ class PartitionTracker:
                             tp.topic, tp.partition, type(error).__name__)
                 continue
             self._to_seek.discard(tp)
+            settled.add(tp)
             self.expected[tp] = committed
             log.info("%s[%d]: reading from the committed offset %s", tp.topic, tp.partition,
                      committed if committed is not None else "(none: the beginning)")
+        return settled
 
     def admit(self, polled: dict) -> list:
         """The records of one poll that this member may process, in order (rules 1, 2, 5)."""
-        self.settle()
+        settled = self.settle()
         owned = self.consumer.assignment()
         admitted = []
         for tp, records in polled.items():
-            if not records or tp not in owned or tp in self._to_seek:
-                continue  # not ours, or a seek to the commit is still due: re-read from there
+            if not records or tp not in owned or tp in self._to_seek or tp in settled:
+                continue  # not ours, or fetched before the seek to the commit (due or just done): re-read
             expected = self.expected.get(tp)
             if expected is not None:
                 records = [r for r in records if r.offset >= expected]  # already handed out (a re-fetch)
