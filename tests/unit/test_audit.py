@@ -132,17 +132,19 @@ def test_a_decision_naming_its_source_position_covers_a_record_whose_post_id_rep
     assert event.source == (1, 7)
 
 
-def test_a_members_partitions_are_read_from_its_log_even_when_rich_wrapped_the_lines():
-    from tagwatch.moderation.members import owned_partitions, parse_metric
+def test_a_members_partitions_and_work_are_read_from_its_metrics():
+    from tagwatch.moderation.metrics import StreamMetrics
+    from tagwatch.moderation.members import owned_from_metrics, parse_metric
+    from prometheus_client import generate_latest
 
-    wrapped = ("[10:00:01] INFO     partitions assigned: none\n"
-               "[10:00:04] INFO     partitions revoked: none\n"
-               "           INFO     partitions assigned: t1.posts[0],\n"
-               "                    t1.posts[1]\n")
-    assert owned_partitions(wrapped) == ["t1.posts[0]", "t1.posts[1]"]
-    assert owned_partitions(wrapped + "[10:00:09] INFO     partitions revoked: t1.posts[0], t1.posts[1]\n") is None
-    assert owned_partitions("[10:00:01] INFO     partitions assigned: none\n") == []
-    assert owned_partitions("starting\n") is None
+    metrics = StreamMetrics()
+    assert owned_from_metrics(generate_latest(metrics.registry).decode()) is None  # never assigned yet
+    metrics.assignment_changed(["t1.posts[0]", "t1.posts[1]"])
+    assert owned_from_metrics(generate_latest(metrics.registry).decode()) == ["t1.posts[0]", "t1.posts[1]"]
+    metrics.assignment_changed(None)  # revoked: a rebalance is in progress
+    assert owned_from_metrics(generate_latest(metrics.registry).decode()) is None
+    metrics.assignment_changed([])
+    assert owned_from_metrics(generate_latest(metrics.registry).decode()) == []
     text = "# HELP tagwatch_in_flight x\ntagwatch_in_flight 8.0\ntagwatch_dead_letters_total{reason=\"a\"} 2.0\n" \
            "tagwatch_dead_letters_total{reason=\"b\"} 1.0\ntagwatch_in_flight_other 5\n"
     assert parse_metric(text, "tagwatch_in_flight") == 8.0

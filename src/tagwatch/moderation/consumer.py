@@ -117,7 +117,7 @@ class ModerationConsumer:
         if tx:
             self.producer.init_transactions()
         self.tracker = PartitionTracker(self.consumer)
-        self._group = GroupWatch(self.tracker)
+        self._group = GroupWatch(self.tracker, self.metrics)
         self.consumer.subscribe([self.topics.posts], listener=self._group.listener())
         self.stats = RunStats()
         self.moderator = BatchModerator(self.s3, scorer, posts_bucket=settings.s3.buckets.posts,

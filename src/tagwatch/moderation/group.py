@@ -27,10 +27,11 @@ log = logging.getLogger(__name__)
 class GroupWatch:
     """The rebalance listener of one member: logs every change and remembers when the assignment last changed."""
 
-    def __init__(self, tracker=None) -> None:
+    def __init__(self, tracker=None, metrics=None) -> None:
         self.changed_at = time.monotonic()
         self._stuck_minute: int | None = None
         self.tracker = tracker  # moderation/offsets.py: told of every revoke and assignment
+        self.metrics = metrics  # /metrics shows what this member owns (machine-readable, unlike the log)
 
     def warn_if_stuck(self, seconds: float, metrics, kafka) -> None:
         """A member that cannot get stable membership for long says so (log + /healthz), once a minute."""
@@ -59,18 +60,24 @@ class GroupWatch:
                 log.info("partitions revoked: %s", _names(revoked))
                 if watch.tracker is not None:
                     watch.tracker.revoked(revoked)
+                if watch.metrics is not None:
+                    watch.metrics.assignment_changed(None)
 
             def on_partitions_assigned(self, assigned) -> None:
                 watch.changed_at = time.monotonic()
                 log.info("partitions assigned: %s", _names(assigned))
                 if watch.tracker is not None:
                     watch.tracker.assigned(assigned)
+                if watch.metrics is not None:
+                    watch.metrics.assignment_changed(sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
             def on_partitions_lost(self, lost) -> None:
                 watch.changed_at = time.monotonic()
                 log.warning("partitions lost: %s", _names(lost))
                 if watch.tracker is not None:
                     watch.tracker.revoked(lost)
+                if watch.metrics is not None:
+                    watch.metrics.assignment_changed(None)
 
         return LogRebalance()
 

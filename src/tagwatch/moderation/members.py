@@ -3,8 +3,9 @@
 Chaos runs (``benchmarks/chaos.py``, the chaos tests) use this to kill a member only when the kill means
 something: it owns partitions right now (no rebalance in progress) and has records in flight.
 
-The log is read for the rebalance listener's lines (``moderation/group.py``). Log lines go through rich, which
-wraps them when stderr is not a terminal, so the text is searched with its whitespace collapsed.
+What it owns and whether it has work in flight come from its /metrics (``tagwatch_assigned``,
+``tagwatch_partitions_owned``, ``tagwatch_in_flight``), never from its log: log lines go through rich, which wraps
+them when stderr is not a terminal. Tests that check a log message itself search it with whitespace collapsed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pathlib import Path
 
 import psutil
 
-_REBALANCE = re.compile(r"partitions (assigned|revoked|lost): (none|[\w.:-]+\[\d+\](?:, [\w.:-]+\[\d+\])*)")
 NO_LEAVE_GROUP = "closing without LeaveGroup"
 
 
@@ -26,14 +26,14 @@ def collapse(text: str) -> str:
     return " ".join(text.split())
 
 
-def owned_partitions(log_text: str) -> list[str] | None:
-    """The partitions the last assignment gave, or None while a rebalance is in progress (or none happened)."""
-    last = None
-    for kind, names in _REBALANCE.findall(collapse(log_text)):
-        last = (kind, [] if names == "none" else names.split(", "))
-    if last is None or last[0] != "assigned":
+def owned_from_metrics(text: str) -> list[str] | None:
+    """``tagwatch_partitions_owned{partition="t[0]"} 1.0`` lines -> ["t[0]"]; None unless ``tagwatch_assigned`` is 1."""
+    if parse_metric(text, "tagwatch_assigned") != 1.0:
         return None
-    return last[1]
+    return sorted(_OWNED.findall(text))
+
+
+_OWNED = re.compile(r'^tagwatch_partitions_owned\{partition="([^"]+)"\} 1\.0$', re.MULTILINE)
 
 
 def parse_metric(text: str, name: str) -> float:
@@ -66,7 +66,13 @@ class ConsumerProcess:
             return ""
 
     def owned(self) -> list[str] | None:
-        return owned_partitions(self.log_text())
+        """Partitions its last assignment gave (from /metrics); None while rebalancing, starting, or gone."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        return owned_from_metrics(text)
 
     def metric(self, name: str) -> float | None:
         """A metric from its /metrics (None if the endpoint does not answer: starting, or gone)."""

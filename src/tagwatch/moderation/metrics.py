@@ -26,12 +26,23 @@ class StreamMetrics:
         self.model_latency = Histogram("tagwatch_model_seconds", "one model call (a micro-batch)",
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.in_flight = Gauge("tagwatch_in_flight", "records polled but not yet committed", registry=r)
+        self.assigned = Gauge("tagwatch_assigned", "1 after a partition assignment, 0 from a revoke until the next",
+                              registry=r)
+        self.owned = Gauge("tagwatch_partitions_owned", "1 for each partition this member owns (its last assignment)",
+                           ["partition"], registry=r)
         self.healthy = True
         # "topic[partition]@first undecided offset" -> monotonic time it became undecided (the consumer keeps it)
         self.stuck: dict[str, float] = {}
         self.stuck_after_s = 60.0
         Gauge("tagwatch_stuck_partitions", "partitions with records undecided for longer than the stuck bound",
               registry=r).set_function(lambda: len(self.stuck_now()))
+
+    def assignment_changed(self, owned: list[str] | None) -> None:
+        """``owned``: partition names after an assignment; None at a revoke (a rebalance is in progress)."""
+        self.owned.clear()
+        self.assigned.set(0 if owned is None else 1)
+        for name in owned or []:
+            self.owned.labels(partition=name).set(1)
 
     def stuck_now(self) -> list[str]:
         """Partitions undecided past the bound, with for how long."""
