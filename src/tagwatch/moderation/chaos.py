@@ -131,13 +131,13 @@ def _publish(settings: Settings, config: ChaosConfig, refs: list[tuple[str, str]
 
     from tagwatch.clients import kafka_config
     from tagwatch.moderation.events import EventType, encode
-    from tagwatch.moderation.publish import new_post
+    from tagwatch.moderation.publish import Send, confirm_sends, new_post, send
 
     rng = random.Random(config.seed + 1)
     run = uuid.uuid4().hex[:6]
     producer = KafkaProducer(acks="all", linger_ms=5, **kafka_config(settings.kafka, client_id="chaos-publisher"))
     topic, rate, t0 = settings.kafka.topics.posts, config.publish_rate, time.monotonic()
-    sent: list[tuple[str | None, object]] = []
+    sends: list[Send] = []
     try:
         for n in range(config.posts):
             delay = t0 + n / rate - time.monotonic()
@@ -145,23 +145,19 @@ def _publish(settings: Settings, config: ChaosConfig, refs: list[tuple[str, str]
                 time.sleep(delay)
             if hostile and rng.random() < config.hostile_rate:
                 _name, key, value, headers, _reason = rng.choice(hostile)
-                sent.append((None, producer.send(topic, key=key, value=value, headers=headers)))
+                sends.append(send(producer, topic, Send(None, key, value, headers)))
                 continue
             post = new_post(f"chaos-{run}-{n:07d}", *refs[n % len(refs)])
             value, headers = encode(post, EventType.POST_CREATED, subject=post.post_id)
-            sent.append((post.post_id, producer.send(topic, key=post.post_id.encode(), value=value, headers=headers)))
-        producer.flush(timeout=180)
-        for post_id, future in sent:
-            try:
-                metadata = future.get(timeout=60)
-            except Exception:  # noqa: BLE001 - an unacknowledged send is not expected downstream; counted
-                out.failed += 1
-                continue
-            if post_id is None:
+            sends.append(send(producer, topic, Send(post.post_id, post.post_id.encode(), value, headers)))
+        confirmed, failed = confirm_sends(producer, topic, sends)
+        out.failed += len(failed)  # an unacknowledged send is not expected downstream; counted
+        for item, metadata in confirmed:
+            if item.post_id is None:
                 out.hostile += 1
             else:
-                out.ids.add(post_id)
-                out.acked_at[post_id] = f"{metadata.partition}@{metadata.offset}"
+                out.ids.add(item.post_id)
+                out.acked_at[item.post_id] = f"{metadata.partition}@{metadata.offset}"
     except Exception as error:  # noqa: BLE001 - reported in the result, never a silent thread death
         out.error = f"{type(error).__name__}: {error}"[:300]
     finally:
@@ -328,6 +324,9 @@ def _drive(settings: Settings, config: ChaosConfig, members: list, deadline: flo
         "not_on_topic": audit.not_on_topic, "topic_gaps": audit.topic_gap_sample[:10],
         "rss_start_mb": _round(start_rss), "rss_end_mb": _round(end_rss),
         "rss_ratio": round(end_rss / start_rss, 3) if start_rss and end_rss else None,
+        # member 0's RSS when 10 %, 25 %, 50 %, 75 % and all of the records had been handled (a leak keeps climbing)
+        "rss_curve_mb": [_round(next((mb for handled, mb in rss if handled >= f * config.posts), None))
+                         for f in (0.1, 0.25, 0.5, 0.75, 1.0)],
         "consumer_exit_codes": codes, "timed_out": timed_out, "stalled": stalled, "seed": config.seed,
     }
     result["ok"] = audit.ok and not (timed_out or stalled) and published.error is None

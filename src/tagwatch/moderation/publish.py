@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ from datetime import datetime, timezone
 from tagwatch.clients import kafka_config, s3_client
 from tagwatch.moderation.events import EventType, PostCreated, encode
 from tagwatch.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def upload_image(s3, bucket: str, data: bytes, *, prefix: str = "images/new") -> tuple[str, str]:
@@ -35,17 +38,66 @@ class Published:
     offset: int
 
 
+@dataclass
+class Send:
+    """One record handed to the producer, kept whole so it can be sent again."""
+
+    post_id: str | None
+    key: bytes | None
+    value: bytes | None
+    headers: list
+    future: object = None
+
+
+def send(producer, topic: str, item: Send) -> Send:
+    item.future = producer.send(topic, key=item.key, value=item.value, headers=item.headers)
+    return item
+
+
+def confirm_sends(producer, topic: str, sends: list[Send], *, rounds: int = 5, timeout_s: float = 60.0):
+    """Wait for every send's acknowledgement; ([(send, metadata)], [(send, error)]).
+
+    An acknowledgement without an offset (-1) is not one: Tansu 0.6.0 answered some produce requests that way
+    around a broker restart, and those records were never in its log. Such sends are sent again (at least
+    once: a duplicate post.created is decided once, by its deterministic decision id and the ledger).
+    """
+    confirmed, failed, pending = [], [], list(sends)
+    for round_ in range(1, rounds + 1):
+        producer.flush(timeout=180)
+        unappended = []
+        for item in pending:
+            try:
+                metadata = item.future.get(timeout=timeout_s)
+            except Exception as error:  # noqa: BLE001 - the caller counts and reports failed sends
+                failed.append((item, error))
+                continue
+            if metadata.offset is None or metadata.offset < 0:
+                unappended.append(item)
+            else:
+                confirmed.append((item, metadata))
+        if not unappended:
+            break
+        if round_ == rounds:
+            failed.extend((item, RuntimeError(f"no offset after {rounds} sends")) for item in unappended)
+            break
+        log.warning("%d send(s) acknowledged without an offset (the broker did not append them): sending again",
+                    len(unappended))
+        pending = [send(producer, topic, item) for item in unappended]
+    return confirmed, failed
+
+
 def publish_posts(settings: Settings, posts: Iterable[PostCreated], *, rate: float | None = None,
                   on_sent: Callable[[int], None] = lambda _n: None,
                   on_acked: Callable[[Published], None] | None = None) -> int:
     """Send each post (acks=all) at up to ``rate`` posts/s; returns how many were acknowledged.
 
-    ``on_acked`` is called, in send order, with each acknowledged post's partition and offset."""
+    ``on_acked`` is called with each acknowledged post's partition and offset. Raises the first send error
+    (after the others were waited for)."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(acks="all", linger_ms=5, **kafka_config(settings.kafka, client_id="tagwatch-publisher"))
     topic = settings.kafka.topics.posts
-    futures = []
+    sends = []
     t0 = time.monotonic()
     try:
         for n, post in enumerate(posts, start=1):
@@ -56,16 +108,17 @@ def publish_posts(settings: Settings, posts: Iterable[PostCreated], *, rate: flo
             # created_at is stamped at send time so post-to-decision latency is measured from here
             post = post.model_copy(update={"created_at": datetime.now(timezone.utc)})
             value, headers = encode(post, EventType.POST_CREATED, subject=post.post_id)
-            futures.append((post.post_id, producer.send(topic, key=post.post_id.encode(), value=value, headers=headers)))
+            sends.append(send(producer, topic, Send(post.post_id, post.post_id.encode(), value, headers)))
             on_sent(n)
-        producer.flush(timeout=60)
-        for post_id, future in futures:
-            metadata = future.get(timeout=30)
+        confirmed, failed = confirm_sends(producer, topic, sends)
+        for item, metadata in confirmed:
             if on_acked is not None:
-                on_acked(Published(post_id=post_id, partition=metadata.partition, offset=metadata.offset))
+                on_acked(Published(post_id=item.post_id, partition=metadata.partition, offset=metadata.offset))
+        if failed:
+            raise failed[0][1]
     finally:
         producer.close(timeout=10)
-    return len(futures)
+    return len(sends)
 
 
 def s3_for(settings: Settings):
