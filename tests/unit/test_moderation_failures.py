@@ -176,3 +176,41 @@ def test_an_unforeseen_error_on_one_image_dead_letters_that_record_only():
     finally:
         moderator.close()
     assert item.poison.reason == "unprocessable_image" and "RuntimeError: unforeseen" in item.poison.message
+
+
+def test_a_decision_and_its_review_request_go_out_with_distinct_deterministic_ce_ids():
+    """What the producer is handed (a recording stand-in; the events' path to the broker is in the stream tests)."""
+    from types import SimpleNamespace
+
+    from tagwatch.moderation.events import Decision, ModelRef, ReviewRequest
+
+    class Recording:
+        def __init__(self):
+            self.sent = []
+
+        def send(self, topic, key=None, value=None, headers=None):
+            self.sent.append((topic, dict(headers)))
+            return SimpleNamespace(get=lambda timeout=None: SimpleNamespace(offset=1))
+
+        def flush(self, timeout=None):
+            pass
+
+    common = {"post_id": "p1", "scores": {"c": 0.85}, "reasons": ["policy:c"]}
+    decision = Decision(decision_id="d1", action="review", model=ModelRef(name="m", version="1", sha256="0" * 64),
+                        policy_version="p", decided_at="2026-01-01T00:00:00Z", latency_ms=1.0, **common)
+    review = ReviewRequest(decision_id="d1", image_uri="s3://posts/a.jpg", requested_at="2026-01-01T00:00:00Z",
+                           **common)
+    ids = []
+    for _ in range(2):
+        producer = Recording()
+        stats = SimpleNamespace(decided=0, dead_lettered=0)
+        metrics = SimpleNamespace(decided=SimpleNamespace(labels=lambda **_: SimpleNamespace(inc=lambda: None)),
+                                  e2e_latency=SimpleNamespace(observe=lambda _v: None))
+        Delivery(producer, s3=None, topics=SimpleNamespace(decisions="d", review="r", dead_letter="dlq"),
+                 ledger_bucket="ledger", max_request_bytes=1_000_000, pool=None, metrics=metrics,
+                 stats=stats).produce([], [decision], [review])
+        ids.append([(topic, h["ce_source"], h["ce_id"]) for topic, h in producer.sent])
+    (d_topic, d_source, d_id), (r_topic, r_source, r_id) = ids[0]
+    assert (d_topic, r_topic) == ("d", "r") and d_id == b"d1"
+    assert (d_source, d_id) != (r_source, r_id)  # CloudEvents: source + id unique per distinct event
+    assert ids[0] == ids[1]  # and deterministic: a re-delivery carries the same ids
