@@ -296,9 +296,10 @@ def _drive(settings: Settings, config: ChaosConfig, members: list, deadline: flo
                     done["kill_skipped"] += 1
                     report("kill skipped: no member owned partitions with work in flight")
                     continue
+                owned = victim.owned()
                 victim.sigkill()
                 live_members[live_members.index(victim)] = start_member()
-                report(f"SIGKILLed consumer pid {victim.pid} ({victim.owned()}); replacement pid {members[-1].pid}")
+                report(f"SIGKILLed consumer pid {victim.pid} (owning {owned}); replacement pid {members[-1].pid}")
             else:
                 restart_service(settings, "tansu" if kind == "broker" else "triton")
                 report(f"restarted {kind}")
