@@ -214,3 +214,23 @@ def test_a_decision_and_its_review_request_go_out_with_distinct_deterministic_ce
     assert (d_topic, r_topic) == ("d", "r") and d_id == b"d1"
     assert (d_source, d_id) != (r_source, r_id)  # CloudEvents: source + id unique per distinct event
     assert ids[0] == ids[1]  # and deterministic: a re-delivery carries the same ids
+
+
+def test_an_unforeseen_error_reading_one_event_dead_letters_that_record_only():
+    import time
+    from types import SimpleNamespace
+
+    from tagwatch.moderation.batch import BatchModerator
+    from tagwatch.moderation.consumer import ConsumerOptions
+
+    moderator = BatchModerator(None, SimpleNamespace(categories=["c"], model=None), posts_bucket="posts",
+                               models_bucket="models", options=ConsumerOptions(), metrics=None,
+                               policy=SimpleNamespace(version="p"))
+    moderator._banks_loaded_at = time.monotonic()  # no bank refresh: nothing here talks to S3
+    try:
+        staged = moderator.prepare([Record("posts", 0, 4, b"k", b"{}", 12345)])  # headers of an impossible type
+    finally:
+        moderator.close()
+    (item,) = staged.items
+    assert item.poison.reason == "unprocessable_record" and "TypeError" in item.poison.message
+    assert staged.decisions == []

@@ -102,3 +102,14 @@ def test_the_stream_reads_the_policy_the_trainer_calibrates():
         for row, want in zip(scores, expected):
             action, _ = decide({name: float(row[c])}, policy)
             assert rank[action] == int(want), (row[c], action, want)
+
+
+def test_a_null_header_value_is_a_typed_dead_letter_not_a_crash():
+    """Kafka allows null header values (Java, librdkafka clients send them; kafka-python's producer cannot)."""
+    post = PostCreated(post_id="p1", author_id="a", created_at="2026-01-01T00:00:00Z",
+                       image_uri="s3://posts/a.jpg", sha256="0" * 64)
+    value, headers = encode(post, EventType.POST_CREATED)
+    nulled = [(k, None if k == "ce_id" else v) for k, v in headers]
+    with pytest.raises(PoisonInputError) as info:
+        parse_post(Record("posts", 0, 1, b"p1", value, nulled))
+    assert info.value.reason == "not_a_cloudevent" and "ce_id" in info.value.message

@@ -115,6 +115,10 @@ class BatchModerator:
                     item.post = parse_post(item.record)
                 except PoisonInputError as error:
                     item.poison = error
+                except Exception as error:  # noqa: BLE001 - no single record may stop the consumer
+                    log.exception("%s[%d]@%d: unexpected error reading the event", item.record.topic,
+                                  item.record.partition, item.record.offset)
+                    item.poison = PoisonInputError(R.UNPROCESSABLE_RECORD, f"{type(error).__name__}: {str(error)[:300]}")
         self._load_and_score([i for i in items if i.poison is None])
         decisions, reviews = self._decide([i for i in items if i.poison is None])
         self._remember(items, decisions)

@@ -30,6 +30,7 @@ class DeadLetterReason(str, Enum):
     DECOMPRESSION_BOMB = "decompression_bomb"
     BAD_IMAGE_URI = "bad_image_uri"  # an object key S3 would refuse or resolve elsewhere ('..', empty segments)
     S3_REJECTED = "s3_rejected"  # S3 answered 4xx (not throttling) for this object while the store is fine
+    UNPROCESSABLE_RECORD = "unprocessable_record"  # reading the event raised something unforeseen (logged)
     UNPROCESSABLE_IMAGE = "unprocessable_image"  # decoding/preprocessing raised something unforeseen (logged)
     RETRIES_EXHAUSTED = "retries_exhausted"  # this record's own step failed max_attempts times in a row
 

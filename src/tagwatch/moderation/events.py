@@ -123,7 +123,7 @@ def encode(event: _Event, event_type: EventType, *, subject: str | None = None, 
 
 def header_map(headers: list[tuple[str, bytes]] | None) -> dict[str, str]:
     """Headers as text; undecodable header bytes are an error the caller maps to a dead letter."""
-    return {name: value.decode("utf-8") for name, value in (headers or [])}
+    return {name: value.decode("utf-8") if value is not None else "" for name, value in (headers or [])}
 
 
 def parse_json(value: bytes | None) -> dict:
