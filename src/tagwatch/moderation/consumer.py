@@ -32,6 +32,7 @@ from tagwatch.moderation.delivery import Delivery
 from tagwatch.moderation.failures import RecordAttempts
 from tagwatch.moderation.group import GroupWatch, close_member, rebalancing
 from tagwatch.moderation.images import ImageLimits
+from tagwatch.moderation.memory import MemoryKeeper
 from tagwatch.moderation.metrics import StreamMetrics
 from tagwatch.moderation.offsets import PartitionTracker, describe, tp_of
 from tagwatch.moderation.policy import Policy
@@ -92,6 +93,7 @@ class ModerationConsumer:
                  metrics: StreamMetrics | None = None, client_id: str = "tagwatch-moderation") -> None:
         from kafka import KafkaConsumer, KafkaProducer
 
+        self._memory = MemoryKeeper()  # before the clients and pools start their threads
         self.settings = settings
         self.scorer = scorer
         self.options = options or ConsumerOptions()
@@ -157,6 +159,7 @@ class ModerationConsumer:
             while not stop.is_set():
                 polled = self.consumer.poll(timeout_ms=self.options.poll_timeout_ms)
                 records = self.tracker.admit(polled)
+                self._memory.maybe_trim()
                 if polled:
                     last_work = time.monotonic()
                 if records:
