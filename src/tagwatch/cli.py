@@ -264,13 +264,32 @@ def _follow(files: dict[str, Path]) -> None:
 
 
 @stack_app.command("check")
-def stack_check() -> None:
+def stack_check(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: every check's name, ok, seconds, detail.")] = False,
+) -> None:
     """Round trips: S3 put/get/delete and a Kafka produce/consume. Prints OK or what failed (exit 5)."""
     from tagwatch.errors import CheckFailedError
+    from tagwatch.output import emit_json
     from tagwatch.stack import run_checks, with_stack_endpoints
 
     settings = with_stack_endpoints(build_settings())
     results = run_checks(settings)
+    failed = [r.name for r in results if not r.ok]
+    if as_json:
+        emit_json({"ok": not failed, "checks": [{"name": r.name, "ok": r.ok, "seconds": round(r.seconds, 3),
+                                                  "detail": G.redactor.redact(r.detail)} for r in results]})
+    else:
+        _print_checks(settings, results)
+    if failed:
+        raise CheckFailedError(
+            f"{len(failed)} check(s) failed: {', '.join(failed)}",
+            hint="is the stack up? `tagwatch stack status`, then `tagwatch stack logs`",
+        )
+    if not as_json:
+        out.print("[green]OK[/]")
+
+
+def _print_checks(settings, results) -> None:
     table = Table(title=f"stack check (S3 {settings.s3.endpoint_url}, Kafka {settings.kafka.bootstrap_servers})")
     for column in ("check", "result", "time", "detail"):
         table.add_column(column)
@@ -279,13 +298,6 @@ def stack_check() -> None:
             r.name, "[green]OK[/]" if r.ok else "[red]FAIL[/]", f"{r.seconds:.2f}s", G.redactor.redact(r.detail)
         )
     out.print(table)
-    failed = [r.name for r in results if not r.ok]
-    if failed:
-        raise CheckFailedError(
-            f"{len(failed)} check(s) failed: {', '.join(failed)}",
-            hint="is the stack up? `tagwatch stack status`, then `tagwatch stack logs`",
-        )
-    out.print("[green]OK[/]")
 
 
 # -- demo --------------------------------------------------------------------------------------------

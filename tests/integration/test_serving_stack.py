@@ -62,9 +62,10 @@ def test_stack_up_starts_triton_once_production_exists(tmp_path) -> None:
             scores = client.infer(_images())["category_scores"]
         assert scores.shape == (4, 3)
 
-        check = run_cli("stack", "check", env=env)
+        check = run_cli("stack", "check", "--json", env=env)
         assert check.returncode == 0, check.stdout + check.stderr
-        assert "triton infer" in check.stdout and "version 1 scored 1 image" in check.stdout
+        checks = {c["name"]: c for c in json.loads(check.stdout)["checks"]}
+        assert checks["triton infer"]["ok"] and "version 1 scored 1 image" in checks["triton infer"]["detail"]
 
         refused = run_cli("serve", "--ref", str(bad), "--free-ports", env=env)
         assert refused.returncode == 12, refused.stdout + refused.stderr

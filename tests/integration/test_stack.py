@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import psutil
 import pytest
 from pydantic import SecretStr
@@ -48,6 +50,10 @@ def test_cli_status_check_and_idempotent_up(stack_settings):
     check = run_cli("stack", "check", env=env)
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.count("OK") >= 5 and "FAIL" not in check.stdout
+    as_json = run_cli("stack", "check", "--json", env=env)
+    report = json.loads(as_json.stdout)  # plain JSON whatever the terminal width (no rich wrapping)
+    assert as_json.returncode == 0 and report["ok"] and len(report["checks"]) == 4  # S3 x2, Kafka x2 (no Triton)
+    assert all(c["ok"] and c["seconds"] >= 0 for c in report["checks"])
 
 
 def test_secret_never_reaches_output_or_logs(stack_settings):
