@@ -21,8 +21,7 @@ from tests.conftest import make_settings, run_cli, stack_env
 
 
 def _env(settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in stack_env(settings).items() if k != "COLUMNS"}
-    return {**env, **extra}
+    return {**stack_env(settings), **extra}
 
 
 def _alive(procs: list[psutil.Process]) -> list[int]:
