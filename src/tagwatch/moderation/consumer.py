@@ -129,7 +129,6 @@ class ModerationConsumer:
         self.delivery = Delivery(self.producer, self.s3, self.topics, ledger_bucket=settings.s3.buckets.ledger,
                                  max_request_bytes=settings.kafka.max_request_bytes, pool=self._io_pool,
                                  metrics=self.metrics, stats=self.stats)
-        self.ledger = self.delivery.ledger
         self._deliver_pool = ThreadPoolExecutor(1, thread_name_prefix="deliver")
         self.attempts = RecordAttempts(self.options.max_record_attempts)
         self._undecided_since: dict = {}  # partition -> (monotonic time, first undecided offset)
