@@ -1,7 +1,7 @@
 """JSON Schemas of the moderation stream's events, generated from the pydantic models (one definition).
 
 Also the data seam's manifest, vocabulary and shard sample. (tagwatch.data.schemas renders the post record and
-dedup report the same way; the policy's schema is schemas/policy.v1.json, written by hand next to the trainer's
+dedup report the same way; the policy's schemas are schemas/policy.v1.json and v2, written by hand next to the trainer's
 calibration.)
 
 `python -m tagwatch.schemas` rewrites schemas/; a test fails when the committed files drift from the models.

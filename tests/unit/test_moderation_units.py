@@ -82,28 +82,6 @@ def test_our_binary_mode_is_what_the_cloudevents_sdk_reads():
     assert event["subject"] == "p1" and event.data["post_id"] == "p1"
 
 
-def test_the_stream_reads_the_policy_the_trainer_calibrates():
-    """One policy file, two readers: the trainer's decide() and the consumer's must agree on every score."""
-    from tagwatch.train.policy import build_policy
-    from tagwatch.train.policy import decide as train_decide
-
-    rng = np.random.default_rng(0)
-    targets = (rng.random((400, 2)) < 0.3).astype(np.float32)
-    scores = np.clip(targets * 0.6 + rng.random((400, 2)) * 0.5, 0, 1).astype(np.float32)
-    policy_dict = build_policy(scores=scores, targets=targets, category_names=["weapons", "alcohol"],
-                               target_precision=0.95, target_recall=0.9, model={"run_id": "r1"},
-                               calibration={"split": "val", "samples": 400}, version="policy-r1")
-    policy = Policy.model_validate(policy_dict)
-    rank = {"allow": 0, "review": 1, "remove": 2}
-    for c, name in enumerate(["weapons", "alcohol"]):
-        rule = policy_dict["categories"][name]
-        expected = train_decide(scores[:, c], remove_threshold=rule["remove_threshold"],
-                                review_threshold=rule["review_threshold"])
-        for row, want in zip(scores, expected):
-            action, _ = decide({name: float(row[c])}, policy)
-            assert rank[action] == int(want), (row[c], action, want)
-
-
 def test_a_null_header_value_is_a_typed_dead_letter_not_a_crash():
     """Kafka allows null header values (Java, librdkafka clients send them; kafka-python's producer cannot)."""
     post = PostCreated(post_id="p1", author_id="a", created_at="2026-01-01T00:00:00Z",

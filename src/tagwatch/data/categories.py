@@ -29,6 +29,8 @@ class Category(BaseModel):
     exclude: list[str] = Field(
         default_factory=list, description="keywords that never count, whatever WordNet's first sense says"
     )
+    severity: float = Field(default=1.0, ge=0, description="weight of this category's recall when the policy "
+                            "shares the review budget (train/operating_points.py)")
 
 
 class Categories(BaseModel):

@@ -85,6 +85,15 @@ class SourceInfo(_Model):
     posts: int
 
 
+class SplitRates(_Model):
+    """The share of posts the build assigns to each split, for posts in a moderation category (``positive``) and
+    in none (``negative``). Val and holdout over-sample positives; weighting a split's posts by 1/rate estimates
+    figures for the traffic as it arrives (``tagwatch.train.population``)."""
+
+    positive: dict[Split, float]
+    negative: dict[Split, float]
+
+
 class DatasetManifest(_Model):
     schema_version: int = MANIFEST_SCHEMA_VERSION
     name: str
@@ -101,6 +110,7 @@ class DatasetManifest(_Model):
     image_size: int = 256
     splits: dict[Split, SplitInfo]
     sampling: Literal["sqrt", "natural"] = "sqrt"
+    split_rates: SplitRates | None = Field(default=None, description="split assignment rates (None: older builds)")
     content_hash: str = Field(default="", description="sha256 of the canonical JSON of all other fields but created_at")
 
     def compute_hash(self) -> str:

@@ -18,7 +18,7 @@ from tagwatch.demo.progress import DemoProgress
 from tagwatch.demo.summary import summarize, thresholds_of
 from tagwatch.demo.training import run_training
 from tagwatch.errors import CheckFailedError
-from tagwatch.train.transfer import OTHER_CATEGORY
+from tagwatch.train.policy_step import OTHER_CATEGORY
 from tagwatch.settings import Settings
 
 

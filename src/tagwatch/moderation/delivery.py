@@ -19,6 +19,7 @@ from tagwatch.moderation.deadletter import build_dead_letter
 from tagwatch.moderation.events import EventType, encode
 from tagwatch.moderation.failures import classify_s3_error
 from tagwatch.moderation.ledger import Ledger
+from tagwatch.moderation.policy import monitor_hits
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class Delivery:
             raise RetryableError(f"produce failed: {type(error).__name__}: {str(error)[:200]}") from error
         for decision in decisions:
             self.metrics.decided.labels(action=decision.action).inc()
+            for category in monitor_hits(decision.reasons):
+                self.metrics.monitor_hits.labels(category=category).inc()
             self.metrics.e2e_latency.observe(decision.latency_ms / 1000)
         for item in poisoned:
             self.metrics.dead_lettered.labels(reason=item.poison.reason).inc()

@@ -17,6 +17,8 @@ class StreamMetrics:
         r = self.registry
         self.consumed = Counter("tagwatch_records_consumed", "records polled from the posts topic", registry=r)
         self.decided = Counter("tagwatch_decisions", "decisions produced", ["action"], registry=r)
+        self.monitor_hits = Counter("tagwatch_monitor_hits", "posts a monitor-mode category would have flagged "
+                                    "(never actioned)", ["category"], registry=r)
         self.dead_lettered = Counter("tagwatch_dead_letters", "records sent to the DLQ", ["reason"], registry=r)
         self.retries = Counter("tagwatch_batch_retries", "batches retried after transient errors", ["cause"], registry=r)
         self.batch_size = Histogram("tagwatch_batch_size", "records per processed batch",

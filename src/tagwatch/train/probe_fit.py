@@ -61,12 +61,29 @@ def fit_linear_probe(features: torch.Tensor, targets: torch.Tensor, *, l2: float
 
 
 def fit_probe_head(model: nn.Module, batches: Iterable[dict[str, Any]], *, device: str, l2: float,
-                   max_iter: int = 200) -> dict[str, float]:
-    """Extract training features once, fit ``category_head`` and ``hashtag_head`` (sigmoid per hashtag, so the
-    served hashtag logits are trained too), write them; returns timings and the final losses."""
+                   max_iter: int = 200, extra: Iterable[dict[str, Any]] | None = None,
+                   crossfit_folds: int = 0, seed: int = 0) -> dict[str, Any]:
+    """Extract features once, fit ``category_head`` and ``hashtag_head`` (sigmoid per hashtag, so the served
+    hashtag logits are trained too), write them; returns timings and the final losses.
+
+    ``extra``: more batches fitted with ``batches`` (val, when the policy is cross-fitted). ``crossfit_folds`` > 1:
+    also return ``calibration`` = out-of-fold category scores of every fitted image (each scored by a head fitted
+    without its fold), its targets and which input it came from (0: ``batches``, 1: ``extra``)."""
     tick = time.perf_counter()
     features, targets = extract_features(model, batches, device=device)
+    origin = torch.zeros(len(features), dtype=torch.long)
+    if extra is not None:
+        more, more_targets = extract_features(model, extra, device=device)
+        features = torch.cat([features, more])
+        targets = {name: torch.cat([targets[name], more_targets[name]]) for name in targets}
+        origin = torch.cat([origin, torch.ones(len(more), dtype=torch.long)])
     extracted = time.perf_counter()
+    out: dict[str, Any] = {}
+    if crossfit_folds > 1:
+        out["calibration"] = {"scores": out_of_fold_scores(features, targets["categories"], folds=crossfit_folds,
+                                                           l2=l2, max_iter=max_iter, seed=seed).numpy(),
+                              "targets": targets["categories"].numpy(), "origin": origin.numpy()}
+    crossfitted = time.perf_counter()
     losses = {}
     for name, head in (("categories", model.category_head), ("hashtags", model.hashtag_head)):
         weight, bias, info = fit_linear_probe(features, targets[name], l2=l2, max_iter=max_iter)
@@ -75,15 +92,31 @@ def fit_probe_head(model: nn.Module, batches: Iterable[dict[str, Any]], *, devic
             head.bias.copy_(bias[: head.out_features].to(head.bias.device))
         losses[f"{name}_final_loss"] = info["final_loss"]
     done = time.perf_counter()
-    log.info("lbfgs probe: %d images, features in %.1fs, fit in %.1fs, losses %s", len(features),
-             extracted - tick, done - extracted, {k: round(v, 4) for k, v in losses.items()})
-    return {"images": float(len(features)), "extract_s": extracted - tick, "fit_s": done - extracted, **losses}
+    log.info("lbfgs probe: %d images, features in %.1fs, cross-fit in %.1fs, fit in %.1fs, losses %s", len(features),
+             extracted - tick, crossfitted - extracted, done - crossfitted, {k: round(v, 4) for k, v in losses.items()})
+    return {"images": float(len(features)), "extract_s": extracted - tick, "crossfit_s": crossfitted - extracted,
+            "fit_s": done - crossfitted, **losses, **out}
+
+
+def out_of_fold_scores(features: torch.Tensor, targets: torch.Tensor, *, folds: int, l2: float, max_iter: int,
+                       seed: int) -> torch.Tensor:
+    """Sigmoid category scores of each image from a probe fitted on the other folds (cross-fitting): scores the
+    final head never trained on, with as many calibration positives as the fitted splits hold."""
+    generator = torch.Generator().manual_seed(seed)
+    fold = torch.randperm(len(features), generator=generator) % folds
+    scores = torch.zeros(targets.shape, dtype=torch.float32)
+    for k in range(folds):
+        held = fold == k
+        weight, bias, _ = fit_linear_probe(features[~held], targets[~held], l2=l2, max_iter=max_iter)
+        scores[held] = torch.sigmoid(features[held] @ weight.T + bias)
+    return scores
 
 
 def fit_and_save_probe(*, model: nn.Module, dataset, preset, info, state, store, loop, l2: float,
-                       resume: bool) -> dict[str, Any]:
+                       resume: bool, crossfit_folds: int = 0, seed: int = 0) -> dict[str, Any]:
     """Fit the heads on cached features of the frozen backbone and write one checkpoint (step 0); the summary
-    ``run_training`` would return. One process, no resume (the fit takes seconds)."""
+    ``run_training`` would return. One process, no resume (the fit takes seconds). With ``crossfit_folds`` > 1
+    the heads are fitted on train + val and the summary carries the out-of-fold ``calibration`` scores."""
     from tagwatch.errors import ConfigError
     from tagwatch.train.data import StreamConfig
     from tagwatch.train.loop import save_checkpoint
@@ -93,13 +126,20 @@ def fit_and_save_probe(*, model: nn.Module, dataset, preset, info, state, store,
         raise ConfigError("the lbfgs solver runs in one process and cannot resume",
                           hint="drop --nproc/--resume (the fit takes seconds) or use the sgd solver")
     model.to(info.device)
-    batches = dataset.stream(split="train", preset=preset, config=StreamConfig(batch_size=64, train=False))
-    fit = fit_probe_head(model, batches, device=info.device, l2=l2)
+    eval_config = StreamConfig(batch_size=64, train=False)
+    batches = dataset.stream(split="train", preset=preset, config=eval_config)
+    extra = dataset.stream(split="val", preset=preset, config=eval_config) if crossfit_folds > 1 else None
+    fit = fit_probe_head(model, batches, device=info.device, l2=l2, extra=extra, crossfit_folds=crossfit_folds,
+                         seed=seed)
+    calibration = fit.pop("calibration", None)
     state.metrics.update({"probe_solver": "lbfgs", **fit})
     optimizer = create_optimizer(model, lr=loop.lr, momentum=loop.momentum, weight_decay=loop.weight_decay)
     scheduler = create_scheduler(optimizer, total_steps=max(1, loop.total_steps), warmup_steps=0,
                                  schedule=loop.schedule)
     save_checkpoint(model=model, optimizer=optimizer, scheduler=scheduler, step=0, info=info, state=state, store=store,
                     loop=loop)
-    return {"steps": 0, "start_step": 0, "stopped_early": False, "world_size": info.world_size, "probe_solver": "lbfgs",
-            **fit}
+    summary = {"steps": 0, "start_step": 0, "stopped_early": False, "world_size": info.world_size,
+               "probe_solver": "lbfgs", **fit}
+    if calibration is not None:
+        summary["calibration"] = calibration
+    return summary

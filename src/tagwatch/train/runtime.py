@@ -8,7 +8,7 @@ import os
 import random
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ class DatasetHandle:
     reader: ShardReader
     uri: str
     eval_duplicates: frozenset[str] = frozenset()
+    severity: dict[str, float] = field(default_factory=dict)  # categories.yaml `severity` per category
 
     def stream(self, *, split: str, preset: Preset, config: StreamConfig) -> ShardStream:
         return ShardStream(reader=self.reader, shards=shard_paths(self.manifest, split), num_labels=self.manifest.num_labels,
@@ -66,7 +67,20 @@ def open_dataset(spec: str, *, settings: Settings, synthetic_labels: int = 16, s
     expected = {s.path: s.sha256 for split in manifest.splits.values() for s in split.shards}
     reader = S3ShardReader(s3=settings.s3, bucket=bucket, prefix=f"{name}/{version}", expected_sha256=expected)
     duplicates = read_eval_duplicates(settings=settings, bucket=bucket, prefix=f"{name}/{version}", manifest=manifest)
-    return DatasetHandle(manifest, vocabulary, reader, f"s3://{bucket}/{name}/{version}", duplicates)
+    return DatasetHandle(manifest, vocabulary, reader, f"s3://{bucket}/{name}/{version}", duplicates,
+                         read_severity(settings=settings, bucket=bucket, prefix=f"{name}/{version}", manifest=manifest))
+
+
+def read_severity(*, settings: Settings, bucket: str, prefix: str, manifest: DatasetManifest) -> dict[str, float]:
+    """Each category's ``severity`` from the dataset's own categories.yaml (what the build used)."""
+    import yaml
+
+    from tagwatch.clients import s3_client
+
+    raw = s3_client(settings.s3).get_object(Bucket=bucket, Key=f"{prefix}/{manifest.categories.path}")["Body"].read()
+    document = yaml.safe_load(raw) or {}
+    return {name: float(spec.get("severity", 1.0)) for name, spec in (document.get("categories") or {}).items()
+            if isinstance(spec, dict)}
 
 
 def read_eval_duplicates(*, settings: Settings, bucket: str, prefix: str, manifest: DatasetManifest) -> frozenset[str]:

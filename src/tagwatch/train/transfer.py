@@ -1,7 +1,9 @@
 """`tagwatch train transfer`: from a pretrained checkpoint (or from scratch, the baseline), train the moderation
-categories (multi-label, one sigmoid each) by linear probe (frozen backbone) or full fine-tune; calibrate
-per-category thresholds on ``val`` to a target precision (remove) and recall (review) -> ``policy.json``;
-evaluate on ``holdout`` -> metrics.json, pr_curves.png, confusion.png.
+categories (multi-label, one sigmoid each) by linear probe (frozen backbone) or full fine-tune; choose the policy's
+operating points under constraints (a shared review budget, auto-remove only where the precision's CI lower bound
+reaches the target, monitor mode without enough positives; ``operating_points.py``) on scores the heads did not
+train on (val, or out-of-fold scores of train + val with the lbfgs probe) -> ``policy.json``; evaluate on
+``holdout`` -> metrics.json, pr_curves.png, confusion.png.
 """
 
 from __future__ import annotations
@@ -23,11 +25,10 @@ from tagwatch.train.evaluate import predict
 from tagwatch.train.loop import LoopConfig, RunState, TrainTask, install_sigterm_handler, run_training, write_json
 from tagwatch.train.models import ARCHS, create_model, create_model_from_config, model_config
 from tagwatch.train.optim import SCHEDULES, scaled_lr
-from tagwatch.train.policy import build_policy
+from tagwatch.train.policy_step import calibration_mode, make_policy
 from tagwatch.train.report import clean_json, write_report
 
 log = logging.getLogger("tagwatch.train")
-OTHER_CATEGORY = "other"  # the data build's "no moderation category applies" (categories.yaml `other`): never flagged
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,11 @@ class TransferConfig:
     shuffle_size: int = 256
     sampling: str = "natural"
     seed: int = 0
-    target_precision: float = 0.95
-    target_recall: float = 0.90
+    review_budget: float = 0.05
+    remove_precision: float = 0.95
+    confidence: float = 0.95
+    calibration: str = "auto"
+    crossfit_folds: int = 5
     checkpoint_every: int = 0
     checkpoint_root: str | None = None
     run_id: str | None = None
@@ -70,7 +74,7 @@ class TransferConfig:
     eval_samples: int = 0
     fashion_mnist_dir: str | None = None
     probe_solver: str = "sgd"
-    min_calibration_positives: int = 3
+    min_calibration_positives: int = 10
     probe_l2: float = 1e-3
 
 
@@ -92,8 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-solver", default="sgd", choices=("sgd", "lbfgs"),
                    help="probe only; lbfgs: backbone features once per train image (no augmentation), then a "
                    "full-batch L-BFGS logistic regression to convergence (seconds; --steps/--lr unused; one process)")
-    p.add_argument("--min-calibration-positives", type=int, default=3,
-                   help="a category with fewer val positives is never flagged (too few to place a threshold)")
+    p.add_argument("--min-calibration-positives", type=int, default=10,
+                   help="a category with fewer calibration positives is put in monitor mode (scored, never actioned)")
+    p.add_argument("--review-budget", type=float, default=0.05,
+                   help="largest share of all posts the policy may send to review, shared by all categories")
+    p.add_argument("--remove-precision", type=float, default=0.95,
+                   help="auto-remove only where the lower CI bound of precision reaches this")
+    p.add_argument("--confidence", type=float, default=0.95, help="confidence level of every interval")
+    p.add_argument("--calibration", default="auto", choices=("auto", "val", "crossfit"),
+                   help="scores the policy is calibrated on: val, or out-of-fold scores of train+val (lbfgs probe "
+                   "only; the heads are then fitted on train+val). auto: crossfit with the lbfgs probe, else val")
+    p.add_argument("--crossfit-folds", type=int, default=5, help="folds for --calibration crossfit")
     p.add_argument("--probe-l2", type=float, default=1e-3, help="lbfgs probe: L2 on the standardised-feature weights")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=0)
@@ -108,8 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shuffle-size", type=int, default=256)
     p.add_argument("--sampling", default="natural", choices=("sqrt", "natural"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--target-precision", type=float, default=0.95, help="remove threshold: precision >= this")
-    p.add_argument("--target-recall", type=float, default=0.90, help="review threshold: recall >= this")
     p.add_argument("--checkpoint-every", type=int, default=0)
     p.add_argument("--checkpoint-root", default=None)
     p.add_argument("--run-id", default=None)
@@ -205,27 +216,29 @@ def _transfer(cfg: TransferConfig, info) -> dict:
                       calibrate_steps=cfg.calibrate_steps, progress=cfg.progress)
     task = TrainTask(kind=cfg.mode, target="categories", head="category", loss="sigmoid",
                      freeze_backbone=cfg.mode == "probe")
+    calibration = calibration_mode(calibration=cfg.calibration, mode=cfg.mode, probe_solver=cfg.probe_solver)
     if cfg.mode == "probe" and cfg.probe_solver == "lbfgs":
         from tagwatch.train.probe_fit import fit_and_save_probe
 
         summary = fit_and_save_probe(model=model, dataset=dataset, preset=preset, info=info, state=state, store=store,
-                                     loop=loop, l2=cfg.probe_l2, resume=bool(cfg.resume))
+                                     loop=loop, l2=cfg.probe_l2, resume=bool(cfg.resume),
+                                     crossfit_folds=cfg.crossfit_folds if calibration == "crossfit" else 0,
+                                     seed=cfg.seed)
     else:
         summary = run_training(model=model, task=task, loop=loop, info=info, state=state, store=store,
                                make_dataset=make_dataset, output_dir=output_dir, resume=resume, image_size=preset.crop)
+    crossfit = summary.pop("calibration", None)  # out-of-fold scores (arrays): the policy's, not the summary's
     checkpoint_uri = store.uri(f"step-{summary['steps']:07d}.pt")
     result: dict = {"run_id": run_id, "checkpoint": checkpoint_uri, "train": summary}
     if info.is_main and not summary["stopped_early"]:
         eval_config = StreamConfig(batch_size=64, train=False)
-        val = predict(model, dataset.stream(split="val", preset=preset, config=eval_config), device=info.device)
-        policy = build_policy(
-            scores=val.category_scores, targets=val.category_targets, category_names=categories,
-            target_precision=cfg.target_precision, target_recall=cfg.target_recall,
-            model={"run_id": run_id, "checkpoint": checkpoint_uri, "manifest_hash": dataset.manifest.content_hash,
-                   "vocabulary_version": dataset.manifest.vocabulary_version, "registry_version": None},
-            calibration={"dataset": dataset.uri, "split": "val", "images": len(val.keys)},
-            version=cfg.policy_version or f"policy-{run_id}", never_flag=frozenset({OTHER_CATEGORY}),
-            min_positives=cfg.min_calibration_positives)
+        val = None if crossfit is not None else predict(
+            model, dataset.stream(split="val", preset=preset, config=eval_config), device=info.device)
+        policy = make_policy(
+            cfg=cfg, dataset=dataset, categories=categories, crossfit=crossfit, val=val,
+            model_ref={"run_id": run_id, "checkpoint": checkpoint_uri, "manifest_hash": dataset.manifest.content_hash,
+                       "vocabulary_version": dataset.manifest.vocabulary_version, "registry_version": None},
+            version=cfg.policy_version or f"policy-{run_id}")
         policy = clean_json(policy)
         write_json(output_dir / "policy.json", policy)
         store.put_json("policy.json", policy)
