@@ -154,7 +154,8 @@ def calibrate(scores: np.ndarray, targets: np.ndarray, names: list[str], *, cons
             "recall": weighted_proportion(caught[targets[:, j]], confidence=c.confidence).to_dict(),
             "share": float(weights[own & reviewed].sum() / weights.sum()),
             "reason": ("the budget bought recall here" if taken[j] else
-                       "no step within the review budget caught a positive of this category"),
+                       "not needed: every calibration positive is removed" if caught.sum() == targets[:, j].sum()
+                       else "the review budget bought more recall elsewhere (or is spent)"),
         }
         if not entry["remove"]["enabled"] and not taken[j]:
             entry["reason"] = "acts, but neither removal nor review qualified: " + entry["remove"]["reason"]
