@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from tagwatch.demo import stages
 from tagwatch.demo.progress import DemoProgress
+from tagwatch.demo.console import print_summary
+from tagwatch.demo.holdout import holdout_figures
 from tagwatch.demo.summary import summarize, thresholds_of
 from tagwatch.demo.training import run_training
 from tagwatch.errors import CheckFailedError
@@ -89,10 +90,12 @@ def run_demo(base: Settings, *, quick: bool, report_dir: Path, fresh: bool = Fal
         policy = stages.read_policy(settings, version=outcome.model_version)
         thresholds = thresholds_of(policy)
         summary = summarize(published=published, decisions=decisions, dead_letters=dict(dlq.found),
-                            categories=[c for c in outcome.categories if c != OTHER_CATEGORY], thresholds=thresholds,
                             publish_started=publish_started,
                             model={"name": outcome.model_name, "version": outcome.model_version,
                                    "policy_version": policy.get("version")})
+        summary.update(holdout_figures(published=published, decisions=decisions, policy=policy,
+                                       categories=[c for c in outcome.categories if c != OTHER_CATEGORY],
+                                       manifest=stages.read_dataset_manifest(settings, dataset=outcome.dataset)))
         summary.update({
             "mode": mode, "dataset": outcome.dataset, "run_tag": run_tag, "reused": outcome.reused,
             "ingest": {"ingested": ingest.ingested, "already_there": ingest.already_there, "posts_total": ingest.posts_total,
@@ -136,41 +139,3 @@ def _rewrite_times(report_dir: Path, summary: dict[str, Any]) -> None:
     data = json.loads(path.read_text())
     data.update({"stage_seconds": summary["stage_seconds"], "wall_seconds": summary["wall_seconds"]})
     path.write_text(json.dumps(data, indent=1))
-
-
-def _f(value: Any, digits: int = 3) -> str:
-    return "–" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
-
-
-def print_summary(console: Console, summary: dict[str, Any]) -> None:
-    s = summary
-    stream = Table(title=f"tagwatch demo ({s['mode']}): {s['model']['name']} v{s['model']['version']}, "
-                         f"wall time {s['wall_seconds']:.0f}s")
-    stream.add_column("stream")
-    stream.add_column("value", justify="right")
-    stream.add_row("posts published", str(s["posts_published"]))
-    stream.add_row("decided", str(s["decided"]))
-    stream.add_row("dead-lettered", str(s["dead_lettered"]))
-    stream.add_row("lost", ("[green]0[/]" if not s["lost"] else f"[red]{s['lost']}[/]"))
-    for action, n in s["decisions_by_action"].items():
-        stream.add_row(f"  {action}", str(n))
-    for reason, n in s["dlq_by_reason"].items() or {"(none)": 0}.items():
-        stream.add_row(f"  DLQ {reason}", str(n))
-    stream.add_row("throughput", f"{_f(s['throughput_posts_s'], 1)} posts/s")
-    stream.add_row("latency p50 / p99", f"{_f(s['latency_ms']['p50'], 0)} / {_f(s['latency_ms']['p99'], 0)} ms")
-    console.print(stream)
-    quality = Table(title="precision / recall per category vs held-out labels (flagged = review or remove)")
-    for column in ("category", "positives", "flagged", "precision", "chance", "recall", "chance", "AP", "chance"):
-        quality.add_column(column, justify="right")
-    for c in s["per_category"].values():
-        quality.add_row(c["category"], str(c["positives"]), str(c["flagged"]), _f(c["precision"]),
-                        _f(c["chance_precision"]), _f(c["recall"]), _f(c["chance_recall"]), _f(c["ap"]), _f(c["base_rate"]))
-    console.print(quality)
-    times = Table(title="stage times (s)")
-    times.add_column("stage")
-    times.add_column("seconds", justify="right")
-    for name, seconds in s["stage_seconds"].items():
-        times.add_row(name, f"{seconds:.1f}")
-    for name, seconds in s["training"]["step_seconds"].items():
-        times.add_row(f"  training: {name}", f"{seconds:.1f}")
-    console.print(times)

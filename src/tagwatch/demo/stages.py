@@ -329,3 +329,13 @@ def read_policy(settings: Settings, *, version: int) -> dict[str, Any]:
     registry = open_registry(settings)
     body = registry.s3.get_object(Bucket=registry.bucket, Key=f"{registry.version_prefix(version)}/policy.json")["Body"].read()
     return json.loads(body)
+
+
+def read_dataset_manifest(settings: Settings, *, dataset: str):
+    """The ``name/version`` dataset's manifest (its ``split_rates`` weight the holdout figures)."""
+    from tagwatch.clients import s3_client
+    from tagwatch.data.shards import read_manifest
+
+    name, _, version = dataset.partition("/")
+    return read_manifest(client=s3_client(settings.s3), bucket=settings.s3.buckets.datasets, name=name,
+                         version=version or None)
