@@ -9,8 +9,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from tagwatch.demo.holdout import holdout_figures
 from tagwatch.demo.report import choose_examples, render_html, verify_report, write_report
 from tagwatch.demo.summary import PublishedPost, summarize
+from tests.unit.demo_holdout_case import MANIFEST, build_case
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -30,8 +32,11 @@ def _run(n: int = 12):
         decisions[pid] = {"action": action, "scores": {"weapons": 1 - i / n}, "latency_ms": 10.0 + i,
                           "decided_at": T0.replace(second=i % 60).isoformat()}
     thresholds = {"weapons": {"remove": 0.9, "review": 0.5}}
-    summary = summarize(published=published, decisions=decisions, dead_letters={}, categories=["weapons"],
-                        thresholds=thresholds, publish_started=T0, model={"name": "m<b>", "version": 1})
+    policy = {"version": "p1", "categories": {"weapons": {"remove_threshold": 0.9, "review_threshold": 0.5}}}
+    summary = summarize(published=published, decisions=decisions, dead_letters={}, publish_started=T0,
+                        model={"name": "m<b>", "version": 1})
+    summary.update(holdout_figures(published=published, decisions=decisions, categories=["weapons"], policy=policy,
+                                   resamples=50))
     summary.update({"mode": "quick", "dataset": "hashtags/v1", "stage_seconds": {"ingest": 1.0},
                     "training": {"step_seconds": {"pretrain": 2.0}}, "reused": ["dataset <v1>"]})
     return published, decisions, thresholds, summary
@@ -53,6 +58,31 @@ def test_write_report_is_self_contained_and_verified(tmp_path: Path) -> None:
     assert (out / "training-training_curves.png").is_file() and not (out / "training-zipf.png").exists()
     assert len(list((out / "examples").glob("*.jpg"))) == len(published)  # fewer than the 24-example limit
     assert (out / "summary.json").is_file()
+
+
+def write_test_report(tmp_path: Path, summary: dict) -> Path:
+    """The constructed run of demo_holdout_case.py written as a report; returns its directory."""
+    published, decisions, _ = build_case()
+    images = {p.image_uri: _jpeg((10 * i, 0, 0)) for i, p in enumerate(published)}
+    out = tmp_path / "report"
+    write_report(out_dir=out, summary=summary, published=published, decisions=decisions, manifest=MANIFEST,
+                 thresholds={"weapons": {"remove": 0.9, "review": 0.5}, "alcohol": {"remove": 2.0, "review": 2.0}},
+                 training_plots={}, fetch_image=images.__getitem__)
+    return out
+
+
+def test_report_shows_operating_points_per_acting_category_and_the_monitor_list(tmp_path: Path) -> None:
+    from tests.unit.test_demo_holdout import _summary
+
+    out = write_test_report(tmp_path, _summary())
+    assert verify_report(out) == []
+    text = (out / "index.html").read_text()
+    assert (out / "operating-point-00-weapons.png").is_file()  # acting: plotted
+    assert not list(out.glob("operating-point-01-*"))  # alcohol monitors: listed, not plotted
+    assert 'src="operating-point-00-weapons.png"' in text and "Monitor mode" in text
+    assert "<b>alcohol</b>: 2 hits" in text and "calibration positives" in text
+    assert "review rate, natural traffic (est.)" in text and "0.43 [" in text  # weapons precision with its CI
+    assert Image.open(out / "operating-point-00-weapons.png").format == "PNG"
 
 
 def test_verify_report_finds_what_is_broken(tmp_path: Path) -> None:

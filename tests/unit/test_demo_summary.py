@@ -1,4 +1,5 @@
-"""The demo's summary figures from plain data: counts, nothing lost unnoticed, precision/recall and chance."""
+"""The demo's stream summary from plain data: counts, nothing lost unnoticed, throughput and latency (the figures on
+the held-out labels: test_demo_holdout.py)."""
 
 from __future__ import annotations
 
@@ -35,42 +36,22 @@ def _posts() -> tuple[list[PublishedPost], dict[str, dict], dict[str, str]]:
 
 def test_counts_and_nothing_lost_unnoticed() -> None:
     published, decisions, dlq = _posts()
-    s = summarize(published=published, decisions=decisions, dead_letters=dlq, categories=["weapons", "alcohol"],
-                  thresholds=THRESHOLDS, publish_started=T0, model={"name": "m", "version": 3})
-    assert (s["posts_published"], s["decided"], s["dead_lettered"], s["lost"]) == (8, 6, 1, 1)
+    s = summarize(published=published, decisions=decisions, dead_letters=dlq, publish_started=T0,
+                  model={"name": "m", "version": 3})
+    assert (s["posts"], s["decided"], s["dead_lettered"], s["lost"]) == (8, 6, 1, 1)
     assert s["lost_post_ids"] == ["p7.r"]
-    assert s["decisions_by_action"] == {"allow": 2, "review": 3, "remove": 1}
+    assert s["actions"] == {"allow": 2, "review": 3, "remove": 1}
     assert s["dlq_by_reason"] == {"undecodable_image": 1}  # another run's dead letter is not ours
     assert s["throughput_posts_s"] == pytest.approx(6 / 4)
     assert s["latency_ms"]["p50"] == pytest.approx(350)
 
 
-def test_precision_recall_and_chance_per_category() -> None:
-    published, decisions, dlq = _posts()
-    s = summarize(published=published, decisions=decisions, dead_letters=dlq, categories=["weapons", "alcohol"],
-                  thresholds=THRESHOLDS, publish_started=T0, model={})
-    w = s["per_category"]["weapons"]
-    # decided posts p0..p5: weapons positives p0, p1; flagged (>= 0.5) p0, p1, p2
-    assert (w["posts"], w["positives"], w["flagged"], w["true_positives"]) == (6, 2, 3, 2)
-    assert w["precision"] == pytest.approx(2 / 3) and w["recall"] == 1.0
-    assert w["chance_precision"] == pytest.approx(2 / 6) and w["chance_recall"] == pytest.approx(3 / 6)
-    assert w["precision_lift"] == pytest.approx(2.0) and w["recall_lift"] == pytest.approx(2.0)
-    assert (w["removed"], w["remove_precision"], w["remove_recall"]) == (1, 1.0, 0.5)
-    assert w["confusion"] == [[3, 1, 0], [0, 1, 1]]  # rows neg/pos, columns none/review/remove
-    assert w["ap"] == pytest.approx(1.0)  # both positives have the top scores
-    a = s["per_category"]["alcohol"]
-    assert (a["positives"], a["flagged"], a["precision"], a["recall"]) == (1, 1, 1.0, 1.0)
-    assert a["remove_precision"] is None  # never removes: no precision to speak of
-
-
-def test_no_positives_gives_none_not_a_crash() -> None:
+def test_one_instant_gives_no_rate_not_a_crash() -> None:
     published = [PublishedPost("a", "a", ["other"], "s3://p/a")]
     decisions = {"a": _decision("allow", {"weapons": 0.1}, after_s=0, latency_ms=5)}
-    s = summarize(published=published, decisions=decisions, dead_letters={}, categories=["weapons"],
-                  thresholds={"weapons": {"remove": 0.9, "review": 0.5}}, publish_started=T0, model={})
-    w = s["per_category"]["weapons"]
-    assert (w["recall"], w["precision"], w["ap"], w["base_rate"]) == (None, None, None, 0.0)
+    s = summarize(published=published, decisions=decisions, dead_letters={}, publish_started=T0, model={})
     assert s["throughput_posts_s"] is None  # one instant: no rate
+    assert (s["posts"], s["decided"], s["actions"]["allow"]) == (1, 1, 1)
 
 
 def test_levels_follow_the_policy_rule() -> None:

@@ -1,5 +1,6 @@
 """The demo's figures (matplotlib, Agg): training curves, hashtag Zipf plot, the stream's PR curves and confusion
-matrix against the held-out labels, post-to-decision latency and decisions over time."""
+matrix against the held-out labels, an operating-point plot per acting category, post-to-decision latency and
+decisions over time."""
 
 from __future__ import annotations
 
@@ -153,4 +154,42 @@ def plot_throughput(decided_at_s: list[float], *, path: Path) -> Path:
     axis.set_xlabel("seconds since the first post was published")
     axis.set_ylabel("decisions / s")
     axis.set_title("stream throughput", fontsize=10)
+    return _save(figure, path)
+
+
+def plot_operating_point(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None, *, name: str,
+                         entry: dict[str, Any], budget: float | None, path: Path) -> Path:
+    """One acting category on the holdout: its PR curve (precision population-weighted, as reported), the chosen
+    review and remove points and the point where it alone would spend the whole review budget, each with its
+    precision and recall CIs as error bars; the prevalence (chance precision) as a dotted line."""
+    from tagwatch.demo.holdout import weighted_pr_curve
+
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5.2, 4.0))
+    labels = np.asarray(labels, dtype=bool)
+    if labels.any():
+        precision, recall, _ = weighted_pr_curve(scores, labels, weights)
+        axis.plot(np.r_[0.0, recall], np.r_[precision[0], precision], drawstyle="steps-post", color="tab:blue",
+                  label="PR curve (holdout)")
+    if entry.get("chance") is not None:
+        axis.axhline(entry["chance"], linestyle=":", color="grey", label=f"chance {entry['chance']:.3f}")
+    budget_label = "budget point" + (f" ({100 * budget:.0f} % of posts)" if budget is not None else "")
+    for key, marker, colour, label in (("review", "o", "tab:orange", "review point"),
+                                       ("remove", "v", "tab:red", "remove point"),
+                                       ("budget", "s", "tab:green", budget_label)):
+        point = entry.get("points", {}).get(key)
+        if not point or point["precision"]["value"] is None or point["recall"]["value"] is None:
+            continue
+        p, r = point["precision"], point["recall"]
+        axis.errorbar(r["value"], p["value"], fmt=marker, color=colour, capsize=3, label=label,
+                      xerr=[[r["value"] - r["low"]], [r["high"] - r["value"]]],
+                      yerr=[[p["value"] - p["low"]], [p["high"] - p["value"]]])
+    ap = entry.get("ap", {}).get("value")
+    axis.set_title(f"{name}: {entry.get('positives', 0)} positives, AP "
+                   + ("–" if ap is None else f"{ap:.2f}"), fontsize=10)
+    axis.set_xlabel("recall (held-out positives)")
+    axis.set_ylabel("precision" + (" (natural traffic est.)" if weights is not None else " (as sampled)"))
+    axis.set_xlim(0, 1.02)
+    axis.set_ylim(0, 1.02)
+    axis.legend(loc="lower left", fontsize=7)
     return _save(figure, path)

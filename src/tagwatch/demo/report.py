@@ -8,12 +8,14 @@ from __future__ import annotations
 import html
 import io
 import json
+import re
 import shutil
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+from tagwatch.demo.console import fmt_ci, fmt_rate_ci, overall_rows
 from tagwatch.demo.summary import PublishedPost, category_levels
 
 EXAMPLES_DIR = "examples"
@@ -102,20 +104,62 @@ def _figure(src: str | None, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
+def category_table(categories: dict[str, Any]) -> str:
+    """Per category: mode, AP, precision, recall, review share, auto-remove, each with its CI and chance."""
+    rows = []
+    for name, c in categories.items():
+        acting = c["mode"] == "act"
+        auto = ((f"{fmt_ci(c['remove_precision'])} ({c['removed']} removed)" if c.get("remove_enabled")
+                 else f"off: {c.get('remove_reason') or 'no remove threshold'}") if acting else "–")
+        rows.append([name, c["mode"], c["positives"], fmt_ci(c["ap"]), c.get("chance_ap"),
+                     fmt_ci(c.get("precision")) if acting else "–", c.get("chance"),
+                     fmt_ci(c.get("recall")) if acting else "–", c.get("chance_recall"),
+                     fmt_rate_ci(c.get("review_rate")) if acting else "–", auto])
+    return _table(["category", "mode", "positives", "AP [CI]", "chance AP (base rate)", "precision [CI]",
+                   "chance precision (prevalence)", "recall [CI]", "chance recall (flag rate)", "review share [CI]",
+                   "auto-remove precision [CI]"], rows)
+
+
+def holdout_section(s: dict[str, Any], figures: dict[str, str]) -> str:
+    """The figures on the holdout: overall (review rate vs budget first), per category, monitor categories, and
+    an operating-point plot per acting category. Empty for a summary without them."""
+    if "review_rate" not in s:
+        return ""
+    level = f"{100 * s['confidence']:.0f} %"
+    monitors = "".join(
+        f"<li><b>{html.escape(name)}</b>: {c.get('monitor_hits_stream', c.get('monitor_hits', 0))} hits on this "
+        f"stream (score &gt;= {html.escape(_fmt(c.get('monitor_threshold')))}, not actioned; precision "
+        f"{html.escape(fmt_ci(c.get('monitor_precision')))}). {html.escape(c.get('reason', ''))}</li>"
+        for name, c in s["categories"].items() if c["mode"] == "monitor") or "<li>none</li>"
+    plots = "".join(_figure(figures.get(f"operating_point:{name}"),
+                            f"{name}: PR curve on the holdout, review / remove points and the point where {name} "
+                            f"alone would spend the review budget ({level} CIs as error bars)")
+                    for name in s["categories"])
+    return f"""<h2>Decisions on the holdout ({level} confidence intervals)</h2>
+<p>Every figure is computed from the stream's own decisions (scores and actions of the ledger records) against the
+held-out labels, under the policy the stream served. Rates and precision are estimated for {html.escape(s["population"])};
+the raw share of this stream is shown beside the review rate (the holdout over-samples moderation positives).</p>
+{_table(["figure", "value"], [list(row) for row in overall_rows(s)])}
+<h3>Per category</h3>
+<p>Chance: a random scorer's AP is the stream's base rate; a random flagger of the same volume has precision = the
+prevalence and recall = its flag rate. Recall counts positives that end in review or remove for any reason.</p>
+{category_table(s["categories"])}
+<h3>Monitor mode (scored and counted, never actioned)</h3><ul>{monitors}</ul>
+<h3>Operating points</h3>{plots}
+"""
+
+
 def render_html(summary: dict[str, Any], *, figures: dict[str, str], examples: list[dict[str, Any]]) -> str:
     """The page. ``figures``: name -> relative PNG path; ``examples``: dicts with thumb, action, scores, truth."""
     s = summary
     stages = [[name, f"{seconds:.1f}"] for name, seconds in s.get("stage_seconds", {}).items()]
     steps = [[name, f"{seconds:.1f}"] for name, seconds in s.get("training", {}).get("step_seconds", {}).items()]
-    stream = [["posts published", s["posts_published"]], ["decided", s["decided"]],
+    stream = [["posts published", s["posts"]], ["decided", s["decided"]],
               ["dead-lettered", s["dead_lettered"]], ["lost", s["lost"]],
-              *[[f"decisions: {a}", n] for a, n in s["decisions_by_action"].items()],
+              *[[f"decisions: {a}", n] for a, n in s["actions"].items()],
               *[[f"DLQ: {r}", n] for r, n in s["dlq_by_reason"].items()],
               ["throughput (posts/s)", s["throughput_posts_s"]], ["latency p50 (ms)", s["latency_ms"]["p50"]],
               ["latency p99 (ms)", s["latency_ms"]["p99"]]]
-    quality = [[c["category"], c["positives"], c["base_rate"], c["flagged"], c["precision"], c["chance_precision"],
-                c["recall"], c["chance_recall"], c.get("ap"), c["remove_precision"], c["remove_recall"]]
-               for c in s["per_category"].values()]
     cards = "".join(
         f'<div class="card {html.escape(e["action"], quote=True)}"><img src="{html.escape(e["thumb"], quote=True)}" '
         f'alt="{html.escape(e["post_id"], quote=True)}"><div><b>{html.escape(e["action"])}</b> · truth: '
@@ -149,11 +193,7 @@ figure {{ display: inline-block; margin: 0.5em; }} figure img {{ max-width: 100%
 (dataset {html.escape(str(s.get("dataset", "")))}); wall time {html.escape(_fmt(s.get("wall_seconds"), 1))} s.
 Held-out posts published as new posts, decided by the stream (Kafka consumers, Triton, policy), checked against their labels.</p>
 <h2>Stream</h2>{_table(["figure", "value"], stream)}
-<h2>Precision and recall per category (held-out labels)</h2>
-<p>"Flagged" = review or remove for that category. A random flagger that flags as many posts has expected precision = the
-base rate and expected recall = the flag rate (the chance columns).</p>
-{_table(["category", "positives", "base rate", "flagged", "precision", "chance precision", "recall", "chance recall",
-         "AP (chance = base rate)", "remove precision", "remove recall"], quality)}
+{holdout_section(s, figures)}
 {_figure(figures.get("stream_pr"), "PR curves of the stream's scores per category (thresholds marked)")}
 {_figure(figures.get("stream_confusion"), "confusion per category: truth x the stream's flag")}
 <h2>Throughput and latency</h2>
@@ -172,33 +212,26 @@ base rate and expected recall = the flag rate (the chance columns).</p>
 def write_report(*, out_dir: Path, summary: dict[str, Any], published: list[PublishedPost],
                  decisions: dict[str, dict[str, Any]], thresholds: dict[str, dict[str, float | None]],
                  training_plots: dict[str, str], fetch_image: Callable[[str], bytes] | None = None, s3=None,
-                 pipeline_report: str = "") -> Path:
+                 pipeline_report: str = "", manifest: Any = None) -> Path:
     """Write index.html, summary.json and every figure into ``out_dir``; returns the index path.
 
-    Images of the example posts come from ``fetch_image(image_uri)``, or from the ``s3`` client."""
+    Images of the example posts come from ``fetch_image(image_uri)``, or from the ``s3`` client; ``manifest`` (the
+    dataset's) weights the operating-point plots' precision as ``summary``'s figures are."""
     fetch_image = fetch_image or s3_image_fetcher(s3)
-    import numpy as np
-
     from tagwatch.demo import plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in (out_dir / EXAMPLES_DIR,):
         if stale.is_dir():
             shutil.rmtree(stale)
+    for stale_plot in out_dir.glob("operating-point-*.png"):  # a previous run's categories
+        stale_plot.unlink()
     figures = copy_plots(training_plots, out_dir=out_dir)
     if pipeline_report and Path(pipeline_report).is_file():  # self-contained HTML (its images inlined)
         shutil.copyfile(pipeline_report, out_dir / PIPELINE_REPORT)
         figures["pipeline_report"] = PIPELINE_REPORT
-    categories = list(summary["per_category"])
-    decided = [p for p in published if p.post_id in decisions]
-    if decided and categories:
-        scores = np.array([[decisions[p.post_id]["scores"].get(c, 0.0) for c in categories] for p in decided])
-        labels = np.array([[c in p.categories for c in categories] for p in decided])
-        plots.plot_stream_pr_curves(scores, labels, categories, path=out_dir / "stream-pr.png", thresholds=thresholds)
-        figures["stream_pr"] = "stream-pr.png"
-        plots.plot_stream_confusion({c: summary["per_category"][c]["confusion"] for c in categories},
-                                    path=out_dir / "stream-confusion.png")
-        figures["stream_confusion"] = "stream-confusion.png"
+    figures.update(write_category_plots(out_dir=out_dir, summary=summary, published=published,
+                                        decisions=decisions, thresholds=thresholds, manifest=manifest))
     plots.plot_latency(summary["latencies_ms"], path=out_dir / "latency.png")
     plots.plot_throughput(summary["decided_offsets_s"], path=out_dir / "throughput.png")
     figures.update({"latency": "latency.png", "throughput": "throughput.png"})
@@ -211,6 +244,35 @@ def write_report(*, out_dir: Path, summary: dict[str, Any], published: list[Publ
     index = out_dir / "index.html"
     index.write_text(render_html(summary, figures=figures, examples=examples))
     return index
+
+
+def write_category_plots(*, out_dir: Path, summary: dict[str, Any], published: list[PublishedPost],
+                         decisions: dict[str, dict[str, Any]], thresholds: dict[str, dict[str, float | None]],
+                         manifest: Any = None) -> dict[str, str]:
+    """The stream's PR curves and confusion (all categories) and an operating-point plot per acting category;
+    figure name -> relative PNG path."""
+    from tagwatch.demo import plots
+    from tagwatch.demo.holdout import holdout_arrays, holdout_weights
+
+    categories = list(summary.get("categories", {}))
+    posts, scores, labels, _ = holdout_arrays(published, decisions, categories)
+    if not posts or not categories:
+        return {}
+    figures = {"stream_pr": "stream-pr.png", "stream_confusion": "stream-confusion.png"}
+    plots.plot_stream_pr_curves(scores, labels, categories, path=out_dir / figures["stream_pr"], thresholds=thresholds)
+    plots.plot_stream_confusion({c: summary["categories"][c]["confusion"] for c in categories},
+                                path=out_dir / figures["stream_confusion"])
+    weights, _ = holdout_weights(manifest, posts)
+    budget = summary.get("review_rate", {}).get("budget")
+    for j, name in enumerate(categories):
+        entry = summary["categories"][name]
+        if entry["mode"] != "act":
+            continue
+        relative = f"operating-point-{j:02d}-{re.sub(r'[^A-Za-z0-9_-]+', '-', name)[:40]}.png"
+        plots.plot_operating_point(scores[:, j], labels[:, j], weights, name=name, entry=entry, budget=budget,
+                                   path=out_dir / relative)
+        figures[f"operating_point:{name}"] = relative
+    return figures
 
 
 class _ImageSources(HTMLParser):

@@ -89,13 +89,14 @@ def run_demo(base: Settings, *, quick: bool, report_dir: Path, fresh: bool = Fal
         decisions = stages.read_decisions(settings, decided)
         policy = stages.read_policy(settings, version=outcome.model_version)
         thresholds = thresholds_of(policy)
+        manifest = stages.read_dataset_manifest(settings, dataset=outcome.dataset)  # split rates: population weights
         summary = summarize(published=published, decisions=decisions, dead_letters=dict(dlq.found),
                             publish_started=publish_started,
                             model={"name": outcome.model_name, "version": outcome.model_version,
                                    "policy_version": policy.get("version")})
         summary.update(holdout_figures(published=published, decisions=decisions, policy=policy,
                                        categories=[c for c in outcome.categories if c != OTHER_CATEGORY],
-                                       manifest=stages.read_dataset_manifest(settings, dataset=outcome.dataset)))
+                                       manifest=manifest))
         summary.update({
             "mode": mode, "dataset": outcome.dataset, "run_tag": run_tag, "reused": outcome.reused,
             "ingest": {"ingested": ingest.ingested, "already_there": ingest.already_there, "posts_total": ingest.posts_total,
@@ -111,7 +112,7 @@ def run_demo(base: Settings, *, quick: bool, report_dir: Path, fresh: bool = Fal
 
         index = write_report(out_dir=report_dir, summary=summary, published=published, decisions=decisions,
                              thresholds=thresholds, training_plots=outcome.plots,
-                             pipeline_report=outcome.pipeline_report,
+                             pipeline_report=outcome.pipeline_report, manifest=manifest,
                              fetch_image=s3_image_fetcher(s3_client(settings.s3)))
         problems = verify_report(report_dir)
         progress.say(f"report checked: HTML parses, every image exists ({'OK' if not problems else problems})")
