@@ -137,8 +137,9 @@ def holdout_section(s: dict[str, Any], figures: dict[str, str]) -> str:
                     for name in s["categories"])
     return f"""<h2>Decisions on the holdout ({level} confidence intervals)</h2>
 <p>Every figure is computed from the stream's own decisions (scores and actions of the ledger records) against the
-held-out labels, under the policy the stream served. Rates and precision are estimated for {html.escape(s["population"])};
-the raw share of this stream is shown beside the review rate (the holdout over-samples moderation positives).</p>
+held-out labels, under the policy the stream served. Rates and precision are estimated for
+{html.escape(s["population"])}; the raw share of this stream is shown beside the review rate (the holdout
+over-samples moderation positives).</p>
 {_table(["figure", "value"], [list(row) for row in overall_rows(s)])}
 <h3>Per category</h3>
 <p>Chance: a random scorer's AP is the stream's base rate; a random flagger of the same volume has precision = the
