@@ -24,7 +24,8 @@ def rate(value: float, low: float | None = None, high: float | None = None) -> d
 def comparison(difference: dict | None, *, common=("weapons",), candidate_map=0.6, production_map=0.5,
                production_recall: dict | None = None) -> Comparison:
     return Comparison(production_version=3, categories_in_common=list(common), positives=60,
-                      candidate_recall=rate(0.7, 0.57, 0.8), production_recall=production_recall or rate(0.68, 0.55, 0.78),
+                      candidate_recall=rate(0.7, 0.57, 0.8),
+                      production_recall=production_recall or rate(0.68, 0.55, 0.78),
                       recall_difference=difference, candidate_map=candidate_map, production_map=production_map,
                       map_categories=list(common))
 

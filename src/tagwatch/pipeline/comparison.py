@@ -116,4 +116,5 @@ def kfp_metrics(figures: dict[str, Any], *, gate: dict[str, Any] | None = None,
 def _estimate(out: dict[str, Any], name: str, estimate: dict[str, Any] | None) -> None:
     if not estimate:
         return
-    out[name], out[f"{name}_low"], out[f"{name}_high"] = estimate.get("value"), estimate.get("low"), estimate.get("high")
+    for suffix, key in (("", "value"), ("_low", "low"), ("_high", "high")):
+        out[f"{name}{suffix}"] = estimate.get(key)

@@ -193,7 +193,8 @@ def write_html_report(*, path: Path, title: str, candidate: dict[str, Any], prod
     """One self-contained HTML file (plots inlined as base64 PNG): what the Kubeflow UI shows for the step.
     ``candidate`` / ``production``: ``comparison.model_figures`` of each; ``gate``: ``GateDecision.to_dict()``."""
     verdict = "promote" if gate.get("promote") else "keep production"
-    overall = (f"<p>{candidate.get('posts', '?')} holdout posts, figures for {html.escape(candidate.get('population') or '')}"
+    population = html.escape(candidate.get("population") or "")
+    overall = (f"<p>{candidate.get('posts', '?')} holdout posts, figures for {population}"
                f": review rate {_est(candidate.get('review_rate'), True)} (budget "
                f"{_fmt(candidate.get('review_budget'))}), remove rate {_est(candidate.get('remove_rate'), True)}, "
                f"auto-remove precision {_est(candidate.get('remove_precision'))}, recall at the budget "

@@ -84,7 +84,11 @@ def _ci(estimate: dict[str, Any] | None, fmt=_pct) -> str:
 
 
 def _num(value: float | None) -> str:
-    return "?" if value is None else f"{value:+.3f}" if value < 0 else f"{value:.3f}"
+    return "?" if value is None else f"{value:.3f}"
+
+
+def _signed(value: float | None) -> str:
+    return "?" if value is None else f"{value:+.3f}"
 
 
 def budget_check(review_rate: dict[str, Any] | None, review_budget: float | None) -> tuple[bool, str]:
@@ -132,8 +136,8 @@ def decide_promotion(*, review_rate: dict[str, Any] | None, review_budget: float
         worse = d.get("high") is not None and d["high"] < 0
         recall = (f"recall at the budget (moderation-positive holdout posts sent to review or remove, "
                   f"{c.positives} posts): candidate {_ci(c.candidate_recall)}, production v{version} "
-                  f"{_ci(c.production_recall)}; paired difference {_num(d['value'])} (95 % CI {_num(d.get('low'))} "
-                  f"to {_num(d.get('high'))})")
+                  f"{_ci(c.production_recall)}; paired difference {_signed(d['value'])} (95 % CI "
+                  f"{_signed(d.get('low'))} to {_signed(d.get('high'))})")
         checks.append(recall + (", wholly below 0: worse" if worse else ": not worse beyond the CI"))
         if worse:
             return decision(False, f"{recall}: the candidate catches fewer harmful posts than production, beyond "

@@ -64,7 +64,8 @@ def split_figures(*, policy: dict[str, Any], scores: np.ndarray, targets: np.nda
     figures = policy_figures(policy=policy, scores=scores, targets=targets, names=names, weights=weights,
                              population=population, seed=seed)
     caught = policy_actions(policy, scores, names) >= 1
-    figures["recall_at_budget"] = weighted_proportion(caught[positive], None, confidence=figures["confidence"]).to_dict()
+    figures["recall_at_budget"] = weighted_proportion(caught[positive], None,
+                                                      confidence=figures["confidence"]).to_dict()
     chances = [figures["categories"][n]["chance"] for n in figures["moderation_map_categories"]]
     figures["chance_moderation_map"] = float(np.mean(chances)) if chances else None
     return figures
