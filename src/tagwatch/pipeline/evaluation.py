@@ -196,7 +196,7 @@ def write_html_report(*, path: Path, title: str, candidate: dict[str, Any], prod
     population = html.escape(candidate.get("population") or "")
     overall = (f"<p>{candidate.get('posts', '?')} holdout posts, figures for {population}"
                f": review rate {_est(candidate.get('review_rate'), True)} (budget "
-               f"{_fmt(candidate.get('review_budget'))}), remove rate {_est(candidate.get('remove_rate'), True)}, "
+               f"{_est({'value': candidate.get('review_budget')}, True)}), remove rate {_est(candidate.get('remove_rate'), True)}, "
                f"auto-remove precision {_est(candidate.get('remove_precision'))}, recall at the budget "
                f"{_est(candidate.get('recall_at_budget'))}; moderation mAP {_fmt(candidate.get('moderation_map'))} "
                f"(chance {_fmt(candidate.get('chance_moderation_map'))}, on "
