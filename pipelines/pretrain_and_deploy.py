@@ -1,6 +1,7 @@
 """ingest -> build_dataset -> pretrain (TrainJob / torchrun) -> transfer -> export -> evaluate -> [gate] ->
-register -> deploy. The gate: register and deploy only when the new model beats production on the holdout (or
-there is no production model yet)."""
+register -> deploy. The gate (``tagwatch.pipeline.gate``): register and deploy only when, on the same holdout, the
+candidate's review rate is within its policy's review budget and its recall at the budget is not worse than
+production's beyond the CI (no production model: the budget alone)."""
 
 from kfp import dsl
 
@@ -37,7 +38,8 @@ def pretrain_and_deploy(
     num_nodes: int = 1, gpus_per_node: int = 1, train_timeout_s: int = 21600, transfer_mode: str = "finetune",
     transfer_steps: int = 500, min_improvement: float = 0.0, deploy_alias: str = "production",
     service_name: str = "tagwatch-moderation", canary_traffic_percent: int = -1, deploy_timeout_s: int = 900,
-    source_root: str = "", target_recall: float = 0.9, register_metrics_json: str = "", pretrained: bool = False,
+    source_root: str = "", review_budget: float = 0.05, remove_precision: float = 0.95,
+    min_calibration_positives: int = 10, register_metrics_json: str = "", pretrained: bool = False,
     pretrain_solver: str = "sgd", probe_solver: str = "sgd",
 ):
     ingest_task = configure_task(ingest(source=source, limit=limit, seed=seed, source_root=source_root), cpu="4",
@@ -55,7 +57,9 @@ def pretrain_and_deploy(
     transfer_task = configure_task(transfer(
         dataset=build_task.outputs["dataset"], pretrained=pretrain_task.outputs["checkpoint"],
         pipeline_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, mode=transfer_mode, steps=transfer_steps,
-        batch_size=batch_size, workers=workers, target_recall=target_recall, probe_solver=probe_solver), cpu="4", memory="16Gi", gpus=1)
+        batch_size=batch_size, workers=workers, review_budget=review_budget, remove_precision=remove_precision,
+        min_calibration_positives=min_calibration_positives, probe_solver=probe_solver), cpu="4", memory="16Gi",
+        gpus=1)
     export_task = configure_task(export_model(model=transfer_task.outputs["model"],
                                               pipeline_job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                                               pipeline_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), memory="4Gi")

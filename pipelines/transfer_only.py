@@ -16,7 +16,8 @@ def transfer_only(
     dataset: str, pretrained_checkpoint: str, mode: str = "cluster", transfer_mode: str = "finetune",
     transfer_steps: int = 500, batch_size: int = 64, workers: int = 4, min_improvement: float = 0.0,
     deploy_alias: str = "production", namespace: str = "tagwatch", service_name: str = "tagwatch-moderation",
-    canary_traffic_percent: int = -1, deploy_timeout_s: int = 900,
+    canary_traffic_percent: int = -1, deploy_timeout_s: int = 900, review_budget: float = 0.05,
+    remove_precision: float = 0.95, min_calibration_positives: int = 10,
 ):
     dataset_artifact = dsl.importer(artifact_uri=pretrained_checkpoint, artifact_class=Dataset, reimport=False,
                                     metadata={"dataset": dataset})
@@ -26,8 +27,9 @@ def transfer_only(
     pretrained.set_display_name("pretrained-checkpoint")
     transfer_task = configure_task(transfer(
         dataset=dataset_artifact.output, pretrained=pretrained.output, pipeline_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        mode=transfer_mode, steps=transfer_steps, batch_size=batch_size, workers=workers), cpu="4", memory="16Gi",
-        gpus=1)
+        mode=transfer_mode, steps=transfer_steps, batch_size=batch_size, workers=workers, review_budget=review_budget,
+        remove_precision=remove_precision, min_calibration_positives=min_calibration_positives), cpu="4",
+        memory="16Gi", gpus=1)
     export_task = configure_task(export_model(model=transfer_task.outputs["model"],
                                               pipeline_job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                                               pipeline_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), memory="4Gi")

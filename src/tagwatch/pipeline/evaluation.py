@@ -3,9 +3,10 @@ ONNX Runtime and the shared preprocessing preset, i.e. the way they will be serv
 UI shows (Metrics, ClassificationMetrics) and an HTML report with the plots embedded.
 
 ClassificationMetrics in KFP is single-label; moderation is multi-label, so the UI's confusion matrix and ROC
-curve are for the binary question the stream acts on: "is this post in any moderation category?" (score = the
-highest category score; predicted positive = the policy would review or remove it). Per-category figures are in
-the Metrics artifact and the HTML report.
+curve are for the binary question the stream acts on: "is this post in any moderation category?" (only categories
+the policy acts on or monitors; ``other``, the complement of them, never counts; score = the highest of their
+scores; predicted positive = the policy would review or remove it). Per-category figures with CIs are in the
+Metrics artifact (``comparison.kfp_metrics``) and the HTML report; the gate is ``gate.py``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from tagwatch.pipeline.comparison import Scored
+from tagwatch.pipeline.gate import OTHER
 from tagwatch.preprocess import Preset
-from tagwatch.train.evaluate import Predictions, average_precision
-from tagwatch.train.policy import decide
+from tagwatch.train.evaluate import Predictions
+from tagwatch.train.figures import policy_actions
 
 HOLDOUT = "holdout"
 
@@ -68,31 +71,77 @@ def predict_onnx(model: OnnxCandidate, dataset, *, split: str = HOLDOUT, threads
     return Predictions(keys, stack["h"], stack["c"], stack["ht"], stack["ct"])
 
 
-def category_map_on(predictions: Predictions, *, model_categories: list[str], categories: list[str],
-                    only: list[str] | None = None) -> dict[str, Any]:
-    """AP per category of ``categories`` (the dataset's, the target columns' order) for a model whose outputs are
-    ``model_categories``; categories the model lacks, or not in ``only`` when given, are left out. Returns
-    per-category AP and their mean over finite values."""
-    per: dict[str, float | None] = {}
-    for c, name in enumerate(categories):
-        if name not in model_categories or (only is not None and name not in only):
-            continue
-        ap = average_precision(predictions.category_scores[:, model_categories.index(name)],
-                               predictions.category_targets[:, c])
-        per[name] = ap if ap == ap else None
-    finite = [v for v in per.values() if v is not None]
-    return {"per_category_ap": per, "category_map": float(np.mean(finite)) if finite else None}
+def evaluate_on_holdout(*, handle, export_dir: Path, out_dir: Path, registry, production_alias: str = "production",
+                        min_improvement: float = 0.0) -> dict[str, Any]:
+    """Score the exported candidate and ``production_alias`` on ``handle``'s holdout, each model's figures with
+    its own policy, decide the gate; writes metrics.json, the plots, report.html and evaluation.json in
+    ``out_dir`` and returns evaluation.json's content (``metrics``, ``figures``, ``production``, ``gate``,
+    ``flag``, ``kfp_metrics``, ``files``)."""
+    import shutil
+
+    from tagwatch.errors import PipelineError
+    from tagwatch.pipeline.comparison import (compare_with_production, holdout_positive, kfp_metrics, line_up,
+                                              model_figures)
+    from tagwatch.pipeline.gate import decide_promotion
+    from tagwatch.train.report import clean_json, write_report
+
+    categories = handle.manifest.category_names
+    candidate = candidate_from_export(export_dir)
+    if not (export_dir / "policy.json").exists():
+        raise PipelineError(f"{export_dir} has no policy.json",
+                            hint="export the transfer step's checkpoint with its policy")
+    policy = json.loads((export_dir / "policy.json").read_text())
+    predictions = predict_onnx(candidate, handle)
+    scored = line_up(predictions, model_categories=candidate.categories, categories=categories)
+    positive = holdout_positive(predictions.category_targets, categories)
+    figures, caught = model_figures(scored, policy=policy, positive=positive, manifest=handle.manifest)
+    metrics = write_report(Predictions(predictions.keys, predictions.hashtag_logits, scored.scores,
+                                       predictions.hashtag_targets, scored.targets.astype(np.float32)),
+                           category_names=scored.names, policy=policy, out_dir=out_dir, split=HOLDOUT,
+                           duplicates=handle.duplicates(), manifest=handle.manifest, extra={"dataset": handle.uri})
+    production, comparison = None, None
+    if (record := registry.read_alias(production_alias)) is not None:
+        local = registry.fetch(production_alias, dest=out_dir / ".production")
+        model = OnnxCandidate(local.onnx_path, Preset.from_dict(local.metadata.preset), local.categories())
+        prod_scored = line_up(predict_onnx(model, handle), model_categories=model.categories, categories=categories)
+        prod_caught = None
+        if local.policy is not None:
+            production, prod_caught = model_figures(prod_scored, policy=local.policy, positive=positive,
+                                                    manifest=handle.manifest)
+            production.update(version=record.version, policy_version=local.policy.get("version"))
+        comparison = compare_with_production(candidate=scored, candidate_figures=figures, candidate_caught=caught,
+                                             production=prod_scored, production_figures=production,
+                                             production_caught=prod_caught, production_version=record.version,
+                                             positive=positive)
+        shutil.rmtree(out_dir / ".production", ignore_errors=True)
+    gate = decide_promotion(review_rate=figures["review_rate"], review_budget=figures["review_budget"],
+                            comparison=comparison, min_improvement=min_improvement).to_dict()
+    flag = binary_flag_figures(scored, policy=policy)
+    report = write_html_report(path=out_dir / "report.html", title=f"tagwatch evaluation on {handle.uri} holdout",
+                               candidate=figures, production=production, gate=gate,
+                               plots=[out_dir / "pr_curves.png", out_dir / "confusion.png"],
+                               extra={"binary_flag": {k: flag[k] for k in ("confusion_matrix", "positives", "images",
+                                                                           "categories")}})
+    summary = clean_json({"metrics": metrics, "figures": figures, "production": production, "gate": gate,
+                          "flag": flag, "kfp_metrics": kfp_metrics(figures, gate=gate, production=production),
+                          "files": {"metrics": str(out_dir / "metrics.json"), "report": str(report),
+                                    "pr_curves": str(out_dir / "pr_curves.png"),
+                                    "confusion": str(out_dir / "confusion.png")}})
+    (out_dir / "evaluation.json").write_text(json.dumps(summary, indent=1))
+    return summary
 
 
-def binary_flag_figures(predictions: Predictions, *, categories: list[str], policy: dict[str, Any]) -> dict[str, Any]:
-    """The "any moderation category" question: ROC points and the 2x2 confusion matrix at the policy."""
-    labels = predictions.category_targets.max(axis=1).astype(bool) if len(predictions.keys) else np.zeros(0, bool)
-    scores = predictions.category_scores.max(axis=1) if len(predictions.keys) else np.zeros(0)
-    flagged = np.zeros(len(labels), dtype=bool)
-    for c, name in enumerate(categories):
-        rule = policy["categories"][name]
-        flagged |= decide(predictions.category_scores[:, c], remove_threshold=rule["remove_threshold"],
-                          review_threshold=rule["review_threshold"]) >= 1
+def binary_flag_figures(scored: Scored, *, policy: dict[str, Any]) -> dict[str, Any]:
+    """The "any moderation category" question: ROC points and the 2x2 confusion matrix at the policy. Label: the
+    post is in a category the policy acts on or monitors (``off`` ones, i.e. ``other``, never count); score: the
+    highest of those categories' scores; predicted positive: the policy sends it to review or remove."""
+    modes = policy.get("categories", {})
+    columns = [j for j, name in enumerate(scored.names) if modes.get(name, {}).get("mode", "act") in ("act", "monitor")
+               and name != OTHER]
+    n = len(scored.scores)
+    labels = scored.targets[:, columns].any(axis=1) if columns and n else np.zeros(n, bool)
+    scores = scored.scores[:, columns].max(axis=1) if columns and n else np.zeros(n)
+    flagged = policy_actions(policy, scored.scores, scored.names) >= 1 if n else np.zeros(0, bool)
     matrix = [[int((~labels & ~flagged).sum()), int((~labels & flagged).sum())],
               [int((labels & ~flagged).sum()), int((labels & flagged).sum())]]
     thresholds = np.unique(np.r_[scores, 1.0 + 1e-6])[::-1]
@@ -104,7 +153,7 @@ def binary_flag_figures(predictions: Predictions, *, categories: list[str], poli
         fpr, tpr, thresholds = [fpr[i] for i in pick], [tpr[i] for i in pick], thresholds[pick]
     return {"labels": ["ok", "flagged"], "confusion_matrix": matrix, "fpr": fpr, "tpr": tpr,
             "thresholds": [float(min(t, 1.0)) for t in thresholds], "positives": int(labels.sum()),
-            "images": int(len(labels))}
+            "images": int(n), "categories": [scored.names[j] for j in columns]}
 
 
 def _img(path: Path) -> str:
@@ -116,26 +165,56 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else (f"{value:.3f}" if isinstance(value, float) else html.escape(str(value)))
 
 
+def _est(estimate: dict[str, Any] | None, percent: bool = False) -> str:
+    """"0.812 [0.70, 0.89]" (or percentages), "-" when not measurable."""
+    if not estimate or estimate.get("value") is None:
+        return "-"
+    f = (lambda v: f"{100 * v:.1f} %") if percent else (lambda v: f"{v:.3f}")
+    if estimate.get("low") is None or estimate.get("high") is None:
+        return f(estimate["value"])
+    return f"{f(estimate['value'])} [{f(estimate['low'])}, {f(estimate['high'])}]"
+
+
+def category_rows(candidate: dict[str, Any], production: dict[str, Any] | None) -> list[str]:
+    """One table row per category of the candidate's figures (values with their 95 % CI in brackets)."""
+    rows = []
+    for name, e in candidate["categories"].items():
+        prod = (production or {}).get("categories", {}).get(name, {})
+        cells = [html.escape(name), e["mode"], e["positives"], _fmt(e.get("chance")), _est(e.get("ap")),
+                 _est(prod.get("ap")), _est(e.get("precision")), _est(e.get("recall")),
+                 _est(e.get("review_rate"), percent=True), _est(e.get("remove_precision")),
+                 html.escape(e.get("reason") or "")]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return rows
+
+
 def write_html_report(*, path: Path, title: str, candidate: dict[str, Any], production: dict[str, Any] | None,
                       gate: dict[str, Any], plots: list[Path], extra: dict[str, Any] | None = None) -> Path:
-    """One self-contained HTML file (plots inlined as base64 PNG): what the Kubeflow UI shows for the step."""
-    rows = []
-    for name, ap in candidate["per_category"].items():
-        prod_ap = (production or {}).get("per_category_ap", {}).get(name)
-        rows.append(f"<tr><td>{html.escape(name)}</td><td>{_fmt(ap.get('ap'))}</td><td>{_fmt(prod_ap)}</td>"
-                    f"<td>{_fmt(ap.get('prevalence'))}</td><td>{ap.get('positives')}</td>"
-                    f"<td>{_fmt(ap.get('review_or_remove_precision'))}</td>"
-                    f"<td>{_fmt(ap.get('review_or_remove_recall'))}</td>"
-                    "</tr>")
+    """One self-contained HTML file (plots inlined as base64 PNG): what the Kubeflow UI shows for the step.
+    ``candidate`` / ``production``: ``comparison.model_figures`` of each; ``gate``: ``GateDecision.to_dict()``."""
     verdict = "promote" if gate.get("promote") else "keep production"
+    population = html.escape(candidate.get("population") or "")
+    overall = (f"<p>{candidate.get('posts', '?')} holdout posts, figures for {population}"
+               f": review rate {_est(candidate.get('review_rate'), True)} (budget "
+               f"{_est({'value': candidate.get('review_budget')}, True)}), remove rate {_est(candidate.get('remove_rate'), True)}, "
+               f"auto-remove precision {_est(candidate.get('remove_precision'))}, recall at the budget "
+               f"{_est(candidate.get('recall_at_budget'))}; moderation mAP {_fmt(candidate.get('moderation_map'))} "
+               f"(chance {_fmt(candidate.get('chance_moderation_map'))}, on "
+               f"{html.escape(', '.join(candidate.get('moderation_map_categories') or []) or 'no category')})</p>")
+    if production is not None:
+        overall += (f"<p>production v{gate.get('production_version')}: review rate "
+                    f"{_est(production.get('review_rate'), True)}, recall at the budget "
+                    f"{_est(production.get('recall_at_budget'))}, moderation mAP "
+                    f"{_fmt(production.get('moderation_map'))}</p>")
     body = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p><b>Gate: {verdict}</b> — {html.escape(str(gate.get('reason', '')))}</p>",
-        f"<p>holdout category mAP: candidate {_fmt(candidate.get('category_map'))}, production "
-        f"{_fmt((production or {}).get('category_map'))} (chance {_fmt(candidate.get('chance_category_map'))}); "
-        f"{candidate.get('images', '?')} holdout images.</p>",
-        "<table border=1 cellpadding=4><tr><th>category</th><th>AP</th><th>production AP</th><th>prevalence</th>"
-        "<th>positives</th><th>flag precision</th><th>flag recall</th></tr>", *rows, "</table>",
+        "<ol>" + "".join(f"<li>{html.escape(c)}</li>" for c in gate.get("checks") or []) + "</ol>",
+        overall,
+        "<table border=1 cellpadding=4><tr><th>category</th><th>mode</th><th>positives</th><th>chance</th>"
+        "<th>AP [95 % CI]</th><th>production AP</th><th>precision at the operating point</th><th>recall</th>"
+        "<th>review rate</th><th>auto-remove precision</th><th>why</th></tr>",
+        *category_rows(candidate, production), "</table>",
         *[f"<h2>{html.escape(p.stem.replace('_', ' '))}</h2>{_img(p)}" for p in plots if p.exists()],
     ]
     if extra:

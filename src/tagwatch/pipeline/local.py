@@ -19,9 +19,11 @@ Stable API (the demo calls it)::
 
 ``LocalRunResult`` fields: ``pipeline``, ``run_name`` (the kfp pipeline job name, also in the registry
 version's lineage), ``pipeline_root``, ``run_dir``, ``model_name``, ``version`` (None when the gate refused),
-``alias`` (the alias promoted, or None), ``gate`` (``promote``, ``reason``, ``candidate_map``, ``production_map``,
-``production_version``), ``metrics`` (holdout: ``category_map``, ``chance_category_map``, ``per_category`` with
-``ap``, ``review_or_remove_precision/recall``, ``remove_precision/recall``, confusion counts), ``artifacts``
+``alias`` (the alias promoted, or None), ``gate`` (``GateDecision.to_dict()``: ``promote``, ``reason``, ``checks``,
+``review_rate``, ``review_budget``, ``recall_difference``, ``candidate_map``, ``production_map``,
+``production_version``), ``metrics`` (holdout metrics.json: ``figures`` with CIs, ``moderation_map``,
+``review_rate``, and the older ``category_map``, ``chance_category_map``, ``per_category`` with ``ap``,
+``review_or_remove_precision/recall``, ``remove_precision/recall``, confusion counts), ``artifacts``
 (name -> local path: ``report_html``, ``pr_curves_png``, ``confusion_png``, ``metrics_json``, ``evaluation_json``,
 ``export_dir``, ``transfer_dir``, ``pretrain_dir``, ``deployment_md``), ``task_seconds`` (step -> wall seconds) and
 ``wall_seconds``.

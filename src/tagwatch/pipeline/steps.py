@@ -153,16 +153,20 @@ def read_checkpoint_json(settings, root: str, name: str) -> dict[str, Any]:
 
 @timed_step("transfer")
 def transfer(*, dataset: str, init: str, run_id: str, mode: str = "finetune", steps: int = 100,
-             batch_size: int = 32, workers: int = 1, target_precision: float = 0.95, target_recall: float = 0.9,
-             output_dir: Path | None = None, extra_args: list[str] | None = None) -> dict[str, Any]:
-    """Probe or fine-tune on the moderation categories, calibrate the policy, report on the holdout."""
+             batch_size: int = 32, workers: int = 1, review_budget: float = 0.05, remove_precision: float = 0.95,
+             min_calibration_positives: int = 10, output_dir: Path | None = None,
+             extra_args: list[str] | None = None) -> dict[str, Any]:
+    """Probe or fine-tune on the moderation categories, calibrate the policy under its constraints (review budget,
+    auto-remove precision CI lower bound, monitor mode below ``min_calibration_positives``), report on the
+    holdout."""
     from tagwatch.train.cli import run_main
 
     settings = step_settings()
     out = Path(output_dir) if output_dir else settings.paths.state_dir / "runs" / run_id
     argv = [f"--dataset={dataset}", f"--init={init}", f"--mode={mode}", f"--run-id={run_id}", f"--steps={steps}",
-            f"--batch-size={batch_size}", f"--workers={workers}", f"--target-precision={target_precision}",
-            f"--target-recall={target_recall}", f"--output-dir={out}", "--no-progress", *(extra_args or [])]
+            f"--batch-size={batch_size}", f"--workers={workers}", f"--review-budget={review_budget}",
+            f"--remove-precision={remove_precision}", f"--min-calibration-positives={min_calibration_positives}",
+            f"--output-dir={out}", "--no-progress", *(extra_args or [])]
     return run_main("transfer", argv)
 
 
@@ -198,65 +202,18 @@ def export_model(*, checkpoint: str, out_dir: Path, policy: dict | None,
 @timed_step("evaluate")
 def evaluate(*, export_dir: Path, dataset: str, out_dir: Path, min_improvement: float = 0.0,
              production_alias: str = "production") -> dict[str, Any]:
-    """Score the exported candidate and production on the holdout with ONNX Runtime; write metrics.json,
-    pr_curves.png, confusion.png, report.html in ``out_dir``; decide the gate."""
-    from tagwatch.pipeline.evaluation import (binary_flag_figures, candidate_from_export, category_map_on,
-                                              predict_onnx, write_html_report, OnnxCandidate)
-    from tagwatch.pipeline.gate import OTHER, decide_promotion
-    from tagwatch.preprocess import Preset
+    """Score the exported candidate and production on the holdout with ONNX Runtime, each with its own policy;
+    write metrics.json, pr_curves.png, confusion.png, report.html, evaluation.json in ``out_dir``; decide the gate
+    (``tagwatch.pipeline.gate``: review budget, recall at the budget vs production; ``min_improvement`` > 0 adds
+    a moderation-mAP margin)."""
+    from tagwatch.pipeline.evaluation import evaluate_on_holdout
     from tagwatch.registry import open_registry
-    from tagwatch.train.report import clean_json, write_report
     from tagwatch.train.runtime import open_dataset
 
     settings = step_settings()
-    handle = open_dataset(dataset, settings=settings)
-    categories = handle.manifest.category_names
-    candidate = candidate_from_export(export_dir)
-    policy_file = export_dir / "policy.json"
-    if not policy_file.exists():
-        raise PipelineError(f"{export_dir} has no policy.json",
-                            hint="export the transfer step's checkpoint with its policy")
-    policy = json.loads(policy_file.read_text())
-    predictions = predict_onnx(candidate, handle)
-    metrics = write_report(predictions, category_names=categories, policy=policy, out_dir=out_dir, split="holdout",
-                           duplicates=handle.duplicates(), extra={"dataset": handle.uri})
-    registry = open_registry(settings)
-    production, production_version = None, None
-    if (record := registry.read_alias(production_alias)) is not None:
-        production_version = record.version
-        with_tmp = out_dir / ".production"
-        local = registry.fetch(production_alias, dest=with_tmp)
-        prod_model = OnnxCandidate(local.onnx_path, Preset.from_dict(local.metadata.preset), local.categories())
-        prod_predictions = predict_onnx(prod_model, handle)
-        production = {"version": production_version,
-                      **category_map_on(prod_predictions, model_categories=prod_model.categories,
-                                        categories=categories)}
-        shutil.rmtree(with_tmp, ignore_errors=True)
-    # Compared on the moderation categories both models have ("other" is the complement of them, not one).
-    common = [c for c in categories if c != OTHER and (production is None or c in production["per_category_ap"])]
-    cand = category_map_on(predictions, model_categories=candidate.categories, categories=categories, only=common)
-    prod_map = None
-    if production is not None:
-        prod_map = category_map_on(prod_predictions, model_categories=prod_model.categories, categories=categories,
-                                   only=common)["category_map"]
-        production["compared_category_map"] = prod_map
-    gate = decide_promotion(candidate_map=cand["category_map"], production_map=prod_map,
-                            production_version=production_version, min_improvement=min_improvement,
-                            categories_in_common=common)
-    figures = binary_flag_figures(predictions, categories=categories, policy=policy)
-    report = write_html_report(path=out_dir / "report.html", title=f"tagwatch evaluation on {handle.uri} holdout",
-                               candidate=metrics, production=production, gate=gate.to_dict(),
-                               plots=[out_dir / "pr_curves.png", out_dir / "confusion.png"],
-                               extra={"binary_flag": {k: figures[k] for k in ("confusion_matrix", "positives",
-                                                                              "images")}})
-    summary = clean_json({"metrics": metrics, "production": production, "gate": gate.to_dict(), "flag": figures,
-                          "candidate_compared": cand,
-                          "compared_categories": common, "files": {
-                              "metrics": str(out_dir / "metrics.json"), "report": str(report),
-                              "pr_curves": str(out_dir / "pr_curves.png"),
-                              "confusion": str(out_dir / "confusion.png")}})
-    (out_dir / "evaluation.json").write_text(json.dumps(summary, indent=1))
-    return summary
+    return evaluate_on_holdout(handle=open_dataset(dataset, settings=settings), export_dir=export_dir,
+                               out_dir=out_dir, registry=open_registry(settings), production_alias=production_alias,
+                               min_improvement=min_improvement)
 
 
 @timed_step("register")

@@ -244,12 +244,17 @@ def _transfer(cfg: TransferConfig, info) -> dict:
         store.put_json("policy.json", policy)
         holdout = predict(model, dataset.stream(split="holdout", preset=preset, config=eval_config), device=info.device)
         metrics = write_report(holdout, category_names=categories, policy=policy, out_dir=output_dir / "holdout",
-                               split="holdout", duplicates=dataset.duplicates(), extra={"run_id": run_id, "mode": cfg.mode,
-                                                                                       "init": cfg.init})
+                               split="holdout", duplicates=dataset.duplicates(), manifest=dataset.manifest,
+                               extra={"run_id": run_id, "mode": cfg.mode, "init": cfg.init})
         store.put_json("holdout-metrics.json", metrics)
         result.update({"policy": policy, "holdout": metrics, "output_dir": str(output_dir)})
         write_json(output_dir / "summary.json", clean_json({k: v for k, v in result.items() if k != "policy"}))
-        log.info("holdout category mAP %.3f (chance %.3f); policy %s", metrics["category_map"] or float("nan"),
-                 metrics["chance_category_map"] or float("nan"), store.uri("policy.json"))
+        log.info("holdout moderation mAP %.3f (chance %.3f), review rate %.3f (budget %s); policy %s",
+                 _or_nan(metrics["moderation_map"]), _or_nan(metrics["chance_moderation_map"]),
+                 _or_nan(metrics["review_rate"]), metrics["review_budget"], store.uri("policy.json"))
     barrier(info)
     return result
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value
