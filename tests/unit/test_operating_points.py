@@ -48,7 +48,7 @@ def _review_share(result, scores, weights=None):
 @pytest.mark.parametrize("budget", [0.01, 0.03, 0.05, 0.2])
 def test_the_review_budget_is_respected_exactly(budget: float) -> None:
     scores, targets = _posts()
-    result = calibrate(scores, targets, NAMES, constraints=Constraints(review_budget=budget),
+    result = calibrate(scores, targets, NAMES, constraints=Constraints(review_budget=budget, budget_bound=False),
                        not_moderated=frozenset({"other"}))
     share = _review_share(result, scores)
     assert share <= budget + 1e-12
@@ -58,6 +58,17 @@ def test_the_review_budget_is_respected_exactly(budget: float) -> None:
     # nothing: the allocation stops only when it must.
     cats = result["categories"]
     assert cats["alcohol"]["review"]["enabled"]
+
+
+@pytest.mark.parametrize("budget", [0.01, 0.05])
+def test_by_default_the_budget_holds_at_the_upper_confidence_bound(budget: float) -> None:
+    scores, targets = _posts()
+    result = calibrate(scores, targets, NAMES, constraints=Constraints(review_budget=budget),
+                       not_moderated=frozenset({"other"}))
+    share = _review_share(result, scores)
+    assert wilson(share * len(scores), len(scores)).high <= budget + 1e-9
+    assert result["expected"]["review_rate"]["high"] <= budget + 1e-9
+    assert share >= result["expected"]["review_share_spendable"] * 0.8  # and it still spends what it may
 
 
 def test_population_weights_count_in_the_budget() -> None:

@@ -10,8 +10,10 @@ Three rules, applied per category on calibration scores the model did not train 
    With a handful of positives no threshold qualifies (5 of 5 correct has a 95 % lower bound of 0.57), so
    auto-removal stays off and the reason says so.
 3. **One review budget for all categories.** At most ``review_budget`` of all posts (population-weighted) may go
-   to review. The budget is spent greedily where it buys the most: at each step, every category proposes lowering
-   its review threshold to each of its next uncaught positives, and the step with the highest severity-weighted
+   to review, and by default the *upper* bound of the review rate's confidence interval must stay within it
+   (``budget_bound``): the policy then keeps to the budget on new traffic, not just on the posts it was fitted to.
+   The budget is spent greedily where it buys the most: at each step, every category proposes lowering its review
+   threshold to each of its next uncaught positives, and the step with the highest severity-weighted
    recall gained per post sent to review wins, if it still fits. Posts already removed or in review cost nothing
    twice. The result never exceeds the budget on the calibration data.
 
@@ -37,6 +39,7 @@ class Constraints:
     remove_precision: float = 0.95  # the CI lower bound of auto-remove precision must reach this
     confidence: float = 0.95  # of every interval
     min_positives: int = 10  # fewer calibration positives: monitor mode
+    budget_bound: bool = True  # spend only what keeps the review rate's upper CI bound within the budget
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "interval": "wilson (Kish effective n under population weights)"}
@@ -66,10 +69,25 @@ def remove_point(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray, c:
                       f"on {int(labels.sum())} calibration positives{best_cut}"}
 
 
+def spendable_share(budget: float, weights: np.ndarray, *, confidence: float | None) -> float:
+    """The largest review share whose Wilson upper bound (on Kish's effective n) is within ``budget``; ``budget``
+    itself when ``confidence`` is None."""
+    if confidence is None or not len(weights):
+        return budget
+    effective = float(weights.sum()) ** 2 / float((weights * weights).sum())
+    low, high = 0.0, budget
+    for _ in range(50):  # bisection: the upper bound grows with the share
+        middle = (low + high) / 2
+        bound = wilson(middle * effective, effective, confidence=confidence).high or 0.0
+        low, high = (middle, high) if bound <= budget else (low, middle)
+    return low
+
+
 def allocate_review(scores: np.ndarray, targets: np.ndarray, weights: np.ndarray, *, acting: list[int],
                     removed: np.ndarray, severity: dict[int, float], budget: float) -> tuple[dict[int, int], np.ndarray]:
-    """Greedy review allocation (rule 3). Returns, per acting column, how many of its top-scored posts are flagged
-    for review (0: none), and the mask of posts that go to review."""
+    """Greedy review allocation (rule 3) within ``budget`` (a share of the total weight). Returns, per acting
+    column, how many of its top-scored posts are flagged for review (0: none), and the mask of posts that go to
+    review."""
     total = float(weights.sum())
     allowance = budget * total
     orders = {c: np.argsort(-scores[:, c], kind="stable") for c in acting}
@@ -136,9 +154,9 @@ def calibrate(scores: np.ndarray, targets: np.ndarray, names: list[str], *, cons
             removed |= scores[:, j] >= entry["remove_threshold"]
             acting.append(j)
         categories[name] = entry
+    spend = spendable_share(c.review_budget, weights, confidence=c.confidence if c.budget_bound else None)
     taken, reviewed = allocate_review(scores, targets, weights, acting=acting, removed=removed,
-                                      severity={j: categories[names[j]]["severity"] for j in acting},
-                                      budget=c.review_budget)
+                                      severity={j: categories[names[j]]["severity"] for j in acting}, budget=spend)
     flagged = removed | reviewed
     for j in acting:
         entry = categories[names[j]]
@@ -169,6 +187,7 @@ def calibrate(scores: np.ndarray, targets: np.ndarray, names: list[str], *, cons
         "expected": {
             "review_rate": weighted_proportion(reviewed, weights, confidence=c.confidence).to_dict(),
             "remove_rate": weighted_proportion(removed, weights, confidence=c.confidence).to_dict(),
+            "review_share_spendable": spend,
             "posts": int(len(scores)),
         },
         "categories": categories,
