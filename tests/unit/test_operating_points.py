@@ -148,3 +148,27 @@ def test_policy_file_is_schema_valid_and_the_consumer_agrees_with_the_trainer() 
         assert rank[action] == int(want)
         if row[2] >= policy["categories"]["tobacco"]["monitor_threshold"]:
             assert any(r.startswith("monitor:tobacco") for r in reasons)
+
+
+def test_population_weights_fix_the_class_mix_of_the_splits_used() -> None:
+    from types import SimpleNamespace
+
+    from tagwatch.train.population import split_weights
+
+    rates = SimpleNamespace(positive={"train": 0.45, "val": 0.15, "holdout": 0.4},
+                            negative={"train": 0.8, "val": 0.1, "holdout": 0.1})
+    manifest = SimpleNamespace(split_rates=rates)
+    positive = np.array([True, False, True, False])
+    weights, population = split_weights(manifest, ["holdout"] * 4, positive)
+    assert list(weights) == pytest.approx([2.5, 10, 2.5, 10]) and "natural" in population
+    weights, _ = split_weights(manifest, ["train", "train", "val", "val"], positive)
+    assert list(weights) == pytest.approx([1 / 0.6, 1 / 0.9, 1 / 0.6, 1 / 0.9])  # per class, not per split
+    assert split_weights(SimpleNamespace(split_rates=None), ["val"], positive[:1])[0] is None
+
+
+def test_a_monitor_threshold_is_never_below_the_heads_decision_point() -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.random((1000, 1)) * 1e-3  # no positives: the head scores everything near 0
+    result = calibrate(scores, np.zeros((1000, 1), bool), ["drugs"])
+    assert result["categories"]["drugs"]["mode"] == "monitor"
+    assert result["categories"]["drugs"]["monitor_threshold"] == 0.5

@@ -31,6 +31,7 @@ import numpy as np
 from tagwatch.stats import weighted_proportion, wilson
 
 NEVER = 1.0 + 1e-6  # a threshold no sigmoid score reaches: the action is never taken
+MONITOR_FLOOR = 0.5  # a monitor hit needs at least the head's own decision point (it is fitted class-balanced)
 
 
 @dataclass(frozen=True)
@@ -143,10 +144,11 @@ def calibrate(scores: np.ndarray, targets: np.ndarray, names: list[str], *, cons
             entry.update(mode="off", reason="not a moderation category (posts in no moderation category)")
         elif positives < c.min_positives:
             quantile = float(np.quantile(scores[:, j], 1 - c.review_budget)) if len(scores) else NEVER
-            entry.update(mode="monitor", monitor_threshold=quantile,
+            threshold = max(quantile, MONITOR_FLOOR)
+            entry.update(mode="monitor", monitor_threshold=threshold,
                          reason=f"{positives} calibration positives < {c.min_positives} needed to act: scored and "
-                                f"counted (hits at score >= {quantile:.3f}, the top {c.review_budget:.0%}), "
-                                "never actioned")
+                                f"counted (hits at score >= {threshold:.3f}: the top {c.review_budget:.0%} of "
+                                f"calibration scores, at least {MONITOR_FLOOR}), never actioned")
         else:
             entry["mode"] = "act"
             entry["remove"] = remove_point(scores[:, j], targets[:, j], weights, c)
