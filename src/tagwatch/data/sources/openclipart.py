@@ -14,6 +14,9 @@ from pathlib import Path
 from tagwatch.data.sources import RenderedItem, SourceItem
 
 NAME = "openclipart"
+LICENSE = "CC-PDDC"  # Debian's copyright file: Creative Commons Public Domain Dedication and Certification
+ATTRIBUTION = "Openclipart (https://openclipart.org/), public domain; from Debian's openclipart-svg"
+URL = "https://openclipart.org/"
 DEFAULT_ROOT = Path("/usr/share/openclipart/svg")
 
 _SUBJECT_RE = re.compile(rb"<dc:subject>(.*?)</dc:subject>", re.S)
