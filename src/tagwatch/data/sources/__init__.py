@@ -62,3 +62,26 @@ def licence_of(name: str) -> dict[str, str | None]:
     """{"license", "attribution", "url"} of a known source; all None for posts of another producer."""
     module = get_source(name) if name in SOURCES else None
     return {key.lower(): getattr(module, key, None) for key in ("LICENSE", "ATTRIBUTION", "URL")}
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    source: str
+    root: str
+    fetched: bool  # True: downloaded now; False: already there (or a Debian package: nothing to fetch)
+    note: str = ""
+
+
+def fetch_sources(names: tuple[str, ...] = REAL_SOURCES) -> list[FetchResult]:
+    """Make each source's files present: download the ones that are not Debian packages (``fetch()``), and check
+    that the Debian ones are installed (ConfigError with the package to install otherwise). Idempotent."""
+    results = []
+    for name in names:
+        module = get_source(name)
+        if hasattr(module, "fetch"):
+            root, fetched = module.fetch()
+            results.append(FetchResult(name, str(root), fetched, "downloaded and checked" if fetched else "present"))
+        elif hasattr(module, "DEFAULT_ROOT"):
+            module.list_items(limit=1)  # raises ConfigError naming the Debian package when it is missing
+            results.append(FetchResult(name, str(module.DEFAULT_ROOT), False, "Debian package, installed"))
+    return results
