@@ -72,6 +72,20 @@ def parse_metadata(data: bytes) -> tuple[list[str], int, str, str]:
     return keywords, bad, title, author
 
 
+def keywords_of(item: SourceItem) -> list[str]:
+    """The item's keywords without rendering it (for choosing subsets)."""
+    return parse_metadata(Path(item.payload).read_bytes())[0]
+
+
+def copy_items(items: list[SourceItem], target: Path) -> None:
+    """Copy the items' files to ``target`` at their relative paths: a smaller root with the same post ids."""
+    import shutil
+
+    for item in items:
+        (target / item.ref).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(item.payload, target / item.ref)
+
+
 def render_item(item: SourceItem, size: int = 256) -> RenderedItem:
     """Parse the keywords and render the SVG on white, aspect kept, centred in a ``size`` square."""
     import cairosvg

@@ -129,6 +129,27 @@ def list_items(*, root: Path | None = None, limit: int | None = None, seed: int 
     return items[:limit] if limit is not None else items
 
 
+def keywords_of(item: SourceItem) -> list[str]:
+    """The item's keywords without rendering it (for choosing subsets)."""
+    return list(item.payload["keywords"])
+
+
+def copy_items(items: list[SourceItem], target: Path, *, root: Path | None = None) -> None:
+    """A smaller OpenMoji root at ``target``: the items' SVGs and their entries of ``data/openmoji.json``."""
+    import shutil
+
+    base = Path(root or default_root())
+    refs = {item.ref for item in items}
+    entries = [e for e in load_entries(base) if is_post(e) and f"{SVG_DIR}/{e['hexcode']}.svg" in refs]
+    (target / DATA_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (target / DATA_FILE).write_text(json.dumps(entries, ensure_ascii=False, indent=1), encoding="utf-8")
+    for item in items:
+        (target / item.ref).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(item.payload["path"], target / item.ref)
+    if (base / "LICENSE.txt").is_file():
+        shutil.copyfile(base / "LICENSE.txt", target / "LICENSE.txt")
+
+
 def render_item(item: SourceItem, size: int = 256) -> RenderedItem:
     """Render the emoji's SVG on white, centred in a ``size`` square; keywords from the JSON entry."""
     import cairosvg

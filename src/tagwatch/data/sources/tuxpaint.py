@@ -113,6 +113,23 @@ def parse_stamp(path: Path, ref: str) -> tuple[list[str], str]:
     return stamp_keywords(ref, description), description
 
 
+def keywords_of(item: SourceItem) -> list[str]:
+    """The item's keywords without rendering it (for choosing subsets)."""
+    return parse_stamp(Path(item.payload), item.ref)[0]
+
+
+def copy_items(items: list[SourceItem], target: Path) -> None:
+    """Copy the stamps (image and description) to ``target`` at their relative paths."""
+    import shutil
+
+    for item in items:
+        image = Path(item.payload)
+        (target / item.ref).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(image, target / item.ref)
+        if image.with_suffix(".txt").is_file():
+            shutil.copyfile(image.with_suffix(".txt"), (target / item.ref).with_suffix(".txt"))
+
+
 def render_item(item: SourceItem, size: int = 256) -> RenderedItem:
     """Render the stamp (SVG with cairosvg, PNG with Pillow) on white, centred in a ``size`` square."""
     from PIL import Image
