@@ -7,11 +7,16 @@
 ARG BASE=python:3.11-slim
 FROM ${BASE}
 RUN apt-get update && apt-get install -y --no-install-recommends libcairo2 wordnet-base openclipart-svg \
+    tuxpaint-stamps-default \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/tagwatch
 COPY pyproject.toml constraints.txt README.md ./
 COPY src ./src
 RUN pip install --no-cache-dir -c constraints.txt ".[all]"
+# OpenMoji (CC BY-SA 4.0) is not a Debian package: the pinned, integrity-checked npm tarball, fetched at build time
+# into a cache the read-only pods can read.
+ENV XDG_CACHE_HOME=/opt/tagwatch/cache
+RUN tagwatch data fetch openmoji && chmod -R a+rX /opt/tagwatch/cache
 # Non-root, matching the manifests' runAsUser; the root filesystem is read-only in the pods (/tmp is an emptyDir).
 RUN useradd --uid 10001 --create-home tagwatch
 USER 10001

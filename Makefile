@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install sysdeps test test-unit test-integration demo down lint clean distclean
+.PHONY: help install sysdeps sources test test-unit test-integration demo down lint clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -22,10 +22,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q --disable-pip-version-check -c constraints.txt -e '.[$(EXTRAS)]'
 	@touch $@
 
-install: $(STAMP) sysdeps  ## create .venv and install tagwatch with everything it uses
+install: $(STAMP) sysdeps sources  ## create .venv and install tagwatch with everything it uses
 
 sysdeps:  ## apt-get install the Debian packages in sysdeps.txt that are missing
 	@scripts/install-sysdeps.sh
+
+sources: $(STAMP)  ## fetch the post sources that are not Debian packages (OpenMoji: pinned npm tarball, checked)
+	@$(VENV)/bin/tagwatch data fetch --quiet
 
 test: install  ## the whole suite: unit + integration against real SeaweedFS/Tansu (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -11,12 +11,14 @@ def ingest(posts: Output[Dataset], source: str = "openclipart", limit: int = 0, 
 
     Args:
         posts: The ingest report (JSON); metadata: posts_uri, ingested, posts_total.
-        source: "openclipart" (Debian openclipart-svg) or "synthetic" (procedural shapes, for quick runs).
+        source: "openclipart" (Debian openclipart-svg), "openmoji" (npm, CC BY-SA 4.0), "tuxpaint" (Debian
+            tuxpaint-stamps-default), "synthetic" (procedural shapes, for quick runs), or several comma-separated.
         limit: Only the first N items of the source (0: all).
         seed: Seeds caption noise and synthetic images.
         workers: Render processes (0: CPU count).
-        source_root: Read the source from this directory ("": the source's default root; openclipart: the Debian
-            package's). The demo's quick subset is a copy of some openclipart items at their original paths.
+        source_root: Read the source from this directory ("": the source's default root); with several sources, a
+            directory with one folder per source. The demo's quick subset is such a directory: a copy of some items
+            of each source at their original relative paths.
     """
     import json
 

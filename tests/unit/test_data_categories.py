@@ -60,3 +60,19 @@ def test_invalid_yaml_shape_is_a_config_error(tmp_path) -> None:
     path.write_text("categories: [1, 2]\n")
     with pytest.raises(ConfigError, match="invalid categories file"):
         load_categories(path)
+
+
+@pytest.mark.parametrize(
+    ("keyword", "expected"),
+    [  # obvious tags of the OpenMoji / Tux Paint positives, each through the same closure
+        ("beer", ["alcohol"]), ("wine", ["alcohol"]), ("cigarette", ["tobacco"]), ("pill", ["drugs"]),
+        ("syringe", ["drugs"]), ("knife", ["weapons"]), ("bomb", ["weapons"]), ("blood", ["violence"]),
+        ("ammunition", ["weapons"]), ("ashtray", ["tobacco"]),
+        # first WordNet senses that are wrong for what carries them (categories.yaml v2 `exclude`)
+        ("round", ["other"]), ("slug", ["other"]), ("stiletto", ["other"]), ("dart", ["other"]),
+        ("mortar", ["other"]), ("arms", ["other"]), ("bite", ["other"]), ("slash", ["other"]),
+        ("sour", ["other"]), ("bitter", ["other"]), ("stinger", ["other"]), ("brew", ["other"]),
+    ],
+)
+def test_new_source_tags(matcher: CategoryMatcher, keyword: str, expected: list[str]) -> None:
+    assert matcher.post_categories([keyword]) == expected

@@ -37,6 +37,7 @@ from tagwatch.data.manifest import (
     Vocabulary,
     content_hash,
 )
+from tagwatch.data.provenance import source_infos
 from tagwatch.data.shards import dataset_prefix, shard_sizes, upload_shard, write_tar
 from tagwatch.data.vocab import Canonicaliser, VocabConfig, VocabReport, build_vocabulary, label_index, labels_for
 from tagwatch.data.vocab import post_keys as caption_keys
@@ -282,10 +283,8 @@ def build_dataset(
         client=client, bucket=datasets_bucket, prefix=prefix, config=config, version=report.version,
         vocabulary=vocabulary, categories_text=categories_text, category_names=categories.names, dedup=dedup,
         split_infos=split_infos,
-        sources=[
-            SourceInfo(name=s, version=v, posts=sum(1 for p in posts if p.source == s))
-            for s, v in sorted(source_versions.items())
-        ],
+        sources=source_infos(posts=posts, versions=source_versions, samples=samples,
+                             categories=list(categories.categories)),
     )
     _write_latest(client, datasets_bucket, config.name, report.version)
     report.splits = {split: info.samples for split, info in manifest.splits.items()}

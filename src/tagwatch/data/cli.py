@@ -33,43 +33,73 @@ def _progress() -> Progress:
     )
 
 
+@data_app.command("fetch")
+def fetch(
+    source: Annotated[Optional[list[str]], typer.Argument(help="Sources to make present (default: all real ones).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only when something was downloaded.")] = False,
+) -> None:
+    """Download the sources that are not Debian packages (OpenMoji: pinned npm tarball, integrity-checked) into
+    ${XDG_CACHE_HOME:-~/.cache}/tagwatch/sources; check the Debian ones are installed. Idempotent."""
+    from tagwatch.data.sources import REAL_SOURCES, fetch_sources, parse_sources
+
+    for result in fetch_sources(parse_sources(source) if source else REAL_SOURCES):
+        if result.fetched or not quiet:
+            out.print(f"{result.source}: {result.note} ({result.root})")
+
+
 @data_app.command("ingest")
 def ingest(
-    source: Annotated[str, typer.Option("--source", help="openclipart or synthetic.")] = "openclipart",
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N items of the source.")] = None,
+    source: Annotated[list[str], typer.Option(
+        "--source", help="openclipart, openmoji, tuxpaint or synthetic; repeatable or comma-separated.")] = ["openclipart"],  # noqa: B006
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N items of each source.")] = None,
     seed: Annotated[int, typer.Option(help="Seeds caption noise and synthetic images.")] = 0,
     workers: Annotated[Optional[int], typer.Option(help="Render processes (default: CPU count).")] = None,
     source_dir: Annotated[
-        Optional[Path], typer.Option("--source-dir", help="The source's files (openclipart: /usr/share/openclipart/svg).")
+        Optional[Path], typer.Option("--source-dir", help="The source's files (one source only; default: its own, "
+                                     "e.g. /usr/share/openclipart/svg).")
     ] = None,
     retry_skipped: Annotated[
         bool, typer.Option("--retry-skipped", help="Also retry items an earlier run skipped (broken SVG, no keywords).")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (a list with several sources).")] = False,
 ) -> None:
     """Render a source's images, write images and post records to the posts bucket (resumable)."""
     from tagwatch.data.ingest import ingest_source
+    from tagwatch.data.sources import parse_sources
+    from tagwatch.errors import ConfigError
 
+    names = parse_sources(source)
+    if source_dir and len(names) > 1:
+        raise ConfigError("--source-dir names one source's files", hint="ingest one --source at a time with it")
     settings, client = _settings_and_client()
-    with _progress() as progress:
-        task = progress.add_task(f"ingest {source}", total=None)
-        report = ingest_source(
-            client=client, bucket=settings.s3.buckets.posts, source=source, limit=limit, seed=seed, workers=workers,
-            root=source_dir, retry_skipped=retry_skipped,
-            on_total=lambda n: progress.update(task, total=n),
-            on_advance=lambda n: progress.advance(task, n),
-        )
+    reports = []
+    for name in names:
+        with _progress() as progress:
+            task = progress.add_task(f"ingest {name}", total=None)
+            reports.append(ingest_source(
+                client=client, bucket=settings.s3.buckets.posts, source=name, limit=limit, seed=seed, workers=workers,
+                root=source_dir, retry_skipped=retry_skipped,
+                on_total=lambda n: progress.update(task, total=n),
+                on_advance=lambda n: progress.advance(task, n),
+            ))
     if as_json:
-        emit_json(report.to_json())
+        emit_json(reports[0].to_json() if len(reports) == 1 else [r.to_json() for r in reports])
         return
-    out.print(
-        f"[green]ingested[/] {report.ingested} posts from {source} in {report.seconds:.1f}s "
-        f"({report.already_there} already there, {report.known_bad} known bad, {report.posts_total} in s3://{settings.s3.buckets.posts}/posts/{source}/)"
-    )
-    if report.skipped or report.bad_keywords:
-        reasons = ", ".join(f"{reason} {count}" for reason, count in report.skipped.items()) or "none"
-        out.print(f"[yellow]skipped[/] {sum(report.skipped.values())}: {reasons}; "
-                  f"non-UTF-8 keywords dropped: {report.bad_keywords}")
+    for report in reports:
+        out.print(
+            f"[green]ingested[/] {report.ingested} posts from {report.source} in {report.seconds:.1f}s "
+            f"({report.already_there} already there, {report.known_bad} known bad, {report.posts_total} in "
+            f"s3://{settings.s3.buckets.posts}/posts/{report.source}/)"
+        )
+        if report.skipped or report.bad_keywords:
+            reasons = ", ".join(f"{reason} {count}" for reason, count in report.skipped.items()) or "none"
+            out.print(f"[yellow]skipped[/] {sum(report.skipped.values())}: {reasons}; "
+                      f"non-UTF-8 keywords dropped: {report.bad_keywords}")
+
+
+def split_names(values) -> tuple[str, ...]:
+    """["a,b", "c"] -> ("a", "b", "c"): repeatable options that also take comma-separated lists."""
+    return tuple(dict.fromkeys(n.strip() for v in values for n in str(v).split(",") if n.strip()))
 
 
 def _vocab_config(top_k: int, min_count: int):
@@ -133,7 +163,8 @@ def save_zipf_plot(*, counts: list[int], path: Path) -> None:
 def build(
     name: Annotated[str, typer.Option(help="Dataset name (prefix in the datasets bucket).")] = "hashtags",
     version: Annotated[Optional[str], typer.Option(help="Version (default: a hash of the inputs).")] = None,
-    source: Annotated[Optional[list[str]], typer.Option("--source", help="Only these sources (repeatable).")] = None,
+    source: Annotated[Optional[list[str]], typer.Option(
+        "--source", help="Only these sources (repeatable or comma-separated; default: all in the posts bucket).")] = None,
     shard_samples: Annotated[int, typer.Option(help="Samples per shard at most.")] = 500,
     top_k: Annotated[int, typer.Option("--top-k")] = 1000,
     min_count: Annotated[int, typer.Option("--min-count")] = 5,
@@ -149,7 +180,7 @@ def build(
 
     settings, client = _settings_and_client()
     config = BuildConfig(
-        name=name, version=version, sources=tuple(source or ()), shard_samples=shard_samples, seed=seed,
+        name=name, version=version, sources=split_names(source or ()), shard_samples=shard_samples, seed=seed,
         vocab=_vocab_config(top_k, min_count), categories_path=categories,
     )
     with _progress() as progress:
@@ -178,3 +209,23 @@ def build(
     out.print(f"  dedup       {report.dedup_dropped} train images dropped (PDQ <= 31 of an eval image)")
     if report.skipped:
         out.print(f"  [yellow]skipped[/]     {report.skipped}")
+
+
+@data_app.command("sources")
+def sources(
+    name: Annotated[str, typer.Option(help="Dataset name.")] = "hashtags",
+    version: Annotated[Optional[str], typer.Option(help="Dataset version (default: the latest build).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest's sources as JSON.")] = False,
+) -> None:
+    """Each source of a built dataset: licence, attribution, posts, samples and positives per category."""
+    from tagwatch.data.provenance import manifest_of, sources_table
+
+    settings, client = _settings_and_client()
+    manifest = manifest_of(client, settings.s3.buckets.datasets, name, version)
+    if as_json:
+        emit_json([info.model_dump(mode="json") for info in manifest.sources])
+        return
+    print(sources_table(manifest), end="")  # Markdown for docs: not through rich (it wraps at 80 columns)
+    for info in manifest.sources:
+        if info.attribution:
+            print(f"- {info.name}: {info.attribution}")

@@ -154,12 +154,13 @@ def ingest_source(
     Args:
         client: a boto3 S3 client.
         bucket: the posts bucket.
-        source: openclipart or synthetic.
+        source: openclipart, openmoji, tuxpaint or synthetic (tagwatch.data.sources.SOURCES).
         limit: take only the first N items of the source (sorted), e.g. for tests.
         seed: seeds the caption noise (and the synthetic images).
         workers: render processes (default: CPU count).
         size: image side in pixels.
-        root: the source's directory (openclipart: default /usr/share/openclipart/svg).
+        root: the source's directory (default: its own; openclipart /usr/share/openclipart/svg, openmoji the fetch
+            cache, tuxpaint /usr/share/tuxpaint/stamps).
         render_timeout_s: an item that takes longer to render is skipped as ``render_timeout`` (retried next run).
         retry_skipped: also retry items an earlier run skipped for a permanent reason (a broken SVG, no keywords).
         on_total, on_advance: progress callbacks (items to render; items done).

@@ -80,9 +80,19 @@ class FileRef(_Model):
 
 
 class SourceInfo(_Model):
+    """One post source of the build. The fields after ``posts`` were added later (schema still v1): a manifest
+    written before them leaves them out, and its content hash (which skips None) stays what it was."""
+
     name: str
     version: str
-    posts: int
+    posts: int = Field(description="valid posts of this source read from the posts bucket")
+    license: str | None = Field(default=None, description="SPDX id of the source's licence, e.g. 'CC-BY-SA-4.0'")
+    attribution: str | None = Field(default=None, description="the credit line the licence asks for")
+    url: str | None = Field(default=None, description="the source's home page")
+    splits: dict[Split, int] | None = Field(default=None, description="samples of this source per split (after dedup)")
+    positives: dict[str, dict[Split, int]] | None = Field(
+        default=None, description="moderation category -> split -> samples of this source in it ('other' left out)"
+    )
 
 
 class SplitRates(_Model):
@@ -111,10 +121,13 @@ class DatasetManifest(_Model):
     splits: dict[Split, SplitInfo]
     sampling: Literal["sqrt", "natural"] = "sqrt"
     split_rates: SplitRates | None = Field(default=None, description="split assignment rates (None: older builds)")
-    content_hash: str = Field(default="", description="sha256 of the canonical JSON of all other fields but created_at")
+    content_hash: str = Field(
+        default="", description="sha256 of the canonical JSON of all other fields but created_at (None fields left out)"
+    )
 
     def compute_hash(self) -> str:
-        return content_hash(self.model_dump(mode="json", exclude={"content_hash", "created_at"}))
+        # exclude_none: optional fields added later do not change the hash of a manifest written before them
+        return content_hash(self.model_dump(mode="json", exclude={"content_hash", "created_at"}, exclude_none=True))
 
     def sealed(self) -> DatasetManifest:
         """A copy with content_hash filled in (what the data build writes)."""

@@ -43,7 +43,8 @@ def run_demo(base: Settings, *, quick: bool, report_dir: Path, fresh: bool = Fal
         up = stages.bring_stack_up(base, progress=progress)
         progress.say(f"started {', '.join(up.started) or 'nothing'}; already running {', '.join(up.already_running) or 'nothing'}")
     settings = with_stack_endpoints(base)
-    with progress.stage("ingest", "openclipart SVGs -> 256 px JPEG + PDQ + caption -> posts bucket (resumable)"
+    with progress.stage("ingest", "openclipart, OpenMoji, Tux Paint stamps -> 256 px JPEG + PDQ + caption -> posts "
+                        "bucket (resumable)"
                         + (" [quick subset]" if quick else " [whole corpus]")):
         ingest = stages.ingest_corpus(settings, quick=quick, progress=progress)
     if fresh:

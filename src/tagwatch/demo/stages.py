@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,58 +43,106 @@ def bring_stack_up(base: Settings, *, progress: DemoProgress):
 
 
 # -- ingest --------------------------------------------------------------------------------------------
-def select_quick_subset(*, root: Path, total: int, seed: int = 0) -> tuple[list[str], int]:
-    """Every openclipart item whose keywords put it in a moderation category, plus a seeded random sample of the
-    others up to ``total``: a small corpus that still has positives to measure. Returns (refs, positives)."""
+QUICK_OTHERS = 40  # per added source (openmoji, tuxpaint) in the quick subset, beside all their positives
+
+
+@dataclass
+class CorpusIngest:
+    """The ingest of every source: the sums run.py reports, and each source's own report."""
+
+    reports: dict[str, Any] = field(default_factory=dict)
+
+    def _sum(self, name: str) -> int:
+        return sum(getattr(r, name) for r in self.reports.values())
+
+    ingested = property(lambda self: self._sum("ingested"))
+    already_there = property(lambda self: self._sum("already_there"))
+    posts_total = property(lambda self: self._sum("posts_total"))
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for report in self.reports.values():
+            for reason, count in report.skipped.items():
+                total[reason] = total.get(reason, 0) + count
+        return total
+
+
+def select_quick_subset(*, source: str, root: Path | None, others: int = 0, total: int | None = None,
+                        seed: int = 0) -> tuple[list[Any], int]:
+    """Every item of ``source`` whose keywords put it in a moderation category, plus a seeded random sample of the
+    rest (``others`` of them, or up to ``total`` items in all): a small corpus that still has positives to measure.
+    Returns (items, positives)."""
     from tagwatch.data.categories import CategoryMatcher, load_categories
-    from tagwatch.data.sources import openclipart
+    from tagwatch.data.sources import get_source
     from tagwatch.data.wordnet import load_wordnet
 
+    module = get_source(source)
     categories, _ = load_categories()
     matcher = CategoryMatcher(categories, load_wordnet())
-    positives, others = [], []
-    for item in openclipart.list_items(root=root):
-        keywords, _bad, _title, _author = openclipart.parse_metadata(Path(item.payload).read_bytes())
-        cats = matcher.post_categories(keywords)
-        (positives if any(c != categories.other for c in cats) else others).append(item.ref)
-    rest = random.Random(seed).sample(others, max(0, min(len(others), total - len(positives))))
-    return sorted(positives + rest), len(positives)
+    positives, rest = [], []
+    for item in module.list_items(root=root):
+        cats = matcher.post_categories(module.keywords_of(item))
+        (positives if any(c != categories.other for c in cats) else rest).append(item)
+    wanted = others if total is None else total - len(positives)
+    sample = random.Random(seed).sample(rest, max(0, min(len(rest), wanted)))
+    return sorted(positives + sample, key=lambda item: item.ref), len(positives)
+
+
+def quick_root(settings: Settings) -> Path:
+    """The quick subset: one folder per source, items at their original relative paths (so post ids match a full
+    ingest's: a later full demo ingests only the rest)."""
+    return demo_dir(settings) / "quick-sources"
 
 
 def prepare_quick_source(settings: Settings, *, progress: DemoProgress) -> Path:
-    """A directory with the quick subset's SVGs at their original relative paths (so post ids match a full
-    ingest's: a later full demo ingests only the rest)."""
-    from tagwatch.data.sources.openclipart import DEFAULT_ROOT
+    """Write the quick subset (once): openclipart's positives + seeded others up to QUICK_POSTS, and each other
+    real source's positives + QUICK_OTHERS seeded others. Returns its root (a folder per source)."""
+    from tagwatch.data.sources import REAL_SOURCES, get_source
 
-    target = demo_dir(settings) / "openclipart-quick"
+    target = quick_root(settings)
     listing = target / ".subset.json"
     if listing.exists():
-        refs = json.loads(listing.read_text())["refs"]
-        progress.say(f"reusing the quick subset ({len(refs)} items) in {target}")
-        return target
-    refs, positives = select_quick_subset(root=DEFAULT_ROOT, total=QUICK_POSTS)
-    for ref in refs:
-        (target / ref).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(DEFAULT_ROOT / ref, target / ref)
-    listing.write_text(json.dumps({"refs": refs, "positives": positives}))
-    progress.say(f"quick subset: {len(refs)} openclipart items, {positives} of them in a moderation category "
-                 f"(all there are) + {len(refs) - positives} seeded random others")
+        chosen = json.loads(listing.read_text())
+        if list(chosen.get("sources", {})) == list(REAL_SOURCES):
+            progress.say(f"reusing the quick subset in {target}")
+            return target
+    shutil.rmtree(target, ignore_errors=True)
+    chosen = {"sources": {}}
+    for name in REAL_SOURCES:
+        module = get_source(name)
+        if name == "openclipart":
+            items, positives = select_quick_subset(source=name, root=None, total=QUICK_POSTS)
+        else:
+            items, positives = select_quick_subset(source=name, root=None, others=QUICK_OTHERS)
+        module.copy_items(items, target / name)
+        chosen["sources"][name] = {"refs": [item.ref for item in items], "positives": positives}
+        progress.say(f"quick subset: {len(items)} {name} items, {positives} of them in a moderation category "
+                     f"(all there are) + {len(items) - positives} seeded random others")
+    listing.write_text(json.dumps(chosen))
     return target
 
 
-def ingest_corpus(settings: Settings, *, quick: bool, progress: DemoProgress):
+def ingest_corpus(settings: Settings, *, quick: bool, progress: DemoProgress) -> CorpusIngest:
+    """Ingest every real source (openclipart, OpenMoji, Tux Paint stamps), or their quick subsets."""
     from tagwatch.clients import s3_client
     from tagwatch.data.ingest import ingest_source
+    from tagwatch.data.sources import REAL_SOURCES
 
     root = prepare_quick_source(settings, progress=progress) if quick else None
-    label = "render + upload"
-    report = ingest_source(
-        client=s3_client(settings.s3), bucket=settings.s3.buckets.posts, source="openclipart", root=root,
-        on_total=lambda n: progress.update(label, completed=0, total=n),
-        on_advance=lambda n: progress.advance(label, n))
-    progress.say(f"ingested {report.ingested} new posts ({report.already_there} already in S3, "
-                 f"{sum(report.skipped.values())} skipped: {report.skipped or 'none'}); {report.posts_total} openclipart posts in S3")
-    return report
+    client = s3_client(settings.s3)
+    result = CorpusIngest()
+    for name in REAL_SOURCES:
+        label = f"render + upload {name}"
+        report = ingest_source(
+            client=client, bucket=settings.s3.buckets.posts, source=name, root=root / name if root else None,
+            on_total=lambda n, label=label: progress.update(label, completed=0, total=n),
+            on_advance=lambda n, label=label: progress.advance(label, n))
+        result.reports[name] = report
+        progress.say(f"{name}: ingested {report.ingested} new posts in {report.seconds:.1f}s ({report.already_there} "
+                     f"already in S3, {sum(report.skipped.values())} skipped: {report.skipped or 'none'}); "
+                     f"{report.posts_total} {name} posts in S3")
+    return result
 
 
 # -- serving -------------------------------------------------------------------------------------------

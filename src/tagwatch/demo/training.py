@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tagwatch.data.sources import REAL_SOURCES
 from tagwatch.demo.progress import DemoProgress
 from tagwatch.errors import TrainingError
 from tagwatch.settings import Settings
@@ -69,7 +70,7 @@ class TrainingPlan:
 
     def pipeline_params(self, *, source_root: str, dataset_name: str = DATASET_NAME) -> dict[str, Any]:
         """The ``pretrain_and_deploy`` parameters of this plan (every one the local runner's presets set too)."""
-        return {**BUILD, "dataset_name": dataset_name, "source": "openclipart", "source_root": source_root,
+        return {**BUILD, "dataset_name": dataset_name, "source": ",".join(REAL_SOURCES), "source_root": source_root,
                 "limit": 0, "arch": self.arch, "width": self.width, "image_size": self.image_size,
                 "batch_size": self.batch_size, "workers": self.workers, "nproc": self.nproc,
                 "pretrain_steps": self.pretrain_steps, "transfer_steps": self.transfer_steps,
@@ -110,9 +111,9 @@ def config_hash(plan: TrainingPlan, dataset: str) -> str:
 
 
 def quick_source_root(settings: Settings) -> Path:
-    from tagwatch.demo.stages import demo_dir
+    from tagwatch.demo.stages import quick_root
 
-    return demo_dir(settings) / "openclipart-quick"
+    return quick_root(settings)
 
 
 def run_training(settings: Settings, *, quick: bool, progress: DemoProgress, fresh: bool = False) -> TrainingOutcome:

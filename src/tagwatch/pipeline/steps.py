@@ -54,16 +54,30 @@ def run_id_for(kind: str, pipeline_job_id: str) -> str:
 # -- data ---------------------------------------------------------------------------------------------
 @timed_step("ingest")
 def ingest_posts(*, source: str, limit: int, seed: int, workers: int = 0, root: str = "") -> dict[str, Any]:
-    """Render and store a source's posts in the posts bucket (resumable); returns the ingest report. ``root``: the
-    source's directory ('' = its default root)."""
+    """Render and store the posts of ``source`` (one name or several, comma-separated) in the posts bucket
+    (resumable); returns the ingest report (with several sources: their sums and ``sources``, one report each).
+    ``root``: the source's directory ('' = its default root); with several sources, a directory holding one folder
+    per source (a source without its folder there is read from its default root)."""
     from tagwatch.clients import s3_client
     from tagwatch.data.ingest import ingest_source
+    from tagwatch.data.sources import parse_sources
 
     settings = step_settings()
-    report = ingest_source(client=s3_client(settings.s3), bucket=settings.s3.buckets.posts, source=source,
-                           limit=limit or None, seed=seed, workers=workers or None,
-                           root=Path(root) if root else None)
-    return {**report.to_json(), "posts_uri": f"s3://{settings.s3.buckets.posts}/posts/{source}/"}
+    names = parse_sources(source)
+    client = s3_client(settings.s3)
+    reports = {}
+    for name in names:
+        where = Path(root) if root and len(names) == 1 else (Path(root) / name if root else None)
+        if where is not None and len(names) > 1 and not where.is_dir():
+            where = None
+        reports[name] = ingest_source(client=client, bucket=settings.s3.buckets.posts, source=name,
+                                      limit=limit or None, seed=seed, workers=workers or None, root=where).to_json()
+    bucket = settings.s3.buckets.posts
+    if len(names) == 1:
+        return {**reports[names[0]], "posts_uri": f"s3://{bucket}/posts/{names[0]}/"}
+    totals = {key: sum(r[key] for r in reports.values()) for key in ("listed", "already_there", "ingested",
+                                                                     "known_bad", "posts_total")}
+    return {"source": ",".join(names), **totals, "sources": reports, "posts_uri": f"s3://{bucket}/posts/"}
 
 
 @timed_step("build-dataset")

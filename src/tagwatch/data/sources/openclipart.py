@@ -14,6 +14,9 @@ from pathlib import Path
 from tagwatch.data.sources import RenderedItem, SourceItem
 
 NAME = "openclipart"
+LICENSE = "CC-PDDC"  # Debian's copyright file: Creative Commons Public Domain Dedication and Certification
+ATTRIBUTION = "Openclipart (https://openclipart.org/), public domain; from Debian's openclipart-svg"
+URL = "https://openclipart.org/"
 DEFAULT_ROOT = Path("/usr/share/openclipart/svg")
 
 _SUBJECT_RE = re.compile(rb"<dc:subject>(.*?)</dc:subject>", re.S)
@@ -67,6 +70,20 @@ def parse_metadata(data: bytes) -> tuple[list[str], int, str, str]:
     if author_key:
         keywords = [k for k in keywords if _squash(k) != author_key]
     return keywords, bad, title, author
+
+
+def keywords_of(item: SourceItem) -> list[str]:
+    """The item's keywords without rendering it (for choosing subsets)."""
+    return parse_metadata(Path(item.payload).read_bytes())[0]
+
+
+def copy_items(items: list[SourceItem], target: Path) -> None:
+    """Copy the items' files to ``target`` at their relative paths: a smaller root with the same post ids."""
+    import shutil
+
+    for item in items:
+        (target / item.ref).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(item.payload, target / item.ref)
 
 
 def render_item(item: SourceItem, size: int = 256) -> RenderedItem:
