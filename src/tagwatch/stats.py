@@ -42,7 +42,8 @@ def wilson(successes: float, trials: float, *, confidence: float = 0.95) -> Esti
     denominator = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denominator
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
-    return Estimate(p, max(0.0, centre - half), min(1.0, centre + half), float(trials))
+    # the interval always holds p; clamping keeps float rounding (p = 1, high = 0.9999999999999998) from saying not
+    return Estimate(p, min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)), float(trials))
 
 
 def weighted_proportion(hits: np.ndarray, weights: np.ndarray | None = None, *,

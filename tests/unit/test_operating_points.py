@@ -172,3 +172,28 @@ def test_a_monitor_threshold_is_never_below_the_heads_decision_point() -> None:
     result = calibrate(scores, np.zeros((1000, 1), bool), ["drugs"])
     assert result["categories"]["drugs"]["mode"] == "monitor"
     assert result["categories"]["drugs"]["monitor_threshold"] == 0.5
+
+
+def test_a_wilson_interval_always_holds_its_point_estimate() -> None:
+    for successes, trials in [(9, 9), (0, 7), (1, 1), (13.7, 13.7), (3, 11)]:
+        estimate = wilson(successes, trials)
+        assert estimate.low <= estimate.value <= estimate.high
+
+
+def test_near_duplicates_share_a_group_and_a_cross_fit_fold() -> None:
+    import torch
+
+    from tagwatch.data.dedup import near_duplicate_groups
+    from tagwatch.train.probe_fit import out_of_fold_scores
+
+    base = "f" * 64
+    twin = "e" + "f" * 63  # 1 bit apart
+    far = "0" * 64
+    groups = near_duplicate_groups([base, twin, far, None, None])
+    assert groups[0] == groups[1] and len({groups[0], groups[2], groups[3], groups[4]}) == 4
+    rng = np.random.default_rng(0)
+    features = torch.as_tensor(rng.normal(size=(200, 4)), dtype=torch.float32)
+    targets = torch.as_tensor(rng.random((200, 1)) < 0.3, dtype=torch.float32)
+    pairs = np.repeat(np.arange(100), 2)  # 100 twin pairs
+    scores = out_of_fold_scores(features, targets, folds=5, l2=1e-3, max_iter=50, seed=0, groups=pairs)
+    assert scores.shape == (200, 1) and bool(((scores > 0) & (scores < 1)).all())

@@ -66,6 +66,29 @@ def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a.sum(1)[:, None] + b.sum(1)[None, :] - 2.0 * (a @ b.T)).round().astype(np.int32)
 
 
+def near_duplicate_groups(hashes: list[str | None], *, threshold: int = PDQ_THRESHOLD, block: int = 2048) -> np.ndarray:
+    """A group id per image: images within Hamming ``threshold`` of each other (transitively) share one; an image
+    without a hash is its own group. Cross-fitting folds by group keeps a near-copy from scoring its twin."""
+    parent = np.arange(len(hashes))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    index = [i for i, h in enumerate(hashes) if h]
+    if index:
+        bits = pdq_bits([hashes[i] for i in index])
+        for start in range(0, len(index), block):
+            distances = hamming_matrix(bits[start:start + block], bits)
+            for a, b in zip(*np.nonzero(distances <= threshold)):
+                i, j = index[start + a], index[b]
+                if i < j:
+                    parent[root(j)] = root(i)
+    return np.array([root(i) for i in range(len(hashes))])
+
+
 def dedup_train(
     *,
     train: list[HashedImage],

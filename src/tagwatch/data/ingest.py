@@ -295,6 +295,6 @@ def _consume(results, handle, on_advance) -> None:
 
 def _skip(report: IngestReport, skipped: Counter, ref: str, reason: str, detail: str) -> None:
     skipped[reason] += 1
-    log.warning("skipped %s: %s (%s)", ref, reason, detail)
+    log.debug("skipped %s: %s (%s)", ref, reason, detail)  # one summary at the end, the list in the report
     if len(report.skipped_items) < MAX_LISTED_SKIPS:
         report.skipped_items.append({"ref": ref, "reason": reason, "detail": detail})

@@ -182,8 +182,8 @@ def plot_operating_point(scores: np.ndarray, labels: np.ndarray, weights: np.nda
             continue
         p, r = point["precision"], point["recall"]
         axis.errorbar(r["value"], p["value"], fmt=marker, color=colour, capsize=3, label=label,
-                      xerr=[[r["value"] - r["low"]], [r["high"] - r["value"]]],
-                      yerr=[[p["value"] - p["low"]], [p["high"] - p["value"]]])
+                      xerr=[[max(0.0, r["value"] - r["low"])], [max(0.0, r["high"] - r["value"])]],
+                      yerr=[[max(0.0, p["value"] - p["low"])], [max(0.0, p["high"] - p["value"])]])
     ap = entry.get("ap", {}).get("value")
     axis.set_title(f"{name}: {entry.get('positives', 0)} positives, AP "
                    + ("–" if ap is None else f"{ap:.2f}"), fontsize=10)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tagwatch.data.posts import report_key
 from tagwatch.demo.progress import DemoProgress
 from tagwatch.demo.summary import PublishedPost
 from tagwatch.errors import CheckFailedError, StackError
@@ -141,7 +142,9 @@ def ingest_corpus(settings: Settings, *, quick: bool, progress: DemoProgress) ->
         result.reports[name] = report
         progress.say(f"{name}: ingested {report.ingested} new posts in {report.seconds:.1f}s ({report.already_there} "
                      f"already in S3, {sum(report.skipped.values())} skipped: {report.skipped or 'none'}); "
-                     f"{report.posts_total} {name} posts in S3")
+                     f"{report.posts_total} {name} posts in S3"
+                     + (f"; skipped items listed in s3://{settings.s3.buckets.posts}/{report_key(name)}"
+                        if report.skipped else ""))
     return result
 
 

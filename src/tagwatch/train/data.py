@@ -300,6 +300,7 @@ class ShardStream(IterableDataset):
             "hashtags": multi_hot([s.meta.labels for s in samples], self.num_labels),
             "categories": multi_hot(categories, len(self.category_index)),
             "keys": [s.key for s in samples],
+            "pdq": [s.meta.pdq for s in samples],
         }
 
 

@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,16 +24,21 @@ def extract_features(
     model: nn.Module, batches: Iterable[dict[str, Any]], *, device: str,
     targets: tuple[str, ...] = ("categories", "hashtags"),
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """(features float32[N, F], {target: float32[N, C]}) with the model in eval mode, no grad."""
+    """(features float32[N, F], {target: float32[N, C]}) with the model in eval mode, no grad. The batches' PDQ
+    hashes come along as ``pdq`` (a list) when the batches carry them."""
     model.eval()
     features: list[torch.Tensor] = []
     columns: dict[str, list[torch.Tensor]] = {name: [] for name in targets}
+    hashes: list[str | None] = []
     with torch.no_grad():
         for batch in batches:
             features.append(model.forward_features(batch["images"].to(device)).float().cpu())
             for name in targets:
                 columns[name].append(torch.as_tensor(batch[name]).float())
-    return torch.cat(features), {name: torch.cat(parts) for name, parts in columns.items()}
+            hashes.extend(batch.get("pdq") or [None] * len(batch["images"]))
+    out: dict[str, Any] = {name: torch.cat(parts) for name, parts in columns.items()}
+    out["pdq"] = hashes
+    return torch.cat(features), out
 
 
 def fit_linear_probe(features: torch.Tensor, targets: torch.Tensor, *, l2: float = 1e-3,
@@ -75,13 +81,18 @@ def fit_probe_head(model: nn.Module, batches: Iterable[dict[str, Any]], *, devic
     if extra is not None:
         more, more_targets = extract_features(model, extra, device=device)
         features = torch.cat([features, more])
-        targets = {name: torch.cat([targets[name], more_targets[name]]) for name in targets}
+        targets = {name: torch.cat([targets[name], more_targets[name]]) if name != "pdq"
+                   else targets[name] + more_targets[name] for name in targets}
         origin = torch.cat([origin, torch.ones(len(more), dtype=torch.long)])
     extracted = time.perf_counter()
     out: dict[str, Any] = {}
     if crossfit_folds > 1:
+        from tagwatch.data.dedup import near_duplicate_groups
+
+        groups = near_duplicate_groups(targets["pdq"])
         out["calibration"] = {"scores": out_of_fold_scores(features, targets["categories"], folds=crossfit_folds,
-                                                           l2=l2, max_iter=max_iter, seed=seed).numpy(),
+                                                           l2=l2, max_iter=max_iter, seed=seed,
+                                                           groups=groups).numpy(),
                               "targets": targets["categories"].numpy(), "origin": origin.numpy()}
     crossfitted = time.perf_counter()
     losses = {}
@@ -99,11 +110,18 @@ def fit_probe_head(model: nn.Module, batches: Iterable[dict[str, Any]], *, devic
 
 
 def out_of_fold_scores(features: torch.Tensor, targets: torch.Tensor, *, folds: int, l2: float, max_iter: int,
-                       seed: int) -> torch.Tensor:
+                       seed: int, groups: Any = None) -> torch.Tensor:
     """Sigmoid category scores of each image from a probe fitted on the other folds (cross-fitting): scores the
-    final head never trained on, with as many calibration positives as the fitted splits hold."""
+    final head never trained on, with as many calibration positives as the fitted splits hold. ``groups`` (one id
+    per image, e.g. ``dedup.near_duplicate_groups``) keeps each group in one fold: a near-copy in the fitting folds
+    would make its twin's score look surer than any new post's, and the policy would under-count review."""
     generator = torch.Generator().manual_seed(seed)
-    fold = torch.randperm(len(features), generator=generator) % folds
+    if groups is None:
+        fold = torch.randperm(len(features), generator=generator) % folds
+    else:
+        unique, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        group_fold = torch.randperm(len(unique), generator=generator) % folds
+        fold = group_fold[torch.as_tensor(inverse)]
     scores = torch.zeros(targets.shape, dtype=torch.float32)
     for k in range(folds):
         held = fold == k
