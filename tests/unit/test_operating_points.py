@@ -184,7 +184,7 @@ def test_near_duplicates_share_a_group_and_a_cross_fit_fold() -> None:
     import torch
 
     from tagwatch.data.dedup import near_duplicate_groups
-    from tagwatch.train.probe_fit import out_of_fold_scores
+    from tagwatch.train.probe_fit import fold_of, out_of_fold_scores
 
     base = "f" * 64
     twin = "e" + "f" * 63  # 1 bit apart
@@ -195,5 +195,8 @@ def test_near_duplicates_share_a_group_and_a_cross_fit_fold() -> None:
     features = torch.as_tensor(rng.normal(size=(200, 4)), dtype=torch.float32)
     targets = torch.as_tensor(rng.random((200, 1)) < 0.3, dtype=torch.float32)
     pairs = np.repeat(np.arange(100), 2)  # 100 twin pairs
+    folds = fold_of(200, folds=5, seed=0, groups=pairs)
+    assert bool((folds[0::2] == folds[1::2]).all()) and sorted(set(folds.tolist())) == [0, 1, 2, 3, 4]
+    assert not bool((fold_of(200, folds=5, seed=0)[0::2] == fold_of(200, folds=5, seed=0)[1::2]).all())
     scores = out_of_fold_scores(features, targets, folds=5, l2=1e-3, max_iter=50, seed=0, groups=pairs)
     assert scores.shape == (200, 1) and bool(((scores > 0) & (scores < 1)).all())

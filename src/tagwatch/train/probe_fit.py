@@ -109,19 +109,23 @@ def fit_probe_head(model: nn.Module, batches: Iterable[dict[str, Any]], *, devic
             "fit_s": done - crossfitted, **losses, **out}
 
 
+def fold_of(n: int, *, folds: int, seed: int, groups: Any = None) -> torch.Tensor:
+    """A cross-fitting fold per image, balanced; every member of a group in the same fold."""
+    generator = torch.Generator().manual_seed(seed)
+    if groups is None:
+        return torch.randperm(n, generator=generator) % folds
+    unique, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    group_fold = torch.randperm(len(unique), generator=generator) % folds
+    return group_fold[torch.as_tensor(inverse)]
+
+
 def out_of_fold_scores(features: torch.Tensor, targets: torch.Tensor, *, folds: int, l2: float, max_iter: int,
                        seed: int, groups: Any = None) -> torch.Tensor:
     """Sigmoid category scores of each image from a probe fitted on the other folds (cross-fitting): scores the
     final head never trained on, with as many calibration positives as the fitted splits hold. ``groups`` (one id
     per image, e.g. ``dedup.near_duplicate_groups``) keeps each group in one fold: a near-copy in the fitting folds
     would make its twin's score look surer than any new post's, and the policy would under-count review."""
-    generator = torch.Generator().manual_seed(seed)
-    if groups is None:
-        fold = torch.randperm(len(features), generator=generator) % folds
-    else:
-        unique, inverse = np.unique(np.asarray(groups), return_inverse=True)
-        group_fold = torch.randperm(len(unique), generator=generator) % folds
-        fold = group_fold[torch.as_tensor(inverse)]
+    fold = fold_of(len(features), folds=folds, seed=seed, groups=groups)
     scores = torch.zeros(targets.shape, dtype=torch.float32)
     for k in range(folds):
         held = fold == k
