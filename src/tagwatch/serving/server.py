@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from tagwatch.errors import TagwatchError
-from tagwatch.export.onnx_model import INPUT_NAME, OUTPUT_NAMES
 from tagwatch.registry import ModelRegistry, open_registry
-from tagwatch.serving.runner import VERSION_OUTPUT, OnnxRunner, SwappableModel, describe
+from tagwatch.serving.runner import OnnxRunner, SwappableModel, describe
 from tagwatch.serving.workspace import make_workspace, remove_workspace, served_file, triton_dir
 from tagwatch.settings import Settings, load_settings
+from tagwatch.tensor_contract import INPUT_NAME, OUTPUT_NAMES, VERSION_OUTPUT
 
 log = logging.getLogger("tagwatch.serving.server")
 TRITON_MODEL_VERSION = 1
