@@ -13,14 +13,13 @@ from rich.console import Console
 from rich.table import Table
 
 from tagwatch import __version__
+from tagwatch.cli_context import CliContext, cli_context, cli_settings
 from tagwatch.errors import TagwatchError
 from tagwatch.k8s.cli import manifests_app
 from tagwatch.moderation.cli import bank_app, moderate, posts_app
 from tagwatch.registry.cli import model_app
 from tagwatch.serving.cli import serve_app
-from tagwatch.logs import RedactSecrets, configure_logging
 from tagwatch.output import emit_json
-from tagwatch.settings import Settings, load_settings
 
 HELP = (
     "tagwatch: pretrain image classifiers on the hashtags people write, then screen every new post.\n\n"
@@ -54,26 +53,6 @@ err = Console(stderr=True)
 log = logging.getLogger("tagwatch.cli")
 
 
-class _Globals:
-    config: Optional[Path] = None
-    state_dir: Optional[Path] = None
-    verbose: bool = False
-    redactor: RedactSecrets = RedactSecrets([])
-
-
-G = _Globals()
-
-
-def build_settings(**overrides) -> Settings:
-    """The process's one Settings object: YAML < env < flags."""
-    paths = {"state_dir": G.state_dir} if G.state_dir else {}
-    settings = load_settings(G.config, paths=paths, **overrides)
-    level = "DEBUG" if G.verbose else settings.log_level
-    configure_logging(level, settings.secret_values())
-    G.redactor = RedactSecrets(settings.secret_values())
-    return settings
-
-
 def _version(value: bool) -> None:
     if value:
         out.print(f"tagwatch {__version__}")
@@ -82,6 +61,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     config: Annotated[
         Optional[Path], typer.Option("--config", "-c", help="YAML settings file (env vars and flags override it).")
     ] = None,
@@ -94,16 +74,19 @@ def root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    G.config, G.state_dir, G.verbose = config, state_dir, verbose
+    """Hands the global flags down to every sub-command (``tagwatch.cli_context``); Settings are built there."""
+    state = cli_context(ctx)
+    state.config, state.state_dir, state.verbose = config, state_dir, verbose
 
 
 # -- config ------------------------------------------------------------------------------------------
 @config_app.command("show")
 def config_show(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Print the resolved settings (secrets masked) and where each value can be set."""
-    settings = build_settings()
+    settings = cli_settings(ctx)
     data = settings.redacted()
     if as_json:
         emit_json(data)
@@ -131,6 +114,7 @@ def _flatten(data: dict, prefix: str = "") -> list[tuple[str, object]]:
 # -- stack -------------------------------------------------------------------------------------------
 @stack_app.command("up")
 def stack_up(
+    ctx: typer.Context,
     free_ports: Annotated[
         bool, typer.Option("--free-ports", help="Pick free ports (kept in the state file) instead of the fixed ones.")
     ] = False,
@@ -142,8 +126,8 @@ def stack_up(
     `production` model exists. Exit 4 if a service that was due to start did not (the others stay up)."""
     from tagwatch.stack import Stack
 
-    settings = build_settings(
-        stack={"free_ports": free_ports or None, "s3_port": s3_port, "kafka_port": kafka_port, "start_timeout_s": timeout}
+    settings = cli_settings(
+        ctx, stack={"free_ports": free_ports or None, "s3_port": s3_port, "kafka_port": kafka_port, "start_timeout_s": timeout}
     )
     result = Stack(settings).up(report=lambda msg: err.print(f"[dim]•[/] {msg}"))
     state = result.state
@@ -161,12 +145,12 @@ def stack_up(
 
 
 @stack_app.command("down")
-def stack_down() -> None:
+def stack_down(ctx: typer.Context) -> None:
     """Stop every stack process this state dir started, each with its whole process group (SIGTERM, then
     SIGKILL after the stop timeout), including what is left of a service whose main process died."""
     from tagwatch.stack import Stack
 
-    settings = build_settings()
+    settings = cli_settings(ctx)
     t0 = time.monotonic()
     outcomes = Stack(settings).down(report=lambda msg: err.print(f"[dim]•[/] {msg}"))
     if not outcomes:
@@ -177,6 +161,7 @@ def stack_down() -> None:
 
 @stack_app.command("restart")
 def stack_restart(
+    ctx: typer.Context,
     service: Annotated[str, typer.Argument(help="seaweedfs, tansu or triton.")],
     kill: Annotated[
         bool, typer.Option("--kill", help="SIGKILL the service's process group instead of SIGTERM (chaos tests).")
@@ -190,7 +175,7 @@ def stack_restart(
     """
     from tagwatch.stack import Stack
 
-    settings = build_settings()
+    settings = cli_settings(ctx)
     result = Stack(settings).restart(service, kill=kill, report=lambda msg: err.print(f"[dim]•[/] {msg}"))
     out.print(f"[green]{result.name} restarted[/] in {result.seconds:.1f}s (pid {result.pid}, was {result.stopped})")
     out.print(f"  {result.endpoint}")
@@ -198,12 +183,13 @@ def stack_restart(
 
 @stack_app.command("status")
 def stack_status(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show each service: running, healthy, PID, endpoint, version, uptime. Exit 4 if any is down."""
     from tagwatch.stack import Stack
 
-    settings = build_settings()
+    settings = cli_settings(ctx)
     rows = Stack(settings).status()
     for r in rows:
         if r.orphans_stopped:
@@ -227,6 +213,7 @@ def stack_status(
 
 @stack_app.command("logs")
 def stack_logs(
+    ctx: typer.Context,
     service: Annotated[Optional[str], typer.Argument(help="seaweedfs or tansu (default: all).")] = None,
     lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines from the end.")] = 40,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl+C stops).")] = False,
@@ -235,20 +222,21 @@ def stack_logs(
     from tagwatch.stack import Stack
     from tagwatch.stack.process import tail
 
-    settings = build_settings()
+    settings = cli_settings(ctx)
     files = Stack(settings).log_files()
     if service is not None and service not in files:
         raise TagwatchError(f"no service named {service!r}", hint=f"pick one of: {', '.join(files)}")
     chosen = {service: files[service]} if service else files
+    redactor = cli_context(ctx).redactor
     for name, path in chosen.items():
         out.rule(f"{name} — {path}")
         for line in tail(path, lines):
-            out.print(G.redactor.redact(line), markup=False, highlight=False)
+            out.print(redactor.redact(line), markup=False, highlight=False)
     if follow:
-        _follow(chosen)
+        _follow(chosen, redactor)
 
 
-def _follow(files: dict[str, Path]) -> None:
+def _follow(files: dict[str, Path], redactor) -> None:
     offsets = {name: path.stat().st_size if path.exists() else 0 for name, path in files.items()}
     while True:
         for name, path in files.items():
@@ -259,12 +247,13 @@ def _follow(files: dict[str, Path]) -> None:
                 chunk = handle.read()
                 offsets[name] = handle.tell()
             for line in chunk.decode("utf-8", errors="replace").splitlines():
-                out.print(f"{name}| {G.redactor.redact(line)}", markup=False, highlight=False)
+                out.print(f"{name}| {redactor.redact(line)}", markup=False, highlight=False)
         time.sleep(0.5)
 
 
 @stack_app.command("check")
 def stack_check(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: every check's name, ok, seconds, detail.")] = False,
 ) -> None:
     """Round trips: S3 put/get/delete and a Kafka produce/consume. Prints OK or what failed (exit 5)."""
@@ -272,14 +261,15 @@ def stack_check(
     from tagwatch.output import emit_json
     from tagwatch.stack import run_checks, with_stack_endpoints
 
-    settings = with_stack_endpoints(build_settings())
+    settings = with_stack_endpoints(cli_settings(ctx))
     results = run_checks(settings)
+    redactor = cli_context(ctx).redactor
     failed = [r.name for r in results if not r.ok]
     if as_json:
         emit_json({"ok": not failed, "checks": [{"name": r.name, "ok": r.ok, "seconds": round(r.seconds, 3),
-                                                  "detail": G.redactor.redact(r.detail)} for r in results]})
+                                                  "detail": redactor.redact(r.detail)} for r in results]})
     else:
-        _print_checks(settings, results)
+        _print_checks(settings, results, redactor)
     if failed:
         raise CheckFailedError(
             f"{len(failed)} check(s) failed: {', '.join(failed)}",
@@ -289,13 +279,13 @@ def stack_check(
         out.print("[green]OK[/]")
 
 
-def _print_checks(settings, results) -> None:
+def _print_checks(settings, results, redactor) -> None:
     table = Table(title=f"stack check (S3 {settings.s3.endpoint_url}, Kafka {settings.kafka.bootstrap_servers})")
     for column in ("check", "result", "time", "detail"):
         table.add_column(column)
     for r in results:
         table.add_row(
-            r.name, "[green]OK[/]" if r.ok else "[red]FAIL[/]", f"{r.seconds:.2f}s", G.redactor.redact(r.detail)
+            r.name, "[green]OK[/]" if r.ok else "[red]FAIL[/]", f"{r.seconds:.2f}s", redactor.redact(r.detail)
         )
     out.print(table)
 
@@ -303,6 +293,7 @@ def _print_checks(settings, results) -> None:
 # -- demo --------------------------------------------------------------------------------------------
 @app.command("demo")
 def demo(
+    ctx: typer.Context,
     quick: Annotated[bool, typer.Option("--quick", help="The ≤5-minute variant (a corpus subset, a tiny model).")] = False,
     report_dir: Annotated[Path, typer.Option("--report-dir", help="Where index.html, summary.json and figures go.")] = Path(
         "tagwatch-report"),
@@ -311,42 +302,40 @@ def demo(
     rate: Annotated[Optional[float], typer.Option(help="Publish at most this many posts/s (default: a burst).")] = None,
 ) -> None:
     """The whole product end to end on the embedded stack: ingest, train, serve, moderate, report."""
-    import os
-
     from tagwatch.demo.run import run_demo
 
-    settings = build_settings()
-    os.environ["TAGWATCH_PATHS__STATE_DIR"] = str(settings.paths.state_dir)  # the demo's child processes
+    settings = cli_settings(ctx)  # its child processes get these settings in their env (tagwatch.settings.child_env)
     run_demo(settings, quick=quick, report_dir=report_dir, fresh=fresh, consumers=consumers, rate=rate, console=out)
 
 
 # -- entry point -------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: domain errors become one `error:` line, one `hint:` line and an exit code."""
+    context = CliContext()  # the root callback fills it; kept here for the error lines below
     try:
-        app(args=argv, prog_name="tagwatch")
+        app(args=argv, prog_name="tagwatch", obj=context)
     except TagwatchError as error:
-        _print_error(error.message, error.hint)
+        _print_error(context, error.message, error.hint)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
     except Exception as error:  # a bug or an unmapped failure: still one line, the traceback only with -v
         _print_error(
-            f"unexpected {type(error).__name__}: {' '.join(str(error).split())[:500]}",
+            context, f"unexpected {type(error).__name__}: {' '.join(str(error).split())[:500]}",
             "rerun with -v for the traceback; please report it if it looks like a tagwatch bug",
         )
         sys.exit(1)
 
 
-def _print_error(message: str, hint: str | None) -> None:
-    err.print(f"[bold red]error:[/] {G.redactor.redact(message)}", highlight=False, soft_wrap=True)
+def _print_error(context: CliContext, message: str, hint: str | None) -> None:
+    err.print(f"[bold red]error:[/] {context.redactor.redact(message)}", highlight=False, soft_wrap=True)
     if hint:
-        err.print(f"[bold]hint:[/] {G.redactor.redact(hint)}", highlight=False, soft_wrap=True)
-    if G.verbose:
+        err.print(f"[bold]hint:[/] {context.redactor.redact(hint)}", highlight=False, soft_wrap=True)
+    if context.verbose:
         import traceback
 
-        err.print(G.redactor.redact(traceback.format_exc()), markup=False, highlight=False, soft_wrap=True)
+        err.print(context.redactor.redact(traceback.format_exc()), markup=False, highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

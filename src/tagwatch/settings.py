@@ -13,7 +13,9 @@ point where a client or child process needs them.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +217,36 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             f"invalid configuration: {_one_line(error)}",
             hint="check TAGWATCH_* env vars, the --config YAML file and the flags; `tagwatch config show` prints the result",
         ) from error
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as the ``TAGWATCH_<SECTION>__<FIELD>`` variables from which a child process's own
+    ``load_settings()`` builds the same Settings (None left out; secrets unwrapped, for a child's environment only:
+    never argv, never printed)."""
+    out: dict[str, str] = {}
+
+    def walk(name: str, value: Any) -> None:
+        if isinstance(value, BaseModel):
+            for key in type(value).model_fields:
+                walk(f"{name}__{key.upper()}", getattr(value, key))
+        elif value is None:
+            return
+        elif isinstance(value, SecretStr):
+            out[name] = value.get_secret_value()
+        elif isinstance(value, (list, tuple, dict)):
+            out[name] = json.dumps(value, default=str)
+        else:
+            out[name] = str(value).lower() if isinstance(value, bool) else str(value)
+
+    for field in type(settings).model_fields:
+        walk(f"TAGWATCH_{field.upper()}", getattr(settings, field))
+    return out
+
+
+def child_env(settings: Settings, *, base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """The whole environment of a child process that is to run with ``settings``: ``base`` (default: this
+    process's environment), then every setting (``settings_env``), then ``extra`` (non-settings variables)."""
+    return {**(os.environ if base is None else base), **settings_env(settings), **extra}
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,19 @@ def test_state_dir_expands_user(monkeypatch, tmp_path):
     s = Settings(paths={"state_dir": "~/tw"})
     assert s.paths.state_dir == tmp_path / "tw"
     assert s.paths.stack_file == tmp_path / "tw" / "stack.json"
+
+
+def test_child_env_rebuilds_the_same_settings_in_a_child(monkeypatch, tmp_path):
+    """What a child process reads back from ``child_env`` is the parent's Settings, secret and flags included."""
+    from tagwatch.settings import child_env, load_settings, settings_env
+
+    parent = load_settings(paths={"state_dir": tmp_path}, stack={"free_ports": True, "s3_port": 18333},
+                           s3={"secret_access_key": "child-secret"}, kafka={"partitions": 5})
+    env = child_env(parent, base={"PATH": "/bin"}, EXTRA="1")
+    assert env["PATH"] == "/bin" and env["EXTRA"] == "1"
+    assert env["TAGWATCH_S3__SECRET_ACCESS_KEY"] == "child-secret" and "TAGWATCH_S3__ENDPOINT_URL" not in env
+    for key in [k for k in os.environ if k.startswith("TAGWATCH_")]:
+        monkeypatch.delenv(key)
+    for key, value in settings_env(parent).items():
+        monkeypatch.setenv(key, value)
+    assert load_settings() == parent

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from tagwatch.cli_context import cli_settings
 from tagwatch.output import emit_json
 
 data_app = typer.Typer(help="Posts corpus, hashtag vocabulary and sharded training data.", no_args_is_help=True)
@@ -17,12 +18,11 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _settings_and_client():
-    from tagwatch.cli import build_settings
+def _settings_and_client(ctx: typer.Context):
     from tagwatch.clients import s3_client
     from tagwatch.stack import with_stack_endpoints
 
-    settings = with_stack_endpoints(build_settings())
+    settings = with_stack_endpoints(cli_settings(ctx))
     return settings, s3_client(settings.s3)
 
 
@@ -35,6 +35,7 @@ def _progress() -> Progress:
 
 @data_app.command("fetch")
 def fetch(
+    ctx: typer.Context,
     source: Annotated[Optional[list[str]], typer.Argument(help="Sources to make present (default: all real ones).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only when something was downloaded.")] = False,
 ) -> None:
@@ -49,6 +50,7 @@ def fetch(
 
 @data_app.command("ingest")
 def ingest(
+    ctx: typer.Context,
     source: Annotated[list[str], typer.Option(
         "--source", help="openclipart, openmoji, tuxpaint or synthetic; repeatable or comma-separated.")] = ["openclipart"],  # noqa: B006
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N items of each source.")] = None,
@@ -71,7 +73,7 @@ def ingest(
     names = parse_sources(source)
     if source_dir and len(names) > 1:
         raise ConfigError("--source-dir names one source's files", hint="ingest one --source at a time with it")
-    settings, client = _settings_and_client()
+    settings, client = _settings_and_client(ctx)
     reports = []
     for name in names:
         with _progress() as progress:
@@ -110,6 +112,7 @@ def _vocab_config(top_k: int, min_count: int):
 
 @data_app.command("vocab")
 def vocab(
+    ctx: typer.Context,
     top_k: Annotated[int, typer.Option("--top-k", help="Keep the K most frequent labels.")] = 1000,
     min_count: Annotated[int, typer.Option("--min-count", help="Drop labels on fewer train posts.")] = 5,
     plot: Annotated[Path, typer.Option("--plot", help="Where to save the rank-frequency (Zipf) plot.")] = Path(
@@ -121,7 +124,7 @@ def vocab(
     from tagwatch.data.build import BuildConfig, vocabulary_of_posts
     from tagwatch.data.wordnet import load_wordnet
 
-    settings, client = _settings_and_client()
+    settings, client = _settings_and_client(ctx)
     config = BuildConfig(vocab=_vocab_config(top_k, min_count))
     vocabulary, report, build_report = vocabulary_of_posts(
         client=client, posts_bucket=settings.s3.buckets.posts, config=config, wordnet=load_wordnet()
@@ -161,6 +164,7 @@ def save_zipf_plot(*, counts: list[int], path: Path) -> None:
 
 @data_app.command("build")
 def build(
+    ctx: typer.Context,
     name: Annotated[str, typer.Option(help="Dataset name (prefix in the datasets bucket).")] = "hashtags",
     version: Annotated[Optional[str], typer.Option(help="Version (default: a hash of the inputs).")] = None,
     source: Annotated[Optional[list[str]], typer.Option(
@@ -178,7 +182,7 @@ def build(
     from tagwatch.data.build import BuildConfig, build_dataset
     from tagwatch.data.wordnet import load_wordnet
 
-    settings, client = _settings_and_client()
+    settings, client = _settings_and_client(ctx)
     config = BuildConfig(
         name=name, version=version, sources=split_names(source or ()), shard_samples=shard_samples, seed=seed,
         vocab=_vocab_config(top_k, min_count), categories_path=categories,
@@ -213,6 +217,7 @@ def build(
 
 @data_app.command("sources")
 def sources(
+    ctx: typer.Context,
     name: Annotated[str, typer.Option(help="Dataset name.")] = "hashtags",
     version: Annotated[Optional[str], typer.Option(help="Dataset version (default: the latest build).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest's sources as JSON.")] = False,
@@ -220,7 +225,7 @@ def sources(
     """Each source of a built dataset: licence, attribution, posts, samples and positives per category."""
     from tagwatch.data.provenance import manifest_of, sources_table
 
-    settings, client = _settings_and_client()
+    settings, client = _settings_and_client(ctx)
     manifest = manifest_of(client, settings.s3.buckets.datasets, name, version)
     if as_json:
         emit_json([info.model_dump(mode="json") for info in manifest.sources])

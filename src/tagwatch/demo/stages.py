@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import shutil
 import signal
@@ -22,7 +21,7 @@ from tagwatch.data.posts import report_key
 from tagwatch.demo.progress import DemoProgress
 from tagwatch.demo.summary import PublishedPost
 from tagwatch.errors import CheckFailedError, StackError
-from tagwatch.settings import Settings
+from tagwatch.settings import Settings, child_env
 
 log = logging.getLogger(__name__)
 QUICK_POSTS = 700
@@ -171,7 +170,7 @@ def serve_production(base: Settings, *, version: int, progress: DemoProgress, ti
 
 
 def _wait_served(base: Settings, version: int, *, timeout_s: float) -> bool:
-    from tagwatch.serving.server import served_file
+    from tagwatch.serving.workspace import served_file
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -216,7 +215,7 @@ class Consumers:
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "TAGWATCH_PATHS__STATE_DIR": str(self.settings.paths.state_dir)}
+        env = child_env(self.settings)
         for i in range(self.count):
             sink = open(self.log_dir / f"consumer-{i}.log", "wb")
             self.children.append(subprocess.Popen(

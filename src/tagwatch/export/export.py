@@ -25,6 +25,7 @@ from tagwatch.errors import ExportError
 from tagwatch.export.onnx_model import DEFAULT_TOLERANCE, ParityReport, check_parity, export_onnx, output_widths
 from tagwatch.export.triton_layout import ModelLayout, write_model_repository
 from tagwatch.preprocess import Preset
+from tagwatch.tensor_contract import CATEGORY_SCORES, HASHTAG_LOGITS
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def export_model(model, *, out_dir: Path, model_name: str, labels: list[str], ca
     parity = check_parity(model, onnx_path=onnx_path, images=parity_images, tolerance=tolerance)
     layout = ModelLayout(
         model_name=model_name, version=1, crop=preset.crop,
-        num_labels=widths["hashtag_logits"], num_categories=widths["category_scores"],
+        num_labels=widths[HASHTAG_LOGITS], num_categories=widths[CATEGORY_SCORES],
         max_batch_size=max_batch_size, preferred_batch_sizes=tuple(preferred_batch_sizes),
         max_queue_delay_us=max_queue_delay_us,
     )

@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from tagwatch.errors import ExportError
+from tagwatch.tensor_contract import INPUT_NAME, OUTPUT_NAMES
 
 log = logging.getLogger(__name__)
 
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("hashtag_logits", "category_scores")
 DEFAULT_TOLERANCE = 1e-4
 # Dynamo's export needs a finite range for the symbolic batch; Triton's max_batch_size stays well under it.
 MAX_EXPORT_BATCH = 4096

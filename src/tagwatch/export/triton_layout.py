@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from tagwatch.errors import ExportError
-from tagwatch.export.onnx_model import INPUT_NAME, OUTPUT_NAMES
+from tagwatch.tensor_contract import INPUT_NAME, OUTPUT_NAMES, TRITON_CONFIG_DATATYPE
 
 HASHTAG_LABELS_FILE = "hashtags.txt"
 CATEGORY_LABELS_FILE = "categories.txt"
@@ -72,7 +72,7 @@ version_policy: {{ specific: {{ versions: [ {layout.version} ] }} }}
 input [
   {{
     name: "{INPUT_NAME}"
-    data_type: TYPE_FP32
+    data_type: {TRITON_CONFIG_DATATYPE}
     format: FORMAT_NCHW
     dims: [ 3, {layout.crop}, {layout.crop} ]
   }}
@@ -80,13 +80,13 @@ input [
 output [
   {{
     name: "{logits}"
-    data_type: TYPE_FP32
+    data_type: {TRITON_CONFIG_DATATYPE}
     dims: [ {layout.num_labels} ]
     label_filename: "{HASHTAG_LABELS_FILE}"
   }},
   {{
     name: "{scores}"
-    data_type: TYPE_FP32
+    data_type: {TRITON_CONFIG_DATATYPE}
     dims: [ {layout.num_categories} ]
     label_filename: "{CATEGORY_LABELS_FILE}"
   }}

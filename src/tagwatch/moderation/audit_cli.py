@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from tagwatch.cli_context import cli_settings
 from tagwatch.errors import ConfigError
 
 
@@ -34,13 +35,13 @@ def read_post_ids(text: str) -> set[str]:
 
 
 def audit(
+    ctx: typer.Context,
     ids: Annotated[Optional[Path], typer.Option(help="File of the published post ids, one per line "
                                                 "(the JSON lines `tagwatch posts publish --ids-out` writes, or one id per line); default: every post on the topic.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as one JSON object.")] = False,
     quiet: Annotated[float, typer.Option(help="A topic is read until no record arrived for this many seconds.")] = 2.0,
 ) -> None:
     """Audit the stream: lost posts, ledger records vs the first decision event, commits past undecided records."""
-    from tagwatch.cli import build_settings
     from tagwatch.moderation.readback import audit_stream
     from tagwatch.stack import with_stack_endpoints
 
@@ -53,7 +54,7 @@ def audit(
         except ValueError as error:
             raise ConfigError(f"{ids} is not a list of post ids: {error}",
                               hint="pass the JSON lines `posts publish --ids-out` wrote, or one post id per line") from error
-    settings = with_stack_endpoints(build_settings())
+    settings = with_stack_endpoints(cli_settings(ctx))
     report = audit_stream(settings, expected=expected, quiet_s=quiet)
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict()) + "\n")

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tagwatch.settings import Settings, load_settings
+from tagwatch.settings import Settings, child_env, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,7 @@ def chaos_settings(state_dir: Path, partitions: int) -> Settings:
 
 def consumer_env(settings: Settings) -> dict[str, str]:
     """Environment for a `tagwatch moderate` child that uses ``settings``' private stack."""
-    return {**os.environ, "TAGWATCH_PATHS__STATE_DIR": str(settings.paths.state_dir),
-            "TAGWATCH_S3__SECRET_ACCESS_KEY": settings.s3.secret_access_key.get_secret_value(),
-            "TAGWATCH_STACK__FREE_PORTS": "true", "TAGWATCH_KAFKA__PARTITIONS": str(settings.kafka.partitions)}
+    return child_env(settings)
 
 
 def restart_service(settings: Settings, name: str) -> None:

@@ -18,6 +18,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from tagwatch.cli_context import cli_settings
 from tagwatch.errors import ConfigError
 
 posts_app = typer.Typer(help="Publish posts to the stream.", no_args_is_help=True)
@@ -37,6 +38,7 @@ def _load_policy(path: Path):
 
 
 def moderate(
+    ctx: typer.Context,
     alias: Annotated[str, typer.Option(help="Registry alias whose model (via Triton) and policy decide.")] = "production",
     protocol: Annotated[str, typer.Option(help="Triton protocol: grpc or http.")] = "grpc",
     onnx: Annotated[Optional[Path], typer.Option(help="Score in-process with this ONNX model instead of Triton.")] = None,
@@ -58,7 +60,6 @@ def moderate(
     SIGTERM/Ctrl+C finishes the batch in hand, commits and leaves the group. The final stats go to stdout as one
     plain JSON line (and to --stats-out FILE); logs go to stderr.
     """
-    from tagwatch.cli import build_settings
     from tagwatch.stack import with_stack_endpoints
 
     if stats_out is not None and stats_out.is_dir():
@@ -68,7 +69,7 @@ def moderate(
         return
     if stats_out is not None:
         stats_out.unlink(missing_ok=True)  # a stale file from an earlier run must not pass for this run's stats
-    settings = with_stack_endpoints(build_settings())
+    settings = with_stack_endpoints(cli_settings(ctx))
     from tagwatch.moderation.consumer import ConsumerOptions, ModerationConsumer
 
     if onnx is None:
@@ -161,6 +162,7 @@ def _run_children(n: int, stats_out: Optional[Path]) -> None:
 
 @posts_app.command("publish")
 def publish(
+    ctx: typer.Context,
     n: Annotated[int, typer.Option("--n", min=1, help="How many posts.")] = 100,
     rate: Annotated[Optional[float], typer.Option(help="Posts per second (default: as fast as acks allow).")] = None,
     from_dir: Annotated[Optional[Path], typer.Option(help="Cycle through the images in this folder.")] = None,
@@ -174,14 +176,13 @@ def publish(
     """Publish N post.created events (images uploaded to the posts bucket first, unless --holdout)."""
     from rich.progress import Progress
 
-    from tagwatch.cli import build_settings
     from tagwatch.clients import s3_client
     from tagwatch.moderation.publish import new_post, publish_posts, upload_image
     from tagwatch.stack import with_stack_endpoints
 
     if ids_out is not None and ids_out.is_dir():
         raise ConfigError(f"--ids-out {ids_out} is a directory", hint="pass a file path, e.g. --ids-out ids.jsonl")
-    settings = with_stack_endpoints(build_settings())
+    settings = with_stack_endpoints(cli_settings(ctx))
     s3 = s3_client(settings.s3)
     if holdout:
         from tagwatch.moderation.publish import holdout_posts
@@ -238,6 +239,7 @@ bank_app = typer.Typer(help="Hash banks: PDQ hashes of known-bad images, matched
 
 @bank_app.command("add")
 def bank_add(
+    ctx: typer.Context,
     image: Annotated[Path, typer.Argument(help="Image file to ban (its PDQ hash is stored, not the image).")],
     reason: Annotated[str, typer.Option(help="Why it is banned; shown in every decision it causes.")],
     bank: Annotated[str, typer.Option(help="Bank name.")] = "default",
@@ -245,12 +247,11 @@ def bank_add(
     """Add an image's PDQ hash to a bank; matching posts (Hamming ≤ 31) are removed without the model."""
     from PIL import Image, UnidentifiedImageError
 
-    from tagwatch.cli import build_settings
     from tagwatch.clients import s3_client
     from tagwatch.moderation.bank import BankStore
     from tagwatch.stack import with_stack_endpoints
 
-    settings = with_stack_endpoints(build_settings())
+    settings = with_stack_endpoints(cli_settings(ctx))
     try:
         picture = Image.open(image)
         picture.load()
@@ -261,16 +262,15 @@ def bank_add(
 
 
 @bank_app.command("list")
-def bank_list() -> None:
+def bank_list(ctx: typer.Context) -> None:
     """List every bank and its entries."""
     from rich.table import Table
 
-    from tagwatch.cli import build_settings
     from tagwatch.clients import s3_client
     from tagwatch.moderation.bank import BankStore
     from tagwatch.stack import with_stack_endpoints
 
-    settings = with_stack_endpoints(build_settings())
+    settings = with_stack_endpoints(cli_settings(ctx))
     table = Table(title="hash banks")
     for column in ("bank", "entry", "pdq", "reason", "added"):
         table.add_column(column)

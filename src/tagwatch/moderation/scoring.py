@@ -12,9 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from tagwatch.moderation.events import ModelRef
-
-INPUT_NAME = "images"
-SCORES_OUTPUT = "category_scores"
+from tagwatch.tensor_contract import CATEGORY_SCORES, INPUT_NAME
 
 
 class Scorer(Protocol):
@@ -38,7 +36,7 @@ class OnnxScorer:
         self.model = model
 
     def score(self, images: np.ndarray) -> np.ndarray:
-        (scores,) = self.session.run([SCORES_OUTPUT], {INPUT_NAME: images.astype(np.float32, copy=False)})
+        (scores,) = self.session.run([CATEGORY_SCORES], {INPUT_NAME: images.astype(np.float32, copy=False)})
         return scores
 
 
@@ -94,7 +92,7 @@ class TritonScorer:
             self.refresh()
             raise RetryableError(f"Triton served version(s) {sorted(versions)} while labelling as {old}; "
                                  f"registry re-read (now {self.version})")
-        return out[SCORES_OUTPUT]
+        return out[CATEGORY_SCORES]
 
     def close(self) -> None:
         self.client.close()

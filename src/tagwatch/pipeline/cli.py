@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tagwatch.cli_context import cli_settings
 from tagwatch.output import emit_json
 
 pipeline_app = typer.Typer(help="Kubeflow pipelines: compile the IR YAML, run locally with kfp.local.",
@@ -48,6 +49,7 @@ def _parse_params(values: list[str]) -> dict:
 
 @pipeline_app.command("run")
 def run_command(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="pretrain_and_deploy or transfer_only.")],
     local_run: Annotated[bool, typer.Option("--local", help="Run here with kfp.local on the embedded stack.")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="Synthetic data, tiny model, tens of steps (~1 min).")] = False,
@@ -58,7 +60,6 @@ def run_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Run a pipeline. Only --local exists here: on Kubeflow, upload pipelines/compiled/<name>.yaml instead."""
-    from tagwatch.cli import build_settings
     from tagwatch.errors import PipelineError
     from tagwatch.pipeline.local import FULL_PARAMS, QUICK_PARAMS, run_local_pipeline
     from tagwatch.pipeline.local import check_stack
@@ -70,7 +71,7 @@ def run_command(
     params = _parse_params(param or [])
     if name == "pretrain_and_deploy":
         params = {**(QUICK_PARAMS if quick else FULL_PARAMS), **params}
-    settings = build_settings()
+    settings = cli_settings(ctx)
     check_stack(settings)  # before the endpoints default to the embedded stack's
     settings = with_stack_endpoints(settings)
     t0 = time.monotonic()

@@ -66,7 +66,7 @@ def deploy_cluster(*, settings, version: int, namespace: str = "tagwatch", servi
 
 
 def served_record(settings) -> dict[str, Any] | None:
-    from tagwatch.serving.server import served_file
+    from tagwatch.serving.workspace import served_file
 
     path = served_file(settings)
     try:

@@ -23,6 +23,7 @@ import numpy as np
 from tagwatch.pipeline.comparison import Scored
 from tagwatch.pipeline.gate import OTHER
 from tagwatch.preprocess import Preset
+from tagwatch.tensor_contract import OUTPUT_NAMES
 from tagwatch.train.evaluate import Predictions
 from tagwatch.train.figures import policy_actions
 
@@ -60,7 +61,7 @@ def predict_onnx(model: OnnxCandidate, dataset, *, split: str = HOLDOUT, threads
     keys: list[str] = []
     parts: dict[str, list[np.ndarray]] = {"h": [], "c": [], "ht": [], "ct": []}
     for batch in DataLoader(stream, batch_size=None, num_workers=0):
-        hashtag_logits, category_scores = session.run(["hashtag_logits", "category_scores"],
+        hashtag_logits, category_scores = session.run(list(OUTPUT_NAMES),
                                                       {input_name: batch["images"].numpy().astype(np.float32)})
         parts["h"].append(hashtag_logits)
         parts["c"].append(category_scores)

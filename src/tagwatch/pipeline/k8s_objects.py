@@ -9,6 +9,8 @@ waiting loop in ``tagwatch.pipeline.cluster`` is tested without a cluster.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,15 @@ GPU_RESOURCE = "nvidia.com/gpu"
 # torchrun reads PET_* (set by Trainer's torch runtime and by the Training Operator) for nodes, ranks, master.
 TRAIN_COMMAND = ["torchrun", "-m", "tagwatch.train", "pretrain"]
 LABELS = {"app.kubernetes.io/part-of": "tagwatch"}
+
+
+def k8s_name(*parts: str, limit: int = 52) -> str:
+    """A DNS-1035 label from ``parts`` (lowercase, '-', starts with a letter), shortened with a hash when long."""
+    text = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
+    text = text if text[:1].isalpha() else f"tw-{text}"
+    if len(text) > limit:
+        text = f"{text[: limit - 9].rstrip('-')}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    return text
 
 
 @dataclass(frozen=True)

@@ -44,10 +44,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from pydantic import BaseModel, SecretStr
-
 from tagwatch.errors import PipelineError
 from tagwatch.pipeline.events import EVENTS_ENV, read_events, step_seconds
+from tagwatch.settings import settings_env
 
 QUICK_CATEGORIES = """\
 # Demo categories for the synthetic source (its images are coloured shapes, so no real harm is in them):
@@ -93,30 +92,6 @@ class LocalRunResult:
         return asdict(self)
 
 
-def settings_env(settings) -> dict[str, str]:
-    """Every section of ``settings`` as TAGWATCH_<SECTION>__<FIELD> variables (None left out; secrets unwrapped,
-    for the child processes' environment only)."""
-    out: dict[str, str] = {}
-
-    def walk(name: str, value: Any) -> None:
-        if isinstance(value, BaseModel):
-            for key in type(value).model_fields:
-                walk(f"{name}__{key.upper()}", getattr(value, key))
-        elif value is None:
-            return
-        elif isinstance(value, SecretStr):
-            out[name] = value.get_secret_value()
-        elif isinstance(value, (list, tuple, dict)):
-            out[name] = json.dumps(value, default=str)
-        else:
-            out[name] = str(value).lower() if isinstance(value, bool) else str(value)
-
-    for section in ("s3", "kafka", "triton", "paths", "stack"):
-        walk(f"TAGWATCH_{section.upper()}", getattr(settings, section))
-    out["TAGWATCH_LOG_LEVEL"] = settings.log_level
-    return out
-
-
 def check_stack(settings) -> None:
     """The run needs S3: the embedded stack of ``settings.paths.state_dir``, or the endpoint settings name."""
     import socket
@@ -139,6 +114,8 @@ def check_stack(settings) -> None:
 
 @contextmanager
 def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in this process's environment for the block, then restored: kfp.local's SubprocessRunner takes
+    no ``env``, its task processes only inherit ours (the one place settings reach children this way)."""
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:

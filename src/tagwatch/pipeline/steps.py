@@ -8,16 +8,15 @@ the library, and returns a JSON-able dict that the component turns into KFP arti
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from tagwatch.errors import PipelineError
 from tagwatch.pipeline.events import timed_step
+from tagwatch.pipeline.k8s_objects import k8s_name
 
 log = logging.getLogger(__name__)
 MODES = ("local", "cluster")
@@ -36,15 +35,6 @@ def check_mode(mode: str) -> str:
         raise PipelineError(f"unknown mode {mode!r}", hint="mode is 'local' (kfp.local, torchrun, local Triton) or "
                             "'cluster' (TrainJob, KServe)")
     return mode
-
-
-def k8s_name(*parts: str, limit: int = 52) -> str:
-    """A DNS-1035 label from ``parts`` (lowercase, '-', starts with a letter), shortened with a hash when long."""
-    text = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
-    text = text if text[:1].isalpha() else f"tw-{text}"
-    if len(text) > limit:
-        text = f"{text[: limit - 9].rstrip('-')}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
-    return text
 
 
 def run_id_for(kind: str, pipeline_job_id: str) -> str:

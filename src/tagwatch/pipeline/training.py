@@ -8,7 +8,7 @@ from typing import Any, Callable
 from tagwatch.errors import PipelineError
 from tagwatch.pipeline.cluster import create_object, custom_objects_api, wait_for
 from tagwatch.pipeline.image import GPU_IMAGE
-from tagwatch.pipeline.k8s_objects import TrainSpec, build_pytorchjob, build_trainjob
+from tagwatch.pipeline.k8s_objects import TrainSpec, build_pytorchjob, build_trainjob, k8s_name
 
 log = logging.getLogger(__name__)
 JOB_KINDS = ("TrainJob", "PyTorchJob")
@@ -33,8 +33,6 @@ def build_job(*, settings, run_id: str, argv: list[str], job_kind: str = "TrainJ
         raise PipelineError(f"unknown job kind {job_kind!r}", hint=f"use one of {', '.join(JOB_KINDS)}")
     if num_nodes < 1 or gpus_per_node < 0:
         raise PipelineError(f"num_nodes={num_nodes}, gpus_per_node={gpus_per_node}", hint="need >= 1 node, >= 0 GPUs")
-    from tagwatch.pipeline.steps import k8s_name
-
     spec = TrainSpec(name=k8s_name(run_id), namespace=namespace, args=argv, num_nodes=num_nodes,
                      gpus_per_node=gpus_per_node, cpu=cpu, memory=memory, image=image, s3_secret=s3_secret,
                      env={**cluster_env(settings), "TAGWATCH_RUN_ID": run_id}, node_selector=node_selector or {},

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tagwatch.cli_context import cli_settings
 from tagwatch.output import emit_json
 
 model_app = typer.Typer(help="Export models to ONNX and manage the S3 model registry.", no_args_is_help=True)
@@ -17,10 +18,11 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _settings():
-    from tagwatch.cli import build_settings
+def _settings(ctx: typer.Context):
+    """The process's Settings with the embedded stack's endpoints (resolved here, at the edge)."""
+    from tagwatch.stack import with_stack_endpoints
 
-    return build_settings()
+    return with_stack_endpoints(cli_settings(ctx))
 
 
 def _registry(settings):
@@ -31,6 +33,7 @@ def _registry(settings):
 
 @model_app.command("export")
 def model_export(
+    ctx: typer.Context,
     checkpoint: Annotated[str, typer.Option(help="Trainer checkpoint: a file or s3://bucket/key.")],
     out_dir: Annotated[Path, typer.Option("--out", help="New directory for the export.")],
     images: Annotated[Optional[Path], typer.Option(help="Real images for the parity check (default: openclipart).")] = None,
@@ -52,7 +55,7 @@ def model_export(
     from tagwatch.export.export import load_parity_images
     from tagwatch.stack import with_stack_endpoints
 
-    settings = with_stack_endpoints(_settings())
+    settings = _settings(ctx)
     ckpt = read_checkpoint(checkpoint, s3=settings.s3)
     model = build_model_from_checkpoint(ckpt)
     config = ckpt["model_config"]
@@ -74,13 +77,14 @@ def model_export(
 
 @model_app.command("register")
 def model_register(
+    ctx: typer.Context,
     export_dir: Annotated[Path, typer.Argument(help="Directory written by `tagwatch model export`.")],
     metrics: Annotated[Optional[Path], typer.Option(help="JSON file of evaluation metrics to record.")] = None,
     parent: Annotated[Optional[int], typer.Option(help="Parent version (default: what production names).")] = None,
     alias: Annotated[Optional[str], typer.Option(help="Also point this alias at it (e.g. candidate).")] = None,
 ) -> None:
     """Upload an export as the next immutable version (metadata.json with the sha256 of every file)."""
-    settings = _settings()
+    settings = _settings(ctx)
     metadata = _registry(settings).register(
         export_dir, metrics=json.loads(metrics.read_text()) if metrics else None, parent_version=parent, alias=alias
     )
@@ -90,9 +94,12 @@ def model_register(
 
 
 @model_app.command("list")
-def model_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def model_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """Every version with its aliases, size, lineage and policy version."""
-    registry = _registry(_settings())
+    registry = _registry(_settings(ctx))
     versions = registry.list_versions()
     aliases = registry.aliases()
     by_version: dict[int, list[str]] = {}
@@ -115,44 +122,57 @@ def model_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
 
 
 @model_app.command("show")
-def model_show(ref: Annotated[str, typer.Argument(help="Version number, alias or `latest`.")] = "production") -> None:
+def model_show(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="Version number, alias or `latest`.")] = "production",
+) -> None:
     """Print a version's metadata.json (resolving an alias, checking its integrity)."""
-    metadata, digest = _registry(_settings()).resolve(ref)
+    metadata, digest = _registry(_settings(ctx)).resolve(ref)
     emit_json({**metadata.model_dump(mode="json"), "metadata_sha256": digest})
 
 
 @model_app.command("uri")
-def model_uri(ref: Annotated[str, typer.Argument(help="Version number, alias or `latest`.")] = "production") -> None:
+def model_uri(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="Version number, alias or `latest`.")] = "production",
+) -> None:
     """Print the immutable storageUri of a version (what a KServe InferenceService points at)."""
-    metadata, _ = _registry(_settings()).resolve(ref)
+    metadata, _ = _registry(_settings(ctx)).resolve(ref)
     print(metadata.storage_uri)
 
 
 @model_app.command("promote")
 def model_promote(
+    ctx: typer.Context,
     version: Annotated[int, typer.Argument(help="Version to point the alias at.")],
     alias: Annotated[str, typer.Option(help="Alias to move.")] = "production",
     reason: Annotated[str, typer.Option(help="Recorded in the alias.")] = "",
 ) -> None:
     """Verify a version, then move an alias to it in one conditional PUT."""
-    record = _registry(_settings()).promote(version, alias=alias, reason=reason)
+    record = _registry(_settings(ctx)).promote(version, alias=alias, reason=reason)
     was = f" (was {record.previous[0]})" if record.previous else ""
     out.print(f"[green]{alias}[/] -> version {record.version}{was}")
 
 
 @model_app.command("rollback")
-def model_rollback(alias: Annotated[str, typer.Option(help="Alias to move back.")] = "production") -> None:
+def model_rollback(
+    ctx: typer.Context,
+    alias: Annotated[str, typer.Option(help="Alias to move back.")] = "production",
+) -> None:
     """Move an alias back to the version it named before."""
-    record = _registry(_settings()).rollback(alias)
+    record = _registry(_settings(ctx)).rollback(alias)
     out.print(f"[green]{alias}[/] rolled back to version {record.version}")
 
 
 @model_app.command("verify")
-def model_verify(ref: Annotated[str, typer.Argument(help="Version number, alias, `latest` or `all`.")] = "all") -> None:
+def model_verify(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="Version number, alias, `latest` or `all`.")] = "all",
+) -> None:
     """Recompute the sha256 of every file; exit 12 if any differs from metadata.json."""
     from tagwatch.errors import IntegrityError
 
-    registry = _registry(_settings())
+    registry = _registry(_settings(ctx))
     if ref == "all":
         versions = [v.version for v in registry.list_versions()]
     else:

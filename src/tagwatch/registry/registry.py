@@ -384,10 +384,12 @@ def _who() -> str:
 
 
 def open_registry(settings) -> ModelRegistry:
-    """The registry of ``settings.triton.model_name`` in ``settings.s3.buckets.models`` (embedded stack if unset)."""
-    from tagwatch.clients import s3_client
-    from tagwatch.stack import with_stack_endpoints
+    """The registry of ``settings.triton.model_name`` in ``settings.s3.buckets.models``.
 
-    settings = with_stack_endpoints(settings)
+    ``settings`` must name the S3 endpoint: callers resolve it at their edge (``with_stack_endpoints`` for the
+    embedded stack), so the registry never reaches up into ``tagwatch.stack``.
+    """
+    from tagwatch.clients import s3_client
+
     return ModelRegistry(s3_client(settings.s3), bucket=settings.s3.buckets.models,
                          model_name=settings.triton.model_name)

@@ -10,12 +10,15 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from tagwatch.cli_context import cli_settings
+
 serve_app = typer.Typer(help="Serve a registered model on a local Triton (loopback).", invoke_without_command=True)
 err = Console(stderr=True)
 
 
 @serve_app.callback()
 def serve(
+    ctx: typer.Context,
     ref: Annotated[str, typer.Option(help="Alias, version number or `latest`.")] = "production",
     http_port: Annotated[Optional[int], typer.Option(help="HTTP port (default settings.triton.http_port).")] = None,
     grpc_port: Annotated[Optional[int], typer.Option(help="gRPC port (default settings.triton.grpc_port).")] = None,
@@ -28,12 +31,11 @@ def serve(
     import signal
     import threading
 
-    from tagwatch.cli import build_settings
     from tagwatch.serving.server import run_server
     from tagwatch.stack import with_stack_endpoints
     from tagwatch.stack.ports import pick_free_ports
 
-    settings = with_stack_endpoints(build_settings())
+    settings = with_stack_endpoints(cli_settings(ctx))
     ports = pick_free_ports(settings.triton.host, 3) if free_ports else [None, None, None]
     http = http_port or ports[0] or settings.triton.http_port
     grpc = grpc_port or ports[1] or settings.triton.grpc_port

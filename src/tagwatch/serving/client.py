@@ -19,12 +19,10 @@ import numpy as np
 
 from tagwatch.errors import ServingError, ServingUnavailableError
 from tagwatch.settings import TritonSettings
+from tagwatch.tensor_contract import INPUT_NAME, OUTPUT_NAMES, TRITON_DATATYPE, VERSION_OUTPUT
 
 log = logging.getLogger(__name__)
 
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("hashtag_logits", "category_scores")
-VERSION_OUTPUT = "model_version"  # per row: the registry version that scored it
 # gRPC status names and HTTP codes worth another try: the server is starting, restarting or overloaded.
 TRANSIENT_GRPC = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED"}
 TRANSIENT_HTTP = {"429", "502", "503", "504"}
@@ -129,7 +127,7 @@ class ModelClient:
     def infer_batch(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """One request (N ≤ max_batch_size)."""
         m = self._module
-        tensor = m.InferInput(INPUT_NAME, list(images.shape), "FP32")
+        tensor = m.InferInput(INPUT_NAME, list(images.shape), TRITON_DATATYPE)
         tensor.set_data_from_numpy(images)
         versioned = self.has_version_output()
         outputs = [m.InferRequestedOutput(name) for name in (*OUTPUT_NAMES, *([VERSION_OUTPUT] if versioned else []))]

@@ -19,13 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from tagwatch.errors import ServingError
-from tagwatch.export.onnx_model import INPUT_NAME, OUTPUT_NAMES, ort_session
+from tagwatch.export.onnx_model import ort_session
 from tagwatch.registry import LocalModel
+from tagwatch.tensor_contract import INPUT_NAME, OUTPUT_NAMES, VERSION_OUTPUT
 
-# An extra output of the local server only: the registry version that scored each row, so a hot swap can never
-# mislabel a decision. (KServe's config.pbtxt has no such output; there Triton's response-level model_version is
-# the registry version, and the client fills the same key from it.)
-VERSION_OUTPUT = "model_version"
 
 log = logging.getLogger(__name__)
 

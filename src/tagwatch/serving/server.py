@@ -28,21 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from tagwatch.errors import TagwatchError
-from tagwatch.export.onnx_model import INPUT_NAME, OUTPUT_NAMES
 from tagwatch.registry import ModelRegistry, open_registry
-from tagwatch.serving.runner import VERSION_OUTPUT, OnnxRunner, SwappableModel, describe
+from tagwatch.serving.runner import OnnxRunner, SwappableModel, describe
+from tagwatch.serving.workspace import make_workspace, remove_workspace, served_file, triton_dir
 from tagwatch.settings import Settings, load_settings
+from tagwatch.tensor_contract import INPUT_NAME, OUTPUT_NAMES, VERSION_OUTPUT
 
 log = logging.getLogger("tagwatch.serving.server")
 TRITON_MODEL_VERSION = 1
-
-
-def triton_dir(settings: Settings) -> Path:
-    return settings.paths.state_dir / "triton"
-
-
-def served_file(settings: Settings) -> Path:
-    return triton_dir(settings) / "served.json"
 
 
 def prepare_environment() -> None:
@@ -54,34 +47,6 @@ def prepare_environment() -> None:
     current = os.environ.get("LD_LIBRARY_PATH", "")
     if libdir and not current.startswith(libdir):
         os.environ["LD_LIBRARY_PATH"] = f"{libdir}:{current}" if current else libdir
-
-
-def make_workspace(settings: Settings) -> Path:
-    """PyTriton's workspace holds unix sockets, whose paths must stay under ~107 bytes: a short dir in /tmp.
-
-    Its path is recorded per server PID in the state dir, so `stack down` can remove it even after a SIGKILL.
-    """
-    import tempfile
-
-    parent = Path(tempfile.mkdtemp(prefix="tw-triton-"))
-    (triton_dir(settings) / f"workspace.{os.getpid()}.path").write_text(str(parent))
-    return parent / "ws"  # PyTriton wants to create the workspace itself
-
-
-def remove_workspace(settings: Settings, *, pid: int | None = None) -> None:
-    """Remove this server's workspace (``pid``), or, with no pid, those of servers that are no longer running."""
-    import shutil
-
-    import psutil
-
-    for record in triton_dir(settings).glob("workspace.*.path"):
-        owner = int(record.name.split(".")[1]) if record.name.split(".")[1].isdigit() else -1
-        if (pid is not None and owner != pid) or (pid is None and psutil.pid_exists(owner)):
-            continue
-        path = Path(record.read_text().strip())
-        if path.name.startswith("tw-triton-"):
-            shutil.rmtree(path, ignore_errors=True)
-        record.unlink(missing_ok=True)
 
 
 class AliasWatcher(threading.Thread):
@@ -212,7 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ort-threads", type=int, default=None,
                         help="ONNX Runtime intra-op threads (default settings.triton.ort_threads)")
     args = parser.parse_args(argv)
+    from tagwatch.stack.state import with_stack_endpoints
+
     settings = load_settings()
+    # The stack passes its S3 endpoint in the env; run by hand, the embedded stack's is used (resolved here, at
+    # the process's edge). Only S3: the Triton ports in settings stay the ones this server is told to bind.
+    settings = settings.model_copy(update={"s3": with_stack_endpoints(settings).s3})
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("pytriton", "tritonclient", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

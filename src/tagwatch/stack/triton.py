@@ -13,6 +13,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from tagwatch.settings import settings_env
 from tagwatch.stack.service import EmbeddedService, resolve_binary
 
 log = logging.getLogger(__name__)
@@ -57,17 +58,11 @@ class TritonService(EmbeddedService):
         ]
 
     def env(self) -> dict[str, str]:
-        # Everything the server's own Settings need to find this stack; the secret via env, never argv.
+        # The server's own Settings are this stack's, every value via env (the secret too, never argv), with the
+        # S3 endpoint resolved to this stack's when none is configured.
         s3 = self.settings.s3
-        return {
-            "TAGWATCH_PATHS__STATE_DIR": str(self.settings.paths.state_dir),
-            "TAGWATCH_S3__ENDPOINT_URL": s3.endpoint_url or f"http://{self.host}:{self.ports.s3}",
-            "TAGWATCH_S3__ACCESS_KEY_ID": s3.access_key_id,
-            "TAGWATCH_S3__SECRET_ACCESS_KEY": s3.secret_access_key.get_secret_value(),
-            "TAGWATCH_S3__BUCKETS__MODELS": s3.buckets.models,
-            "TAGWATCH_TRITON__MODEL_NAME": self.settings.triton.model_name,
-            "TAGWATCH_TRITON__HOST": self.settings.triton.host,
-        }
+        endpoint = s3.endpoint_url or f"http://{self.host}:{self.ports.s3}"
+        return settings_env(self.settings.model_copy(update={"s3": s3.model_copy(update={"endpoint_url": endpoint})}))
 
     def bound_ports(self) -> dict[str, int]:
         return {"triton_http": self.http_port, "triton_grpc": self.grpc_port, "triton_metrics": self.metrics_port}
@@ -109,7 +104,7 @@ class TritonService(EmbeddedService):
             client.close()
 
     def after_stop(self) -> None:
-        from tagwatch.serving.server import remove_workspace, served_file
+        from tagwatch.serving.workspace import remove_workspace, served_file
 
         remove_workspace(self.settings)  # gone already after a clean stop; left behind by a SIGKILL
         served_file(self.settings).unlink(missing_ok=True)

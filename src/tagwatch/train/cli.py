@@ -12,6 +12,9 @@ from typing import Annotated
 
 import typer
 
+from tagwatch.cli_context import cli_settings
+from tagwatch.settings import Settings, child_env
+
 train_app = typer.Typer(help="Hashtag pretraining and transfer to moderation categories (PyTorch, DDP).",
                         no_args_is_help=True)
 _FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
@@ -21,36 +24,34 @@ _NPROC_HELP = "Local ranks: >1 relaunches under torchrun (gloo on CPU). Other fl
 @train_app.command("pretrain", context_settings=_FORWARD, add_help_option=False)
 def pretrain_command(ctx: typer.Context, nproc: Annotated[int, typer.Option("--nproc", help=_NPROC_HELP)] = 1) -> None:
     """Pretrain on a dataset's hashtags (flags: `tagwatch train pretrain --help`)."""
-    _dispatch("pretrain", list(ctx.args), nproc)
+    _dispatch(ctx, "pretrain", list(ctx.args), nproc)
 
 
 @train_app.command("transfer", context_settings=_FORWARD, add_help_option=False)
 def transfer_command(ctx: typer.Context, nproc: Annotated[int, typer.Option("--nproc", help=_NPROC_HELP)] = 1) -> None:
     """Linear probe / fine-tune on moderation categories, calibrate thresholds, write policy.json."""
-    _dispatch("transfer", list(ctx.args), nproc)
+    _dispatch(ctx, "transfer", list(ctx.args), nproc)
 
 
-def _dispatch(kind: str, argv: list[str], nproc: int) -> None:
-    from tagwatch.cli import G, build_settings
-
+def _dispatch(ctx: typer.Context, kind: str, argv: list[str], nproc: int) -> None:
+    settings = None
     if "--help" not in argv and "-h" not in argv:
-        build_settings()  # validates settings and sets up redacted logging for this process
-    if G.state_dir:
-        os.environ["TAGWATCH_PATHS__STATE_DIR"] = str(G.state_dir)
+        settings = cli_settings(ctx)  # validated once, redacted logging set up; the trainer runs with them
     if nproc > 1:
-        code = launch_torchrun(kind, argv, nproc=nproc)
+        code = launch_torchrun(kind, argv, nproc=nproc, env=child_env(settings) if settings is not None else None)
         if code:
             raise typer.Exit(code)
         return
-    run_main(kind, argv)
+    run_main(kind, argv, settings=settings)
 
 
-def run_main(kind: str, argv: list[str]) -> dict:
+def run_main(kind: str, argv: list[str], *, settings: Settings | None = None) -> dict:
+    """The trainer's ``main(argv)`` in this process, with ``settings`` (default: its own from the environment)."""
     if kind == "pretrain":
         from tagwatch.train.pretrain import main
     else:
         from tagwatch.train.transfer import main
-    return main(argv)
+    return main(argv, settings=settings)
 
 
 def launch_torchrun(kind: str, argv: list[str], *, nproc: int, env: dict[str, str] | None = None) -> int:

@@ -197,7 +197,7 @@ def plot_confusion_matrix(confusion: list[list[int]], *, class_names: list[str],
     plt.close(figure)
 
 
-def run_fashion_transfer(cfg: Any) -> dict[str, Any]:
+def run_fashion_transfer(cfg: Any, *, settings: Any = None) -> dict[str, Any]:
     """The whole arm for one TransferConfig: load, preprocess, train, evaluate, write the report."""
     from tagwatch.train import runtime
     from tagwatch.train.loop import write_json
@@ -205,7 +205,7 @@ def run_fashion_transfer(cfg: Any) -> dict[str, Any]:
 
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         raise ConfigError("--target fashion-mnist runs in a single process", hint="drop --nproc")
-    settings = runtime.resolve_settings()
+    settings = runtime.resolve_settings(settings)
     runtime.seed_everything(cfg.seed)
     device = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
     root = Path(cfg.fashion_mnist_dir) if cfg.fashion_mnist_dir else DEFAULT_ROOT

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from tagwatch.errors import CheckpointError
+from tagwatch.settings import Settings
 from tagwatch.train.data import StreamConfig
 from tagwatch.train.distributed import barrier, init_distributed, shutdown_distributed
 from tagwatch.train.evaluate import hashtag_metrics, predict
@@ -112,19 +113,19 @@ def parse_config(argv: list[str] | None) -> PretrainConfig:
     return PretrainConfig(**vars(build_parser().parse_args(argv)))
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, *, settings: Settings | None = None) -> dict:
     """Pretrain; returns the summary metrics (rank 0's view; the same numbers on every rank)."""
     cfg = parse_config(argv)
     runtime.set_cpu_threads(requested=cfg.threads, workers=cfg.workers, device=cfg.device)
     info = init_distributed(device=cfg.device)
     try:
-        return _pretrain(cfg, info)
+        return _pretrain(cfg, info, settings)
     finally:
         shutdown_distributed()
 
 
-def _pretrain(cfg: PretrainConfig, info) -> dict:
-    settings = runtime.resolve_settings()
+def _pretrain(cfg: PretrainConfig, info, settings: Settings | None) -> dict:
+    settings = runtime.resolve_settings(settings)
     runtime.configure_rank_logging(info, settings)
     install_sigterm_handler()
     run_id = runtime.agree_run_id(info, cfg.run_id, kind="pretrain")

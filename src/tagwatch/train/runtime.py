@@ -97,10 +97,12 @@ def read_eval_duplicates(*, settings: Settings, bucket: str, prefix: str, manife
     return frozenset(d["nearest_post_id"] for d in json.loads(raw).get("dropped", []) if d.get("nearest_post_id"))
 
 
-def resolve_settings() -> Settings:
+def resolve_settings(settings: Settings | None = None) -> Settings:
+    """``settings`` (the CLI's, when it runs the trainer in-process) or this process's own from the environment
+    (a torchrun rank, a pipeline step), with the embedded stack's endpoints."""
     from tagwatch.stack import with_stack_endpoints
 
-    return with_stack_endpoints(load_settings())
+    return with_stack_endpoints(settings if settings is not None else load_settings())
 
 
 def preset_for(image_size: int) -> Preset:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from tagwatch.errors import CheckpointError, ConfigError
+from tagwatch.settings import Settings
 from tagwatch.train import runtime
 from tagwatch.train.checkpoint import load_checkpoint_uri
 from tagwatch.train.data import StreamConfig
@@ -140,25 +141,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, *, settings: Settings | None = None) -> dict:
     cfg = TransferConfig(**vars(build_parser().parse_args(argv)))
     runtime.set_cpu_threads(requested=cfg.threads, workers=cfg.workers, device=cfg.device)
     if cfg.target == "fashion-mnist":
         from tagwatch.train.fashion_mnist import run_fashion_transfer
 
-        return run_fashion_transfer(cfg)
+        return run_fashion_transfer(cfg, settings=settings)
     if not cfg.dataset:
         raise ConfigError("--dataset is required for --target categories",
                           hint="pass --dataset NAME/VERSION (or synthetic:N), or use --target fashion-mnist")
     info = init_distributed(device=cfg.device)
     try:
-        return _transfer(cfg, info)
+        return _transfer(cfg, info, settings)
     finally:
         shutdown_distributed()
 
 
-def _transfer(cfg: TransferConfig, info) -> dict:
-    settings = runtime.resolve_settings()
+def _transfer(cfg: TransferConfig, info, settings: Settings | None) -> dict:
+    settings = runtime.resolve_settings(settings)
     runtime.configure_rank_logging(info, settings)
     install_sigterm_handler()
     run_id = runtime.agree_run_id(info, cfg.run_id, kind=f"transfer-{cfg.mode}")
