@@ -22,7 +22,8 @@ from tagwatch.data.manifest import SPLITS, ShardSample, Vocabulary
 from tagwatch.data.posts import Post, list_post_ids, load_post_records, post_key
 from tagwatch.data.shards import read_manifest, shard_urls
 from tagwatch.data.wordnet import load_wordnet
-from tests.conftest import run_cli, stack_env
+from tests.conftest import run_cli
+from tests.support.buckets import private_data_buckets
 from tests.support.published import read_back
 from tests.unit.test_data_sources import _svg
 
@@ -34,11 +35,7 @@ SYNTHETIC_LIMIT = 120
 def built(stack_settings, tmp_path_factory):
     """Buckets of its own on the session stack; ingest (CLI), corrupt inputs, build (CLI)."""
     client = s3_client(stack_settings.s3)
-    suffix = secrets.token_hex(3)
-    posts, datasets = f"test-posts-{suffix}", f"test-datasets-{suffix}"
-    for bucket in (posts, datasets):
-        client.create_bucket(Bucket=bucket)
-    env = {**stack_env(stack_settings), "TAGWATCH_S3__BUCKETS__POSTS": posts, "TAGWATCH_S3__BUCKETS__DATASETS": datasets}
+    posts, datasets, env = private_data_buckets(stack_settings)
 
     ingests = {}
     for source, limit in (("openclipart", OPENCLIPART_LIMIT), ("synthetic", SYNTHETIC_LIMIT)):

@@ -5,14 +5,14 @@ all three sources; the manifest must record every source with its licence, posts
 from __future__ import annotations
 
 import json
-import secrets
 
 import pytest
 
 from tagwatch.clients import s3_client
 from tagwatch.data.provenance import manifest_of
 from tagwatch.data.sources import openmoji, tuxpaint
-from tests.conftest import run_cli, stack_env
+from tests.conftest import run_cli
+from tests.support.buckets import private_data_buckets
 
 OPENMOJI_REFS = ["color/svg/1F37A.svg", "color/svg/1F489.svg", "color/svg/1F52A.svg", "color/svg/1F6AC.svg",
                  "color/svg/1F436.svg", "color/svg/1F34E.svg"]  # beer, syringe, knife, cigarette, dog, apple
@@ -23,11 +23,7 @@ TUXPAINT_REFS = ["medical/syringe.png", "military/longsword.svg", "military/ammu
 @pytest.fixture(scope="module")
 def built(stack_settings, tmp_path_factory):
     client = s3_client(stack_settings.s3)
-    suffix = secrets.token_hex(3)
-    posts, datasets = f"test-posts-{suffix}", f"test-datasets-{suffix}"
-    for bucket in (posts, datasets):
-        client.create_bucket(Bucket=bucket)
-    env = {**stack_env(stack_settings), "TAGWATCH_S3__BUCKETS__POSTS": posts, "TAGWATCH_S3__BUCKETS__DATASETS": datasets}
+    posts, datasets, env = private_data_buckets(stack_settings)
     subsets = tmp_path_factory.mktemp("subsets")
     for module, refs in ((openmoji, OPENMOJI_REFS), (tuxpaint, TUXPAINT_REFS)):
         items = [item for item in module.list_items() if item.ref in refs]  # the real installed data

@@ -267,3 +267,40 @@ def test_transactional_mode_decides_and_commits_through_the_transaction(stack_se
     assert reader.committed(TopicPartition(settings.kafka.topics.posts, 0)) == 5
     reader.close()
     assert len(read_topic(settings, settings.kafka.topics.decisions, expect=5)) == 5
+
+
+def test_a_monitor_category_is_scored_recorded_and_counted_but_never_actioned(stack_settings, scorer):
+    """Issue 13's monitor mode end to end: a red image clears red's thresholds, but red is in monitor mode, so the
+    post is allowed; the decision's reasons say `monitor:red` and `tagwatch_monitor_hits_total` counts it."""
+    import urllib.request
+
+    from tagwatch.moderation.policy import Policy
+    from tagwatch.stack.ports import pick_free_ports
+
+    settings = private_stream(stack_settings, partitions=1)
+    s3 = s3_client(settings.s3)
+    policy = Policy.model_validate({"version": "colour-policy-monitor", "categories": {
+        "red": {"mode": "monitor", "remove_threshold": 1.000001, "review_threshold": 1.000001,
+                "monitor_threshold": 0.5, "reason": "2 calibration positives < 10 needed to act"},
+        "blue": {"remove_threshold": 0.9, "review_threshold": 0.8}}})
+    tag = settings.kafka.consumer_group
+    posts = []
+    for n, colour in enumerate((cm.RED, cm.BLUE)):
+        uri, digest = upload_image(s3, settings.s3.buckets.posts, cm.jpeg(colour, seed=500 + n))
+        posts.append(new_post(f"monitor-{n}-{tag}", uri, digest))
+    publish_posts(settings, posts)
+    consumer = ModerationConsumer(settings, scorer, policy, options=ConsumerOptions())
+    (port,) = pick_free_ports("127.0.0.1", 1)
+    server = consumer.metrics.serve(port)
+    try:
+        consumer.run(threading.Event(), idle_exit_s=3.0)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    finally:
+        server.shutdown()
+    ledger = Ledger(s3, settings.s3.buckets.ledger)
+    red, blue = ledger.get(posts[0].post_id), ledger.get(posts[1].post_id)
+    assert red.action == "allow" and red.scores["red"] > 0.9  # scored and recorded, never actioned
+    assert any(r.startswith("monitor:red>=0.500") and "not actioned" in r for r in red.reasons)
+    assert red.policy_version == "colour-policy-monitor"
+    assert blue.action == "remove"  # the acting category still acts
+    assert 'tagwatch_monitor_hits_total{category="red"} 1.0' in metrics

@@ -9,7 +9,6 @@ from __future__ import annotations
 import getpass
 import json
 import logging
-import shutil
 import socket
 import tempfile
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 from tagwatch.errors import ExportError, IntegrityError, RegistryError
 from tagwatch.export.export import EXPORT_INFO_FILE, POLICY_FILE, read_export_info
 from tagwatch.export.triton_layout import ModelLayout, find_onnx, write_model_repository, read_label_file
+from tagwatch.output import staged_dir
 from tagwatch.registry.metadata import (
     AliasRecord,
     FileDigest,
@@ -299,9 +299,7 @@ class ModelRegistry:
         target = dest / f"{metadata.version:06d}-{digest[:12]}"
         if target.exists() and not _local_problems(target, metadata):
             return LocalModel(metadata=metadata, metadata_sha256=digest, root=target)
-        dest.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=dest))
-        try:
+        with staged_dir(target, prefix=".fetch-") as staging:
             prefix = self.version_prefix(metadata.version)
             for path in metadata.files:
                 data = self._get(f"{prefix}/{path}")
@@ -318,12 +316,6 @@ class ModelRegistry:
                     hint="the stored file differs from metadata.json; `tagwatch model verify` lists all problems",
                 )
             (staging / METADATA_FILE).write_text(_dump(metadata).decode())
-            if target.exists():
-                shutil.rmtree(target)
-            staging.rename(target)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
         return LocalModel(metadata=metadata, metadata_sha256=digest, root=target)
 
     # -- S3 primitives ------------------------------------------------------------------------------

@@ -78,9 +78,11 @@ def read_severity(*, settings: Settings, bucket: str, prefix: str, manifest: Dat
     from tagwatch.clients import s3_client
 
     raw = s3_client(settings.s3).get_object(Bucket=bucket, Key=f"{prefix}/{manifest.categories.path}")["Body"].read()
-    document = yaml.safe_load(raw) or {}
-    return {name: float(spec.get("severity", 1.0)) for name, spec in (document.get("categories") or {}).items()
-            if isinstance(spec, dict)}
+    document = yaml.safe_load(raw)
+    categories = document.get("categories") if isinstance(document, dict) else None
+    if not isinstance(categories, dict):  # another writer's file (e.g. a plain list of names): no severities
+        return {}
+    return {name: float(spec.get("severity", 1.0)) for name, spec in categories.items() if isinstance(spec, dict)}
 
 
 def read_eval_duplicates(*, settings: Settings, bucket: str, prefix: str, manifest: DatasetManifest) -> frozenset[str]:

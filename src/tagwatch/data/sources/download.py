@@ -13,15 +13,14 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable
 
 from tagwatch.errors import ConfigError
+from tagwatch.output import staged_dir
 
 log = logging.getLogger(__name__)
 MARKER = ".fetched"
@@ -68,17 +67,9 @@ def fetch_tarball(
     if got != integrity:
         raise ConfigError(f"{url} does not match its pinned integrity (got {got[:30]}..., want {integrity[:30]}...)",
                           hint="a corrupted or changed download: retry; if it persists the pin needs review")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with staged_dir(target, prefix=f".{target.name}-") as staging:
         count = _extract(data, staging, wanted)
         (staging / MARKER).write_text(json.dumps({"url": url, "integrity": integrity, "files": count}) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     log.info("fetched %s: %d files into %s", url, count, target)
     return True
 
