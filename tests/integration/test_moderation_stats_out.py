@@ -1,6 +1,6 @@
 """`tagwatch moderate --stats-out` and the demo's stats reader, run as a user's plain shell runs them.
 
-The child processes get no COLUMNS and no terminal (stdout is a file), so a rich Console would wrap at 80 columns
+The child processes get no terminal (stdout is a file), so a rich Console would wrap at 80 columns
 (PLATFORM.md); the stats dict is longer than that. Real processes, real Tansu group, real ONNX model (no Triton).
 """
 
@@ -26,11 +26,6 @@ POSTS = 6
 FIELDS = {"consumed", "decided", "dead_lettered"}
 
 
-def _plain(env: dict[str, str]) -> dict[str, str]:
-    """What a plain shell hands a child: no COLUMNS/LINES, whatever the developer's own shell exports."""
-    return {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
-
-
 @pytest.fixture
 def stream(stack_settings, tmp_path):
     settings = private_stream(stack_settings, partitions=2)
@@ -54,7 +49,7 @@ def test_stats_out_with_processes_writes_each_child_and_the_sums(stream, tmp_pat
     with open(tmp_path / "moderate.log", "wb") as log:
         result = subprocess.run([sys.executable, "-m", "tagwatch", "moderate", *onnx_args, "--processes", "2",
                                  "--stats-out", str(stats_file)],
-                                env=_plain(stream_env(settings)), stdout=log, stderr=subprocess.PIPE, timeout=120)
+                                env=stream_env(settings), stdout=log, stderr=subprocess.PIPE, timeout=120)
     output = (tmp_path / "moderate.log").read_text()
     assert result.returncode == 0, output + result.stderr.decode(errors="replace")[-3000:]
     children = [json.loads(child_stats_path(stats_file, i).read_text()) for i in range(2)]
@@ -74,8 +69,6 @@ def test_the_demo_reads_each_consumers_stats_file_not_its_log(stream, tmp_path, 
     for name, value in stream_env(settings).items():  # Consumers.start passes its own environment on
         if name.startswith("TAGWATCH_"):
             monkeypatch.setenv(name, value)
-    for name in ("COLUMNS", "LINES"):
-        monkeypatch.delenv(name, raising=False)
     group = Consumers(settings, processes=2, log_dir=tmp_path / "logs", moderate_args=onnx_args)
     try:
         group.start()

@@ -145,15 +145,6 @@ def assign_split(post_id: str, *, positive: bool, seed: int, config: BuildConfig
     return "train"
 
 
-def split_rates(config: BuildConfig) -> SplitRates:
-    """What ``assign_split`` does, as rates (recorded in the manifest)."""
-    def rates(holdout: float, val: float) -> dict[str, float]:
-        return {"train": round(1.0 - holdout - val, 6), "val": val, "holdout": holdout}
-
-    return SplitRates(positive=rates(config.positive_holdout_fraction, config.positive_val_fraction),
-                      negative=rates(config.holdout_fraction, config.val_fraction))
-
-
 def sqrt_weight(labels: list[int], counts: list[int]) -> float:
     """Mean over the sample's labels of 1/sqrt(label count): the paper's square-root resampling."""
     if not labels:
@@ -368,7 +359,9 @@ def write_metadata(
         vocabulary=refs["vocabulary.json"], vocabulary_version=vocabulary.version,
         num_labels=len(vocabulary.labels), categories=refs["categories.yaml"], category_names=category_names,
         dedup=refs["dedup.json"], dedup_dropped=len(dedup.dropped), image_size=config.image_size,
-        splits=split_infos, sampling="sqrt", split_rates=split_rates(config),
+        splits=split_infos, sampling="sqrt",  # split_rates: what assign_split does, as rates
+        split_rates=SplitRates.of(positive=(config.positive_val_fraction, config.positive_holdout_fraction),
+                                  negative=(config.val_fraction, config.holdout_fraction)),
     ).sealed()
     client.put_object(Bucket=bucket, Key=f"{prefix}/manifest.json", Body=manifest.model_dump_json(indent=1).encode(),
                       ContentType="application/json")

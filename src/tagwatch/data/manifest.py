@@ -103,6 +103,14 @@ class SplitRates(_Model):
     positive: dict[Split, float]
     negative: dict[Split, float]
 
+    @classmethod
+    def of(cls, *, positive: tuple[float, float], negative: tuple[float, float]) -> "SplitRates":
+        """From (val, holdout) fractions per class; train gets the rest."""
+        def rates(val: float, holdout: float) -> dict[str, float]:
+            return {"train": round(1.0 - holdout - val, 6), "val": val, "holdout": holdout}
+
+        return cls(positive=rates(*positive), negative=rates(*negative))
+
 
 class DatasetManifest(_Model):
     schema_version: int = MANIFEST_SCHEMA_VERSION

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tagwatch.errors import ConfigError, StackError, StackNotRunningError, TagwatchError
 from tagwatch.settings import Settings
-from tagwatch.stack import process
+import tagwatch.stack.process as process
 from tagwatch.stack.ports import StackPorts, ensure_ports_free, is_port_free
 from tagwatch.stack.seaweedfs import SeaweedFS
 from tagwatch.stack.service import EmbeddedService
