@@ -50,9 +50,16 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 @contextmanager
-def staged_dir(target: Path, *, prefix: str = ".staging-") -> Iterator[Path]:
-    """A fresh directory next to ``target`` to fill; when the block ends without an error it replaces ``target``
-    in one rename, and in every case nothing half-written is left behind."""
+def staged_dir(target: Path, *, prefix: str = ".staging-", replace: bool = True) -> Iterator[Path]:
+    """A fresh directory next to ``target`` to fill; when the block ends without an error it becomes ``target`` in
+    one rename, and in every case nothing half-written is left behind.
+
+    ``replace``: an existing ``target`` is moved aside (one rename) and deleted, so a reader sees the old or the new
+    directory, never a mix. With ``replace=False`` (a content-addressed target, e.g. one model version) a ``target``
+    that another process installed while this one was filling its copy wins and this copy is dropped: two
+    consumers fetching the same model at once both succeed.
+    """
+    import errno
     import shutil
     import tempfile
 
@@ -60,9 +67,19 @@ def staged_dir(target: Path, *, prefix: str = ".staging-") -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
     try:
         yield staging
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        if replace and target.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f"{prefix}old-", dir=target.parent))
+            try:
+                target.rename(aside / "dir")
+            except FileNotFoundError:
+                pass  # another writer moved it first
+            shutil.rmtree(aside, ignore_errors=True)
+        try:
+            staging.rename(target)
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) or replace:
+                raise
+            # a concurrent writer installed the same content-addressed target first: theirs is complete
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -297,9 +297,11 @@ class ModelRegistry:
         """
         metadata, digest = self.resolve(ref)
         target = dest / f"{metadata.version:06d}-{digest[:12]}"
-        if target.exists() and not _local_problems(target, metadata):
+        damaged = target.exists()
+        if damaged and not _local_problems(target, metadata):
             return LocalModel(metadata=metadata, metadata_sha256=digest, root=target)
-        with staged_dir(target, prefix=".fetch-") as staging:
+        # content-addressed: a copy another consumer installs meanwhile is kept; only a damaged one is replaced
+        with staged_dir(target, prefix=".fetch-", replace=damaged) as staging:
             prefix = self.version_prefix(metadata.version)
             for path in metadata.files:
                 data = self._get(f"{prefix}/{path}")
