@@ -179,7 +179,7 @@ def test_transient_model_failure_pauses_retries_and_commits_nothing_early(stack_
     consumer = ModerationConsumer(settings, flaky, cm.POLICY,
                                   options=ConsumerOptions(max_poll_records=16, backoff_initial_s=0.2))
     committed_during_outage = []
-    original = consumer.handle_batch
+    original = consumer._prepare
 
     def observe(records, *rest):
         if flaky.calls < flaky.failures:  # still failing: the group must not have moved
@@ -187,7 +187,7 @@ def test_transient_model_failure_pauses_retries_and_commits_nothing_early(stack_
             committed_during_outage.append(consumer.consumer.committed(tp))
         return original(records, *rest)
 
-    consumer.handle_batch = observe
+    consumer._prepare = observe
     stats = consumer.run(threading.Event(), idle_exit_s=3.0)
     assert stats.retries == 3 and stats.decided == 6
     assert committed_during_outage and all(c in (None, 0) for c in committed_during_outage)
@@ -196,6 +196,49 @@ def test_transient_model_failure_pauses_retries_and_commits_nothing_early(stack_
     reader = KafkaConsumer(group_id=settings.kafka.consumer_group, **kafka_config(settings.kafka, client_id="check"))
     assert reader.committed(TopicPartition(settings.kafka.topics.posts, 0)) == 6
     reader.close()
+
+
+def test_a_failed_delivery_is_retried_with_the_same_outcomes_never_scored_again(stack_settings, scorer):
+    """The batch's events go out, then its ledger writes fail twice: the retries deliver the same decisions again
+    instead of fetching and scoring the images a second time (one model call for the 6 posts).
+
+    The ledger fault is injected (the first two writes raise what an S3 outage raises): SeaweedFS creates a
+    missing bucket on PUT, so the real store cannot be made to refuse only the ledger. Kafka, S3 and the
+    model are real."""
+    from tagwatch.errors import RetryableError
+
+    settings = private_stream(stack_settings, partitions=1)
+    s3 = s3_client(settings.s3)
+    posts = []
+    for n in range(6):
+        uri, digest = upload_image(s3, settings.s3.buckets.posts, cm.jpeg(cm.BLUE, seed=300 + n))
+        posts.append(new_post(f"redeliver-{n}-{settings.kafka.consumer_group}", uri, digest))
+    publish_posts(settings, posts)
+    counting = _FlakyScorer(scorer, failures=0)
+    consumer = ModerationConsumer(settings, counting, cm.POLICY,
+                                  options=ConsumerOptions(max_poll_records=16, backoff_initial_s=0.2))
+    record_batch, failures = consumer.delivery.record, []
+
+    def flaky_record(decisions):
+        if len(failures) < 2:
+            failures.append(len(decisions))
+            raise RetryableError("ledger unavailable: EndpointConnectionError (injected)")
+        return record_batch(decisions)
+
+    consumer.delivery.record = flaky_record
+    stats = consumer.run(threading.Event(), idle_exit_s=3.0)
+    assert stats.retries == 2 and stats.consumed == 6, stats
+    assert counting.calls == 1, f"the images were scored {counting.calls} times"
+    ledger = Ledger(s3, settings.s3.buckets.ledger)
+    assert all(ledger.get(p.post_id).action == "remove" for p in posts)
+    decisions = read_topic(settings, settings.kafka.topics.decisions, expect=18)  # delivered 3 times
+    by_post: dict[str, set] = {}
+    for record in decisions:
+        decision = Decision.model_validate_json(record.value)
+        by_post.setdefault(decision.post_id, set()).add(decision.decision_id)
+    assert set(by_post) == {p.post_id for p in posts}
+    # the same outcomes each time: one decision id per post, the one in the ledger
+    assert all(ids == {ledger.get(post_id).decision_id} for post_id, ids in by_post.items())
 
 
 def test_bank_hit_removes_without_the_model_and_metrics_count_it(stack_settings, scorer, tmp_path):

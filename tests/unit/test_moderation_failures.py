@@ -120,9 +120,9 @@ class _ExplodingProducer:
 def test_anything_raised_while_producing_is_a_retryable_batch_failure_never_fatal(error):
     from types import SimpleNamespace
 
-    from tagwatch.moderation.batch import Item
+    from tagwatch.moderation.core import Outcome
 
-    item = Item(record=Record("posts", 0, 3, b"k", b"v", []), poison=PoisonInputError("bad_json", "x"))
+    item = Outcome(record=Record("posts", 0, 3, b"k", b"v", []), poison=PoisonInputError("bad_json", "x"))
     topics = SimpleNamespace(decisions="d", review="r", dead_letter="dlq")
     delivery = Delivery(_ExplodingProducer(error), s3=None, topics=topics, ledger_bucket="ledger",
                         max_request_bytes=1_000_000, pool=None, metrics=None, stats=None)
@@ -147,8 +147,7 @@ def test_an_unforeseen_error_on_one_image_dead_letters_that_record_only():
 
     from PIL import Image
 
-    from tagwatch.moderation.batch import BatchModerator, Item
-    from tagwatch.moderation.consumer import ConsumerOptions
+    from tagwatch.moderation.core import ImageSource, moderate_batch
     from tagwatch.moderation.publish import new_post
 
     out = io.BytesIO()
@@ -167,14 +166,11 @@ def test_an_unforeseen_error_on_one_image_dead_letters_that_record_only():
     def exploding_preset(_image):
         raise RuntimeError("unforeseen")
 
-    moderator = BatchModerator(s3, SimpleNamespace(categories=["c"]), posts_bucket="posts", models_bucket="models",
-                               options=ConsumerOptions(preset=exploding_preset), metrics=None)
-    try:
-        item = Item(record=Record("posts", 0, 9, b"p1", b"{}", []),
-                    post=new_post("p1", "s3://posts/images/a.png", hashlib.sha256(data).hexdigest()))
-        moderator._load(item)
-    finally:
-        moderator.close()
+    # the core alone: no Kafka, no pools, no bank
+    scorer = SimpleNamespace(categories=["c"], model=None)
+    (item,) = moderate_batch([new_post("p1", "s3://posts/images/a.png", hashlib.sha256(data).hexdigest())],
+                             images=ImageSource(s3, "posts"), scorer=scorer, banks=None, policy=None,
+                             preset=exploding_preset)
     assert item.poison.reason == "unprocessable_image" and "RuntimeError: unforeseen" in item.poison.message
 
 

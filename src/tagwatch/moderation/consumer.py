@@ -1,20 +1,16 @@
-"""The moderation consumer: one member of the consumer group, at least once, nothing lost.
+"""The moderation consumer: one member of the consumer group, at least once, nothing lost. A thin loop:
 
-One loop iteration handles one poll batch:
+  1-5  decide    records -> posts (moderation/batch.py) -> images, banks, model, policy (moderation/core.py,
+                 no Kafka there: the benchmark and tools call the same core)
+  6-8  checkpoint  decisions, review requests, dead letters (acks=all), then one ledger record per post, then
+                 the next offset of every partition in the batch, only for partitions still held under the
+                 assignment the records were fetched in (moderation/checkpoint.py, delivery.py, offsets.py)
 
-  1-5  decide    parse, fetch + check images, banks, model, policy        (moderation/batch.py)
-  6-7  deliver   decisions, review requests, dead letters (acks=all), then one ledger record per post
-                                                                           (moderation/delivery.py)
-  8    commit    the next offset of every partition in the batch, only now, and only for partitions still held
-                 under the assignment the records were fetched in          (moderation/offsets.py)
-
-Failures are retryable or permanent, decided in one place (moderation/failures.py). Permanent ones are
-dead-lettered and committed. A retryable one pauses every partition this member holds, backs off and retries
-the same records; records polled meanwhile are rewound, never dropped, and partitions assigned meanwhile start
-at their committed offset. A record whose own step fails ``max_record_attempts`` times in a row is
-dead-lettered with its last error; a partition undecided for longer than ``stuck_after_s`` makes /healthz
-answer 503 and names it. SIGTERM (``stop``) finishes the current batch, commits and leaves the group; after
-SIGKILL the next member re-reads from the last commit, and the deterministic ids let readers drop duplicates.
+A decided batch is delivered in the background while the next one is decided; offsets still only move in
+order. Failures are retryable or permanent, decided in one place (moderation/failures.py); permanent ones are
+dead-lettered and committed, retryable ones back off without losing a record (moderation/retrying.py).
+SIGTERM (``stop``) finishes the current batch, commits and leaves the group; after SIGKILL the next member
+re-reads from the last commit, and the deterministic ids let readers drop duplicates.
 """
 
 from __future__ import annotations
@@ -27,7 +23,8 @@ from threading import Event
 
 from tagwatch.clients import kafka_config, s3_client
 from tagwatch.errors import RetryableError
-from tagwatch.moderation.batch import BatchModerator, RecordsFailed, Staged, decision_id, resolve_preset
+from tagwatch.moderation.batch import BatchModerator, Staged, decision_id, resolve_preset
+from tagwatch.moderation.checkpoint import Checkpoint
 from tagwatch.moderation.delivery import Delivery
 from tagwatch.moderation.failures import RecordAttempts
 from tagwatch.moderation.group import GroupWatch, close_member, rebalancing
@@ -36,6 +33,7 @@ from tagwatch.moderation.memory import MemoryKeeper
 from tagwatch.moderation.metrics import StreamMetrics
 from tagwatch.moderation.offsets import PartitionTracker, describe, tp_of
 from tagwatch.moderation.policy import Policy
+from tagwatch.moderation.retrying import Retrying
 from tagwatch.moderation.scoring import Scorer
 from tagwatch.preprocess import Preset
 from tagwatch.settings import Settings
@@ -84,11 +82,7 @@ class RunStats:
     ledger_duplicates: int = 0
 
 
-class CommitFailed(RetryableError):
-    """The batch was delivered but its offsets were not committed: a retry only commits again."""
-
-
-class ModerationConsumer:
+class ModerationConsumer(Retrying):
     def __init__(self, settings: Settings, scorer: Scorer, policy: Policy | None = None, *, options: ConsumerOptions | None = None,
                  metrics: StreamMetrics | None = None, client_id: str = "tagwatch-moderation") -> None:
         from kafka import KafkaConsumer, KafkaProducer
@@ -129,6 +123,7 @@ class ModerationConsumer:
         self.delivery = Delivery(self.producer, self.s3, self.topics, ledger_bucket=settings.s3.buckets.ledger,
                                  max_request_bytes=settings.kafka.max_request_bytes, pool=self._io_pool,
                                  metrics=self.metrics, stats=self.stats)
+        self.checkpoint = Checkpoint(self.consumer, self.tracker, self.delivery, transactional=tx)
         self._deliver_pool = ThreadPoolExecutor(1, thread_name_prefix="deliver")
         self.attempts = RecordAttempts(self.options.max_record_attempts)
         self._undecided_since: dict = {}  # partition -> (monotonic time, first undecided offset)
@@ -219,7 +214,7 @@ class ModerationConsumer:
         staged.epochs = epochs
         if pending is not None and not self._finish(pending, stop):
             return None
-        staged.delivery = self._deliver_pool.submit(self.delivery.deliver, staged)
+        staged.delivery = self._deliver_pool.submit(self.checkpoint.deliver, staged)
         return staged
 
     def _finish(self, staged: Staged, stop: Event) -> bool:
@@ -227,128 +222,24 @@ class ModerationConsumer:
         False: it was given up uncommitted at a stop."""
         try:
             staged.delivery.result()
-            self._commit(staged.records, staged.epochs)
+            self.checkpoint.complete(staged)
         except RetryableError as error:
-            # delivered again: duplicate events carry the same ids, the ledger refuses a second write
-            return self._handle_with_retry(staged.records, staged.epochs, stop, failed=error)
+            # the same outcomes delivered again (or only committed again): nothing is decided twice
+            return self._handle_with_retry(staged.records, staged.epochs, stop, failed=error, staged=staged)
+        self._settled(staged.records)
         self._done(staged.records)
         return True
 
-    def _handle_with_retry(self, records: list, epochs: dict, stop: Event, *, failed: RetryableError | None = None) -> bool:
-        """Handle the batch, retrying with back-off while every held partition is paused. ``failed``: a first
-        attempt (the pipelined one) already failed with this error. False: given up at a stop, nothing committed."""
-        backoff = self.options.backoff_initial_s
-        delivered = False  # a CommitFailed means the events and ledger records are out: only commit again
-        try:
-            while True:
-                try:
-                    if failed is not None:
-                        error, failed = failed, None
-                        raise error
-                    if delivered:
-                        self._commit(records, epochs)
-                        self._done(records)
-                    else:
-                        self.handle_batch(records, epochs)
-                    return True
-                except RetryableError as error:
-                    delivered = isinstance(error, CommitFailed)
-                    if isinstance(error, RecordsFailed):
-                        self._charge(error)
-                    self._note_retry(records, error, backoff)
-                    self._wait_alive(backoff)
-                backoff = min(backoff * 2, self.options.backoff_max_s)
-                # A rebalance during the wait may have taken partitions away or given them back: their records
-                # are the group's again (re-read from the commit). Keep only what is still ours, as fetched.
-                records = self.tracker.current(records, epochs)
-                if not records:
-                    return True
-                if stop.is_set() and backoff >= self.options.backoff_max_s:
-                    log.warning("stopping with %s undecided and uncommitted; the group will re-read them", describe(records))
-                    return False
-        finally:
-            paused = self.consumer.paused()
-            if paused:
-                self.consumer.resume(*paused)
-
-    def _note_retry(self, records: list, error: RetryableError, backoff: float) -> None:
-        self.stats.retries += 1
-        self.metrics.retries.labels(cause=type(error.__cause__ or error).__name__).inc()
-        self.metrics.healthy = False
-        now = time.monotonic()
-        for record in records:
-            tp = tp_of(record)
-            since, first = self._undecided_since.get(tp, (now, record.offset))
-            self._undecided_since[tp] = (since, min(first, record.offset))
-        self._publish_stuck()
-        log.warning("batch %s not decided (%s); retrying in %.1fs", describe(records), error, backoff)
-
-    def _publish_stuck(self) -> None:
-        self.metrics.stuck = {f"{tp.topic}[{tp.partition}]@{first}": since
-                              for tp, (since, first) in self._undecided_since.items()}
-
-    def _charge(self, error: RecordsFailed) -> None:
-        """Count a failure against each record whose own step failed, unless the whole store is down."""
-        if not self.moderator.store_reachable():
-            log.warning("the posts bucket is unreachable: waiting the outage out (no record is charged)")
-            return
-        for item in error.items:
-            poison = self.attempts.failed(item.record, item.failed)
-            if poison is not None:
-                record = item.record
-                self.moderator.poisoned[self.attempts.key(record)] = poison
-                log.error("%s[%d]@%d failed %d times in a row: dead-lettering it (%s)", record.topic,
-                          record.partition, record.offset, poison.attempts, item.failed.message)
-
-    def _wait_alive(self, seconds: float) -> None:
-        """Sleep while polling to stay in the group. Every held partition is paused (also those assigned during
-        the wait); anything a poll still returns is rewound, and new partitions start at their commit."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            assigned = self.consumer.assignment()
-            if assigned:
-                self.consumer.pause(*assigned)
-            polled = self.consumer.poll(timeout_ms=int(min(200, max(1, (deadline - time.monotonic()) * 1000))))
-            self.tracker.rewind(polled)
-            self.tracker.settle()  # after the rewind: a newly assigned partition starts at its commit
-
-    # -- one batch -------------------------------------------------------------------------------------
     def handle_batch(self, records: list, epochs: dict | None = None) -> None:
-        """One batch, start to commit, synchronously (retries, transactional mode, ``pipeline=False``)."""
-        epochs = epochs if epochs is not None else self.tracker.epochs_of(records)
+        """One batch, start to commit, synchronously, no retry (tools and tests)."""
         staged = self._prepare(records)
-        staged.epochs = epochs
-        if self.options.transactional:
-            offsets = self.tracker.commit_offsets(records, epochs)
-            self.delivery.in_transaction(staged, offsets, self.consumer.group_metadata())
-            self._settled(records)
-        else:
-            self.delivery.deliver(staged)
-            self._commit(records, epochs)
+        staged.epochs = epochs if epochs is not None else self.tracker.epochs_of(records)
+        self.checkpoint.complete(staged)
+        self._settled(records)
         self._done(records)
 
     def _prepare(self, records: list) -> Staged:
         return self.moderator.prepare(records)
-
-    def _commit(self, records: list, epochs: dict) -> None:
-        from kafka.errors import KafkaError
-
-        offsets = self.tracker.commit_offsets(records, epochs)
-        if offsets:
-            try:
-                self.consumer.commit(offsets)
-            except KafkaError as error:
-                # Decisions are out and in the ledger; an uncommitted batch is re-read and deduplicated downstream.
-                raise CommitFailed(f"offset commit failed: {type(error).__name__}") from error
-        self._settled(records)
-
-    def _settled(self, records: list) -> None:
-        """Decided or dead-lettered, and committed (or no longer ours): forget attempts and stuck clocks."""
-        self.attempts.settled(records)
-        for record in records:
-            self.moderator.poisoned.pop(self.attempts.key(record), None)
-            self._undecided_since.pop(tp_of(record), None)
-        self._publish_stuck()
 
     def _done(self, records: list) -> None:
         self.metrics.healthy = True

@@ -1,0 +1,222 @@
+"""The moderation core: posts in, outcomes out. No Kafka, no offsets, no delivery.
+
+``moderate_batch(posts, images=, scorer=, banks=, policy=)`` is what the stream consumer, the stream benchmark,
+the tests (and a shadow replay or a review tool) call; transports only decode what they receive, call it, and
+encode what it returns (KServe's DataPlane is the model):
+
+  images   fetch each post's image concurrently (``ImageSource``: S3 GET, size/sha256/format/pixel checks, decode,
+           PDQ), then the model's preprocessing preset
+  banks    a PDQ bank hit removes without the model (the reason names the entry); a repost of an image decided
+           before reuses that decision's scores (sha256)
+  model    micro-batches of ``infer_batch`` to the scorer, each sent as soon as its images are ready, concurrently:
+           inference overlaps the fetching and decoding of the rest of the batch
+  policy   per-category thresholds -> allow / review / remove, with a deterministic decision id
+
+One post's trouble stays on its outcome: ``poison`` (it can never succeed: dead-letter it) or ``failed`` (its
+own step failed transiently: try it again). Only trouble that is every post's (the model server) raises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from tagwatch.errors import PoisonInputError, RetryableError
+from tagwatch.moderation.bank import BankMatcher, pdq_hex
+from tagwatch.moderation.deadletter import DeadLetterReason as R
+from tagwatch.moderation.events import Decision, ModelRef, PostCreated, ReviewRequest
+from tagwatch.moderation.images import ImageLimits, check_sha256, decode_image, fetch_image_bytes
+from tagwatch.moderation.policy import Policy, decide
+
+log = logging.getLogger(__name__)
+
+
+def decision_id(post_id: str, model: ModelRef, policy_version: str) -> str:
+    """Same post, same model bytes, same policy -> same id, however often the post is re-processed."""
+    return hashlib.sha256(f"{post_id}|{model.sha256}|{policy_version}".encode()).hexdigest()[:32]
+
+
+@dataclass
+class Outcome:
+    """What became of one post (or of one record that never became a post: ``post`` None, ``poison`` set)."""
+
+    post: PostCreated | None = None
+    record: object = None  # where it came from (a Kafka record for the stream); the core never looks at it
+    image: np.ndarray | None = None
+    sha256: str | None = None
+    pdq: str | None = None
+    scores: dict[str, float] | None = None
+    banned: bool = False
+    reasons: list[str] = field(default_factory=list)
+    poison: PoisonInputError | None = None
+    failed: RetryableError | None = None  # this post's own step failed transiently (S3 trouble on its image)
+    decision: Decision | None = None
+    review: ReviewRequest | None = None
+
+    @property
+    def decidable(self) -> bool:
+        return self.poison is None and self.failed is None
+
+
+@dataclass
+class LoadedImage:
+    image: object  # a decoded PIL image
+    sha256: str
+    pdq: str | None
+
+
+class ImageSource:
+    """A post's image from the posts bucket, checked before anything decodes it (moderation/images.py)."""
+
+    def __init__(self, s3, bucket: str, limits: ImageLimits | None = None) -> None:
+        self.s3, self.bucket, self.limits = s3, bucket, limits or ImageLimits()
+
+    def __call__(self, post: PostCreated) -> LoadedImage:
+        data = fetch_image_bytes(self.s3, post.image_uri, allowed_bucket=self.bucket, limits=self.limits)
+        check_sha256(data, post.sha256)
+        image = decode_image(data, self.limits)
+        pdq, _quality = pdq_hex(image)
+        return LoadedImage(image=image, sha256=post.sha256, pdq=pdq)
+
+    def reachable(self) -> bool:
+        """Is the posts bucket readable at all? (Tells one post's trouble from an S3 outage.)"""
+        from tagwatch.moderation.images import _bucket_readable
+
+        return _bucket_readable(self.s3, self.bucket)
+
+
+class Reposts:
+    """sha256 -> (first post id, its scores) for the last ``size`` distinct images decided by the model."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size, self._seen = size, OrderedDict()
+
+    def reuse(self, outcome: Outcome) -> None:
+        original, scores = self._seen.get(outcome.sha256, (None, None))
+        if original is not None and original != outcome.post.post_id:  # the same post again is no repost
+            outcome.scores = scores
+            outcome.reasons.append(f"repost:{original}")
+
+    def remember(self, outcomes: Sequence[Outcome]) -> None:
+        for o in outcomes:
+            if o.decision is not None and o.sha256 and not o.banned and not any(r.startswith("repost:") for r in o.reasons):
+                self._seen[o.sha256] = (o.post.post_id, o.scores)
+                self._seen.move_to_end(o.sha256)
+        while len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+
+
+def moderate_batch(posts: Sequence[PostCreated | Outcome], *, images: Callable[[PostCreated], LoadedImage], scorer,
+                   banks: BankMatcher | None, policy: Policy, preset: Callable, infer_batch: int = 16,
+                   reposts: Reposts | None = None, pools: tuple[Executor, Executor] | None = None,
+                   on_model_seconds: Callable[[float], None] | None = None) -> list[Outcome]:
+    """Decide a batch of posts; one outcome per post, in order.
+
+    ``posts``: PostCreated, or Outcomes whose ``post`` is set (a caller that carries its own source records).
+    ``pools``: (fetch, infer) executors; None runs everything in this thread (tests, small tools).
+    Raises RetryableError only for trouble that is every post's (the scorer unavailable or relabelled).
+    """
+    outcomes = [p if isinstance(p, Outcome) else Outcome(post=p) for p in posts]
+    fetch_pool, infer_pool = pools or (None, None)
+
+    def load(outcome: Outcome) -> None:
+        _load(outcome, images, preset)
+
+    def run_model(chunk: list[Outcome]) -> np.ndarray:
+        t0 = time.monotonic()
+        scores = scorer.score(np.stack([o.image for o in chunk]))
+        if on_model_seconds is not None:
+            on_model_seconds(time.monotonic() - t0)
+        return scores
+
+    def submit(pool, fn, arg):
+        if pool is None:
+            return _Done(fn(arg))
+        return pool.submit(fn, arg)
+
+    todo = [o for o in outcomes if o.poison is None]
+    loads = [submit(fetch_pool, load, o) for o in todo]
+    scoring: list[tuple[list[Outcome], object]] = []
+    ready: list[Outcome] = []
+    for outcome, loading in zip(todo, loads, strict=True):
+        loading.result()
+        if not outcome.decidable:
+            continue
+        _check_bank(outcome, banks, scorer.categories)
+        if not outcome.banned and reposts is not None:
+            reposts.reuse(outcome)
+        if outcome.scores is None:
+            ready.append(outcome)
+        if len(ready) == infer_batch:
+            scoring.append((ready, submit(infer_pool, run_model, ready)))
+            ready = []
+    if ready:
+        scoring.append((ready, submit(infer_pool, run_model, ready)))
+    categories = scorer.categories
+    for chunk, future in scoring:
+        for outcome, row in zip(chunk, future.result(), strict=True):
+            outcome.scores = {c: float(s) for c, s in zip(categories, row, strict=True)}
+    decide_all([o for o in todo if o.decidable], scorer.model, policy)
+    if reposts is not None:
+        reposts.remember(outcomes)
+    return outcomes
+
+
+class _Done:
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+def _load(outcome: Outcome, images: Callable[[PostCreated], LoadedImage], preset: Callable) -> None:
+    """Fetch, check, decode, hash and preprocess one post's image; trouble is recorded on the outcome."""
+    post = outcome.post
+    try:
+        loaded = images(post)
+        outcome.sha256, outcome.pdq = loaded.sha256, loaded.pdq
+        outcome.image = preset(loaded.image)
+    except PoisonInputError as error:
+        outcome.poison = error
+    except RetryableError as error:
+        outcome.failed = error
+    except Exception as error:  # noqa: BLE001 - a decoder/preprocessing crash on one image is that post's alone
+        log.exception("post %s: unexpected error processing its image", post.post_id)
+        outcome.poison = PoisonInputError(R.UNPROCESSABLE_IMAGE, f"{type(error).__name__}: {str(error)[:300]}")
+
+
+def _check_bank(outcome: Outcome, banks: BankMatcher | None, categories: list[str]) -> None:
+    hit = banks.match(outcome.pdq) if banks is not None and outcome.pdq else None
+    if hit:
+        bank, entry, distance = hit
+        outcome.banned = True
+        outcome.scores = {c: 0.0 for c in categories}
+        outcome.reasons.append(f"bank:{bank}:{entry.entry_id} ({entry.reason}; distance {distance})")
+
+
+def decide_all(outcomes: Sequence[Outcome], model: ModelRef, policy: Policy, now: datetime | None = None) -> None:
+    """The policy's action for each scored outcome, as a Decision (and a ReviewRequest for a review)."""
+    now = now or datetime.now(timezone.utc)
+    for outcome in outcomes:
+        action, rule_reasons = ("remove", []) if outcome.banned else decide(outcome.scores, policy)
+        post, record = outcome.post, outcome.record
+        source = ({"topic": record.topic, "partition": record.partition, "offset": record.offset}
+                  if record is not None else {})
+        outcome.decision = Decision(
+            decision_id=decision_id(post.post_id, model, policy.version), post_id=post.post_id, action=action,
+            scores=outcome.scores, reasons=rule_reasons + outcome.reasons, model=model, policy_version=policy.version,
+            decided_at=now, latency_ms=max(0.0, (now - post.created_at).total_seconds() * 1000), source=source,
+        )
+        if action == "review":
+            outcome.review = ReviewRequest(decision_id=outcome.decision.decision_id, post_id=post.post_id,
+                                           image_uri=post.image_uri, scores=outcome.scores,
+                                           reasons=outcome.decision.reasons, requested_at=now)

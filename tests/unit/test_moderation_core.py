@@ -1,0 +1,102 @@
+"""The moderation core without Kafka or S3: posts and an image source in, outcomes out.
+
+The model is the real colour ONNX model of the stream tests (in-process); the images come from an in-memory
+source, which is all ``moderate_batch`` asks of a transport.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+
+import pytest
+from PIL import Image
+
+from tagwatch.errors import PoisonInputError, RetryableError
+from tagwatch.moderation.bank import BankEntry, BankMatcher, HashBank, pdq_hex
+from tagwatch.moderation.core import LoadedImage, Reposts, decision_id, moderate_batch
+from tagwatch.moderation.publish import new_post
+from tagwatch.moderation.scoring import OnnxScorer
+from tagwatch.preprocess import DEFAULT_PRESET
+from tests.support import colour_model as cm
+
+
+@pytest.fixture(scope="module")
+def scorer(tmp_path_factory):
+    path = tmp_path_factory.mktemp("colour") / "model.onnx"
+    return OnnxScorer(path, cm.CATEGORIES, cm.build(path))
+
+
+class MemoryImages:
+    """post image_uri -> bytes; ``errors`` maps a uri to what fetching it raises."""
+
+    def __init__(self, blobs: dict[str, bytes], errors: dict[str, Exception] | None = None) -> None:
+        self.blobs, self.errors, self.calls = blobs, errors or {}, 0
+
+    def __call__(self, post) -> LoadedImage:
+        self.calls += 1
+        if post.image_uri in self.errors:
+            raise self.errors[post.image_uri]
+        image = Image.open(io.BytesIO(self.blobs[post.image_uri]))
+        image.load()
+        return LoadedImage(image=image, sha256=post.sha256, pdq=pdq_hex(image)[0])
+
+
+def _posts(colours):
+    blobs, posts = {}, []
+    for n, colour in enumerate(colours):
+        data = cm.jpeg(colour, seed=n)
+        uri = f"s3://posts/{n}.jpg"
+        blobs[uri] = data
+        posts.append(new_post(f"p{n}", uri, hashlib.sha256(data).hexdigest()))
+    return posts, blobs
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_decisions_follow_the_model_and_policy_in_order_with_deterministic_ids(scorer, pooled):
+    colours = [cm.RED, cm.GREY, cm.BLUE, cm.GREY, cm.RED]
+    posts, blobs = _posts(colours)
+    pools = (ThreadPoolExecutor(4), ThreadPoolExecutor(2)) if pooled else None
+    try:
+        outcomes = moderate_batch(posts, images=MemoryImages(blobs), scorer=scorer, banks=None, policy=cm.POLICY,
+                                  preset=DEFAULT_PRESET, infer_batch=2, pools=pools)
+    finally:
+        for pool in pools or ():
+            pool.shutdown()
+    assert [o.decision.action for o in outcomes] == [cm.EXPECTED[c] for c in colours]
+    assert [o.post.post_id for o in outcomes] == [p.post_id for p in posts]
+    assert all(o.decision.decision_id == decision_id(o.post.post_id, scorer.model, cm.POLICY.version) for o in outcomes)
+    assert all(o.review is None for o in outcomes)  # nothing between the review and the remove thresholds
+
+
+def test_one_posts_trouble_stays_on_its_outcome(scorer):
+    posts, blobs = _posts([cm.RED, cm.GREY, cm.BLUE])
+    images = MemoryImages(blobs, errors={posts[0].image_uri: PoisonInputError("sha256_mismatch", "x"),
+                                         posts[2].image_uri: RetryableError("S3 GET timed out")})
+    outcomes = moderate_batch(posts, images=images, scorer=scorer, banks=None, policy=cm.POLICY,
+                              preset=DEFAULT_PRESET)
+    assert outcomes[0].poison.reason == "sha256_mismatch" and outcomes[0].decision is None
+    assert outcomes[1].decision.action == "allow"
+    assert outcomes[2].failed is not None and outcomes[2].decision is None
+
+
+def test_a_bank_hit_removes_without_the_model_and_a_repost_reuses_the_first_scores(scorer):
+    posts, blobs = _posts([cm.GREY, cm.GREY])
+    image = Image.open(io.BytesIO(blobs[posts[0].image_uri]))
+    bank = HashBank(name="known-bad", entries=[BankEntry(entry_id="e1", pdq=pdq_hex(image)[0], reason="test",
+                                                         added_at=datetime.now(timezone.utc))])
+    (hit,) = moderate_batch(posts[:1], images=MemoryImages(blobs), scorer=scorer, banks=BankMatcher([bank]),
+                            policy=cm.POLICY, preset=DEFAULT_PRESET)
+    assert hit.decision.action == "remove" and hit.decision.reasons[0].startswith("bank:known-bad:e1")
+
+    reposts = Reposts()
+    first, = moderate_batch(posts[:1], images=MemoryImages(blobs), scorer=scorer, banks=None, policy=cm.POLICY,
+                            preset=DEFAULT_PRESET, reposts=reposts)
+    again = new_post("p-again", posts[0].image_uri, posts[0].sha256)
+    same, repost = moderate_batch([posts[0], again], images=MemoryImages(blobs), scorer=scorer, banks=None,
+                                  policy=cm.POLICY, preset=DEFAULT_PRESET, reposts=reposts)
+    assert repost.decision.reasons == ["repost:p0"] and repost.scores == first.scores
+    assert same.decision == first.decision.model_copy(update={"decided_at": same.decision.decided_at,
+                                                               "latency_ms": same.decision.latency_ms})
