@@ -132,3 +132,38 @@ def test_model_cli_round_trip(stack_settings, exports) -> None:
     assert show["version"] == version and show["policy_version"] == "p1"
     verify = run_cli("model", "verify", "production", env=env)
     assert verify.returncode == 0 and "OK" in verify.stdout
+
+
+def test_a_consumer_reads_the_serving_view_not_the_model_and_refuses_a_tampered_policy(stack_settings, exports) -> None:
+    from tagwatch.registry.serving_view import read_serving_view
+
+    _, (e0, _) = exports
+    registry = _fresh(stack_settings, e0.info["model_name"])
+    registry.register(e0.out_dir, alias="production")
+    keys: list[str] = []
+    get_object = registry.s3.get_object
+
+    def recording(**kwargs):
+        keys.append(kwargs["Key"])
+        return get_object(**kwargs)
+
+    registry.s3.get_object = recording  # records the keys read; every read goes to the real SeaweedFS
+    try:
+        view = read_serving_view(registry, "production")
+    finally:
+        registry.s3.get_object = get_object
+    local = registry.fetch("production", dest=stack_settings.paths.state_dir / "test-serving-view")
+    assert view.categories == local.categories() and view.policy == local.policy
+    assert view.metadata == local.metadata and view.policy["version"] == "p0"
+    assert not any(key.endswith(".onnx") for key in keys), keys
+    prefix, files = registry.version_prefix(1), view.metadata.files
+    read = [key[len(prefix) + 1 :] for key in keys if key.startswith(f"{prefix}/")]
+    assert sorted(read) == sorted(["metadata.json", "policy.json", f"repository/{registry.model_name}/categories.txt"])
+    assert sum(files[path].bytes for path in read if path in files) < view.metadata.total_bytes() / 10
+
+    key = f"{registry.version_prefix(1)}/policy.json"
+    policy = json.loads(registry.s3.get_object(Bucket=registry.bucket, Key=key)["Body"].read())
+    policy["categories"] = {c: {**rule, "review_threshold": 0.99} for c, rule in policy["categories"].items()}
+    registry.s3.put_object(Bucket=registry.bucket, Key=key, Body=json.dumps(policy).encode())
+    with pytest.raises(IntegrityError, match="policy.json differs from metadata.json"):
+        read_serving_view(registry, "production")

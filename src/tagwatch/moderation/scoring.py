@@ -43,19 +43,19 @@ class OnnxScorer:
 class TritonScorer:
     """Category scores from Triton (the stack's local server or KServe's), labelled by the registry.
 
-    The model reference, category order and policy come from the registry version an alias names. Triton
+    The model reference, category order and policy come from the registry version an alias names (its small
+    files only, registry/serving_view.py: the model file itself is Triton's business). Triton
     reports which version scored each row; if it differs (an alias moved and the server hot-swapped), the
     scorer re-reads the registry and raises RetryableError, so the batch is scored again under the right
     name and policy instead of being mislabelled.
     """
 
-    def __init__(self, settings, *, alias: str = "production", protocol: str = "grpc", cache_dir: Path | None = None) -> None:
+    def __init__(self, settings, *, alias: str = "production", protocol: str = "grpc") -> None:
         from tagwatch.registry.registry import open_registry
         from tagwatch.serving.client import client_from_settings
 
         self.alias = alias
         self.registry = open_registry(settings)
-        self.cache_dir = cache_dir or settings.paths.state_dir / "consumer-models"
         self.client = client_from_settings(settings.triton, protocol=protocol)
         self.refresh()
 
@@ -64,16 +64,18 @@ class TritonScorer:
         from tagwatch.preprocess import Preset
         from tagwatch.errors import ConfigError
 
-        local = self.registry.fetch(self.alias, dest=self.cache_dir)
-        meta = local.metadata
+        from tagwatch.registry.serving_view import read_serving_view
+
+        view = read_serving_view(self.registry, self.alias)  # metadata, categories, policy: never the model file
+        meta = view.metadata
         self.version = meta.version
-        self.categories = local.categories()
+        self.categories = view.categories
         self.model = ModelRef(name=meta.model_name, version=str(meta.version),
                               sha256=meta.files[meta.onnx_file()].sha256)
-        if local.policy is None:
+        if view.policy is None:
             raise ConfigError(f"{meta.model_name} version {meta.version} has no policy.json",
                               hint="register the model with the policy its transfer step calibrated (--policy)")
-        self.policy = Policy.model_validate(local.policy)
+        self.policy = Policy.model_validate(view.policy)
         self.preset = Preset.from_dict(meta.preset) if meta.preset else None  # what the model was trained with
 
     def score(self, images: np.ndarray) -> np.ndarray:
