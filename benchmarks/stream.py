@@ -12,7 +12,7 @@ what matters here), N distinct JPEG posts in S3. Then, side by side:
           Triton as soon as their images are decoded, each batch delivered (produce + ledger) in the
           background while the next one is prepared.
 
-Where the time goes: ``stream_stage_seconds`` (per stage, see ``_timed_stage``) and ``stream_cpu_seconds``
+Where the time goes: ``consumer_cpu_ms_per_post_by_stage`` (see ``StageClock``) and ``stream_cpu_seconds``
 (CPU of the consumer, Triton, SeaweedFS and Tansu while the stream run lasted): on 2 cores the stream is
 bound by the CPU all of them share, which the raw baseline (one thread, nothing else) does not pay.
 
@@ -26,6 +26,8 @@ throughput. Goals from the issue: stream >= 0.85 x raw, >= 5 x naive. Prints one
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -69,7 +71,8 @@ def jpeg(seed: int, size: int = 256) -> bytes:
 
 
 def run_consumer(settings, scorer, options: ConsumerOptions, expect: int) -> dict:
-    """Consume until ``expect`` posts are decided; seconds between the first and the last finished batch."""
+    """Consume until ``expect`` posts are decided; seconds between the first and the last finished batch, and the
+    CPU each stage of the consumer spent (``StageClock``)."""
     consumer = ModerationConsumer(settings, scorer, options=options, client_id="bench")
     marks: list[float] = []
     prepare, done = consumer._prepare, consumer._done
@@ -86,30 +89,118 @@ def run_consumer(settings, scorer, options: ConsumerOptions, expect: int) -> dic
             stop.set()
 
     consumer._prepare, consumer._done = first, committed
-    stages: dict[str, float] = {}
-    for owner, name in ((consumer, "_prepare"), (consumer, "_finish"), (consumer, "_commit"),
-                        (consumer.moderator, "_load"), (consumer.moderator, "_run_model"), (consumer.delivery, "deliver")):
-        setattr(owner, name, _timed_stage(getattr(owner, name), stages, name.strip("_")))
-    stop = threading.Event()
-    stats = consumer.run(stop, idle_exit_s=20)
+    clock = StageClock()
+    with clock.instrument(consumer):
+        stop = threading.Event()
+        cpu0 = time.process_time()
+        stats = consumer.run(stop, idle_exit_s=20)
+        cpu = time.process_time() - cpu0
     return {"decided": stats.decided, "seconds": marks[-1] - marks[0], "batches": stats.batches,
-            "stage_seconds": {k: round(v, 2) for k, v in stages.items()}}
+            "consumer_cpu_s": cpu, "stage_cpu_s": clock.cpu, "stage_wall_s": clock.wall, "thread_cpu_s": clock.threads}
 
 
-def _timed_stage(method, totals: dict, name: str):
-    """Seconds spent in one stage, summed over the run: main-thread wall time for ``prepare`` (load + score +
-    decide), ``finish`` (waiting for the previous batch's delivery, then committing) and ``commit``; thread
-    time summed over concurrent calls for ``load`` (per image), ``run_model`` (per micro-batch) and
-    ``deliver`` (produce + acks + ledger, in the background while the next batch is prepared)."""
+class StageClock:
+    """CPU (``time.thread_time``: the calling thread's, so concurrent calls add up correctly) and wall seconds per
+    stage of the consumer, summed over the run. The stages wrap the functions the core and the checkpoint call:
 
-    def timed(*args, **kwargs):
-        t0 = time.perf_counter()
+      fetch       S3 GET of the image (boto3: request signing, HTTP, body read)
+      sha256      the image's digest against the event's
+      decode      Pillow decode with the guards
+      pdq         the PDQ hash (bank matching, dedup)
+      preprocess  the model's preset (resize, crop, normalise)
+      score       the scorer call (gRPC to Triton: the request's encoding and waiting; the model's own CPU is
+                  Triton's, counted under triton in stream_cpu_seconds)
+      decide      policy + Decision objects
+      produce     events encoded and produced, acks awaited
+      ledger      the ledger records (one conditional PUT per post, from the ledger pool's threads)
+      commit      the offset commit
+    Whatever the consumer spent outside these (polling, the group, the loop, kafka-python's I/O threads) is
+    ``other``; ``threads`` splits the whole process's CPU by thread (pool name prefix), read from /proc just
+    before the consumer closes: where ``other`` went.
+    """
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = {}
+        self.wall: dict[str, float] = {}
+        self.threads: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def wrap(self, fn, name: str):
+        def timed(*args, **kwargs):
+            c0, w0 = time.thread_time(), time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                c, w = time.thread_time() - c0, time.perf_counter() - w0
+                with self._lock:
+                    self.cpu[name] = self.cpu.get(name, 0.0) + c
+                    self.wall[name] = self.wall.get(name, 0.0) + w
+
+        return timed
+
+    @contextlib.contextmanager
+    def instrument(self, consumer):
+        import tagwatch.moderation.core as core
+
+        patched = [(core, "fetch_image_bytes", "fetch"), (core, "check_sha256", "sha256"),
+                   (core, "decode_image", "decode"), (core, "pdq_hex", "pdq"), (core, "decide_all", "decide"),
+                   (consumer.delivery, "produce", "produce"), (consumer.delivery.ledger, "record", "ledger"),
+                   (consumer.checkpoint, "commit", "commit"), (consumer.moderator, "scorer", None)]
+        saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patched]
+        for owner, attr, name in patched:
+            if name is not None:
+                setattr(owner, attr, self.wrap(getattr(owner, attr), name))
+        scorer = consumer.moderator.scorer
+        consumer.moderator.scorer = _TimedScorer(scorer, self.wrap(scorer.score, "score"))
+        preset = consumer.moderator.preset
+        consumer.moderator.options = dataclasses.replace(consumer.moderator.options,
+                                                         preset=self.wrap(preset, "preprocess"))
+        close, before = consumer.close, thread_cpu()
+
+        def snapshot_then_close():
+            self.threads = {k: v - before.get(k, 0.0) for k, v in thread_cpu().items()}
+            close()
+
+        consumer.close = snapshot_then_close
         try:
-            return method(*args, **kwargs)
+            yield self
         finally:
-            totals[name] = totals.get(name, 0.0) + time.perf_counter() - t0
+            consumer.close = close
+            for owner, attr, value in saved:
+                setattr(owner, attr, value)
 
-    return timed
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of each live thread of this process since it started, summed by name (digits dropped)."""
+    import os
+    import re
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        name = re.sub(r"[-_]?\d+$", "", thread.name.split(" ")[0]) or "?"
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+class _TimedScorer:
+    def __init__(self, inner, score) -> None:
+        self.inner, self.score = inner, score
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def per_post_by_stage(run: dict, posts: int) -> dict[str, float]:
+    """The consumer's CPU per post, by stage, plus ``other`` (the rest of the process) and ``total``."""
+    stages = {k: 1000 * v / posts for k, v in sorted(run["stage_cpu_s"].items(), key=lambda kv: -kv[1])}
+    total = 1000 * run["consumer_cpu_s"] / posts
+    return {**{k: round(v, 2) for k, v in stages.items()}, "other": round(total - sum(stages.values()), 2),
+            "total": round(total, 2)}
 
 
 def cpu_snapshot(settings) -> dict[str, float]:
@@ -127,7 +218,8 @@ def cpu_snapshot(settings) -> dict[str, float]:
         except psutil.Error:
             return own
 
-    out = {"consumer": total(psutil.Process())}
+    me = psutil.Process().cpu_times()
+    out = {"consumer": me.user + me.system}  # not its children: the stack's services are started from here
     state = read_state(settings.paths.stack_file)
     for name, service in (state.services if state else {}).items():
         try:
@@ -224,7 +316,11 @@ def main() -> None:
                 "raw_onnxruntime_img_s": round(raw, 1),
                 "naive_consumer_posts_s": round(naive_rate, 1),
                 "stream_posts_s": round(stream_rate, 1),
-                "stream_seconds": round(stream["seconds"], 2), "stream_stage_seconds": stream["stage_seconds"],
+                "stream_seconds": round(stream["seconds"], 2),
+                "consumer_cpu_ms_per_post_by_stage": per_post_by_stage(stream, args.posts),
+                "stage_wall_s": {k: round(v, 2) for k, v in stream["stage_wall_s"].items()},
+                "consumer_cpu_ms_per_post_by_thread": {k: round(1000 * v / args.posts, 2) for k, v in
+                                                       sorted(stream["thread_cpu_s"].items(), key=lambda kv: -kv[1])},
                 "stream_cpu_seconds": stream_cpu,
                 "stream_cpu_ms_per_post": round(1000 * sum(stream_cpu.values()) / args.posts, 1),
                 "stream_over_raw": round(stream_rate / raw, 2),
