@@ -77,24 +77,11 @@ def build_dataset(*, name: str, sources: list[str], shard_samples: int, top_k: i
     moderation categories ('' = the package's categories.yaml)."""
     from dataclasses import asdict
 
-    from tagwatch.clients import s3_client
-    from tagwatch.data.build import BuildConfig
-    from tagwatch.data.build import build_dataset as build
-    from tagwatch.data.vocab import VocabConfig
-    from tagwatch.data.wordnet import load_wordnet
+    from tagwatch.data.build_request import BuildRequest, build_requested
 
-    import tempfile
-
-    settings = step_settings()
-    with tempfile.TemporaryDirectory(prefix="tagwatch-categories-") as tmp:
-        categories_path = None
-        if categories_yaml.strip():  # the build reads a file (and stores its exact text with the dataset)
-            categories_path = Path(tmp) / "categories.yaml"
-            categories_path.write_text(categories_yaml, encoding="utf-8")
-        config = BuildConfig(name=name, sources=tuple(sources), shard_samples=shard_samples, seed=seed,
-                             vocab=VocabConfig(top_k=top_k, min_count=min_count), categories_path=categories_path)
-        report = build(client=s3_client(settings.s3), posts_bucket=settings.s3.buckets.posts,
-                       datasets_bucket=settings.s3.buckets.datasets, config=config, wordnet=load_wordnet())
+    request = BuildRequest(name=name, sources=tuple(sources), shard_samples=shard_samples, top_k=top_k,
+                           min_count=min_count, seed=seed, categories_yaml=categories_yaml)
+    report = build_requested(step_settings().s3, request)
     return {**asdict(report), "dataset": f"{report.name}/{report.version}"}
 
 
