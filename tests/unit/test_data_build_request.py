@@ -20,7 +20,8 @@ def test_a_request_makes_the_build_config_with_every_choice() -> None:
                           seed=4, categories_path=Path("/x/c.yaml")).build_config()
     assert config == BuildConfig(name="n", version="v9", sources=("openmoji",), shard_samples=7, seed=4,
                                  vocab=VocabConfig(top_k=3, min_count=2), categories_path=Path("/x/c.yaml"))
-    assert BuildRequest().build_config(categories_path=Path("/tmp/inline.yaml")).categories_path == Path("/tmp/inline.yaml")
+    inline = Path("/tmp/inline.yaml")  # what build_requested writes categories_yaml to
+    assert BuildRequest().build_config(categories_path=inline).categories_path == inline
 
 
 def test_the_cli_and_the_demo_default_to_the_same_request() -> None:

@@ -103,7 +103,8 @@ def pretrain(*, mode: str, dataset: str, run_id: str, steps: int, arch: str = "t
     settings = step_settings()
     checkpoint = f"s3://{settings.s3.buckets.checkpoints}/{run_id}"
     config = PretrainConfig(dataset=dataset, run_id=run_id, steps=steps, arch=arch, width=width, image_size=image_size,
-                            batch_size=batch_size, workers=workers, pretrained=pretrained, solver=solver, progress=False)
+                            batch_size=batch_size, workers=workers, pretrained=pretrained, solver=solver,
+                            progress=False)
     if mode == "cluster":
         from tagwatch.pipeline.training import cluster_pretrain
 
