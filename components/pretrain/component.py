@@ -57,8 +57,7 @@ def pretrain(dataset: Input[Dataset], checkpoint: Output[Model], metrics: Output
     summary = tw.pretrain(mode=mode, dataset=dataset.metadata["dataset"], steps=steps,
                           run_id=tw.run_id_for("pretrain", pipeline_job_id), arch=arch, width=width,
                           image_size=image_size, batch_size=batch_size, workers=workers, nproc=nproc,
-                          output_dir=checkpoint.path, cluster=cluster,
-                          extra_args=(["--pretrained"] if pretrained else []) + [f"--solver={solver}"])
+                          pretrained=pretrained, solver=solver, output_dir=checkpoint.path, cluster=cluster)
     with open(os.path.join(checkpoint.path, "pipeline-summary.json"), "w") as handle:
         json.dump(summary, handle, indent=1, default=str)
     checkpoint.metadata.update({"uri": summary["checkpoint"], "run_id": summary["run_id"]})

@@ -38,8 +38,8 @@ def transfer(dataset: Input[Dataset], pretrained: Input[Model], model: Output[Mo
                          run_id=tw.run_id_for("transfer", pipeline_job_id), mode=mode, steps=steps,
                          batch_size=batch_size, workers=workers,
                          review_budget=review_budget, remove_precision=remove_precision,
-                         min_calibration_positives=min_calibration_positives, output_dir=model.path,
-                         extra_args=[f"--probe-solver={probe_solver}"] if mode == "probe" else [])
+                         min_calibration_positives=min_calibration_positives, probe_solver=probe_solver,
+                         output_dir=model.path)
     with open(os.path.join(model.path, "pipeline-summary.json"), "w") as handle:
         json.dump({k: v for k, v in result.items() if k != "policy"}, handle, indent=1, default=str)
     model.metadata.update({"uri": result["checkpoint"], "run_id": result["run_id"],

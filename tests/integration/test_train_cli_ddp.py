@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 
 from tests.conftest import run_cli
+from tests.support.torchrun import rank_env
 
 
 def test_cli_nproc_two_runs_ddp(tmp_path: Path) -> None:
-    env = {**os.environ, "TAGWATCH_PATHS__STATE_DIR": str(tmp_path / "state"), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = rank_env({**os.environ, "TAGWATCH_PATHS__STATE_DIR": str(tmp_path / "state")})
     result = run_cli("train", "pretrain", "--nproc", "2", "--dataset", "synthetic:96", "--image-size", "32", "--width", "4",
                      "--batch-size", "8", "--steps", "6", "--workers", "0", "--threads", "1", "--calibrate-steps", "1",
                      "--no-progress", "--run-id", "cli", "--checkpoint-root", str(tmp_path / "ck"),

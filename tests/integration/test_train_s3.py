@@ -4,12 +4,9 @@ split by rank and worker, and 2-rank DDP (torchrun, gloo) that resumes after SIG
 from __future__ import annotations
 
 import json
-import os
 import random
 import secrets
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from tagwatch.train.checkpoint import CheckpointStore
 from tagwatch.train.data import S3ShardReader, ShardStream, StreamConfig, load_manifest
 from tagwatch.train.synthetic import build_synthetic_dataset, write_dataset_to_s3
 from tests.conftest import stack_env
+from tests.support.torchrun import kill_tree, start_torchrun
 
 
 @pytest.fixture(scope="module")
@@ -64,48 +62,26 @@ def test_s3_shards_split_by_rank_and_worker_cover_the_split_once(stack_settings,
         list(broken.read(next(iter(expected))))
 
 
-def _torchrun(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    from tagwatch.train.cli import free_port
-
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-               "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "tagwatch.train", "pretrain", *args]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL torchrun, both ranks and their data workers at once (torchrun puts ranks in their own sessions,
-    so a process-group kill would miss them)."""
-    import psutil
-
-    root = psutil.Process(pid)
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            process.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-
-
 def test_ddp_two_ranks_resume_after_sigkill_is_bit_identical(stack_settings, s3_dataset, tmp_path: Path) -> None:
-    env = {**stack_env(stack_settings), "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = stack_env(stack_settings)
     steps = 120
     common = ["--dataset", f"{s3_dataset.manifest.name}/v1", "--image-size", "48", "--width", "8", "--batch-size", "8",
               "--steps", str(steps), "--workers", "1", "--threads", "1", "--checkpoint-every", "5", "--lr", "0.05",
               "--warmup-steps", "4", "--calibrate-steps", "0", "--no-evaluate", "--no-progress", "--log-every", "5"]
     tag = secrets.token_hex(3)
-    full = _torchrun([*common, "--run-id", f"full-{tag}", "--output-dir", str(tmp_path / "full")], env)
+    full = start_torchrun("pretrain", [*common, "--run-id", f"full-{tag}", "--output-dir", str(tmp_path / "full")], env)
     out, _ = full.communicate(timeout=240)
     assert full.returncode == 0, out[-3000:]
 
     store = CheckpointStore(f"s3://{stack_settings.s3.buckets.checkpoints}/killed-{tag}", s3=stack_settings.s3)
     kill_after = random.Random().randint(5, 40)
-    killed = _torchrun([*common, "--run-id", f"killed-{tag}", "--output-dir", str(tmp_path / "killed")], env)
+    killed = start_torchrun("pretrain", [*common, "--run-id", f"killed-{tag}", "--output-dir",
+                                         str(tmp_path / "killed")], env)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and killed.poll() is None:
         pointer = store.latest()
         if pointer and pointer["step"] >= kill_after:
-            _kill_tree(killed.pid)  # torchrun, both ranks and their data workers, at a random step
+            kill_tree(killed.pid)  # torchrun, both ranks and their data workers, at a random step
             break
         time.sleep(0.05)
     killed.communicate(timeout=60)
@@ -113,8 +89,8 @@ def test_ddp_two_ranks_resume_after_sigkill_is_bit_identical(stack_settings, s3_
     interrupted_at = store.latest()["step"]
     assert kill_after <= interrupted_at < steps
 
-    resumed = _torchrun([*common, "--run-id", f"killed-{tag}", "--output-dir", str(tmp_path / "resumed"),
-                         "--resume", "latest"], env)
+    resumed = start_torchrun("pretrain", [*common, "--run-id", f"killed-{tag}", "--output-dir",
+                                          str(tmp_path / "resumed"), "--resume", "latest"], env)
     out, _ = resumed.communicate(timeout=240)
     assert resumed.returncode == 0, out[-3000:]
     metrics = json.loads((tmp_path / "resumed" / "summary.json").read_text())
@@ -130,13 +106,12 @@ def test_ddp_two_ranks_resume_after_sigkill_is_bit_identical(stack_settings, s3_
 
 
 def test_sigterm_checkpoints_at_the_current_step_then_resume_finishes(stack_settings, s3_dataset, tmp_path: Path) -> None:
-    env = {**stack_env(stack_settings), "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = stack_env(stack_settings)
     run_id = f"term-{secrets.token_hex(3)}"
     common = ["--dataset", f"{s3_dataset.manifest.name}/v1", "--image-size", "48", "--width", "8", "--batch-size", "8",
               "--steps", "80", "--workers", "1", "--threads", "1", "--checkpoint-every", "1000", "--lr", "0.05",
               "--calibrate-steps", "0", "--no-evaluate", "--no-progress", "--log-every", "1", "--run-id", run_id]
-    run = _torchrun([*common, "--output-dir", str(tmp_path / "a")], env)
+    run = start_torchrun("pretrain", [*common, "--output-dir", str(tmp_path / "a")], env)
     metrics = tmp_path / "a" / "metrics.jsonl"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and run.poll() is None:
@@ -149,7 +124,7 @@ def test_sigterm_checkpoints_at_the_current_step_then_resume_finishes(stack_sett
     pointer = store.latest()
     assert pointer is not None, out[-3000:]
     assert 10 <= pointer["step"] < 80  # only SIGTERM can have written it (checkpoint-every is 1000)
-    resumed = _torchrun([*common, "--output-dir", str(tmp_path / "b"), "--resume", "latest"], env)
+    resumed = start_torchrun("pretrain", [*common, "--output-dir", str(tmp_path / "b"), "--resume", "latest"], env)
     out, _ = resumed.communicate(timeout=240)
     assert resumed.returncode == 0, out[-3000:]
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["start_step"] == pointer["step"]

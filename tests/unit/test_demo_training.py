@@ -30,7 +30,7 @@ def test_plans_are_parameters_of_the_real_pipeline() -> None:
             "efficientnet_lite0", True, "lbfgs", "lbfgs")  # the CPU path: ImageNet backbone, heads fitted by L-BFGS
         assert params["nproc"] == 1  # L-BFGS fits run in one process
     for name in ("shard_samples", "top_k", "min_count", "seed", "categories_yaml"):
-        assert BUILD[name] == signature.parameters[name].default, name
+        assert getattr(BUILD, name) == signature.parameters[name].default, name
 
 
 def test_config_hash_changes_with_plan_or_dataset() -> None:

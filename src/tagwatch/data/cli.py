@@ -18,11 +18,16 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _settings_and_client(ctx: typer.Context):
-    from tagwatch.clients import s3_client
+def _settings(ctx: typer.Context):
     from tagwatch.stack import with_stack_endpoints
 
-    settings = with_stack_endpoints(cli_settings(ctx))
+    return with_stack_endpoints(cli_settings(ctx))
+
+
+def _settings_and_client(ctx: typer.Context):
+    from tagwatch.clients import s3_client
+
+    settings = _settings(ctx)
     return settings, s3_client(settings.s3)
 
 
@@ -104,12 +109,6 @@ def split_names(values) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n.strip() for v in values for n in str(v).split(",") if n.strip()))
 
 
-def _vocab_config(top_k: int, min_count: int):
-    from tagwatch.data.vocab import VocabConfig
-
-    return VocabConfig(top_k=top_k, min_count=min_count)
-
-
 @data_app.command("vocab")
 def vocab(
     ctx: typer.Context,
@@ -121,11 +120,12 @@ def vocab(
     show: Annotated[int, typer.Option("--show", help="How many top labels to list.")] = 25,
 ) -> None:
     """Compute the hashtag vocabulary of the posts now in S3; print a summary; save a Zipf plot."""
-    from tagwatch.data.build import BuildConfig, vocabulary_of_posts
+    from tagwatch.data.build import vocabulary_of_posts
+    from tagwatch.data.build_request import BuildRequest
     from tagwatch.data.wordnet import load_wordnet
 
     settings, client = _settings_and_client(ctx)
-    config = BuildConfig(vocab=_vocab_config(top_k, min_count))
+    config = BuildRequest(top_k=top_k, min_count=min_count).build_config()
     vocabulary, report, build_report = vocabulary_of_posts(
         client=client, posts_bucket=settings.s3.buckets.posts, config=config, wordnet=load_wordnet()
     )
@@ -179,14 +179,11 @@ def build(
     """Build vocabulary, splits, PDQ dedup, shards and the sealed manifest (a rerun on the same posts is a no-op)."""
     from dataclasses import asdict
 
-    from tagwatch.data.build import BuildConfig, build_dataset
-    from tagwatch.data.wordnet import load_wordnet
+    from tagwatch.data.build_request import BuildRequest, build_requested
 
-    settings, client = _settings_and_client(ctx)
-    config = BuildConfig(
-        name=name, version=version, sources=split_names(source or ()), shard_samples=shard_samples, seed=seed,
-        vocab=_vocab_config(top_k, min_count), categories_path=categories,
-    )
+    settings = _settings(ctx)
+    request = BuildRequest(name=name, version=version, sources=split_names(source or ()), shard_samples=shard_samples,
+                           top_k=top_k, min_count=min_count, seed=seed, categories_path=categories)
     with _progress() as progress:
         tasks: dict[str, int] = {}
 
@@ -195,10 +192,7 @@ def build(
                 tasks[stage] = progress.add_task(stage, total=total)
             progress.update(tasks[stage], completed=done, total=total)
 
-        report = build_dataset(
-            client=client, posts_bucket=settings.s3.buckets.posts, datasets_bucket=settings.s3.buckets.datasets,
-            config=config, wordnet=load_wordnet(), progress=on_progress,
-        )
+        report = build_requested(settings.s3, request, progress=on_progress)
     if as_json:
         emit_json(asdict(report))
         return

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tagwatch.data.build_request import BuildRequest
 from tagwatch.data.sources import REAL_SOURCES
 from tagwatch.demo.progress import DemoProgress
 from tagwatch.errors import TrainingError
@@ -31,9 +32,7 @@ from tagwatch.settings import Settings
 log = logging.getLogger(__name__)
 OUTCOME_FILE = "outcome.json"
 DATASET_NAME = "hashtags"
-# The data build's settings, the same in the demo's own build and the pipeline's (the same dataset version).
-BUILD = {"dataset_name": DATASET_NAME, "shard_samples": 500, "top_k": 1000, "min_count": 5, "seed": 0,
-         "categories_yaml": ""}
+BUILD = BuildRequest(name=DATASET_NAME)  # the demo's own build, and the pipeline's build parameters below
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,9 @@ class TrainingPlan:
 
     def pipeline_params(self, *, source_root: str, dataset_name: str = DATASET_NAME) -> dict[str, Any]:
         """The ``pretrain_and_deploy`` parameters of this plan (every one the local runner's presets set too)."""
-        return {**BUILD, "dataset_name": dataset_name, "source": ",".join(REAL_SOURCES), "source_root": source_root,
+        return {"dataset_name": dataset_name, "shard_samples": BUILD.shard_samples, "top_k": BUILD.top_k,
+                "min_count": BUILD.min_count, "seed": BUILD.seed, "categories_yaml": BUILD.categories_yaml,
+                "source": ",".join(REAL_SOURCES), "source_root": source_root,
                 "limit": 0, "arch": self.arch, "width": self.width, "image_size": self.image_size,
                 "batch_size": self.batch_size, "workers": self.workers, "nproc": self.nproc,
                 "pretrain_steps": self.pretrain_steps, "transfer_steps": self.transfer_steps,
@@ -296,19 +297,12 @@ def _refused_before(registry, *, work: Path) -> TrainingOutcome | None:
 
 def build_dataset(settings: Settings, *, progress: DemoProgress) -> tuple[str, bool]:
     """``tagwatch data build`` on every post in S3; returns (NAME/VERSION, whether it was already built)."""
-    from tagwatch.clients import s3_client
-    from tagwatch.data.build import BuildConfig, build_dataset as build
-    from tagwatch.data.vocab import VocabConfig
-    from tagwatch.data.wordnet import load_wordnet
+    from tagwatch.data.build_request import build_requested
 
     def on_progress(stage: str, done: int, total: int) -> None:
         progress.update(f"build: {stage}", completed=done, total=total)
 
-    report = build(client=s3_client(settings.s3), posts_bucket=settings.s3.buckets.posts,
-                   datasets_bucket=settings.s3.buckets.datasets, config=BuildConfig(
-                       name=DATASET_NAME, shard_samples=BUILD["shard_samples"], seed=BUILD["seed"],
-                       vocab=VocabConfig(top_k=BUILD["top_k"], min_count=BUILD["min_count"])),
-                   wordnet=load_wordnet(), progress=on_progress)
-    return f"{DATASET_NAME}/{report.version}", bool(report.up_to_date)
+    report = build_requested(settings.s3, BUILD, progress=on_progress)
+    return f"{BUILD.name}/{report.version}", bool(report.up_to_date)
 
 

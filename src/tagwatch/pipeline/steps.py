@@ -77,68 +77,54 @@ def build_dataset(*, name: str, sources: list[str], shard_samples: int, top_k: i
     moderation categories ('' = the package's categories.yaml)."""
     from dataclasses import asdict
 
-    from tagwatch.clients import s3_client
-    from tagwatch.data.build import BuildConfig
-    from tagwatch.data.build import build_dataset as build
-    from tagwatch.data.vocab import VocabConfig
-    from tagwatch.data.wordnet import load_wordnet
+    from tagwatch.data.build_request import BuildRequest, build_requested
 
-    import tempfile
-
-    settings = step_settings()
-    with tempfile.TemporaryDirectory(prefix="tagwatch-categories-") as tmp:
-        categories_path = None
-        if categories_yaml.strip():  # the build reads a file (and stores its exact text with the dataset)
-            categories_path = Path(tmp) / "categories.yaml"
-            categories_path.write_text(categories_yaml, encoding="utf-8")
-        config = BuildConfig(name=name, sources=tuple(sources), shard_samples=shard_samples, seed=seed,
-                             vocab=VocabConfig(top_k=top_k, min_count=min_count), categories_path=categories_path)
-        report = build(client=s3_client(settings.s3), posts_bucket=settings.s3.buckets.posts,
-                       datasets_bucket=settings.s3.buckets.datasets, config=config, wordnet=load_wordnet())
+    request = BuildRequest(name=name, sources=tuple(sources), shard_samples=shard_samples, top_k=top_k,
+                           min_count=min_count, seed=seed, categories_yaml=categories_yaml)
+    report = build_requested(step_settings().s3, request)
     return {**asdict(report), "dataset": f"{report.name}/{report.version}"}
 
 
 # -- training -----------------------------------------------------------------------------------------
-def pretrain_argv(*, dataset: str, run_id: str, steps: int, arch: str, width: int, image_size: int, batch_size: int,
-                  workers: int, output_dir: str | None, extra_args: list[str]) -> list[str]:
-    argv = [f"--dataset={dataset}", f"--run-id={run_id}", f"--steps={steps}", f"--arch={arch}", f"--width={width}",
-            f"--image-size={image_size}", f"--batch-size={batch_size}", f"--workers={workers}", "--no-progress"]
-    if output_dir:
-        argv.append(f"--output-dir={output_dir}")
-    return argv + list(extra_args)
-
-
 @timed_step("pretrain")
 def pretrain(*, mode: str, dataset: str, run_id: str, steps: int, arch: str = "tiny_cnn", width: int = 16,
-             image_size: int = 128, batch_size: int = 32, workers: int = 1, nproc: int = 1,
-             extra_args: list[str] | None = None, output_dir: Path | None = None,
+             image_size: int = 128, batch_size: int = 32, workers: int = 1, nproc: int = 1, pretrained: bool = False,
+             solver: str = "sgd", output_dir: Path | None = None,
              cluster: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Hashtag pretraining. Local: ``tagwatch train pretrain`` on ``nproc`` torchrun ranks (gloo on CPU).
-    Cluster: a TrainJob (or PyTorchJob, ``cluster["job_kind"]``) created and waited for (``cluster_pretrain``).
-    Returns the run's summary (``run_id``, ``checkpoint`` = s3://<checkpoints>/<run_id>, val mAP ...)."""
+    """Hashtag pretraining (``tagwatch.train.pretrain.run_pretrain``). Local: in this process, or on ``nproc``
+    torchrun ranks (gloo on CPU). Cluster: a TrainJob (or PyTorchJob, ``cluster["job_kind"]``) created and waited
+    for (``cluster_pretrain``). Returns the run's summary (``run_id``, ``checkpoint`` =
+    s3://<checkpoints>/<run_id>, val mAP ...)."""
+    from dataclasses import replace
+
+    from tagwatch.train.pretrain import PretrainConfig
+
     check_mode(mode)
     settings = step_settings()
     checkpoint = f"s3://{settings.s3.buckets.checkpoints}/{run_id}"
+    config = PretrainConfig(dataset=dataset, run_id=run_id, steps=steps, arch=arch, width=width, image_size=image_size,
+                            batch_size=batch_size, workers=workers, pretrained=pretrained, solver=solver,
+                            progress=False)
     if mode == "cluster":
         from tagwatch.pipeline.training import cluster_pretrain
 
-        argv = pretrain_argv(dataset=dataset, run_id=run_id, steps=steps, arch=arch, width=width, image_size=image_size,
-                             batch_size=batch_size, workers=workers, output_dir=None, extra_args=extra_args or [])
-        job = cluster_pretrain(settings=settings, run_id=run_id, argv=argv, **(cluster or {}))
+        job = cluster_pretrain(settings=settings, run_id=run_id, argv=config.to_argv(), **(cluster or {}))
         summary = read_checkpoint_json(settings, checkpoint, "metrics.json")
         return {**summary, "checkpoint": checkpoint, "job": job}
-    from tagwatch.train.cli import launch_torchrun, run_main
-
     out = Path(output_dir) if output_dir else settings.paths.state_dir / "runs" / run_id
-    argv = pretrain_argv(dataset=dataset, run_id=run_id, steps=steps, arch=arch, width=width, image_size=image_size,
-                         batch_size=batch_size, workers=workers, output_dir=str(out), extra_args=extra_args or [])
+    config = replace(config, output_dir=str(out))
     if nproc > 1:
-        code = launch_torchrun("pretrain", argv, nproc=nproc)
+        from tagwatch.settings import child_env
+        from tagwatch.train.cli import launch_torchrun
+
+        code = launch_torchrun("pretrain", config.to_argv(), nproc=nproc, env=child_env(settings))
         if code:
             raise PipelineError(f"torchrun pretraining exited with {code}", hint="its log is above this line")
         summary = json.loads((out / "summary.json").read_text())
     else:
-        summary = run_main("pretrain", argv)
+        from tagwatch.train.pretrain import run_pretrain
+
+        summary = run_pretrain(config, settings=settings)
     return {**summary, "checkpoint": checkpoint, "output_dir": str(out)}
 
 
@@ -158,20 +144,20 @@ def read_checkpoint_json(settings, root: str, name: str) -> dict[str, Any]:
 @timed_step("transfer")
 def transfer(*, dataset: str, init: str, run_id: str, mode: str = "finetune", steps: int = 100,
              batch_size: int = 32, workers: int = 1, review_budget: float = 0.05, remove_precision: float = 0.95,
-             min_calibration_positives: int = 10, output_dir: Path | None = None,
-             extra_args: list[str] | None = None) -> dict[str, Any]:
+             min_calibration_positives: int = 10, probe_solver: str = "sgd",
+             output_dir: Path | None = None) -> dict[str, Any]:
     """Probe or fine-tune on the moderation categories, calibrate the policy under its constraints (review budget,
     auto-remove precision CI lower bound, monitor mode below ``min_calibration_positives``), report on the
-    holdout."""
-    from tagwatch.train.cli import run_main
+    holdout (``tagwatch.train.transfer.run_transfer``). ``probe_solver`` matters with ``mode="probe"`` only."""
+    from tagwatch.train.transfer import TransferConfig, run_transfer
 
     settings = step_settings()
     out = Path(output_dir) if output_dir else settings.paths.state_dir / "runs" / run_id
-    argv = [f"--dataset={dataset}", f"--init={init}", f"--mode={mode}", f"--run-id={run_id}", f"--steps={steps}",
-            f"--batch-size={batch_size}", f"--workers={workers}", f"--review-budget={review_budget}",
-            f"--remove-precision={remove_precision}", f"--min-calibration-positives={min_calibration_positives}",
-            f"--output-dir={out}", "--no-progress", *(extra_args or [])]
-    return run_main("transfer", argv)
+    config = TransferConfig(dataset=dataset, init=init, mode=mode, run_id=run_id, steps=steps, batch_size=batch_size,
+                            workers=workers, review_budget=review_budget, remove_precision=remove_precision,
+                            min_calibration_positives=min_calibration_positives, probe_solver=probe_solver,
+                            output_dir=str(out), progress=False)
+    return run_transfer(config, settings=settings)
 
 
 # -- export / evaluate / register --------------------------------------------------------------------

@@ -8,7 +8,7 @@ import os
 import socket
 import subprocess
 import sys
-from typing import Annotated
+from typing import Annotated, Mapping
 
 import typer
 
@@ -55,12 +55,21 @@ def run_main(kind: str, argv: list[str], *, settings: Settings | None = None) ->
 
 
 def launch_torchrun(kind: str, argv: list[str], *, nproc: int, env: dict[str, str] | None = None) -> int:
-    """Run ``python -m tagwatch.train KIND argv`` on ``nproc`` local ranks. Credentials travel in the inherited
-    environment (TAGWATCH_S3__*), never in argv."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nproc),
-               "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "tagwatch.train", kind, *argv]
-    child_env = {**(env if env is not None else os.environ), "GLOO_SOCKET_IFNAME": "lo"}
-    return subprocess.call(command, env=child_env)
+    """Run ``python -m tagwatch.train KIND argv`` on ``nproc`` local ranks (a library caller passes
+    ``config.to_argv()``). Credentials travel in the inherited environment (TAGWATCH_S3__*), never in argv."""
+    return subprocess.call(torchrun_command(kind, argv, nproc=nproc), env=torchrun_env(env))
+
+
+def torchrun_command(kind: str, argv: list[str], *, nproc: int) -> list[str]:
+    """torchrun on this machine: ``nproc`` ranks of ``python -m tagwatch.train KIND argv``, rendezvous on
+    127.0.0.1 and a free port."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nproc),
+            "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "tagwatch.train", kind, *argv]
+
+
+def torchrun_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's) with gloo on the loopback interface."""
+    return {**(env if env is not None else os.environ), "GLOO_SOCKET_IFNAME": "lo"}
 
 
 def free_port() -> int:

@@ -1,7 +1,8 @@
 """`tagwatch train pretrain` / `python -m tagwatch.train pretrain` / torchrun entry: hashtag pretraining.
 
-``main(argv)`` parses flags into a frozen ``PretrainConfig``, sets up the run and calls the library; it runs the
-same in one process (tests), under torchrun (gloo/nccl) and in a Kubeflow Trainer TrainJob.
+``run_pretrain(cfg)`` is the library entry (the pipeline step builds a ``PretrainConfig`` and calls it);
+``main(argv)`` parses flags into one. Both run the same in one process (tests), under torchrun (gloo/nccl) and in
+a Kubeflow Trainer TrainJob.
 """
 
 from __future__ import annotations
@@ -16,106 +17,61 @@ import torch
 
 from tagwatch.errors import CheckpointError
 from tagwatch.settings import Settings
+from tagwatch.train.config import TrainConfig, add_train_flags, with_config_defaults
 from tagwatch.train.data import StreamConfig
 from tagwatch.train.distributed import barrier, init_distributed, shutdown_distributed
 from tagwatch.train.evaluate import hashtag_metrics, predict
 from tagwatch.train.loop import LoopConfig, RunState, TrainTask, install_sigterm_handler, run_training, write_json
-from tagwatch.train.models import ARCHS, create_model, model_config
-from tagwatch.train.optim import SCHEDULES, scaled_lr
+from tagwatch.train.models import create_model, model_config
+from tagwatch.train.optim import scaled_lr
 from tagwatch.train import runtime
 
 log = logging.getLogger("tagwatch.train")
 
 
-@dataclass(frozen=True)
-class PretrainConfig:
+@dataclass(frozen=True, kw_only=True)
+class PretrainConfig(TrainConfig):
     dataset: str
-    arch: str = "tiny_cnn"
-    width: int = 16
-    image_size: int = 128
     pretrained: bool = False
     loss: str = "softmax"
     solver: str = "sgd"
-    probe_l2: float = 1e-3
-    sampling: str = "sqrt"
-    batch_size: int = 32
-    steps: int = 0
-    epochs: float = 0.0
-    base_lr: float = 0.1
-    lr: float = 0.0
-    warmup_steps: int = 0
-    schedule: str = "cosine"
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    workers: int = 2
-    shuffle_size: int = 256
-    seed: int = 0
-    checkpoint_every: int = 0
-    checkpoint_root: str | None = None
-    run_id: str | None = None
-    resume: str | None = None
-    output_dir: str | None = None
-    calibrate_steps: int = 5
-    log_every: int = 10
     compile: bool = False
-    device: str = "auto"
-    threads: int = 0
-    progress: bool = True
     evaluate: bool = True
-    synthetic_labels: int = 16
+
+    @classmethod
+    def parser(cls) -> argparse.ArgumentParser:
+        return build_parser()
 
 
 def build_parser(prog: str = "tagwatch train pretrain") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Pretrain on hashtags (softmax CE over 1/k targets, sqrt sampling, "
                                 "SGD Nesterov, linear LR scaling). Runs under torchrun for DDP.")
     p.add_argument("--dataset", required=True, help="NAME/VERSION under s3://<buckets.datasets>/, or synthetic:N (in memory)")
-    p.add_argument("--arch", default="tiny_cnn", choices=ARCHS)
-    p.add_argument("--width", type=int, default=16, help="tiny_cnn base width")
-    p.add_argument("--image-size", type=int, default=128, help="crop size; 128/224 use the named presets")
+    add_train_flags(p)
     p.add_argument("--pretrained", action="store_true", help="ImageNet init, offline: efficientnet_lite0 from its "
                    "wheel, torchvision archs from the local torch hub cache")
-    p.add_argument("--loss", default="softmax", choices=("softmax", "sigmoid"))
-    p.add_argument("--solver", default="sgd", choices=("sgd", "lbfgs"),
+    p.add_argument("--loss", choices=("softmax", "sigmoid"))
+    p.add_argument("--solver", choices=("sgd", "lbfgs"),
                    help="sgd: train the whole network; lbfgs: keep the (ImageNet) backbone frozen and fit the hashtag "
                    "head by L-BFGS on features computed once per train image - minutes of CPU instead of hours, "
                    "one process, no resume")
-    p.add_argument("--probe-l2", type=float, default=1e-3, help="lbfgs: L2 on the standardised-feature weights")
-    p.add_argument("--sampling", default="sqrt", choices=("sqrt", "natural"))
-    p.add_argument("--batch-size", type=int, default=32, help="per rank")
-    p.add_argument("--steps", type=int, default=0, help="total optimiser steps (or use --epochs)")
-    p.add_argument("--epochs", type=float, default=0.0, help="epochs of the train split, converted to steps")
-    p.add_argument("--base-lr", type=float, default=0.1, help="LR per 256 images (linear scaling rule)")
-    p.add_argument("--lr", type=float, default=0.0, help="absolute peak LR (overrides --base-lr scaling)")
-    p.add_argument("--warmup-steps", type=int, default=0)
-    p.add_argument("--schedule", default="cosine", choices=SCHEDULES)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--workers", type=int, default=2, help="data-loader worker processes per rank")
-    p.add_argument("--shuffle-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (0: end and SIGTERM only)")
-    p.add_argument("--checkpoint-root", default=None, help="s3://bucket[/prefix] or a local dir (default s3://<buckets.checkpoints>)")
-    p.add_argument("--run-id", default=None)
-    p.add_argument("--resume", default=None, help="'latest' (this run id) or a checkpoint URI")
-    p.add_argument("--output-dir", default=None, help="local metrics dir (default <state_dir>/runs/<run_id>)")
-    p.add_argument("--calibrate-steps", type=int, default=5, help="synthetic steps measuring the throughput ceiling (0: off)")
-    p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--threads", type=int, default=0, help="torch threads per rank (0: torch's default)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--no-evaluate", dest="evaluate", action="store_false", help="skip val mAP at the end")
-    p.add_argument("--synthetic-labels", type=int, default=16)
-    return p
+    return with_config_defaults(p, PretrainConfig)
 
 
 def parse_config(argv: list[str] | None) -> PretrainConfig:
-    return PretrainConfig(**vars(build_parser().parse_args(argv)))
+    return PretrainConfig.from_argv(argv)
 
 
 def main(argv: list[str] | None = None, *, settings: Settings | None = None) -> dict:
-    """Pretrain; returns the summary metrics (rank 0's view; the same numbers on every rank)."""
-    cfg = parse_config(argv)
+    """``python -m tagwatch.train pretrain`` / ``tagwatch train pretrain``: flags -> ``run_pretrain``."""
+    return run_pretrain(parse_config(argv), settings=settings)
+
+
+def run_pretrain(cfg: PretrainConfig, *, settings: Settings | None = None) -> dict:
+    """Pretrain; returns the summary metrics (rank 0's view; the same numbers on every rank). ``settings``: the
+    caller's (default: this process's own from the environment, as on a torchrun rank)."""
     runtime.set_cpu_threads(requested=cfg.threads, workers=cfg.workers, device=cfg.device)
     info = init_distributed(device=cfg.device)
     try:

