@@ -219,11 +219,11 @@ def test_a_failed_delivery_is_retried_with_the_same_outcomes_never_scored_again(
                                   options=ConsumerOptions(max_poll_records=16, backoff_initial_s=0.2))
     record_batch, failures = consumer.delivery.record, []
 
-    def flaky_record(decisions):
+    def flaky_record(decisions, bodies=None):
         if len(failures) < 2:
             failures.append(len(decisions))
             raise RetryableError("ledger unavailable: EndpointConnectionError (injected)")
-        return record_batch(decisions)
+        return record_batch(decisions, bodies)
 
     consumer.delivery.record = flaky_record
     stats = consumer.run(threading.Event(), idle_exit_s=3.0)

@@ -42,18 +42,22 @@ class Delivery:
 
     def deliver(self, staged) -> None:
         """Produce the batch's events and wait for every ack, then write its ledger records."""
-        self.produce(staged.items, staged.decisions, staged.reviews)
-        self.record(staged.decisions)
+        bodies = self.produce(staged.items, staged.decisions, staged.reviews)
+        self.record(staged.decisions, bodies)
 
-    def produce(self, items, decisions, reviews) -> None:
+    def produce(self, items, decisions, reviews) -> dict[str, bytes]:
+        """Produce and wait for every ack; returns each decision's JSON as produced (the ledger stores the same
+        bytes: serialised once)."""
         from kafka.errors import KafkaError
 
         poisoned = [i for i in items if i.poison is not None]
+        bodies: dict[str, bytes] = {}
         try:
             futures = []
             for decision in decisions:
                 value, headers = encode(decision, EventType.DECISION, subject=decision.post_id,
                                         event_id=decision.decision_id)
+                bodies[decision.post_id] = value
                 futures.append(self._send(self.topics.decisions, decision.post_id.encode(), value, headers))
             for review in reviews:
                 value, headers = encode(review, EventType.REVIEW, subject=review.post_id,
@@ -82,6 +86,7 @@ class Delivery:
             self.metrics.dead_lettered.labels(reason=item.poison.reason).inc()
         self.stats.decided += len(decisions)
         self.stats.dead_lettered += len(poisoned)
+        return bodies
 
     def _send(self, topic: str, key: bytes | None, value: bytes, headers):
         return self.producer.send(topic, key=key, value=value, headers=headers)
@@ -121,9 +126,10 @@ class Delivery:
             raise RetryableError(failure.message) from error
         return f"s3://{self.ledger_bucket}/{key}"
 
-    def record(self, decisions) -> None:
+    def record(self, decisions, bodies: dict[str, bytes] | None = None) -> None:
         # one conditional PUT per post, concurrently (they are independent); any failure re-raises here
-        written = list(self.pool.map(self.ledger.record, decisions))
+        bodies = bodies or {}
+        written = list(self.pool.map(lambda d: self.ledger.record(d, body=bodies.get(d.post_id)), decisions))
         self.stats.ledger_duplicates += written.count(False)
 
     def in_transaction(self, staged, offsets: dict, group_metadata) -> None:

@@ -18,15 +18,16 @@ class Ledger:
     def key(self, post_id: str) -> str:
         return f"{self.prefix}{post_id}.json"
 
-    def record(self, decision: Decision) -> bool:
-        """Write the decision unless the post already has one. True if this call wrote it."""
+    def record(self, decision: Decision, *, body: bytes | None = None) -> bool:
+        """Write the decision unless the post already has one. True if this call wrote it. ``body``: the
+        decision's JSON when the caller already has it (the event's payload)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.s3.put_object(
                 Bucket=self.bucket,
                 Key=self.key(decision.post_id),
-                Body=decision.model_dump_json().encode(),
+                Body=body if body is not None else decision.model_dump_json().encode(),
                 ContentType="application/json",
                 IfNoneMatch="*",
             )
