@@ -163,21 +163,31 @@ class _FlakyScorer:
         return self.inner.score(images)
 
 
+def _six_posts(stack_settings, colour, tag: str):
+    """(private stream settings, an S3 client, 6 posts of ``colour`` published on it)."""
+    settings = private_stream(stack_settings, partitions=1)
+    s3 = s3_client(settings.s3)
+    posts = []
+    for n in range(6):
+        uri, digest = upload_image(s3, settings.s3.buckets.posts, cm.jpeg(colour, seed=100 * len(tag) + n))
+        posts.append(new_post(f"{tag}-{n}-{settings.kafka.consumer_group}", uri, digest))
+    publish_posts(settings, posts)
+    return settings, s3, posts
+
+
+def _retrying_consumer(settings, scorer) -> ModerationConsumer:
+    return ModerationConsumer(settings, scorer, cm.POLICY,
+                              options=ConsumerOptions(max_poll_records=16, backoff_initial_s=0.2))
+
+
 def test_transient_model_failure_pauses_retries_and_commits_nothing_early(stack_settings, scorer):
     from kafka import KafkaConsumer, TopicPartition
 
     from tagwatch.clients import kafka_config
 
-    settings = private_stream(stack_settings, partitions=1)
-    s3 = s3_client(settings.s3)
-    posts = []
-    for n in range(6):
-        uri, digest = upload_image(s3, settings.s3.buckets.posts, cm.jpeg(cm.RED, seed=200 + n))
-        posts.append(new_post(f"retry-{n}-{settings.kafka.consumer_group}", uri, digest))
-    publish_posts(settings, posts)
+    settings, s3, posts = _six_posts(stack_settings, cm.RED, "retry")
     flaky = _FlakyScorer(scorer, failures=3)
-    consumer = ModerationConsumer(settings, flaky, cm.POLICY,
-                                  options=ConsumerOptions(max_poll_records=16, backoff_initial_s=0.2))
+    consumer = _retrying_consumer(settings, flaky)
     committed_during_outage = []
     original = consumer._prepare
 
@@ -207,16 +217,9 @@ def test_a_failed_delivery_is_retried_with_the_same_outcomes_never_scored_again(
     model are real."""
     from tagwatch.errors import RetryableError
 
-    settings = private_stream(stack_settings, partitions=1)
-    s3 = s3_client(settings.s3)
-    posts = []
-    for n in range(6):
-        uri, digest = upload_image(s3, settings.s3.buckets.posts, cm.jpeg(cm.BLUE, seed=300 + n))
-        posts.append(new_post(f"redeliver-{n}-{settings.kafka.consumer_group}", uri, digest))
-    publish_posts(settings, posts)
+    settings, s3, posts = _six_posts(stack_settings, cm.BLUE, "redeliver")
     counting = _FlakyScorer(scorer, failures=0)
-    consumer = ModerationConsumer(settings, counting, cm.POLICY,
-                                  options=ConsumerOptions(max_poll_records=16, backoff_initial_s=0.2))
+    consumer = _retrying_consumer(settings, counting)
     record_batch, failures = consumer.delivery.record, []
 
     def flaky_record(decisions, bodies=None):

@@ -87,6 +87,7 @@ class LocalRunResult:
     artifacts: dict[str, str] = field(default_factory=dict)
     task_seconds: dict[str, float] = field(default_factory=dict)
     wall_seconds: float = 0.0
+    scratch_dir: str = ""  # kfp.local's per-task temp dirs lived here; removed when the run ends
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -259,7 +260,7 @@ def collect_result(settings, *, pipeline: str, root: Path, run_dir: Path, second
         model_name=settings.triton.model_name, version=registered["version"] if registered else None, alias=alias,
         gate=evaluation["gate"], metrics=evaluation["metrics"],
         artifacts={k: str(v) for k, v in artifacts.items() if v is not None and Path(v).exists()},
-        task_seconds=seconds, wall_seconds=round(wall, 1))
+        task_seconds=seconds, wall_seconds=round(wall, 1), scratch_dir=str(scratch))
 
 
 def run_pretrain_and_deploy(settings, *, quick: bool = True, pipeline_root: Path | None = None,
