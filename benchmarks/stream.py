@@ -6,6 +6,8 @@ what matters here), N distinct JPEG posts in S3. Then, side by side:
 
   raw     ONNX Runtime in-process on the already-preprocessed images, same batch (16), same thread count as
           Triton's (1): the ceiling for model compute on this box, no I/O at all;
+  triton  the same preprocessed images through the stack's Triton with the shipped scorer (micro-batches of 16,
+          ``infer_workers`` in flight): the serving path's ceiling, no S3, no Kafka, no decoding;
   naive   the consumer with max_poll_records=1: one S3 fetch, one Triton call, one produce, one commit per post
           (what KServe + KafkaSource's one-request-per-event does);
   stream  the tagwatch consumer as shipped: batches of 64, concurrent fetches, micro-batches of 16 sent to
@@ -282,6 +284,17 @@ def main() -> None:
                 session.run(None, {"images": arrays[i : i + 16]})
             raw = len(arrays) / (time.perf_counter() - t0)
 
+            # served: the same preprocessed images through Triton alone (the shipped scorer, micro-batches of 16,
+            # infer_workers requests in flight): the serving path's own ceiling, no S3, no Kafka, no decoding
+            from concurrent.futures import ThreadPoolExecutor
+
+            chunks = [arrays[i : i + 16] for i in range(0, len(arrays), 16)]
+            with ThreadPoolExecutor(args.infer_workers) as pool:
+                list(pool.map(scorer.score, chunks[:2]))
+                t0 = time.perf_counter()
+                list(pool.map(scorer.score, chunks))
+                served = len(arrays) / (time.perf_counter() - t0)
+
             def backlog(options: ConsumerOptions, n: int, tag: str, cpu: bool = False) -> dict:
                 s = private_stream(settings, partitions=1)
                 posts = [new_post(f"{tag}-{i:05d}-{s.kafka.consumer_group}", *refs[i]) for i in range(n)]
@@ -324,6 +337,7 @@ def main() -> None:
                 "benchmark": "stream", "arch": args.arch, "posts": args.posts, "max_poll_records": args.max_poll_records,
                 "fetch_workers": args.fetch_workers, "infer_workers": args.infer_workers,
                 "raw_onnxruntime_img_s": round(raw, 1),
+                "triton_only_img_s": round(served, 1), "triton_only_over_raw": round(served / raw, 2),
                 "naive_consumer_posts_s": round(naive_rate, 1),
                 "stream_posts_s": round(stream_rate, 1),
                 "stream_seconds": round(stream["seconds"], 2),
@@ -335,6 +349,7 @@ def main() -> None:
                 "stream_cpu_ms_per_post": round(1000 * sum(stream_cpu.values()) / args.posts, 1),
                 "stream_over_raw": round(stream_rate / raw, 2),
                 "stream_over_naive": round(stream_rate / naive_rate, 2),
+                "stream_over_triton_only": round(stream_rate / served, 2),
                 "latency_rate_posts_s": round(rate, 1), "latency_posts": n,
                 "post_to_decision_p50_ms": round(float(np.percentile(latencies, 50)), 1),
                 "post_to_decision_p99_ms": round(float(np.percentile(latencies, 99)), 1),

@@ -6,7 +6,6 @@ Real processes (`tagwatch moderate`), real Tansu group rebalances, real SeaweedF
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -16,7 +15,7 @@ from tagwatch.moderation.members import NO_LEAVE_GROUP, ConsumerProcess, collaps
 from tagwatch.moderation.publish import new_post, publish_posts, upload_image
 from tagwatch.stack.ports import pick_free_ports
 from tests.support import colour_model as cm
-from tests.support.stream import assert_audit_clean, private_stream, stream_env
+from tests.support.stream import assert_audit_clean, private_stream, stream_env, wait_for
 
 
 def _consumer(env, model, policy, log_path, *extra) -> ConsumerProcess:
@@ -27,15 +26,6 @@ def _consumer(env, model, policy, log_path, *extra) -> ConsumerProcess:
 
 def _log_tails(members) -> str:
     return "\n".join(m.tail() for m in members)
-
-
-def _wait_for(predicate, timeout_s, what, *, interval=0.25):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.slow
@@ -65,7 +55,7 @@ def test_sigkill_mid_batch_loses_nothing(stack_settings, tmp_path):
         for threshold in (30, 80, 130):
             victim = victims[-1]
             # kill only a member that owns partitions (no rebalance in progress) with records in flight
-            _wait_for(lambda t=threshold, v=victim: (v.is_working() and decided() >= t) or decided() == total,
+            wait_for(lambda t=threshold, v=victim: (v.is_working() and decided() >= t) or decided() == total,
                       180, f"{threshold} decisions and a working victim", interval=0.1)
             if not victim.is_working():
                 break  # the steady member finished the stream first
@@ -73,7 +63,7 @@ def test_sigkill_mid_batch_loses_nothing(stack_settings, tmp_path):
             kills += 1
             victims.append(_consumer(env, model, policy, tmp_path / f"victim-{len(victims)}.log", "--idle-exit", "6"))
             members.append(victims[-1])
-        _wait_for(lambda: decided() == total, 240, "every post decided")
+        wait_for(lambda: decided() == total, 240, "every post decided")
     except AssertionError as error:
         raise AssertionError(f"{error} ({decided()} of {total} decided, {kills} kills); consumers' logs:\n"
                              f"{_log_tails(members)}") from None
@@ -104,10 +94,10 @@ def test_a_member_stopped_mid_rebalance_does_not_wedge_the_group(stack_settings,
     leader = _consumer(env, model, policy, tmp_path / "leader.log")
     members = [leader]
     try:
-        _wait_for(lambda: leader.owned() is not None, 60, "the leader's assignment")
+        wait_for(lambda: leader.owned() is not None, 60, "the leader's assignment")
         members.append(_consumer(env, model, policy, tmp_path / "newcomer.log"))
         # the newcomer's join makes the broker rebalance: the leader revokes its partitions and re-joins
-        _wait_for(lambda: collapse(leader.log_text()).count("partitions revoked") >= 2, 60,
+        wait_for(lambda: collapse(leader.log_text()).count("partitions revoked") >= 2, 60,
                   "the leader to start re-joining", interval=0.02)
         assert leader.stop() == 0
         # the path under test ran: the leader saw the rebalance and left without LeaveGroup
@@ -119,7 +109,7 @@ def test_a_member_stopped_mid_rebalance_does_not_wedge_the_group(stack_settings,
         publish_posts(settings, posts)
         ledger = Ledger(s3, settings.s3.buckets.ledger)
         ours = {p.post_id for p in posts}
-        _wait_for(lambda: ours <= set(ledger.post_ids()), 90, "the newcomer to decide every post")
+        wait_for(lambda: ours <= set(ledger.post_ids()), 90, "the newcomer to decide every post")
         assert members[1].stop() == 0
     except AssertionError as error:
         raise AssertionError(f"{error}; consumers' logs:\n{_log_tails(members)}") from None

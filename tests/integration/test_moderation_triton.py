@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import psutil
 import pytest
@@ -26,17 +25,7 @@ from tagwatch.stack.state import read_state
 from tests.conftest import make_settings, run_cli
 from tests.support import colour_model as cm
 from tests.support.serving_models import export_tiny
-from tests.support.stream import assert_audit_clean, private_stream, read_topic, stream_env
-
-
-def _wait_for(predicate, timeout_s, what, logs=()):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}" for p in logs)
-    raise AssertionError(f"timed out waiting for {what}; consumers' logs:\n{tails}")
+from tests.support.stream import assert_audit_clean, private_stream, read_topic, stream_env, wait_for
 
 
 def _consumer(env, log_path):
@@ -91,11 +80,11 @@ def test_sigkills_and_a_triton_restart_in_one_run_lose_nothing(tmp_path):
         publisher.start()
         kills = 0
         for threshold in (15, 40):  # SIGKILL while it holds partitions and posts are being decided
-            _wait_for(lambda t=threshold: decided() >= t and victim_owns_partitions(), 120, f"{threshold} decisions", logs)
+            wait_for(lambda t=threshold: decided() >= t and victim_owns_partitions(), 120, f"{threshold} decisions", logs=logs)
             _sigkill(victim)
             kills += 1
             victim = respawn()
-        _wait_for(lambda: decided() >= 65 and victim_owns_partitions(), 120, "65 decisions", logs)
+        wait_for(lambda: decided() >= 65 and victim_owns_partitions(), 120, "65 decisions", logs=logs)
 
         # Triton dies (SIGKILL, whole family) while posts keep arriving ...
         triton = psutil.Process(read_state(settings.paths.stack_file).services["triton"].process.pid)
@@ -103,7 +92,7 @@ def test_sigkills_and_a_triton_restart_in_one_run_lose_nothing(tmp_path):
         for proc in family:
             proc.kill()
         psutil.wait_procs(family, timeout=15)
-        _wait_for(lambda: "retrying" in logs[-1].read_text(errors="replace"), 60, "the victim to hit the outage", logs)
+        wait_for(lambda: "retrying" in logs[-1].read_text(errors="replace"), 60, "the victim to hit the outage", logs=logs)
         # ... and the victim is SIGKILLed while it backs off with an undecided batch in hand
         _sigkill(victim)
         kills += 1
@@ -112,7 +101,7 @@ def test_sigkills_and_a_triton_restart_in_one_run_lose_nothing(tmp_path):
         up = run_cli("stack", "up", env=env0)
         assert up.returncode == 0 and "started triton" in up.stdout, up.stdout + up.stderr
         publisher.join(timeout=120)
-        _wait_for(lambda: decided() == total, 180, "every post decided after the restart", logs)
+        wait_for(lambda: decided() == total, 180, "every post decided after the restart", logs=logs)
         for proc in (steady, victim):
             proc.send_signal(signal.SIGTERM)
         assert all(proc.wait(timeout=90) == 0 for proc in (steady, victim)), \

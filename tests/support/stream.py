@@ -9,6 +9,18 @@ from tagwatch.clients import kafka_config
 from tagwatch.settings import Settings
 
 
+def wait_for(predicate, timeout_s: float, what: str, *, logs=(), interval: float = 0.25) -> None:
+    """Poll ``predicate`` until true; else fail naming ``what``, with the tail of each consumer log in ``logs``
+    (paths, or objects with a ``tail()`` such as ConsumerProcess)."""
+    from tagwatch.stack.process import wait_for as poll
+
+    if poll(predicate, timeout_s=timeout_s, interval_s=interval):
+        return
+    tails = "\n".join(log.tail() if hasattr(log, "tail") else f"--- {log.name}\n{log.read_text(errors='replace')[-2500:]}"
+                      for log in logs)
+    raise AssertionError(f"timed out waiting for {what}" + (f"; consumers' logs:\n{tails}" if tails else ""))
+
+
 def private_stream(settings: Settings, partitions: int = 2) -> Settings:
     """A copy of ``settings`` with its own topics and consumer group, created on the broker."""
     from kafka import KafkaAdminClient

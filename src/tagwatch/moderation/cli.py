@@ -46,7 +46,8 @@ def moderate(
     policy: Annotated[Optional[Path], typer.Option(help="policy.json: per-category thresholds (with --onnx).")] = None,
     processes: Annotated[int, typer.Option(min=1, help="Consumer processes in this group (≤ partitions).")] = 1,
     metrics_port: Annotated[Optional[int], typer.Option(help="Serve /metrics and /healthz on 127.0.0.1:PORT.")] = None,
-    max_poll_records: Annotated[int, typer.Option(min=1)] = 64,
+    max_poll_records: Annotated[Optional[int], typer.Option(min=1, help="Records per batch at most (a poll returns "
+                                                            "what is there) [default: 128, the consumer's]")] = None,
     infer_batch: Annotated[int, typer.Option(min=1, help="Images per model call.")] = 16,
     idle_exit: Annotated[Optional[float], typer.Option(help="Exit after this many seconds without records.")] = None,
     transactional: Annotated[bool, typer.Option(help="Decisions + offsets in one Kafka transaction "
@@ -92,7 +93,8 @@ def moderate(
         chosen_policy = _load_policy(policy)
     consumer = ModerationConsumer(
         settings, scorer, chosen_policy,
-        options=ConsumerOptions(max_poll_records=max_poll_records, infer_batch=infer_batch, transactional=transactional),
+        options=ConsumerOptions(infer_batch=infer_batch, transactional=transactional,
+                                **({"max_poll_records": max_poll_records} if max_poll_records else {})),
         client_id=f"tagwatch-moderation-{os.getpid()}",
     )
     if metrics_port is not None:

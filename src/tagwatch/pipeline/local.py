@@ -221,8 +221,10 @@ def run_local_pipeline(settings, *, pipeline: str, params: dict[str, Any], pipel
     run_dir = new_dirs[-1]
     events = read_events(events_file)
     events_file.unlink(missing_ok=True)
-    return collect_result(settings, pipeline=pipeline, root=root, run_dir=run_dir, seconds=step_seconds(events),
-                          wall=wall)
+    result = collect_result(settings, pipeline=pipeline, root=root, run_dir=run_dir, seconds=step_seconds(events),
+                            wall=wall)
+    result.scratch_dir = str(scratch)
+    return result
 
 
 def _find(run_dir: Path, task: str, output: str) -> Path | None:
@@ -260,7 +262,7 @@ def collect_result(settings, *, pipeline: str, root: Path, run_dir: Path, second
         model_name=settings.triton.model_name, version=registered["version"] if registered else None, alias=alias,
         gate=evaluation["gate"], metrics=evaluation["metrics"],
         artifacts={k: str(v) for k, v in artifacts.items() if v is not None and Path(v).exists()},
-        task_seconds=seconds, wall_seconds=round(wall, 1), scratch_dir=str(scratch))
+        task_seconds=seconds, wall_seconds=round(wall, 1))
 
 
 def run_pretrain_and_deploy(settings, *, quick: bool = True, pipeline_root: Path | None = None,
