@@ -11,6 +11,7 @@ This adapter owns what lives longer than one batch: the thread pools, the hash b
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -83,6 +84,7 @@ class BatchModerator:
         self._banks = BankStore(s3, models_bucket)
         self._matcher = BankMatcher([], options.bank_threshold)
         self._banks_loaded_at = float("-inf")
+        self._banks_lock = threading.Lock()  # two batches may be decided at once
         self.poisoned: dict[tuple[str, int, int], PoisonInputError] = {}  # records whose attempts ran out
 
     @property
@@ -131,6 +133,10 @@ class BatchModerator:
         return self.images.reachable()
 
     def _refresh_banks(self) -> None:
+        with self._banks_lock:
+            self._refresh_banks_locked()
+
+    def _refresh_banks_locked(self) -> None:
         if time.monotonic() - self._banks_loaded_at > self.options.bank_refresh_s:
             from botocore.exceptions import BotoCoreError, ClientError
 

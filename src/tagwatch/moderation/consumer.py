@@ -6,8 +6,8 @@
                  the next offset of every partition in the batch, only for partitions still held under the
                  assignment the records were fetched in (moderation/checkpoint.py, delivery.py, offsets.py)
 
-A decided batch is delivered in the background while the next one is decided; offsets still only move in
-order. Failures are retryable or permanent, decided in one place (moderation/failures.py); permanent ones are
+Three batches overlap: one is delivered in the background, the next is being scored, and the one after it is
+already fetching its images, so the model never waits for a batch boundary; offsets still only move in order. Failures are retryable or permanent, decided in one place (moderation/failures.py); permanent ones are
 dead-lettered and committed, retryable ones back off without losing a record (moderation/retrying.py).
 SIGTERM (``stop``) finishes the current batch, commits and leaves the group; after SIGKILL the next member
 re-reads from the last commit, and the deterministic ids let readers drop duplicates.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from threading import Event
 
@@ -31,7 +31,7 @@ from tagwatch.moderation.group import GroupWatch, close_member, rebalancing
 from tagwatch.moderation.images import ImageLimits
 from tagwatch.moderation.memory import MemoryKeeper
 from tagwatch.moderation.metrics import StreamMetrics
-from tagwatch.moderation.offsets import PartitionTracker, describe, tp_of
+from tagwatch.moderation.offsets import PartitionTracker
 from tagwatch.moderation.policy import Policy
 from tagwatch.moderation.retrying import Retrying
 from tagwatch.moderation.scoring import Scorer
@@ -65,8 +65,9 @@ class ConsumerOptions:
     # Kafka transactions: decisions and the offset commit in one transaction (exactly-once on Apache Kafka;
     # on Tansu the calls succeed but aborted records are not isolated - PLATFORM.md).
     transactional: bool = False
-    # Deliver (produce + ledger) a batch in the background while the next batch is fetched, decoded and scored;
-    # its offsets are still committed only after its delivery, and always in order (off: one batch at a time).
+    # Three batches at once: one delivered (produce + ledger) in the background, the next being scored, and the
+    # one after it already fetching its images (so the model never waits between batches); offsets are still
+    # committed only after a batch's delivery, and always in order (off: one batch at a time).
     pipeline: bool = True
     bank_threshold: int = 31
     limits: ImageLimits = field(default_factory=ImageLimits)
@@ -82,6 +83,15 @@ class RunStats:
     dead_lettered: int = 0
     retries: int = 0
     ledger_duplicates: int = 0
+
+
+@dataclass
+class Deciding:
+    """A batch whose decisions are being made in the background."""
+
+    records: list
+    epochs: dict
+    future: Future
 
 
 class ModerationConsumer(Retrying):
@@ -127,6 +137,7 @@ class ModerationConsumer(Retrying):
                                  metrics=self.metrics, stats=self.stats)
         self.checkpoint = Checkpoint(self.consumer, self.tracker, self.delivery, transactional=tx)
         self._deliver_pool = ThreadPoolExecutor(1, thread_name_prefix="deliver")
+        self._decide_pool = ThreadPoolExecutor(2, thread_name_prefix="decide")  # this batch and the next
         self.attempts = RecordAttempts(self.options.max_record_attempts)
         self._undecided_since: dict = {}  # partition -> (monotonic time, first undecided offset)
 
@@ -150,10 +161,12 @@ class ModerationConsumer(Retrying):
         """
         last_work = time.monotonic()
         rebalancing_since = None
-        pending: Staged | None = None  # the previous batch, decided, being delivered in the background
+        deciding: Deciding | None = None  # the newest batch, being decided in the background
+        pending: Staged | None = None  # the batch before it, decided, being delivered in the background
         try:
             while not stop.is_set():
-                polled = self.consumer.poll(timeout_ms=self.options.poll_timeout_ms)
+                # while a batch is being decided, only collect what is already fetched: its result comes first
+                polled = self.consumer.poll(timeout_ms=0 if deciding else self.options.poll_timeout_ms)
                 records = self.tracker.admit(polled)
                 self._memory.maybe_trim()
                 if polled:
@@ -161,9 +174,18 @@ class ModerationConsumer(Retrying):
                 if records:
                     rebalancing_since = None
                     self._group.recover(self.metrics)
-                    self.metrics.in_flight.set(len(records) + (len(pending.records) if pending else 0))
-                    pending = self._process(records, pending, stop)
-                    self.metrics.in_flight.set(len(pending.records) if pending else 0)
+                    if self._overlapped:
+                        started = self._start(records)
+                        if deciding is not None:
+                            pending = self._advance(deciding, pending, stop)
+                        deciding = started
+                    else:
+                        pending = self._process(records, pending, stop)
+                    self._count_in_flight(deciding, pending)
+                    continue
+                if deciding is not None:
+                    pending, deciding = self._advance(deciding, pending, stop), None
+                    self._count_in_flight(deciding, pending)
                     continue
                 if pending is not None:
                     self._finish(pending, stop)
@@ -186,38 +208,52 @@ class ModerationConsumer(Retrying):
                     log.info("idle for %.1fs: leaving the group", idle_exit_s)
                     break
         finally:
-            if pending is not None:
-                try:
+            try:
+                if deciding is not None:  # a stop finishes the batch in hand, as without the overlap
+                    pending = self._advance(deciding, pending, stop)
+                if pending is not None:
                     self._finish(pending, stop)
-                except Exception as error:  # noqa: BLE001 - uncommitted, so the group re-reads it: nothing lost
-                    log.warning("last batch %s left uncommitted (%s)", describe(pending.records), type(error).__name__)
+            except Exception as error:  # noqa: BLE001 - uncommitted, so the group re-reads it: nothing lost
+                log.warning("last batches left uncommitted (%s)", type(error).__name__)
             self.close()
         return self.stats
 
-    def _process(self, records: list, pending: Staged | None, stop: Event) -> Staged | None:
-        """Decide ``records`` while ``pending`` is delivered; commit ``pending``; start delivering ``records``.
+    @property
+    def _overlapped(self) -> bool:
+        return self.options.pipeline and not self.options.transactional
+
+    def _count_in_flight(self, *batches) -> None:
+        self.metrics.in_flight.set(sum(len(b.records) for b in batches if b is not None))
+
+    def _start(self, records: list) -> Deciding:
+        """Start deciding ``records`` in the background: their images are fetched and their micro-batches queued
+        for the model while the batch before them is still being scored (no idle model between batches)."""
+        return Deciding(records, self.tracker.epochs_of(records), self._decide_pool.submit(self._prepare, records))
+
+    def _advance(self, deciding: Deciding, pending: Staged | None, stop: Event) -> Staged | None:
+        """Wait for ``deciding``'s decisions; commit ``pending`` (delivered meanwhile); start delivering them.
 
         Offsets only move in order and only past delivered decisions: a batch is committed after its own
         delivery and after every earlier batch's commit. Any trouble falls back to one batch at a time.
+        An earlier batch that could not be finished before a stop leaves everything after it uncommitted too
+        (returning None drops this batch unacknowledged at a stop: the group re-reads both).
         """
-        epochs = self.tracker.epochs_of(records)
-        # An earlier batch that could not be decided before a stop leaves everything after it uncommitted too
-        # (returning None drops this batch unacknowledged at a stop: the group re-reads both).
-        if self.options.transactional or not self.options.pipeline:
-            if pending is None or self._finish(pending, stop):
-                self._handle_with_retry(records, epochs, stop)
-            return None
         try:
-            staged = self._prepare(records)
+            staged = deciding.future.result()
         except RetryableError as error:
             if pending is None or self._finish(pending, stop):  # the earlier batch commits first
-                self._handle_with_retry(records, epochs, stop, failed=error)
+                self._handle_with_retry(deciding.records, deciding.epochs, stop, failed=error)
             return None
-        staged.epochs = epochs
+        staged.epochs = deciding.epochs
         if pending is not None and not self._finish(pending, stop):
             return None
         staged.delivery = self._deliver_pool.submit(self.checkpoint.deliver, staged)
         return staged
+
+    def _process(self, records: list, pending: Staged | None, stop: Event) -> None:
+        """One batch at a time (transactional mode, ``pipeline=False``): ``pending`` first, then ``records``."""
+        if pending is None or self._finish(pending, stop):
+            self._handle_with_retry(records, self.tracker.epochs_of(records), stop)
 
     def _finish(self, staged: Staged, stop: Event) -> bool:
         """Wait for a staged batch's delivery, then commit its offsets (or retry it one batch at a time).
@@ -251,6 +287,7 @@ class ModerationConsumer(Retrying):
         self.metrics.batch_size.observe(len(records))
 
     def close(self) -> None:
+        self._decide_pool.shutdown(wait=True)
         self._deliver_pool.shutdown(wait=True)
         self.moderator.close()
         self._io_pool.shutdown(wait=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -98,20 +99,23 @@ class Reposts:
 
     def __init__(self, size: int = 10_000) -> None:
         self.size, self._seen = size, OrderedDict()
+        self._lock = threading.Lock()  # batches may be decided concurrently
 
     def reuse(self, outcome: Outcome) -> None:
-        original, scores = self._seen.get(outcome.sha256, (None, None))
+        with self._lock:
+            original, scores = self._seen.get(outcome.sha256, (None, None))
         if original is not None and original != outcome.post.post_id:  # the same post again is no repost
             outcome.scores = scores
             outcome.reasons.append(f"repost:{original}")
 
     def remember(self, outcomes: Sequence[Outcome]) -> None:
-        for o in outcomes:
-            if o.decision is not None and o.sha256 and not o.banned and not any(r.startswith("repost:") for r in o.reasons):
-                self._seen[o.sha256] = (o.post.post_id, o.scores)
-                self._seen.move_to_end(o.sha256)
-        while len(self._seen) > self.size:
-            self._seen.popitem(last=False)
+        with self._lock:
+            for o in outcomes:
+                if o.decision is not None and o.sha256 and not o.banned and not any(r.startswith("repost:") for r in o.reasons):
+                    self._seen[o.sha256] = (o.post.post_id, o.scores)
+                    self._seen.move_to_end(o.sha256)
+            while len(self._seen) > self.size:
+                self._seen.popitem(last=False)
 
 
 def moderate_batch(posts: Sequence[PostCreated | Outcome], *, images: Callable[[PostCreated], LoadedImage], scorer,
