@@ -27,9 +27,10 @@ def s3_client(s3: S3Settings) -> Any:
         signature_version="s3v4",
         # the consumer fetches images and writes ledger records from two pools of 8 threads on one client
         max_pool_connections=32,
-        # botocore >= 1.36 computes a CRC32 of every body it sends and verifies one on every body it reads,
-        # ~0.4 ms of CPU per image on the stream (benchmarks/stream.py). tagwatch checks what matters itself
-        # (an image against its event's sha256, a model file against metadata.json), so only when S3 requires it.
+        # botocore >= 1.36 computes a CRC32 of every body it sends and verifies one on every body it reads.
+        # tagwatch checks what matters itself (an image against its event's sha256, a model file against
+        # metadata.json), so only when S3 requires it (1.4 -> 1.1 ms CPU per GET in isolation; within noise in
+        # benchmarks/stream.py).
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )

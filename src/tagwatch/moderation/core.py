@@ -168,6 +168,7 @@ def moderate_batch(posts: Sequence[PostCreated | Outcome], *, images: Callable[[
     for chunk, future in scoring:
         for outcome, row in zip(chunk, future.result(), strict=True):
             outcome.scores = {c: float(s) for c, s in zip(categories, row, strict=True)}
+            outcome.image = None  # scored: the batch waits for delivery without its pixels
     decide_all([o for o in todo if o.decidable], scorer.model, policy)
     if reposts is not None:
         reposts.remember(outcomes)

@@ -35,7 +35,10 @@ def read_serving_view(registry, ref: str | int) -> ServingView:
         expected = metadata.files.get(path)
         if expected is None:
             return None
-        body = registry.s3.get_object(Bucket=registry.bucket, Key=f"{prefix}/{path}")["Body"].read()
+        body = registry._get(f"{prefix}/{path}")  # the registry's own read: a missing object is None
+        if body is None:
+            raise IntegrityError(f"{metadata.model_name} version {metadata.version}: {path} is missing in S3",
+                                 hint="the version is damaged; promote another one")
         if sha256_bytes(body) != expected.sha256:
             raise IntegrityError(f"refusing {metadata.model_name} version {metadata.version}: {path} differs from "
                                  "metadata.json", hint="`tagwatch model verify` lists all problems")
