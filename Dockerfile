@@ -21,4 +21,6 @@ RUN tagwatch data fetch openmoji && chmod -R a+rX /opt/tagwatch/cache
 RUN useradd --uid 10001 --create-home tagwatch
 USER 10001
 ENV PYTHONUNBUFFERED=1
-ENTRYPOINT []
+# One entrypoint: Deployments give only `args` (e.g. ["moderate", ...]); TrainJob/PyTorchJob and KFP components
+# set their own `command` (torchrun / the KFP executor), which Kubernetes runs instead of this.
+ENTRYPOINT ["tagwatch"]

@@ -51,8 +51,27 @@ def kafka_config(kafka: KafkaSettings, *, client_id: str) -> dict[str, Any]:
             "no Kafka bootstrap servers configured",
             hint="set TAGWATCH_KAFKA__BOOTSTRAP_SERVERS or run `tagwatch stack up`",
         )
-    return {
+    config: dict[str, Any] = {
         "bootstrap_servers": kafka.bootstrap_servers.split(","),
         "client_id": client_id,
         "request_timeout_ms": kafka.request_timeout_ms,
+        "security_protocol": kafka.security_protocol,
     }
+    sasl = kafka.security_protocol.startswith("SASL")
+    if sasl and not (kafka.username and kafka.password):
+        raise ConfigError(f"Kafka security_protocol {kafka.security_protocol} needs a username and a password",
+                          hint="set TAGWATCH_KAFKA__USERNAME and TAGWATCH_KAFKA__PASSWORD (in a cluster: the "
+                               "KafkaUser's Secret, key `password`)")
+    if not sasl and (kafka.username or kafka.password):
+        raise ConfigError(f"a Kafka username/password is set but security_protocol is {kafka.security_protocol}",
+                          hint="set TAGWATCH_KAFKA__SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT), or unset them")
+    if sasl:
+        config.update(sasl_mechanism=kafka.sasl_mechanism, sasl_plain_username=kafka.username,
+                      sasl_plain_password=kafka.password.get_secret_value() if kafka.password else None)
+    if kafka.security_protocol.endswith("SSL") and kafka.ssl_cafile is not None:
+        if not kafka.ssl_cafile.is_file():
+            raise ConfigError(f"Kafka CA file {kafka.ssl_cafile} does not exist",
+                              hint="mount Strimzi's <cluster>-cluster-ca-cert Secret (key ca.crt) there, or unset "
+                                   "TAGWATCH_KAFKA__SSL_CAFILE to use the system CAs")
+        config["ssl_cafile"] = str(kafka.ssl_cafile)
+    return config

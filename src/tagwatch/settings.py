@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -88,6 +89,12 @@ class KafkaSettings(_Section):
     # The producer's request limit (Kafka's and Tansu's default message.max.bytes is ~1 MB): dead letters are
     # sized to fit it, an oversized original record goes to S3 and is referenced from the envelope.
     max_request_bytes: int = Field(default=1_000_000, ge=16_384)
+    # A cluster's Strimzi listener (manifests/base/kafka): TLS + SCRAM-SHA-512 as the KafkaUser's identity.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    username: str | None = Field(default=None, description="SASL user (the KafkaUser's name)")
+    password: SecretStr | None = Field(default=None, description="SASL password (the KafkaUser's Secret)")
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle of the brokers' TLS (Strimzi's cluster CA)")
 
 
 class TritonSettings(_Section):
@@ -103,13 +110,25 @@ class TritonSettings(_Section):
     )
 
 
+class HttpSettings(_Section):
+    """The process's own HTTP endpoints (the consumer's /metrics, /healthz, /readyz)."""
+
+    bind_host: str = Field(default="127.0.0.1", description="loopback on one machine; the manifests set 0.0.0.0 so "
+                           "probes and the Service reach the pod IP")
+
+
 class PathsSettings(_Section):
-    state_dir: Path = Field(default=DEFAULT_STATE_DIR, validate_default=True, description="where the embedded stack keeps data and logs")
+    state_dir: Path = Field(default=DEFAULT_STATE_DIR, validate_default=True, description="where the embedded stack "
+                            "keeps data and logs, and every file a process writes (pods: the mounted /tmp volume)")
 
     @field_validator("state_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
-        return Path(os.path.expanduser(str(value))).absolute()
+        text = os.path.expanduser(str(value))
+        if text.startswith("~"):
+            # No HOME and no passwd entry (a pod's arbitrary uid): never a "~" folder under the working directory.
+            text = os.path.join(tempfile.gettempdir(), f"tagwatch-{os.getuid()}", text[1:].lstrip("/"))
+        return Path(text).absolute()
 
     @property
     def logs_dir(self) -> Path:
@@ -156,6 +175,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     triton: TritonSettings = TritonSettings()
     paths: PathsSettings = PathsSettings()
+    http: HttpSettings = HttpSettings()
     stack: StackSettings = StackSettings()
     log_level: str = "INFO"
 

@@ -45,7 +45,9 @@ def moderate(
     categories: Annotated[Optional[str], typer.Option(help="Comma-separated category names (with --onnx).")] = None,
     policy: Annotated[Optional[Path], typer.Option(help="policy.json: per-category thresholds (with --onnx).")] = None,
     processes: Annotated[int, typer.Option(min=1, help="Consumer processes in this group (≤ partitions).")] = 1,
-    metrics_port: Annotated[Optional[int], typer.Option(help="Serve /metrics and /healthz on 127.0.0.1:PORT.")] = None,
+    metrics_port: Annotated[Optional[int], typer.Option(
+        help="Serve /metrics, /healthz (liveness) and /readyz (readiness) on PORT, bound to TAGWATCH_HTTP__BIND_HOST "
+             "(default 127.0.0.1; the manifests set 0.0.0.0).")] = None,
     max_poll_records: Annotated[Optional[int], typer.Option(min=1, help="Records per batch at most (a poll returns "
                                                             "what is there) [default: 128, the consumer's]")] = None,
     infer_batch: Annotated[int, typer.Option(min=1, help="Images per model call.")] = 16,
@@ -98,7 +100,9 @@ def moderate(
         client_id=f"tagwatch-moderation-{os.getpid()}",
     )
     if metrics_port is not None:
-        consumer.metrics.serve(metrics_port)
+        if hasattr(scorer, "check_ready"):
+            consumer.metrics.dependencies["triton"] = scorer.check_ready
+        consumer.metrics.serve(metrics_port, settings.http.bind_host)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

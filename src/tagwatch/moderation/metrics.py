@@ -1,8 +1,17 @@
-"""Prometheus metrics and a health endpoint for one consumer process (127.0.0.1 only)."""
+"""Prometheus metrics and the probe endpoints of one consumer process, on ``settings.http.bind_host``.
+
+- ``/metrics``: Prometheus text.
+- ``/healthz`` (liveness): 503 when the consumer is wedged (a partition undecided past the stuck bound, or the
+  loop marked unhealthy); a restart is the cure.
+- ``/readyz`` (readiness): 503 until the member holds a partition assignment (it joined the group; none during a
+  rebalance) and every dependency check passes (the scorer reaches its model on Triton); a restart would not help.
+"""
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -33,6 +42,12 @@ class StreamMetrics:
         self.owned = Gauge("tagwatch_partitions_owned", "1 for each partition this member owns (its last assignment)",
                            ["partition"], registry=r)
         self.healthy = True
+        self.joined = False  # an assignment is held (set at assignment, cleared at a revoke)
+        # name -> check that raises when the dependency is unreachable; run at most every ready_cache_s
+        self.dependencies: dict[str, Callable[[], None]] = {}
+        self.ready_cache_s = 5.0
+        self._ready_seen: tuple[float, list[str]] = (float("-inf"), [])
+        self._ready_lock = threading.Lock()
         # "topic[partition]@first undecided offset" -> monotonic time it became undecided (the consumer keeps it)
         self.stuck: dict[str, float] = {}
         self.stuck_after_s = 60.0
@@ -42,19 +57,34 @@ class StreamMetrics:
     def assignment_changed(self, owned: list[str] | None) -> None:
         """``owned``: partition names after an assignment; None at a revoke (a rebalance is in progress)."""
         self.owned.clear()
+        self.joined = owned is not None
         self.assigned.set(0 if owned is None else 1)
         for name in owned or []:
             self.owned.labels(partition=name).set(1)
 
     def stuck_now(self) -> list[str]:
         """Partitions undecided past the bound, with for how long."""
-        import time
-
         now = time.monotonic()
         return [f"{name} undecided for {now - since:.0f}s" for name, since in sorted(self.stuck.items())
                 if now - since > self.stuck_after_s]
 
+    def not_ready(self) -> list[str]:
+        """Why this member should not receive traffic now (empty: ready)."""
+        problems = [] if self.joined else ["no partition assignment yet (joining the group or rebalancing)"]
+        with self._ready_lock:
+            when, failed = self._ready_seen
+            if time.monotonic() - when > self.ready_cache_s:
+                failed = []
+                for name, check in self.dependencies.items():
+                    try:
+                        check()
+                    except Exception as error:  # any failure means not ready; say which and why, briefly
+                        failed.append(f"{name}: {' '.join(str(error).split())[:200]}")
+                self._ready_seen = (time.monotonic(), failed)
+        return problems + failed
+
     def serve(self, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+        """Serve the endpoints on ``host:port`` (pass ``settings.http.bind_host``) in a daemon thread."""
         metrics = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -66,6 +96,10 @@ class StreamMetrics:
                     ok = metrics.healthy and not stuck
                     text = "ok\n" if ok else "unhealthy\n" + "".join(f"stuck: {s}\n" for s in stuck)
                     body, ctype, code = text.encode(), "text/plain", 200 if ok else 503
+                elif self.path.startswith("/readyz"):
+                    problems = metrics.not_ready()
+                    text = "ready\n" if not problems else "not ready\n" + "".join(f"{p}\n" for p in problems)
+                    body, ctype, code = text.encode(), "text/plain", 503 if problems else 200
                 else:
                     body, ctype, code = b"not found\n", "text/plain", 404
                 self.send_response(code)

@@ -96,5 +96,12 @@ class TritonScorer:
                                  f"registry re-read (now {self.version})")
         return out[CATEGORY_SCORES]
 
+    def check_ready(self) -> None:
+        """Raise unless Triton answers and has the model loaded (the consumer's readiness probe)."""
+        from tagwatch.errors import ServingError
+
+        if not self.client.is_ready():
+            raise ServingError(f"Triton at {self.client.url} has no ready model {self.client.model_name!r}")
+
     def close(self) -> None:
         self.client.close()

@@ -1,0 +1,146 @@
+"""Pod contracts: each workload of the rendered overlays that runs the tagwatch image is started the way a kubelet
+would start it (tagwatch.k8s.sandbox: bwrap, read-only root, only its volumeMounts writable, its uid/gid, its env
+and no HOME) and must keep the contract its manifest declares: it starts, its probes answer on their declared
+paths and ports within the probe budget, every containerPort listens on all interfaces (probed on a
+non-loopback address, as a kubelet probes the pod IP), SIGTERM ends it cleanly within
+terminationGracePeriodSeconds, and its RSS stays under its memory limit.
+
+Fixture values stand in for the cluster's Secrets, and the endpoints point at the embedded stack: S3, Kafka and
+Triton addresses, and Kafka's security protocol (Tansu speaks PLAINTEXT; Strimzi's TLS + SCRAM listener cannot run
+here, so the SASL settings are the one part of the consumer's env this test replaces instead of using).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tagwatch.clients import s3_client
+from tagwatch.k8s.sandbox import Image, Sandbox, effective_command, pod_address, probe_budget_s, workloads
+from tagwatch.k8s.validate import render
+from tagwatch.moderation.ledger import Ledger
+from tagwatch.moderation.publish import new_post, publish_posts, upload_image
+from tagwatch.pipeline.image import IMAGE_REPOSITORY
+from tagwatch.registry import ModelRegistry
+from tagwatch.stack import with_stack_endpoints
+from tests.conftest import make_settings, run_cli, stack_env
+from tests.support import colour_model as cm
+from tests.support.serving_models import export_tiny
+from tests.support.stream import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE = Image.from_dockerfile(REPO / "Dockerfile")
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None,
+                                reason="bwrap (Debian `bubblewrap`) is missing: `make sysdeps` installs it")
+
+
+@pytest.fixture(scope="module")
+def serving_stack(tmp_path_factory):
+    """A private stack whose Triton serves a registered `production` model (what a cluster's KServe would)."""
+    root = tmp_path_factory.mktemp("pods")
+    base = make_settings(root / "state")
+    env = stack_env(base)
+    up = run_cli("stack", "up", env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        settings = with_stack_endpoints(base)
+        registry = ModelRegistry(s3_client(settings.s3), bucket=settings.s3.buckets.models,
+                                 model_name=settings.triton.model_name)
+        registry.register(export_tiny(root / "export", model_name=settings.triton.model_name).out_dir,
+                          alias="production")
+        up = run_cli("stack", "up", env=env)
+        assert up.returncode == 0 and "started triton" in up.stdout, up.stdout + up.stderr
+        yield with_stack_endpoints(base)
+    finally:
+        run_cli("stack", "down", env=env)
+
+
+def fixture_secrets(settings) -> dict[str, dict[str, str]]:
+    """The Secrets the manifests reference by name, with this stack's values."""
+    return {
+        "tagwatch-s3": {"AWS_ACCESS_KEY_ID": settings.s3.access_key_id,
+                        "AWS_SECRET_ACCESS_KEY": settings.s3.secret_access_key.get_secret_value()},
+        "tagwatch-moderation": {"password": "scram-password-unused-on-tansu"},
+        "tagwatch-kafka-cluster-ca-cert": {"ca.crt": "-----BEGIN CERTIFICATE-----\nunused on tansu\n"},
+    }
+
+
+def pointed_at_stack(env: dict[str, str], settings) -> dict[str, str]:
+    """The pod's env with the cluster endpoints replaced by the embedded stack's (and Kafka in PLAINTEXT)."""
+    out = {k: v for k, v in env.items() if k not in {"TAGWATCH_KAFKA__USERNAME", "TAGWATCH_KAFKA__PASSWORD",
+                                                     "TAGWATCH_KAFKA__SSL_CAFILE"}}
+    out.update({
+        "TAGWATCH_S3__ENDPOINT_URL": settings.s3.endpoint_url,
+        "TAGWATCH_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "TAGWATCH_KAFKA__SECURITY_PROTOCOL": "PLAINTEXT",
+        "TAGWATCH_TRITON__HOST": settings.triton.host,
+        "TAGWATCH_TRITON__GRPC_PORT": str(settings.triton.grpc_port),
+        "TAGWATCH_TRITON__HTTP_PORT": str(settings.triton.http_port),
+    })
+    return out
+
+
+def the_workload(objects, prefix: str):
+    found = [w for w in workloads(objects, IMAGE_REPOSITORY) if w.ident.startswith(prefix)]
+    assert len(found) == 1, [w.ident for w in workloads(objects, IMAGE_REPOSITORY)]
+    return found[0]
+
+
+def test_the_image_has_one_entrypoint_and_the_deployment_runs_the_cli():
+    objects = render(REPO / "manifests" / "overlays" / "dev")
+    workload = the_workload(objects, "Deployment/tagwatch-moderation")
+    assert IMAGE.entrypoint == ["tagwatch"], "Dockerfile ENTRYPOINT must be the tagwatch CLI"
+    argv = effective_command(workload.container, IMAGE)
+    assert argv[:2] == ["tagwatch", "moderate"], argv
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_the_moderation_deployment_keeps_its_pod_contract(overlay, serving_stack, tmp_path):
+    settings = serving_stack
+    objects = render(REPO / "manifests" / "overlays" / overlay)
+    workload = the_workload(objects, "Deployment/tagwatch-moderation")
+    container = workload.container
+    secrets = fixture_secrets(settings)
+    env = pointed_at_stack(workload.env(objects, secrets, IMAGE), settings)
+    assert "HOME" not in env
+    sandbox = Sandbox(workload, effective_command(container, IMAGE), env, secrets, tmp_path / "pod.log")
+    s3 = s3_client(settings.s3)
+    posts = [new_post(f"pod-{overlay}-{n}-{tmp_path.name}", *upload_image(s3, settings.s3.buckets.posts,
+                                                                       cm.jpeg(cm.RED, seed=900 + n)))
+             for n in range(3)]
+    publish_posts(settings, posts)  # the topics are the ConfigMap's (= the settings' defaults)
+    host = pod_address()
+    sandbox.start(tmp_path / "fixtures")
+    code = None
+    try:
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert kind in container, f"{workload.ident} declares no {kind}"
+        status, body, took = sandbox.wait_probe("startupProbe", host, probe_budget_s(container, "startupProbe"))
+        assert status == 200, f"startup probe: {status} {body!r} after {took:.0f}s\n{sandbox.log_tail()}"
+        budget = probe_budget_s(container, "readinessProbe")
+        status, body, took = sandbox.wait_probe("readinessProbe", host, budget)
+        assert status == 200, f"readiness: {status} {body!r} after {took:.0f}s (budget {budget:.0f}s)\n" \
+                              f"{sandbox.log_tail()}"
+        status, body, _ = sandbox.wait_probe("livenessProbe", host, probe_budget_s(container, "livenessProbe"))
+        assert status == 200, f"liveness: {status} {body!r}\n{sandbox.log_tail()}"
+        listening = sandbox.listening()
+        for port in container.get("ports", []):
+            addresses = listening.get(port["containerPort"], set())
+            assert addresses & {"0.0.0.0", "::"}, f"port {port} listens on {addresses or 'nothing'}"
+        # the pod does its job: the posts published before it started are decided (ledger on S3)
+        ledger = Ledger(s3, settings.s3.buckets.ledger)
+        ours = {p.post_id for p in posts}
+        wait_for(lambda: (sandbox.sample_rss(), ours <= set(ledger.post_ids()))[1], 90, "the pod to decide 3 posts",
+                 logs=[tmp_path / "pod.log"])
+        sandbox.sample_rss()
+    finally:
+        code, took = sandbox.terminate()
+    assert code == 0, f"SIGTERM: exit {code} after {took:.1f}s (grace {workload.grace_s:.0f}s)\n{sandbox.log_tail()}"
+    limit = workload.memory_limit
+    assert limit is not None and 0 < sandbox.peak_rss < limit, \
+        f"peak RSS {sandbox.peak_rss / 2**20:.0f} MiB vs limit {limit and limit / 2**20:.0f} MiB"
+    print(f"\n{overlay} {workload.ident}: ready, probes ok, SIGTERM exit 0 in {took:.1f}s, "
+          f"peak RSS {sandbox.peak_rss / 2**20:.0f} MiB of {limit / 2**20:.0f} MiB")
