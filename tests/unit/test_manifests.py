@@ -8,7 +8,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tagwatch.k8s.validate import count_kinds, render, security_problems, validate_objects, validate_overlay
+from tagwatch.errors import ManifestValidationError
+from tagwatch.k8s import serving
+from tagwatch.k8s.validate import (
+    MIN_KUBECTL,
+    count_kinds,
+    kustomize,
+    render,
+    rollout_problems,
+    security_problems,
+    validate_objects,
+    validate_overlay,
+)
 from tagwatch.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,13 +129,68 @@ def test_rbac_is_namespaced_and_specific(rendered):
             assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
 
 
-def test_prod_serves_on_gpu_with_a_canary():
+def test_prod_serves_on_gpu():
     objects = render(MANIFESTS / "overlays" / "prod")
     predictor = by_kind(objects, "InferenceService")[0]["spec"]["predictor"]
-    assert predictor["canaryTrafficPercent"] > 0
     assert predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     dev = render(MANIFESTS / "overlays" / "dev")
     assert "nvidia.com/gpu" not in by_kind(dev, "InferenceService")[0]["spec"]["predictor"]["model"]["resources"]["limits"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_without_deprecation_warnings(overlay):
+    """kubectl >= 1.27 (kustomize v5) warns on bases / commonLabels / patchesStrategicMerge; none may be left."""
+    _, warnings = kustomize(MANIFESTS / "overlays" / overlay)
+    assert [w for w in warnings if "deprecat" in w.lower() or "warning" in w.lower()] == [], (
+        f"`kubectl kustomize manifests/overlays/{overlay}` printed warnings; use resources / labels / patches")
+
+
+def test_a_too_old_kubectl_is_refused_by_name(tmp_path):
+    """Debian bookworm's kubectl 1.20 would fail on `labels` with a cryptic unknown-field error; say what is needed."""
+    fake = tmp_path / "kubectl"
+    fake.write_text('#!/bin/sh\nif [ "$1" = version ]; then echo \'{"clientVersion": {"major": "1", "minor": "20", '
+                    '"gitVersion": "v1.20.2"}}\'; exit 0; fi\necho \'error: json: unknown field "labels"\' >&2; exit 1\n')
+    fake.chmod(0o755)
+    with pytest.raises(ManifestValidationError, match=r"version 1\.20; the manifests need kubectl >= 1\.22") as error:
+        render(MANIFESTS / "overlays" / "dev", kubectl=str(fake))
+    assert "kubernetes.io/docs/tasks/tools" in error.value.hint
+    assert MIN_KUBECTL == (1, 22)
+
+
+def test_inference_services_use_a_rollout_kserve_does(rendered):
+    """KServe does canary rollouts (canaryTrafficPercent) in Serverless mode only; the overlays are RawDeployment,
+    and the pipeline's deploy step builds its InferenceServices in the same mode, never with a canary."""
+    name, objects, _ = rendered
+    services = by_kind(objects, "InferenceService")
+    assert services
+    for isvc in services:
+        assert serving.rollout_problems(isvc) == [], name
+        assert serving.deployment_mode(isvc) == serving.DEPLOYMENT_MODE, name
+    from tagwatch.errors import ConfigError
+    from tagwatch.pipeline.k8s_objects import build_inference_service
+
+    (production,) = services
+    uri = production["spec"]["predictor"]["model"]["storageUri"]
+    for alias in (serving.PRODUCTION_ALIAS, serving.CANDIDATE_ALIAS):
+        built = build_inference_service(name=serving.service_for_alias(production["metadata"]["name"], alias),
+                                        namespace=production["metadata"]["namespace"], storage_uri=uri, alias=alias)
+        assert serving.deployment_mode(built) == serving.deployment_mode(production)
+        assert serving.rollout_problems(built) == [] and validate_objects([built], CRDS) == []
+    with pytest.raises(ConfigError, match="Serverless"):
+        build_inference_service(name="m", namespace="t", storage_uri=uri, canary_traffic_percent=10)
+
+
+def test_a_canary_on_a_raw_deployment_is_a_problem():
+    isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": "m", "namespace": "t", "annotations": {serving.DEPLOYMENT_MODE_ANNOTATION: "Standard"}},
+            "spec": {"predictor": {"canaryTrafficPercent": 10, "model": {"modelFormat": {"name": "onnx"}}}}}
+    assert validate_objects([isvc], CRDS) == []  # the CRD schema accepts it: only the rollout rule catches it
+    (problem,) = rollout_problems([isvc])
+    assert "spec.predictor.canaryTrafficPercent" in str(problem) and "Serverless mode only" in str(problem)
+    isvc["metadata"]["annotations"][serving.DEPLOYMENT_MODE_ANNOTATION] = "Serverless"
+    assert rollout_problems([isvc]) == []
+    del isvc["metadata"]["annotations"]
+    assert "must be set" in str(rollout_problems([isvc]))
 
 
 def test_examples_are_valid_and_secure():

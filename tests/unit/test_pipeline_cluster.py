@@ -14,7 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tagwatch.errors import ClusterJobError
 from tagwatch.pipeline.cluster import apply_inference_service, create_object, wait_for
-from tagwatch.pipeline.deploy import deploy_cluster
+from tagwatch.pipeline.deploy import deploy_cluster, rollout_cluster
 from tagwatch.pipeline.k8s_objects import build_inference_service
 from tagwatch.pipeline.training import cluster_pretrain
 from tagwatch.settings import load_settings
@@ -136,12 +136,11 @@ def test_inference_service_created_then_patched() -> None:
     api, lines = FakeCustomObjects(), []
     first = build_inference_service(name="m", namespace="tagwatch", storage_uri="s3://models/v1/repository")
     assert apply_inference_service(api, first, report=lines.append) == "created"
-    second = build_inference_service(name="m", namespace="tagwatch", storage_uri="s3://models/v2/repository",
-                                     canary_traffic_percent=20)
+    second = build_inference_service(name="m", namespace="tagwatch", storage_uri="s3://models/v2/repository")
     assert apply_inference_service(api, second, report=lines.append) == "patched"
     patch = [c for c in api.calls if c[0] == "patch"][0][3]
     assert patch["spec"]["predictor"] == {"model": {"storageUri": "s3://models/v2/repository"},
-                                          "canaryTrafficPercent": 20}
+                                          "canaryTrafficPercent": None}
     api.statuses = [{"metadata": {"generation": 2}, "status": {"observedGeneration": 1}},
                     {"metadata": {"generation": 2}, "status": {"observedGeneration": 2, "url": "http://m.tagwatch",
                                                                "conditions": [{"type": "Ready", "status": "True"}]}}]
@@ -169,4 +168,51 @@ def test_deploy_cluster_needs_the_registry_version(monkeypatch) -> None:
     bad = load_settings(s3={"endpoint_url": "http://127.0.0.1:9", "max_attempts": 1, "connect_timeout_s": 0.5})
     with pytest.raises(EndpointConnectionError, match=r"127\.0\.0\.1:9/models/registry/"):
         deploy_cluster(settings=bad, version=1, api=api)
+    assert api.calls == []
+
+
+READY = {"status": {"url": "http://ready", "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def test_candidate_then_promote() -> None:
+    """The rollout KServe supports in RawDeployment mode: the candidate runs beside production (which is not
+    touched), then promotion patches production to the candidate's storageUri and deletes the candidate."""
+    api, lines = FakeCustomObjects([READY] * 10), []
+    v1, v2 = "s3://models/registry/m/versions/000001/repository", "s3://models/registry/m/versions/000002/repository"
+    first = rollout_cluster(api, storage_uri=v1, version=1, alias="production", service_name="m", timeout_s=10,
+                            report=lines.append)
+    assert (first["action"], first["service"], first["retired_candidate"]) == ("created", "m", None)
+    candidate = rollout_cluster(api, storage_uri=v2, version=2, alias="candidate", service_name="m", timeout_s=10,
+                                report=lines.append)
+    assert (candidate["action"], candidate["service"]) == ("created", "m-candidate")
+    assert not [c for c in api.calls if c[0] in ("patch", "delete")]  # production kept serving v1, untouched
+    created = api.objects[("inferenceservices", "tagwatch", "m-candidate")]
+    assert created["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    assert created["spec"]["predictor"]["model"]["storageUri"] == v2
+    assert "canaryTrafficPercent" not in created["spec"]["predictor"]
+    promoted = rollout_cluster(api, storage_uri=v2, version=2, alias="production", service_name="m", timeout_s=10,
+                               report=lines.append)
+    assert (promoted["action"], promoted["service"], promoted["retired_candidate"]) == ("patched", "m", "m-candidate")
+    (patch,) = [c for c in api.calls if c[0] == "patch"]
+    assert patch[2] == "m" and patch[3]["spec"]["predictor"]["model"]["storageUri"] == v2
+    assert ("delete", "inferenceservices", "m-candidate") in api.calls
+    assert ("inferenceservices", "tagwatch", "m-candidate") not in api.objects
+
+
+def test_promote_keeps_a_candidate_that_serves_another_version() -> None:
+    api, lines = FakeCustomObjects([READY] * 10), []
+    rollout_cluster(api, storage_uri="s3://x/3", version=3, alias="candidate", service_name="m", timeout_s=10,
+                    report=lines.append)
+    result = rollout_cluster(api, storage_uri="s3://x/2", version=2, alias="production", service_name="m",
+                             timeout_s=10, report=lines.append)
+    assert result["retired_candidate"] is None and not [c for c in api.calls if c[0] == "delete"]
+    assert any("serves s3://x/3, not the promoted version: kept" in line for line in lines)
+
+
+def test_deploy_refuses_a_canary_before_touching_anything() -> None:
+    from tagwatch.errors import ConfigError
+
+    api = FakeCustomObjects()
+    with pytest.raises(ConfigError, match="canaryTrafficPercent=10 is not supported"):
+        deploy_cluster(settings=SETTINGS, version=1, canary_traffic_percent=10, api=api)
     assert api.calls == []

@@ -74,18 +74,28 @@ def test_build_job_from_settings_names_the_run_and_keeps_secrets_out() -> None:
 
 
 def test_inference_service_and_its_patch() -> None:
-    isvc = build_inference_service(name="tagwatch-moderation", namespace="tagwatch", canary_traffic_percent=10,
-                                   storage_uri="s3://models/registry/m/versions/000003/repository", registry_version=3)
+    isvc = build_inference_service(name="tagwatch-moderation", namespace="tagwatch", registry_version=3,
+                                   storage_uri="s3://models/registry/m/versions/000003/repository", alias="candidate")
     assert validate_objects([isvc], CRDS) == [] and security_problems([isvc]) == []
+    assert isvc["metadata"]["annotations"] == {"serving.kserve.io/deploymentMode": "RawDeployment"}
+    assert isvc["metadata"]["labels"]["tagwatch.io/registry-alias"] == "candidate"
     patch = inference_service_patch(isvc)
+    # canaryTrafficPercent: null removes a canary an older manifest may have left on the live object
     assert patch["spec"]["predictor"] == {"model": {"storageUri": "s3://models/registry/m/versions/000003/repository"},
-                                          "canaryTrafficPercent": 10}
+                                          "canaryTrafficPercent": None}
     full = build_inference_service(name="m", namespace="t", storage_uri="s3://x/y", gpus=1)
     assert "canaryTrafficPercent" not in full["spec"]["predictor"] and validate_objects([full], CRDS) == []
     from tagwatch.errors import ConfigError
 
-    with pytest.raises(ConfigError):
-        build_inference_service(name="m", namespace="t", storage_uri="s3://x/y", canary_traffic_percent=150)
+    with pytest.raises(ConfigError, match="Serverless/Knative mode only"):  # RawDeployment: KServe would ignore it
+        build_inference_service(name="m", namespace="t", storage_uri="s3://x/y", canary_traffic_percent=10)
+    # where KServe does split traffic (Serverless), a canary is built and checked
+    knative = build_inference_service(name="m", namespace="t", storage_uri="s3://x/y", canary_traffic_percent=10,
+                                      deployment_mode="Serverless")
+    assert knative["spec"]["predictor"]["canaryTrafficPercent"] == 10 and validate_objects([knative], CRDS) == []
+    with pytest.raises(ConfigError, match="not in 0..100"):
+        build_inference_service(name="m", namespace="t", storage_uri="s3://x/y", canary_traffic_percent=150,
+                                deployment_mode="Serverless")
 
 
 def _cond(kind: str, status: str = "True", reason: str = "", message: str = "") -> dict:

@@ -4,11 +4,16 @@
 - custom kinds: the ``openAPIV3Schema`` of the served version in the real upstream CRDs (manifests/crds/,
   see its SOURCES.md), with unknown fields reported as errors too (the API server would silently prune them,
   which is how a typo ships unnoticed);
-- the house security rules for every pod template, wherever the kind keeps its containers.
+- the house security rules for every pod template, wherever the kind keeps its containers;
+- rendering itself: a kubectl too old for the kustomizations is refused by name, and every warning kustomize prints
+  (deprecated fields) is a problem;
+- rollout settings KServe would ignore (``tagwatch.k8s.serving.rollout_problems``).
 """
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
@@ -22,7 +27,12 @@ import yaml
 from tagwatch.errors import ManifestValidationError
 
 K8S_VERSION = "1.32.0"
-__all__ = ["ManifestValidationError", "Problem", "render", "validate_objects", "validate_overlay"]
+# `labels` (used instead of the deprecated commonLabels) came with kustomize v4.1.0; kubectl 1.21 embeds kustomize
+# v4.0.5, kubectl 1.22 v4.2.0 (the kubectl/kustomize table in the kubernetes-sigs/kustomize README). `patches` with a
+# `path` and generator `envs` are older than that. Debian bookworm's kubernetes-client is 1.20 (kustomize v2.0.3).
+MIN_KUBECTL = (1, 22)
+__all__ = ["ManifestValidationError", "Problem", "check_kubectl", "kustomize", "render", "validate_objects",
+           "validate_overlay"]
 
 
 @dataclass(frozen=True)
@@ -42,20 +52,57 @@ def ident(obj: dict) -> str:
 
 
 # -- rendering -----------------------------------------------------------------------------------------
-def render(overlay: Path, kubectl: str = "kubectl") -> list[dict]:
-    """`kubectl kustomize <overlay>` -> objects. Uses only kustomize features kubectl 1.20 understands."""
+def _run_kubectl(kubectl: str, *args: str) -> subprocess.CompletedProcess:
     try:
-        out = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=60)
+        return subprocess.run([kubectl, *args], capture_output=True, text=True, timeout=60)
     except FileNotFoundError as error:
         raise ManifestValidationError(
-            "kubectl is not installed", hint="apt-get install kubernetes-client (`make sysdeps` does)"
-        ) from error
+            f"kubectl is not installed (the manifests need kubectl >= {MIN_KUBECTL[0]}.{MIN_KUBECTL[1]})",
+            hint="install a kubectl from https://kubernetes.io/docs/tasks/tools/ (Debian bookworm's "
+            "kubernetes-client is 1.20, too old)") from error
+
+
+@lru_cache(maxsize=None)
+def kubectl_version(kubectl: str = "kubectl") -> tuple[int, int] | None:
+    """(major, minor) of the kubectl client, or None when it does not say (then rendering decides)."""
+    out = _run_kubectl(kubectl, "version", "--client", "-o", "json")
+    try:
+        client = json.loads(out.stdout)["clientVersion"]
+        return int(client["major"]), int(re.match(r"\d+", client["minor"]).group())  # minor may read "22+"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        match = re.search(r"v(\d+)\.(\d+)", out.stdout)
+        return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def check_kubectl(kubectl: str = "kubectl") -> None:
+    """Refuse, by name, a kubectl whose built-in kustomize cannot render the overlays."""
+    version = kubectl_version(kubectl)
+    if version is not None and version < MIN_KUBECTL:
+        need = f"{MIN_KUBECTL[0]}.{MIN_KUBECTL[1]}"
+        raise ManifestValidationError(
+            f"{kubectl} is version {version[0]}.{version[1]}; the manifests need kubectl >= {need} (kustomize >= "
+            "v4.1, for the `labels` field that replaced the deprecated commonLabels)",
+            hint=f"install kubectl >= {need} from https://kubernetes.io/docs/tasks/tools/ and put it first on PATH "
+            "(Debian bookworm's kubernetes-client is 1.20)")
+
+
+def kustomize(overlay: Path, kubectl: str = "kubectl") -> tuple[str, list[str]]:
+    """`kubectl kustomize <overlay>` -> (the YAML, the warning lines kustomize printed on stderr)."""
+    check_kubectl(kubectl)
+    out = _run_kubectl(kubectl, "kustomize", str(overlay))
     if out.returncode != 0:
         raise ManifestValidationError(
             f"kustomize failed for {overlay}: {' '.join(out.stderr.split())[:400]}",
             hint="fix the kustomization.yaml it names",
         )
-    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+    warnings = [line.lstrip("# ").strip() for line in out.stderr.splitlines() if line.strip()]
+    return out.stdout, warnings
+
+
+def render(overlay: Path, kubectl: str = "kubectl") -> list[dict]:
+    """`kubectl kustomize <overlay>` -> objects (kubectl >= MIN_KUBECTL)."""
+    text, _ = kustomize(overlay, kubectl)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
 def count_kinds(objects: list[dict]) -> dict[str, int]:
@@ -210,6 +257,14 @@ def _container_rules(pod_sc: dict | None, container: dict) -> Iterator[str]:
             yield f"env {env['name']} holds a literal secret; use valueFrom.secretKeyRef"
 
 
+def rollout_problems(objects: list[dict]) -> list[Problem]:
+    from tagwatch.k8s.serving import rollout_problems as problems_of
+
+    return [Problem(ident(obj), "rollout", p) for obj in objects for p in problems_of(obj)]
+
+
 def validate_overlay(overlay: Path, crd_dir: Path, kubectl: str = "kubectl") -> tuple[list[dict], list[Problem]]:
-    objects = render(overlay, kubectl)
-    return objects, validate_objects(objects, crd_dir) + security_problems(objects)
+    text, warnings = kustomize(overlay, kubectl)
+    objects = [doc for doc in yaml.safe_load_all(text) if doc]
+    rendering = [Problem(f"overlay {overlay.name}", "render", f"kustomize warned: {w}") for w in warnings]
+    return objects, rendering + validate_objects(objects, crd_dir) + security_problems(objects) + rollout_problems(objects)

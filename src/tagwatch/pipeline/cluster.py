@@ -89,7 +89,7 @@ def create_object(api: Any, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_inference_service(api: Any, obj: dict[str, Any], *, report: Report = log.info) -> str:
-    """Create the InferenceService, or merge-patch an existing one to the new storageUri/canary split."""
+    """Create the InferenceService, or merge-patch an existing one to the new storageUri (tagwatch.k8s.serving)."""
     group, version, namespace, plural, name = _where(obj)
     try:
         api.get_namespaced_custom_object(group, version, namespace, plural, name)
@@ -102,6 +102,28 @@ def apply_inference_service(api: Any, obj: dict[str, Any], *, report: Report = l
     api.patch_namespaced_custom_object(group, version, namespace, plural, name, inference_service_patch(obj))
     report(f"patched InferenceService {namespace}/{name} -> {obj['spec']['predictor']['model']['storageUri']}")
     return "patched"
+
+
+def retire_candidate(api: Any, *, namespace: str, service_name: str, storage_uri: str,
+                     report: Report = log.info) -> str | None:
+    """After a promotion: delete ``<service_name>-candidate`` when it serves the storageUri production now serves
+    (it has nothing left to show and may hold a GPU). A candidate serving another version is kept and named."""
+    from tagwatch.k8s.serving import CANDIDATE_ALIAS, service_for_alias
+
+    name = service_for_alias(service_name, CANDIDATE_ALIAS)
+    try:
+        current = api.get_namespaced_custom_object(KSERVE_GROUP, KSERVE_VERSION, namespace, INFERENCESERVICES, name)
+    except Exception as error:
+        if _status_code(error) == 404:
+            return None
+        raise
+    serving = (((current.get("spec") or {}).get("predictor") or {}).get("model") or {}).get("storageUri")
+    if serving != storage_uri:
+        report(f"candidate InferenceService {namespace}/{name} serves {serving}, not the promoted version: kept")
+        return None
+    api.delete_namespaced_custom_object(KSERVE_GROUP, KSERVE_VERSION, namespace, INFERENCESERVICES, name)
+    report(f"deleted candidate InferenceService {namespace}/{name} (production now serves {storage_uri})")
+    return name
 
 
 def wait_for(api: Any, obj: dict[str, Any], *, timeout_s: float, poll_s: float = 10.0, report: Report = log.info,

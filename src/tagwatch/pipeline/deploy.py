@@ -1,7 +1,10 @@
 """Deploy a registry version.
 
-- cluster: create or patch the KServe InferenceService (Triton runtime) with the version's immutable
-  ``storageUri`` (optionally as a canary with ``canaryTrafficPercent``), wait until it is Ready.
+- cluster: create or patch the KServe InferenceService (Triton runtime, RawDeployment mode) that serves the alias
+  with the version's immutable ``storageUri``, wait until it is Ready (``tagwatch.k8s.serving`` has the why):
+  alias ``production`` -> the production InferenceService (a rolling update), then the ``-candidate`` one is
+  deleted if it served that version; any other alias (``candidate``) -> ``<service>-<alias>`` next to production,
+  which keeps its traffic. ``canary_traffic_percent`` is refused (KServe splits traffic in Serverless mode only).
 - local: move the registry alias (``production``) to the version, then make the embedded stack's Triton serve
   it: start Triton if it is not running (``Stack.up`` starts it once ``production`` exists); if it runs, its
   alias poller hot-swaps the version; if the swap does not happen (another model name, a shape change), restart
@@ -45,23 +48,44 @@ def host_tmpdir() -> Iterator[None]:
             os.environ["TMPDIR"] = saved
 
 
-def deploy_cluster(*, settings, version: int, namespace: str = "tagwatch", service_name: str = "tagwatch-moderation",
-                   runtime: str = "tagwatch-triton", canary_traffic_percent: int | None = None, gpus: int = 0,
-                   timeout_s: float = 900, poll_s: float = 10.0, api: Any = None,
-                   report: Report = log.info) -> dict[str, Any]:
-    from tagwatch.pipeline.cluster import apply_inference_service, custom_objects_api, wait_for
-    from tagwatch.pipeline.k8s_objects import build_inference_service
+def deploy_cluster(*, settings, version: int, alias: str = "production", namespace: str = "tagwatch",
+                   service_name: str = "tagwatch-moderation", runtime: str = "tagwatch-triton",
+                   canary_traffic_percent: int | None = None, gpus: int = 0, timeout_s: float = 900,
+                   poll_s: float = 10.0, api: Any = None, report: Report = log.info) -> dict[str, Any]:
+    from tagwatch.k8s.serving import DEPLOYMENT_MODE, check_canary
     from tagwatch.registry import open_registry
 
+    check_canary(DEPLOYMENT_MODE, canary_traffic_percent)
     metadata, _ = open_registry(settings).resolve(version)
-    obj = build_inference_service(name=service_name, namespace=namespace, storage_uri=metadata.storage_uri,
-                                  runtime=runtime, canary_traffic_percent=canary_traffic_percent, gpus=gpus,
-                                  registry_version=metadata.version)
+    return rollout_cluster(api, storage_uri=metadata.storage_uri, version=metadata.version, alias=alias,
+                           namespace=namespace, service_name=service_name, runtime=runtime,
+                           canary_traffic_percent=canary_traffic_percent, gpus=gpus, timeout_s=timeout_s,
+                           poll_s=poll_s, report=report)
+
+
+def rollout_cluster(api: Any, *, storage_uri: str, version: int, alias: str = "production",
+                    namespace: str = "tagwatch", service_name: str = "tagwatch-moderation",
+                    runtime: str = "tagwatch-triton", canary_traffic_percent: int | None = None, gpus: int = 0,
+                    timeout_s: float = 900, poll_s: float = 10.0, report: Report = log.info) -> dict[str, Any]:
+    """Serve ``storage_uri`` from the InferenceService of ``alias`` and wait until Ready; promoting to production
+    retires a candidate that served the same version."""
+    from tagwatch.k8s.serving import PRODUCTION_ALIAS, service_for_alias
+    from tagwatch.pipeline.cluster import apply_inference_service, custom_objects_api, retire_candidate, wait_for
+    from tagwatch.pipeline.k8s_objects import build_inference_service
+
+    name = service_for_alias(service_name, alias)
+    obj = build_inference_service(name=name, namespace=namespace, storage_uri=storage_uri, runtime=runtime,
+                                  canary_traffic_percent=canary_traffic_percent, gpus=gpus,
+                                  registry_version=version, alias=alias)
     api = api or custom_objects_api()
     action = apply_inference_service(api, obj, report=report)
     result = wait_for(api, obj, timeout_s=timeout_s, poll_s=poll_s, report=report, delete_on_timeout=False)
-    return {"mode": "cluster", "action": action, "version": metadata.version, "storage_uri": metadata.storage_uri,
-            "url": result.outcome.reason, "canary_traffic_percent": canary_traffic_percent,
+    retired = None
+    if alias == PRODUCTION_ALIAS:
+        retired = retire_candidate(api, namespace=namespace, service_name=service_name, storage_uri=storage_uri,
+                                   report=report)
+    return {"mode": "cluster", "action": action, "alias": alias, "service": name, "version": version,
+            "storage_uri": storage_uri, "url": result.outcome.reason, "retired_candidate": retired,
             "seconds": round(result.seconds, 1)}
 
 

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from tagwatch.k8s.serving import DEPLOYMENT_MODE, DEPLOYMENT_MODE_ANNOTATION, check_canary
 from tagwatch.pipeline.image import IMAGE
 
 TRAINER_GROUP, TRAINER_VERSION, TRAINJOBS = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
@@ -146,8 +147,12 @@ def build_pytorchjob(spec: TrainSpec) -> dict[str, Any]:
 def build_inference_service(*, name: str, namespace: str, storage_uri: str, runtime: str = "tagwatch-triton",
                             canary_traffic_percent: int | None = None, gpus: int = 0, cpu: str = "1",
                             memory: str = "2Gi", service_account: str = "tagwatch-serving",
-                            registry_version: int | None = None) -> dict[str, Any]:
-    """A KServe InferenceService serving one immutable registry version on the Triton ServingRuntime."""
+                            registry_version: int | None = None, alias: str | None = None,
+                            deployment_mode: str = DEPLOYMENT_MODE) -> dict[str, Any]:
+    """A KServe InferenceService serving one immutable registry version on the Triton ServingRuntime, in the same
+    deployment mode as manifests/base/serving/inferenceservice.yaml (``tagwatch.k8s.serving.DEPLOYMENT_MODE``).
+    ``canary_traffic_percent`` only where KServe splits traffic (Serverless/Knative mode): ConfigError otherwise."""
+    check_canary(deployment_mode, canary_traffic_percent)
     amounts = {"cpu": cpu, "memory": memory, **({GPU_RESOURCE: str(gpus)} if gpus else {})}
     predictor: dict[str, Any] = {
         "serviceAccountName": service_account,
@@ -165,27 +170,25 @@ def build_inference_service(*, name: str, namespace: str, storage_uri: str, runt
         },
     }
     if canary_traffic_percent is not None:
-        if not 0 <= canary_traffic_percent <= 100:
-            from tagwatch.errors import ConfigError
-
-            raise ConfigError(f"canary traffic percent {canary_traffic_percent} is not in 0..100",
-                              hint="pass a percentage, or none for a full rollout")
         predictor["canaryTrafficPercent"] = canary_traffic_percent
     labels = {**LABELS, "app.kubernetes.io/component": "serving"}
     if registry_version is not None:
         labels["tagwatch.io/registry-version"] = str(registry_version)
+    if alias is not None:
+        labels["tagwatch.io/registry-alias"] = alias
     return {
         "apiVersion": f"{KSERVE_GROUP}/{KSERVE_VERSION}",
         "kind": "InferenceService",
         "metadata": {"name": name, "namespace": namespace, "labels": labels,
-                     "annotations": {"serving.kserve.io/deploymentMode": "RawDeployment"}},
+                     "annotations": {DEPLOYMENT_MODE_ANNOTATION: deployment_mode}},
         "spec": {"predictor": predictor},
     }
 
 
 def inference_service_patch(desired: dict[str, Any]) -> dict[str, Any]:
-    """The merge patch that rolls an existing InferenceService to ``desired``'s model and canary split
-    (a new storageUri makes a new revision; with canaryTrafficPercent KServe splits traffic to it)."""
+    """The merge patch that rolls an existing InferenceService to ``desired``'s model (in RawDeployment mode a new
+    storageUri is a rolling update of its Deployment). ``canaryTrafficPercent`` is always written: a value only in
+    Serverless mode, else null, which removes a canary left over from an older manifest."""
     predictor = desired["spec"]["predictor"]
     patch_predictor: dict[str, Any] = {"model": {"storageUri": predictor["model"]["storageUri"]},
                                        "canaryTrafficPercent": predictor.get("canaryTrafficPercent")}

@@ -233,16 +233,19 @@ def register(*, export_dir: Path, metrics: dict[str, Any], alias: str = "candida
 def deploy(*, mode: str, version: int, alias: str = "production", namespace: str = "tagwatch",
            service_name: str = "tagwatch-moderation", runtime: str = "tagwatch-triton",
            canary_traffic_percent: int | None = None, gpus: int = 0, timeout_s: float = 900) -> dict[str, Any]:
-    """Cluster: move ``alias`` (the record of what is meant to serve), then create/patch the InferenceService and
-    wait for Ready. Local: move ``alias`` and make the embedded Triton serve it (``tagwatch.pipeline.deploy``)."""
+    """Cluster: move ``alias`` (the record of what is meant to serve), then create/patch the InferenceService that
+    serves it (``production``: the production one; ``candidate``: ``<service>-candidate`` beside it) and wait for
+    Ready. Local: move ``alias`` and make the embedded Triton serve it (``tagwatch.pipeline.deploy``)."""
     from tagwatch.pipeline.deploy import deploy_cluster, deploy_local
 
     settings = step_settings()
     if check_mode(mode) == "local":
         return deploy_local(settings=settings, version=version, alias=alias)
+    from tagwatch.k8s.serving import DEPLOYMENT_MODE, check_canary
     from tagwatch.registry import open_registry
 
+    check_canary(DEPLOYMENT_MODE, canary_traffic_percent)  # before the alias moves
     open_registry(settings).promote(version, alias=alias, reason="pipeline deploy")
-    return deploy_cluster(settings=settings, version=version, namespace=namespace, service_name=service_name,
-                          runtime=runtime, canary_traffic_percent=canary_traffic_percent, gpus=gpus,
-                          timeout_s=timeout_s)
+    return deploy_cluster(settings=settings, version=version, alias=alias, namespace=namespace,
+                          service_name=service_name, runtime=runtime, canary_traffic_percent=canary_traffic_percent,
+                          gpus=gpus, timeout_s=timeout_s)
