@@ -17,10 +17,12 @@ RUN pip install --no-cache-dir -c constraints.txt ".[all]"
 # into a cache the read-only pods can read.
 ENV XDG_CACHE_HOME=/opt/tagwatch/cache
 RUN tagwatch data fetch openmoji && chmod -R a+rX /opt/tagwatch/cache
-# Non-root, matching the manifests' runAsUser; the root filesystem is read-only in the pods (/tmp is an emptyDir).
-RUN useradd --uid 10001 --create-home tagwatch
+# Non-root, matching the manifests' runAsUser; the root filesystem is read-only in the pods and /tmp (an emptyDir)
+# is the only writable path: HOME and tagwatch's state dir point there (tests/integration/test_pod_contracts.py
+# runs every workload this way).
+RUN useradd --uid 10001 --home-dir /tmp --no-create-home tagwatch
 USER 10001
-ENV PYTHONUNBUFFERED=1
+ENV PYTHONUNBUFFERED=1 TAGWATCH_PATHS__STATE_DIR=/tmp/tagwatch
 # One entrypoint: Deployments give only `args` (e.g. ["moderate", ...]); TrainJob/PyTorchJob and KFP components
 # set their own `command` (torchrun / the KFP executor), which Kubernetes runs instead of this.
 ENTRYPOINT ["tagwatch"]

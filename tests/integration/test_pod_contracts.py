@@ -13,6 +13,7 @@ here, so the SASL settings are the one part of the consumer's env this test repl
 from __future__ import annotations
 
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from tagwatch.moderation.publish import new_post, publish_posts, upload_image
 from tagwatch.pipeline.image import IMAGE_REPOSITORY
 from tagwatch.registry import ModelRegistry
 from tagwatch.stack import with_stack_endpoints
+from tagwatch.stack.ports import pick_free_ports
 from tests.conftest import make_settings, run_cli, stack_env
 from tests.support import colour_model as cm
 from tests.support.serving_models import export_tiny
@@ -144,3 +146,59 @@ def test_the_moderation_deployment_keeps_its_pod_contract(overlay, serving_stack
         f"peak RSS {sandbox.peak_rss / 2**20:.0f} MiB vs limit {limit and limit / 2**20:.0f} MiB"
     print(f"\n{overlay} {workload.ident}: ready, probes ok, SIGTERM exit 0 in {took:.1f}s, "
           f"peak RSS {sandbox.peak_rss / 2**20:.0f} MiB of {limit / 2**20:.0f} MiB")
+
+
+@pytest.fixture(scope="module")
+def s3_dataset(stack_settings):
+    from tagwatch.train.synthetic import build_synthetic_dataset, write_dataset_to_s3
+
+    dataset = build_synthetic_dataset(num_samples=48, num_labels=6, image_size=48, samples_per_shard=16,
+                                      name=f"pods-{uuid.uuid4().hex[:6]}")
+    write_dataset_to_s3(dataset, client=s3_client(stack_settings.s3), bucket=stack_settings.s3.buckets.datasets)
+    return dataset
+
+
+@pytest.mark.parametrize("job_kind", ["TrainJob", "PyTorchJob"])
+def test_the_pretraining_pod_runs_as_the_pipeline_creates_it(job_kind, stack_settings, s3_dataset, tmp_path):
+    """The pipeline's cluster pretrain step builds the job (tagwatch.pipeline.training.build_job); its pod runs
+    torchrun with the pipeline's argv, under the job's securityContext and volumes, and writes its checkpoint to
+    S3 with nothing but /tmp and /dev/shm writable."""
+    from tagwatch.k8s.sandbox import trainjob_workload
+    from tagwatch.pipeline.training import build_job
+    from tagwatch.train.pretrain import PretrainConfig
+    from tagwatch.pipeline.steps import read_checkpoint_json
+
+    settings = stack_settings
+    run_id = f"pod-{job_kind.lower()}-{uuid.uuid4().hex[:6]}"
+    config = PretrainConfig(dataset=f"{s3_dataset.manifest.name}/v1", run_id=run_id, steps=3, arch="tiny_cnn", width=8,
+                            image_size=48, batch_size=8, workers=1, progress=False)
+    job = build_job(settings=settings, run_id=run_id, argv=config.to_argv(), job_kind=job_kind, gpus_per_node=0,
+                    cpu="2", memory="4Gi", runtime_name="tagwatch-torch", runtime_kind="TrainingRuntime")
+    objects = render(REPO / "manifests" / "overlays" / "dev")
+    if job_kind == "TrainJob":
+        [runtime] = [o for o in objects if o["kind"] == "TrainingRuntime" and o["metadata"]["name"] == "tagwatch-torch"]
+        workload = trainjob_workload(job, runtime)
+    else:
+        [workload] = workloads([job], IMAGE_REPOSITORY)
+    secrets = fixture_secrets(settings)
+    env = workload.env(objects, secrets, IMAGE)
+    assert "HOME" not in env and env["TAGWATCH_S3__ENDPOINT_URL"] == settings.s3.endpoint_url
+    # what Trainer / the Training Operator set for one node with one process (torchrun reads PET_*)
+    env.update(PET_NNODES="1", PET_NPROC_PER_NODE="1", PET_NODE_RANK="0", PET_MASTER_ADDR="127.0.0.1",
+               PET_MASTER_PORT=str(pick_free_ports("127.0.0.1", 1)[0]))
+    argv = effective_command(workload.container, IMAGE)
+    assert argv[0] == "torchrun", argv
+    sandbox = Sandbox(workload, argv, env, secrets, tmp_path / "pod.log")
+    sandbox.start(tmp_path / "fixtures")
+    try:
+        wait_for(lambda: (sandbox.sample_rss(), sandbox.process.poll() is not None)[1], 240, "the pod to finish",
+                 logs=[tmp_path / "pod.log"])
+    finally:
+        if sandbox.process.poll() is None:
+            sandbox.terminate()
+    assert sandbox.process.returncode == 0, sandbox.log_tail()
+    # what the pipeline's step reads back after the job: the run's summary next to its checkpoints
+    summary = read_checkpoint_json(settings, f"s3://{settings.s3.buckets.checkpoints}/{run_id}", "metrics.json")
+    assert summary["run_id"] == run_id, summary
+    assert 0 < sandbox.peak_rss < workload.memory_limit
+    print(f"\n{workload.ident}: exit 0, checkpoint on S3, peak RSS {sandbox.peak_rss / 2**20:.0f} MiB")

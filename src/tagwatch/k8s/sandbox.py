@@ -346,3 +346,22 @@ def probe_budget_s(container: dict, kind: str) -> float:
     return float(spec.get("initialDelaySeconds", 0)) + \
         float(spec.get("failureThreshold", 3)) * float(spec.get("periodSeconds", 10))
 
+
+
+def trainjob_workload(trainjob: dict, runtime: dict) -> Workload:
+    """The pod Kubeflow Trainer v2 makes of ``trainjob`` on ``runtime`` (a rendered TrainingRuntime): the runtime's
+    ``node`` container with the TrainJob's image, command, args and resources, and its env appended (Trainer adds
+    the PET_* rendezvous variables itself; the caller supplies those)."""
+    trainer = trainjob["spec"]["trainer"]
+    [(where, pod)] = [(w, p) for w, p in pod_specs(runtime) if w == "replicatedJobs[node]"]
+    containers = []
+    for container in pod["containers"]:
+        if container["name"] == "node":
+            container = {**container, "image": trainer["image"], "command": trainer["command"],
+                         "args": trainer.get("args", []), "env": [*container.get("env", []), *trainer.get("env", [])],
+                         "resources": trainer.get("resourcesPerNode", container.get("resources"))}
+        containers.append(container)
+    merged = {**pod, "containers": containers}
+    [node] = [c for c in containers if c["name"] == "node"]
+    return Workload(f"TrainJob/{trainjob['metadata']['name']} on {runtime['kind']}/{runtime['metadata']['name']}",
+                    merged, node)
