@@ -66,29 +66,32 @@ class ServedConfig:
         return next(t for t in self.inputs if t.name == name)
 
 
-def differences(served: ServedConfig, registered: ServedConfig) -> list[str]:
+def differences(served: ServedConfig, registered: ServedConfig, *,
+                labels: tuple[str, str] = ("served", "registered")) -> list[str]:
     """Human-readable differences, field by field (and tensor by tensor); empty when they agree."""
     found = []
     for f in fields(ServedConfig):
         have, want = getattr(served, f.name), getattr(registered, f.name)
         if f.name in ("inputs", "outputs"):
-            found += _tensor_differences(f.name, have, want)
+            found += _tensor_differences(f.name, have, want, labels)
         elif have != want:
-            found.append(f"{f.name}: served {have!r}, registered {want!r}")
+            found.append(f"{f.name}: {labels[0]} {have!r}, {labels[1]} {want!r}")
     return found
 
 
-def _tensor_differences(kind: str, served: tuple[TensorSpec, ...], registered: tuple[TensorSpec, ...]) -> list[str]:
+def _tensor_differences(kind: str, served: tuple[TensorSpec, ...], registered: tuple[TensorSpec, ...],
+                        labels: tuple[str, str]) -> list[str]:
+    a, b = labels
     have, want = {t.name: t for t in served}, {t.name: t for t in registered}
-    found = [f"{kind}: {name!r} served but not registered" for name in have if name not in want]
-    found += [f"{kind}: {name!r} registered but not served" for name in want if name not in have]
+    found = [f"{kind}: {name!r} {a} but not {b}" for name in have if name not in want]
+    found += [f"{kind}: {name!r} {b} but not {a}" for name in want if name not in have]
     for name in (n for n in want if n in have):
         for attr in ("data_type", "dims"):
             if getattr(have[name], attr) != getattr(want[name], attr):
-                found.append(f"{kind}[{name}].{attr}: served {getattr(have[name], attr)!r}, "
-                             f"registered {getattr(want[name], attr)!r}")
+                found.append(f"{kind}[{name}].{attr}: {a} {getattr(have[name], attr)!r}, "
+                             f"{b} {getattr(want[name], attr)!r}")
     if not found and [t.name for t in served] != [t.name for t in registered]:
-        found.append(f"{kind} order: served {[t.name for t in served]}, registered {[t.name for t in registered]}")
+        found.append(f"{kind} order: {a} {[t.name for t in served]}, {b} {[t.name for t in registered]}")
     return found
 
 
