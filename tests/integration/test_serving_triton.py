@@ -35,6 +35,7 @@ from tagwatch.serving.config_check import compare, fetch_served_config
 from tagwatch.serving.model_config import read_registered_config
 from tagwatch.stack.ports import pick_free_ports
 from tagwatch.tensor_contract import VERSION_OUTPUT
+from tests.conftest import run_cli
 from tests.support.serving_models import export_tiny, tiny_model
 
 GRPC_PROBE = """
@@ -140,6 +141,9 @@ def test_served_config_is_the_registered_config(served, tmp_path) -> None:
     assert registered.max_batch_size == 32 and list(registered.dynamic_batching.preferred_batch_size) == [4, 8, 16]
     assert registered.dynamic_batching.max_queue_delay_microseconds == 5000
     assert compare(reported, registered) == ["outputs: 'model_version' served but not registered"]
+    # The same check from the CLI, reading only config.pbtxt from the registry (as against a cluster's Triton).
+    check = run_cli("serve", "check-config", "--url", served["http"], "--ref", str(version), env=served["env"])
+    assert check.returncode == 0 and check.stderr.startswith("✓"), check.stdout + check.stderr  # rich wraps lines
 
 
 def _metric(port: int, name: str, model: str) -> float:

@@ -11,9 +11,10 @@ import json
 import urllib.error
 import urllib.request
 
-from tagwatch.errors import ServingError
-from tagwatch.export.triton_layout import model_config_proto
-from tagwatch.serving.model_config import ServedConfig, differences
+from tagwatch.errors import IntegrityError, ServingError
+from tagwatch.export.triton_layout import CONFIG_FILE, model_config_proto
+from tagwatch.registry.serving_view import read_version_file
+from tagwatch.serving.model_config import ServedConfig, differences, parse_registered_config
 
 
 def fetch_served_config(url: str, model_name: str, *, timeout_s: float = 10.0) -> dict:
@@ -45,3 +46,16 @@ def compare(served: dict, registered, *, extra_outputs: tuple[str, ...] = ()) ->
     """
     have = ServedConfig.of(served_model_config(served)).without_outputs(extra_outputs)
     return differences(have, ServedConfig.of(registered))
+
+
+def registered_config(registry, ref: str | int):
+    """The registered config.pbtxt of a version (number, alias or ``latest``): sha256-checked, then parsed and
+    validated; only that file is read (not the model)."""
+    metadata, _ = registry.resolve(ref)
+    path = f"repository/{metadata.model_name}/{CONFIG_FILE}"
+    body = read_version_file(registry, metadata, path)
+    if body is None:
+        raise IntegrityError(f"{metadata.model_name} version {metadata.version} has no {path}",
+                             hint="the version is damaged; promote another one")
+    return metadata.version, parse_registered_config(body.decode("utf-8"), model_name=metadata.model_name,
+                                                     version=metadata.version)

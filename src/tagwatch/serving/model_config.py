@@ -98,12 +98,18 @@ def _tensor_differences(kind: str, served: tuple[TensorSpec, ...], registered: t
 def read_registered_config(repository: Path, *, model_name: str, version: int):
     """Parse ``<repository>/<model_name>/config.pbtxt`` with Triton's proto; IntegrityError if it is not valid."""
     path = repository / model_name / CONFIG_FILE
-    what = f"{model_name} version {version}"
     if not path.is_file():
-        raise IntegrityError(f"refusing to load {what}: it has no {model_name}/{CONFIG_FILE}",
+        raise IntegrityError(f"refusing to load {model_name} version {version}: it has no {model_name}/{CONFIG_FILE}",
                              hint="re-export and register the model; KServe's Triton cannot load it either")
+    return parse_registered_config(path.read_text(encoding="utf-8"), model_name=model_name, version=version)
+
+
+def parse_registered_config(text: str, *, model_name: str, version: int):
+    """A registered config.pbtxt as Triton's ``ModelConfig``, refused (IntegrityError) unless Triton would load it
+    as this model and the local server can serve its tensors."""
+    what = f"{model_name} version {version}"
     try:
-        config = parse_config_pbtxt(path.read_text(encoding="utf-8"))
+        config = parse_config_pbtxt(text)
     except ExportError as error:
         raise IntegrityError(f"refusing to load {what}: {error.message}",
                              hint="KServe's Triton would refuse it too; re-export with `tagwatch model export` "
