@@ -31,7 +31,11 @@ from tagwatch.export.onnx_model import ort_session
 from tagwatch.preprocess import DEFAULT_PRESET
 from tagwatch.registry import ModelRegistry
 from tagwatch.serving.client import ModelClient
+from tagwatch.serving.config_check import compare, fetch_served_config
+from tagwatch.serving.model_config import read_registered_config
 from tagwatch.stack.ports import pick_free_ports
+from tagwatch.tensor_contract import VERSION_OUTPUT
+from tests.conftest import run_cli
 from tests.support.serving_models import export_tiny, tiny_model
 
 GRPC_PROBE = """
@@ -122,6 +126,24 @@ def test_grpc_and_http_scores_match_torch_and_onnxruntime(served, images, tmp_pa
     assert _max_diff(via_grpc, ort_out) <= 1e-6 and _max_diff(via_http, ort_out) <= 1e-6
     # Each row says which registry version scored it.
     assert set(via_http["model_version"].tolist()) == {1} and set(via_grpc["model_version"].tolist()) == {1}
+
+
+def test_served_config_is_the_registered_config(served, tmp_path) -> None:
+    """What the running Triton reports (GET /v2/models/NAME/config) agrees, field by field, with the served
+    version's registered config.pbtxt: max_batch_size, input/output names, dims and data types, dynamic batching
+    and its preferred sizes and max queue delay. Only the local per-row ``model_version`` output is extra."""
+    version = _served(served)["version"]
+    local = served["registry"].fetch(version, dest=tmp_path / "cache")
+    registered = read_registered_config(local.repository, model_name=served["name"], version=version)
+    reported = fetch_served_config(served["http"], served["name"])
+    assert compare(reported, registered, extra_outputs=(VERSION_OUTPUT,)) == []
+    # The comparison sees the fields it claims to: the registered file has them set to non-defaults.
+    assert registered.max_batch_size == 32 and list(registered.dynamic_batching.preferred_batch_size) == [4, 8, 16]
+    assert registered.dynamic_batching.max_queue_delay_microseconds == 5000
+    assert compare(reported, registered) == ["outputs: 'model_version' served but not registered"]
+    # The same check from the CLI, reading only config.pbtxt from the registry (as against a cluster's Triton).
+    check = run_cli("serve", "check-config", "--url", served["http"], "--ref", str(version), env=served["env"])
+    assert check.returncode == 0 and check.stderr.startswith("✓"), check.stdout + check.stderr  # rich wraps lines
 
 
 def _metric(port: int, name: str, model: str) -> float:

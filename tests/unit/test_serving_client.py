@@ -10,7 +10,8 @@ import pytest
 
 from tagwatch.errors import RetryableError, ServingError, ServingUnavailableError
 from tagwatch.serving.client import ModelClient
-from tagwatch.serving.runner import ServedShape, SwappableModel
+from tagwatch.serving.model_config import ServedConfig, TensorSpec
+from tagwatch.serving.runner import SwappableModel
 from tagwatch.stack.ports import pick_free_ports
 
 
@@ -36,11 +37,13 @@ def test_bad_input_is_refused_before_any_request() -> None:
 
 
 class _Runner:
-    """Just what SwappableModel reads of a runner: its shape and a run()."""
+    """Just what SwappableModel reads of a runner: its served config and a run()."""
 
-    def __init__(self, crop: int, tag: str) -> None:
-        self.shape = ServedShape(crop=crop, num_labels=4, num_categories=2, max_batch_size=8,
-                                 preferred_batch_sizes=(4,), max_queue_delay_us=100)
+    def __init__(self, crop: int, tag: str, preferred: tuple[int, ...] = (4,)) -> None:
+        self.served = ServedConfig(
+            name="m", max_batch_size=8, inputs=(TensorSpec("images", "TYPE_FP32", (3, crop, crop)),),
+            outputs=(TensorSpec("hashtag_logits", "TYPE_FP32", (4,)), TensorSpec("category_scores", "TYPE_FP32", (2,))),
+            dynamic_batching=True, preferred_batch_sizes=preferred, max_queue_delay_us=100)
         self.tag = tag
         self.model = SimpleNamespace(metadata=SimpleNamespace(version=tag))
 
@@ -53,6 +56,9 @@ def test_swap_replaces_the_runner_and_refuses_another_shape() -> None:
     assert model(np.zeros((1, 3, 128, 128)))["tag"] == "v1"
     old = model.swap(_Runner(128, "v2"))
     assert old.tag == "v1" and model(np.zeros((1, 3, 128, 128)))["tag"] == "v2" and model.swaps == 1
-    with pytest.raises(ServingError, match="not swapped"):
+    with pytest.raises(ServingError, match=r"inputs\[images\]\.dims: new \(3, 224, 224\), bound \(3, 128, 128\).*not swapped"):
         model.swap(_Runner(224, "v3"))
+    # Triton stays bound with the first config: a version whose batching differs is not served under it either.
+    with pytest.raises(ServingError, match=r"preferred_batch_sizes: new \(2,\), bound \(4,\)"):
+        model.swap(_Runner(128, "v4", preferred=(2,)))
     assert model.runner.tag == "v2"

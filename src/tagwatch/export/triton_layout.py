@@ -108,13 +108,15 @@ def parse_config_pbtxt(text: str):
     from google.protobuf import text_format
 
     try:
-        return text_format.Parse(text, _model_config_proto().ModelConfig())
+        return text_format.Parse(text, model_config_proto().ModelConfig())
     except text_format.ParseError as error:
-        raise ExportError(f"config.pbtxt does not parse as a Triton ModelConfig: {error}") from error
+        raise ExportError(f"config.pbtxt does not parse as a Triton ModelConfig: {error}",
+                          hint="every field and enum value must be one Triton's model_config.proto defines "
+                               "(Triton refuses to load the model otherwise)") from error
 
 
 @lru_cache(maxsize=1)
-def _model_config_proto():
+def model_config_proto():
     import tritonclient
 
     path = Path(tritonclient.__file__).parent / "grpc" / "model_config_pb2.py"

@@ -28,27 +28,28 @@ class ServingView:
 def read_serving_view(registry, ref: str | int) -> ServingView:
     """Metadata, categories and policy of a version (number, alias or ``latest``), each file sha256-checked."""
     metadata, digest = registry.resolve(ref)
-    prefix = registry.version_prefix(metadata.version)
     categories_path = f"repository/{metadata.model_name}/categories.txt"
 
-    def read(path: str) -> bytes | None:
-        expected = metadata.files.get(path)
-        if expected is None:
-            return None
-        body = registry._get(f"{prefix}/{path}")  # the registry's own read: a missing object is None
-        if body is None:
-            raise IntegrityError(f"{metadata.model_name} version {metadata.version}: {path} is missing in S3",
-                                 hint="the version is damaged; promote another one")
-        if sha256_bytes(body) != expected.sha256:
-            raise IntegrityError(f"refusing {metadata.model_name} version {metadata.version}: {path} differs from "
-                                 "metadata.json", hint="`tagwatch model verify` lists all problems")
-        return body
-
-    categories = read(categories_path)
+    categories = read_version_file(registry, metadata, categories_path)
     if categories is None:
         raise IntegrityError(f"{metadata.model_name} version {metadata.version} has no {categories_path}",
                              hint="the version is damaged; promote another one")
-    policy = read(POLICY_FILE)
+    policy = read_version_file(registry, metadata, POLICY_FILE)
     return ServingView(metadata=metadata, metadata_sha256=digest,
                        categories=categories.decode("utf-8").splitlines(),
                        policy=json.loads(policy) if policy is not None else None)
+
+
+def read_version_file(registry, metadata: VersionMetadata, path: str) -> bytes | None:
+    """One file of a version, sha256-checked against metadata.json; None if the version has no such file."""
+    expected = metadata.files.get(path)
+    if expected is None:
+        return None
+    body = registry._get(f"{registry.version_prefix(metadata.version)}/{path}")  # the registry's own read
+    if body is None:
+        raise IntegrityError(f"{metadata.model_name} version {metadata.version}: {path} is missing in S3",
+                             hint="the version is damaged; promote another one")
+    if sha256_bytes(body) != expected.sha256:
+        raise IntegrityError(f"refusing {metadata.model_name} version {metadata.version}: {path} differs from "
+                             "metadata.json", hint="`tagwatch model verify` lists all problems")
+    return body

@@ -28,6 +28,8 @@ def serve(
     ort_threads: Annotated[Optional[int], typer.Option(help="ONNX Runtime intra-op threads.")] = None,
 ) -> None:
     """Verify and load the version, start Triton on 127.0.0.1, hot-swap when the alias moves."""
+    if ctx.invoked_subcommand is not None:
+        return
     import signal
     import threading
 
@@ -48,3 +50,28 @@ def serve(
               f"http {settings.triton.host}:{http}, metrics {settings.triton.host}:{metrics} (Ctrl+C stops)")
     run_server(settings, ref=ref, http_port=http, grpc_port=grpc, metrics_port=metrics, poll_s=poll_s,
                ort_threads=ort_threads or settings.triton.ort_threads, stop_event=stop)
+
+
+@serve_app.command("check-config")
+def check_config(
+    ctx: typer.Context,
+    url: Annotated[Optional[str], typer.Option(help="Triton HTTP host:port (default the local server's).")] = None,
+    ref: Annotated[str, typer.Option(help="Registered version to compare with: alias, number or `latest`.")] = "production",
+) -> None:
+    """Compare the config a running Triton reports with the version's registered config.pbtxt (exit 5 if they differ)."""
+    from tagwatch.errors import CheckFailedError
+    from tagwatch.registry import open_registry
+    from tagwatch.serving.config_check import compare, fetch_served_config, registered_config
+    from tagwatch.stack import with_stack_endpoints
+    from tagwatch.tensor_contract import VERSION_OUTPUT
+
+    settings = with_stack_endpoints(cli_settings(ctx))
+    url = url or f"{settings.triton.host}:{settings.triton.http_port}"
+    version, registered = registered_config(open_registry(settings), ref)
+    found = compare(fetch_served_config(url, registered.name), registered, extra_outputs=(VERSION_OUTPUT,))
+    for line in found:
+        err.print(f"[red]✗[/] {line}")
+    if found:
+        raise CheckFailedError(f"{registered.name} at {url} is not served as version {version}'s config.pbtxt says "
+                               f"({len(found)} difference(s))", hint="restart the server on that version")
+    err.print(f"[green]✓[/] {registered.name} at {url} is served as version {version}'s config.pbtxt says")

@@ -1,6 +1,7 @@
 """`python -m tagwatch.serving.server`: a real Triton (PyTriton's bundled tritonserver) serving a registry alias.
 
-Loopback only (HTTP, gRPC, metrics on 127.0.0.1), dynamic batching as the version's config.pbtxt says, the bound
+Loopback only (HTTP, gRPC, metrics on 127.0.0.1). The model is bound with the version's registered config.pbtxt
+(parsed with Triton's proto; ``model_config``): its tensors, max batch size and dynamic batching; the bound
 callable runs ONNX Runtime on the version's model.onnx (verified by sha256 before loading; a tampered version is
 refused and, at start, the server exits 12). When serving an alias it polls the alias and hot-swaps to the new
 version without dropping requests (see ``runner``). ``<state_dir>/triton/served.json`` says what is served.
@@ -29,10 +30,11 @@ import numpy as np
 
 from tagwatch.errors import TagwatchError
 from tagwatch.registry import ModelRegistry, open_registry
+from tagwatch.serving.model_config import TensorSpec, pytriton_binding
 from tagwatch.serving.runner import OnnxRunner, SwappableModel, describe
 from tagwatch.serving.workspace import make_workspace, remove_workspace, served_file, triton_dir
 from tagwatch.settings import Settings, load_settings
-from tagwatch.tensor_contract import INPUT_NAME, OUTPUT_NAMES, VERSION_OUTPUT
+from tagwatch.tensor_contract import VERSION_OUTPUT
 
 log = logging.getLogger("tagwatch.serving.server")
 TRITON_MODEL_VERSION = 1
@@ -91,7 +93,6 @@ def run_server(settings: Settings, *, ref: str, http_port: int, grpc_port: int, 
                poll_s: float = 5.0, ort_threads: int | None = None, stop_event: threading.Event | None = None) -> None:
     """Serve ``ref`` (alias, version or ``latest``) until ``stop_event`` is set or SIGTERM/SIGINT."""
     prepare_environment()
-    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
     stop_event = stop_event or threading.Event()
@@ -102,7 +103,6 @@ def run_server(settings: Settings, *, ref: str, http_port: int, grpc_port: int, 
     local = registry.fetch(ref, dest=cache)
     runner = OnnxRunner(local, threads=ort_threads)
     model = SwappableModel(runner)
-    shape = runner.shape
     fetch_load_s = time.monotonic() - t0
 
     def write_served(current: OnnxRunner) -> None:
@@ -118,7 +118,7 @@ def run_server(settings: Settings, *, ref: str, http_port: int, grpc_port: int, 
 
     @batch
     def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
-        return model(inputs[INPUT_NAME])
+        return model(inputs[runner.input.name])
 
     host = settings.triton.host
     config = TritonConfig(
@@ -130,20 +130,13 @@ def run_server(settings: Settings, *, ref: str, http_port: int, grpc_port: int, 
     triton = Triton(config=config, workspace=workspace)
     watcher = None
     try:
+        # Everything Triton is told about the model comes from the version's registered config.pbtxt.
         triton.bind(
-            model_name=settings.triton.model_name,
+            model_name=runner.served.name,
             infer_func=infer,
-            inputs=[Tensor(name=INPUT_NAME, dtype=np.float32, shape=(3, shape.crop, shape.crop))],
-            outputs=[Tensor(name=OUTPUT_NAMES[0], dtype=np.float32, shape=(shape.num_labels,)),
-                     Tensor(name=OUTPUT_NAMES[1], dtype=np.float32, shape=(shape.num_categories,)),
-                     Tensor(name=VERSION_OUTPUT, dtype=np.int64, shape=(1,))],
             model_version=TRITON_MODEL_VERSION,
-            config=ModelConfig(
-                max_batch_size=shape.max_batch_size,
-                batcher=DynamicBatcher(preferred_batch_size=list(shape.preferred_batch_sizes),
-                                       max_queue_delay_microseconds=shape.max_queue_delay_us),
-            ),
             strict=True,
+            **pytriton_binding(runner.served, extra_outputs=(TensorSpec(VERSION_OUTPUT, "TYPE_INT64", (1,)),)),
         )
         triton.run()
         write_served(runner)
