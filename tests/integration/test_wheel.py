@@ -29,7 +29,8 @@ def _run(args: list, *, env: dict | None = None, cwd: Path | None = None, check:
          timeout: float = 300) -> subprocess.CompletedProcess:
     result = subprocess.run([str(a) for a in args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
-        raise AssertionError(f"{args[:4]} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+        raise AssertionError(f"{args[:4]} exited {result.returncode}\n"
+                             f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result
 
 

@@ -50,7 +50,8 @@ def component_readme(name: str) -> str:
             default = getattr(io, "default", None)
             rows.append(f"| `{key}` | {direction} | `{io.type}` | {'' if default is None else f'`{default!r}`'} |")
     return (f"# {name}\n\n{summary}\n\n"
-            f"Generated from `component.py` by `tagwatch pipeline compile --readmes`; edit the docstring, not this file.\n\n"
+            "Generated from `component.py` by `tagwatch pipeline compile --readmes`; edit the docstring, "
+            "not this file.\n\n"
             f"Image: `{IMAGE}` (one image for every component; `Dockerfile` at the repository root).\n"
             f"Logic: `tagwatch.pipeline.steps` (the component only wires KFP inputs/outputs).\n\n"
             "| name | in/out | type | default |\n|---|---|---|---|\n" + "\n".join(rows)

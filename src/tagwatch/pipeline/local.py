@@ -167,7 +167,7 @@ class _Watcher(threading.Thread):
 
 def run_local_pipeline(settings, *, pipeline: str, params: dict[str, Any], pipeline_root: Path | None = None,
                        on_event: Callable[[dict], None] | None = None) -> LocalRunResult:
-    """Run the packaged pipeline ``<pipeline>`` with kfp.local on this machine; returns what it made (see module doc)."""
+    """Run the packaged pipeline ``<pipeline>`` with kfp.local here; returns what it made (see module doc)."""
     from kfp import local
 
     check_stack(settings)
