@@ -7,7 +7,6 @@ import io
 import json
 import secrets
 
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -22,6 +21,7 @@ from tagwatch.data.manifest import SPLITS, ShardSample, Vocabulary
 from tagwatch.data.posts import Post, list_post_ids, load_post_records, post_key
 from tagwatch.data.shards import read_manifest, shard_urls
 from tagwatch.data.wordnet import load_wordnet
+from tagwatch.schemas import load_schema
 from tests.conftest import run_cli
 from tests.support.buckets import private_data_buckets
 from tests.support.published import read_back
@@ -80,7 +80,7 @@ def test_ingest_reports_and_skips_corrupt_inputs(built) -> None:
     assert {i["ref"]: i["reason"] for i in corrupt["skipped_items"]} == {
         "broken.svg": "render_failed", "nokw.svg": "no_keywords"}
     records = load_post_records(built["client"], built["posts"], "openclipart")
-    schema = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "post.v1.json").read_text())
+    schema = load_schema("post.v1.json")
     for record in records.values():
         jsonschema.validate(record, schema)  # what ingest writes is what the published schema says
     badkw = [r for r in records.values() if isinstance(r, dict) and r["source_ref"] == "badkw.svg"]

@@ -4,15 +4,13 @@ and the committed JSON Schemas equal the generated ones."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
 from tagwatch.data.ingest import render_outcome
 from tagwatch.data.schemas import generate_schemas, render_schema
 from tagwatch.data.sources import SourceItem, openclipart, synthetic
-
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+from tagwatch.schemas import SCHEMA_DIR as SCHEMAS
 
 SVG = b"""<?xml version="1.0" encoding="UTF-8"?>
 <svg xmlns="http://www.w3.org/2000/svg" xmlns:dc="http://purl.org/dc/elements/1.1/"

@@ -1,7 +1,6 @@
 """Retryable or permanent, decided in one place; dead letters sized to the producer's limit; distinct event ids."""
 
 import base64
-import json
 from collections import namedtuple
 
 import pytest
@@ -11,6 +10,7 @@ from tagwatch.errors import PoisonInputError, RetryableError
 from tagwatch.moderation.deadletter import ENVELOPE_OVERHEAD, build_dead_letter
 from tagwatch.moderation.delivery import Delivery, derived_event_id
 from tagwatch.moderation.failures import RecordAttempts, classify_s3_error, validate_s3_key
+from tagwatch.schemas import load_schema
 
 Record = namedtuple("Record", "topic partition offset key value headers")
 
@@ -132,9 +132,8 @@ def test_anything_raised_while_producing_is_a_retryable_batch_failure_never_fata
 
 
 def test_the_dead_letter_schema_documents_tombstones_and_references():
-    from pathlib import Path
 
-    schema = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "dead-letter.v1.json").read_text())
+    schema = load_schema("dead-letter.v1.json")
     assert {"tombstone", "original_ref", "original_size"} <= set(schema["properties"])
 
 

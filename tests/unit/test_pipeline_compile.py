@@ -10,9 +10,10 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from tagwatch.pipeline.compile import COMPONENTS, PIPELINES, compile_all, component_readme, repo_root
+from tagwatch.pipeline.compile import COMPONENTS, PIPELINES, compile_all, component_readme, components_dir
 
-ROOT = repo_root()
+# The committed IR stays in the repository (users upload it); the components' READMEs sit next to their sources.
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def compiled(tmp_path_factory) -> dict[str, Path]:
 def test_committed_ir_is_current(compiled, name: str) -> None:
     committed = ROOT / "pipelines" / "compiled" / f"{name}.yaml"
     assert committed.read_text() == compiled[name].read_text(), (
-        f"{committed} is stale: run `tagwatch pipeline compile` and commit the result")
+        f"{committed} is stale: run `tagwatch pipeline compile` at the repository root and commit the result")
 
 
 def _documents(path: Path) -> tuple[dict, dict]:
@@ -74,14 +75,14 @@ def test_pretrain_and_deploy_has_every_step() -> None:
 
 @pytest.mark.parametrize("name", COMPONENTS)
 def test_component_readme_is_generated_from_the_docstring(name: str) -> None:
-    assert (ROOT / "components" / name / "README.md").read_text() == component_readme(name), (
-        "stale README: run `tagwatch pipeline compile`")
+    assert (components_dir() / name / "README.md").read_text() == component_readme(name), (
+        "stale README: run `tagwatch pipeline compile --readmes`")
 
 
 def test_deploy_python_func_refuses_an_unknown_mode(tmp_path) -> None:
     from kfp.dsl import Markdown
 
-    from components.deploy_model.component import deploy_model
+    from tagwatch.pipeline.components.deploy_model.component import deploy_model
     from tagwatch.errors import PipelineError
 
     with pytest.raises(PipelineError, match="unknown mode 'staging'"):
@@ -92,7 +93,7 @@ def test_pretrain_python_func_in_cluster_mode_without_a_cluster(tmp_path, monkey
     """The real component body, cluster mode, on a machine with no Kubernetes API: it fails with the hint."""
     from kfp.dsl import Dataset, Metrics, Model
 
-    from components.pretrain.component import pretrain
+    from tagwatch.pipeline.components.pretrain.component import pretrain
     from tagwatch.errors import ClusterJobError
 
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
@@ -107,7 +108,7 @@ def test_pretrain_python_func_in_cluster_mode_without_a_cluster(tmp_path, monkey
 def test_evaluate_python_func_without_the_export(tmp_path, monkeypatch) -> None:
     from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
 
-    from components.evaluate.component import evaluate
+    from tagwatch.pipeline.components.evaluate.component import evaluate
     from tagwatch.errors import ExportError
 
     monkeypatch.setenv("TAGWATCH_S3__ENDPOINT_URL", "http://127.0.0.1:9")

@@ -78,13 +78,12 @@ def test_invalid_alias_names(name) -> None:
 
 def test_metadata_and_alias_documents_validate_against_committed_schemas() -> None:
     import json
-    from pathlib import Path
 
     import jsonschema
 
     from tagwatch.registry.metadata import VersionMetadata
 
-    schemas = Path(__file__).resolve().parents[2] / "schemas"
+    from tagwatch.schemas import SCHEMA_DIR as schemas
     metadata = VersionMetadata(
         model_name="m", version=3, created_at=NOW, created_by="t@h", storage_uri="s3://models/registry/m/versions/000003/repository",
         files=digest_files({"repository/m/3/model.onnx": b"w"}), lineage={"run_id": "r"}, parent_version=2,

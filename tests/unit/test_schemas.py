@@ -1,11 +1,9 @@
 import json
-from pathlib import Path
 
 import jsonschema
 
+from tagwatch.schemas import SCHEMA_DIR as SCHEMAS
 from tagwatch.schemas import registry, render
-
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
 
 def test_committed_schemas_match_the_models():

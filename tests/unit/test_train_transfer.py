@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from tagwatch.schemas import load_schema
 from tagwatch.train.evaluate import average_precision, mean_average_precision
 from tagwatch.train.policy import decide
 from tagwatch.train.pretrain import main as pretrain
 from tagwatch.train.transfer import main as transfer
 
-SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "policy.v2.json").read_text())
+SCHEMA = load_schema("policy.v2.json")
 COMMON = ["--dataset", "synthetic:192", "--batch-size", "16", "--threads", "1", "--no-progress", "--workers", "0"]
 
 

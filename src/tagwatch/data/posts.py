@@ -2,7 +2,7 @@
 
 Layout under ``s3://<buckets.posts>/``::
 
-    posts/<source>/<post_id>.json     one Post (schemas/post.v1.json): the truth, written per post
+    posts/<source>/<post_id>.json     one Post (tagwatch/schemas/post.v1.json): the truth, written per post
     images/<source>/<sha256>.jpg      the post's image: RGB JPEG, 256 px square, rendered on white
     index/<source>.jsonl              every post of the source, one JSON line each (a cache for fast reads:
                                       rewritten at the end of each ingest; readers reconcile it with a listing)

@@ -1,8 +1,9 @@
 """JSON Schemas of the data build's own files (post records, the dedup report), generated from their models.
 
 The dataset seam's schemas (manifest, vocabulary, shard sample) come from ``tagwatch.schemas`` with the same
-rendering. The committed files in ``schemas/`` must equal what :func:`generate_schemas` returns (a unit test
-checks); after changing a model, regenerate them with ``python -m tagwatch.data.schemas [schemas-dir]``.
+rendering. The committed files in the package's schema dir (``tagwatch.schemas.SCHEMA_DIR``) must equal what
+:func:`generate_schemas` returns (a unit test checks); after changing a model, regenerate them with
+``python -m tagwatch.data.schemas [schemas-dir]`` (default: that packaged dir).
 """
 
 from __future__ import annotations
@@ -42,5 +43,7 @@ def write_schemas(directory: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    for written_path in write_schemas(Path(sys.argv[1] if len(sys.argv) > 1 else "schemas")):
+    from tagwatch.schemas import SCHEMA_DIR
+
+    for written_path in write_schemas(Path(sys.argv[1]) if len(sys.argv) > 1 else SCHEMA_DIR):
         print(written_path)

@@ -1,7 +1,7 @@
 """Events as CloudEvents 1.0 in Kafka *binary* mode: attributes in ``ce_*`` headers, JSON data as the value,
 the post_id as the key (so one post's events stay in one partition, in order).
 
-Each type is versioned in its ``ce_type`` (``...v1``) and has a JSON Schema in schemas/ generated from the
+Each type is versioned in its ``ce_type`` (``...v1``) and has a JSON Schema in tagwatch/schemas/ generated from the
 models below (a test keeps them equal).
 """
 

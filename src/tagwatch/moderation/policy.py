@@ -1,7 +1,7 @@
 """The moderation policy: per-category thresholds -> allow / review / remove, with the rule that fired.
 
 Versioned apart from the model so thresholds can change without a new model. The trainer's calibration writes
-it (policy.json, schemas/policy.v2.json; v1 files still load: every category acts); the registry keeps it with
+it (policy.json, tagwatch/schemas/policy.v2.json; v1 files still load: every category acts); the registry keeps it with
 the model version it was calibrated for. A category in ``monitor`` mode is scored and its hits are named in the
 decision's reasons (``monitor:<category>...``) and counted, but it never changes the action; ``off`` is ignored.
 """

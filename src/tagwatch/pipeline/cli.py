@@ -22,10 +22,15 @@ err = Console(stderr=True)
 
 @pipeline_app.command("compile")
 def compile_command(
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Directory (default: pipelines/compiled).")] = None,
-    readmes: Annotated[bool, typer.Option(help="Also regenerate components/*/README.md.")] = True,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out", help="Directory for <name>.yaml (default: ./pipelines/compiled under the current directory; "
+                      "from the repository root that is the committed IR).")] = None,
+    readmes: Annotated[bool, typer.Option(help="Also regenerate each component's README.md next to its source "
+                                               "(a developer's step, in a checkout).")] = False,
 ) -> None:
-    """Compile pretrain_and_deploy and transfer_only to KFP IR YAML (upload them in the Kubeflow UI)."""
+    """Compile pretrain_and_deploy and transfer_only to KFP IR YAML (upload them in the Kubeflow UI).
+
+    The pipelines ship inside the tagwatch package: this works from a wheel or the image, not only a checkout."""
     from tagwatch.pipeline.compile import compile_all, write_readmes
 
     for path in compile_all(out_dir):
@@ -59,7 +64,7 @@ def run_command(
                              typer.Option(help="Artifacts dir (default <state_dir>/pipelines).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Run a pipeline. Only --local exists here: on Kubeflow, upload pipelines/compiled/<name>.yaml instead."""
+    """Run a pipeline. Only --local exists here: on Kubeflow, upload the IR from `tagwatch pipeline compile`."""
     from tagwatch.errors import PipelineError
     from tagwatch.pipeline.local import FULL_PARAMS, QUICK_PARAMS, run_local_pipeline
     from tagwatch.pipeline.local import check_stack
@@ -67,7 +72,7 @@ def run_command(
 
     if not local_run:
         raise PipelineError("only local runs start from this CLI",
-                            hint="add --local, or upload pipelines/compiled/<name>.yaml in the Kubeflow UI")
+                            hint="add --local, or upload the IR `tagwatch pipeline compile` writes in the Kubeflow UI")
     params = _parse_params(param or [])
     if name == "pretrain_and_deploy":
         params = {**(QUICK_PARAMS if quick else FULL_PARAMS), **params}

@@ -1,18 +1,24 @@
-"""Compile the pipelines to KFP IR YAML (``pipelines/compiled/<name>.yaml``, committed; a test recompiles and
-diffs) and generate each component's README.md from its docstring."""
+"""Compile the packaged pipelines to KFP IR YAML and generate each component's README.md from its docstring.
+
+The pipelines and components ship inside the package (``tagwatch.pipeline.definitions``, ``.components``), so this
+works the same from a checkout, a wheel or the image. The output goes to ``DEFAULT_OUT`` relative to the current
+directory unless a directory is given: run from the repository root, that is the committed IR
+(``pipelines/compiled/<name>.yaml``; a test recompiles and diffs).
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from pathlib import Path
 
-PIPELINES = ("pretrain_and_deploy", "transfer_only")
-COMPONENTS = ("ingest", "build_dataset", "pretrain", "transfer", "export_model", "evaluate", "register_model",
-              "deploy_model")
+from tagwatch.pipeline.components import COMPONENTS
+from tagwatch.pipeline.definitions import PIPELINES
 
+__all__ = ["COMPONENTS", "DEFAULT_OUT", "PIPELINES", "compile_all", "compile_pipeline", "component_readme",
+           "write_readmes"]
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[3]
+DEFAULT_OUT = Path("pipelines") / "compiled"
 
 
 def compile_pipeline(name: str, out_file: Path) -> Path:
@@ -26,19 +32,15 @@ def compile_pipeline(name: str, out_file: Path) -> Path:
 
 
 def compile_all(out_dir: Path | None = None) -> list[Path]:
-    out_dir = out_dir or repo_root() / "pipelines" / "compiled"
+    out_dir = out_dir or DEFAULT_OUT
     return [compile_pipeline(name, out_dir / f"{name}.yaml") for name in PIPELINES]
 
 
 def component_readme(name: str) -> str:
-    """README.md text of ``components/<name>``: its docstring, its inputs/outputs with types, the image."""
-    import importlib
-
+    """README.md text of component ``name``: its docstring, its inputs/outputs with types, the image."""
     from tagwatch.pipeline.image import IMAGE
-    from tagwatch.pipeline.local import import_pipeline
 
-    import_pipeline("pretrain_and_deploy")  # puts the repository root on sys.path
-    component = getattr(importlib.import_module(f"components.{name}.component"), name)
+    component = getattr(importlib.import_module(f"tagwatch.pipeline.components.{name}.component"), name)
     doc = inspect.getdoc(component.python_func) or ""
     summary, _, rest = doc.partition("\n")
     spec = component.component_spec
@@ -48,15 +50,24 @@ def component_readme(name: str) -> str:
             default = getattr(io, "default", None)
             rows.append(f"| `{key}` | {direction} | `{io.type}` | {'' if default is None else f'`{default!r}`'} |")
     return (f"# {name}\n\n{summary}\n\n"
-            f"Generated from `component.py` by `tagwatch pipeline compile`; edit the docstring, not this file.\n\n"
+            "Generated from `component.py` by `tagwatch pipeline compile --readmes`; edit the docstring, "
+            "not this file.\n\n"
             f"Image: `{IMAGE}` (one image for every component; `Dockerfile` at the repository root).\n"
             f"Logic: `tagwatch.pipeline.steps` (the component only wires KFP inputs/outputs).\n\n"
             "| name | in/out | type | default |\n|---|---|---|---|\n" + "\n".join(rows)
             + "\n\n```\n" + rest.strip() + "\n```\n")
 
 
+def components_dir() -> Path:
+    """Where the component packages are: the source tree in a checkout (editable install), else site-packages."""
+    import tagwatch.pipeline.components
+
+    return Path(tagwatch.pipeline.components.__file__).resolve().parent
+
+
 def write_readmes(root: Path | None = None) -> list[Path]:
-    root = root or repo_root() / "components"
+    """Rewrite ``<root>/<name>/README.md`` (default: next to each component's source; a developer's step)."""
+    root = root or components_dir()
     written = []
     for name in COMPONENTS:
         path = root / name / "README.md"

@@ -11,7 +11,7 @@ Stable API (the demo calls it)::
 - ``quick``: True = the synthetic source (240 posts), two demo categories on the shapes (``QUICK_CATEGORIES``),
   a 64 px tiny CNN, 30 pretrain + 30 transfer steps (about 1-2 min on 2 cores); False = 600 openclipart posts,
   the real moderation categories, 128 px, 2 torchrun ranks, 200 + 100 steps.
-- ``params``: any parameter of ``pipelines.pretrain_and_deploy`` (e.g. ``pretrain_steps=50``, ``limit=400``);
+- ``params``: any parameter of ``pretrain_and_deploy`` (e.g. ``pretrain_steps=50``, ``limit=400``);
   ``mode`` is always "local".
 - ``on_event(event: dict)``: called from a watcher thread for each step event
   ``{"step": "pretrain", "event": "start"|"done"|"failed", "t": unix time, ...}``.
@@ -139,17 +139,14 @@ def _python_path() -> str:
 
 
 def import_pipeline(name: str):
-    """``pipelines.<name>`` from the repository (its root is put on sys.path when not importable)."""
+    """The pipeline function ``name`` from the packaged ``tagwatch.pipeline.definitions``."""
     import importlib
 
-    root = Path(__file__).resolve().parents[3]
-    if str(root) not in sys.path and (root / "pipelines").is_dir():
-        sys.path.insert(0, str(root))
-    try:
-        module = importlib.import_module(f"pipelines.{name}")
-    except ModuleNotFoundError as error:
-        raise PipelineError(f"no pipeline {name!r}", hint="pipelines: pretrain_and_deploy, transfer_only") from error
-    return getattr(module, name)
+    from tagwatch.pipeline.definitions import PIPELINES
+
+    if name not in PIPELINES:
+        raise PipelineError(f"no pipeline {name!r}", hint=f"pipelines: {', '.join(PIPELINES)}")
+    return getattr(importlib.import_module(f"tagwatch.pipeline.definitions.{name}"), name)
 
 
 class _Watcher(threading.Thread):
@@ -170,7 +167,7 @@ class _Watcher(threading.Thread):
 
 def run_local_pipeline(settings, *, pipeline: str, params: dict[str, Any], pipeline_root: Path | None = None,
                        on_event: Callable[[dict], None] | None = None) -> LocalRunResult:
-    """Run ``pipelines.<pipeline>`` with kfp.local on this machine; returns what it made (see module doc)."""
+    """Run the packaged pipeline ``<pipeline>`` with kfp.local here; returns what it made (see module doc)."""
     from kfp import local
 
     check_stack(settings)

@@ -1,4 +1,4 @@
-"""One function per pipeline step: what each component in ``components/`` calls (and nothing else does).
+"""One function per pipeline step: what each component (``tagwatch.pipeline.components``) calls, and nothing else.
 
 Each takes explicit arguments, builds the process's Settings from the environment at the edge (the component's
 pod gets them from the ``tagwatch-params`` ConfigMap and the S3 Secret; a local run from the parent process), calls

@@ -1,4 +1,4 @@
-"""The versioned policy file (``policy.json``, schema ``schemas/policy.v2.json``) built from calibration scores by
+"""The versioned policy file (``policy.json``, packaged schema ``policy.v2.json``) built from calibration scores by
 the constrained calibrator (``operating_points.py``: review budget, confidence-bounded auto-removal, monitor mode).
 The moderation consumers read it: per category in mode ``act``, score >= remove_threshold -> remove, else score >=
 review_threshold -> review; a ``monitor`` category is scored and counted, never actioned; ``off`` is ignored.
@@ -47,12 +47,11 @@ def decide(scores: np.ndarray, *, remove_threshold: float, review_threshold: flo
 
 
 def validate_policy(policy: dict[str, Any]) -> None:
-    """Raise jsonschema.ValidationError unless ``policy`` matches its schema (schemas/policy.v<schema_version>.json)."""
-    import json
-    from pathlib import Path
-
+    """Raise jsonschema.ValidationError unless ``policy`` matches its packaged schema (policy.v<schema_version>.json
+    in ``tagwatch.schemas``)."""
     import jsonschema
 
+    from tagwatch.schemas import load_schema
+
     version = policy.get("schema_version", 1) if isinstance(policy, dict) else 1
-    schema_path = Path(__file__).resolve().parents[3] / "schemas" / f"policy.v{version if version in (1, 2) else 2}.json"
-    jsonschema.validate(policy, json.loads(schema_path.read_text()))
+    jsonschema.validate(policy, load_schema(f"policy.v{version if version in (1, 2) else 2}.json"))

@@ -5,15 +5,15 @@ production's beyond the CI (no production model: the budget alone)."""
 
 from kfp import dsl
 
-from components.build_dataset.component import build_dataset
-from components.deploy_model.component import deploy_model
-from components.evaluate.component import evaluate
-from components.export_model.component import export_model
-from components.ingest.component import ingest
-from components.pretrain.component import pretrain
-from components.register_model.component import register_model
-from components.transfer.component import transfer
-from pipelines._cluster import S3_SECRET, configure_task
+from tagwatch.pipeline.components.build_dataset.component import build_dataset
+from tagwatch.pipeline.components.deploy_model.component import deploy_model
+from tagwatch.pipeline.components.evaluate.component import evaluate
+from tagwatch.pipeline.components.export_model.component import export_model
+from tagwatch.pipeline.components.ingest.component import ingest
+from tagwatch.pipeline.components.pretrain.component import pretrain
+from tagwatch.pipeline.components.register_model.component import register_model
+from tagwatch.pipeline.components.transfer.component import transfer
+from tagwatch.pipeline.definitions._cluster import S3_SECRET, configure_task
 
 
 def register_and_deploy(*, onnx_task, evaluate_task, mode, deploy_alias, namespace, service_name,

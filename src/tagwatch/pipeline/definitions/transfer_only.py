@@ -4,11 +4,11 @@ register -> deploy: the cheap retrain when categories or thresholds change but t
 from kfp import dsl
 from kfp.dsl import Dataset, Model
 
-from components.evaluate.component import evaluate
-from components.export_model.component import export_model
-from components.transfer.component import transfer
-from pipelines._cluster import configure_task
-from pipelines.pretrain_and_deploy import register_and_deploy
+from tagwatch.pipeline.components.evaluate.component import evaluate
+from tagwatch.pipeline.components.export_model.component import export_model
+from tagwatch.pipeline.components.transfer.component import transfer
+from tagwatch.pipeline.definitions._cluster import configure_task
+from tagwatch.pipeline.definitions.pretrain_and_deploy import register_and_deploy
 
 
 @dsl.pipeline(name="tagwatch-transfer-only", description=__doc__.splitlines()[0])

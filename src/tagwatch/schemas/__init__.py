@@ -1,19 +1,27 @@
 """JSON Schemas of the moderation stream's events, generated from the pydantic models (one definition).
 
 Also the data seam's manifest, vocabulary and shard sample. (tagwatch.data.schemas renders the post record and
-dedup report the same way; the policy's schemas are schemas/policy.v1.json and v2, written by hand next to the trainer's
+dedup report the same way; the policy's schemas are policy.v1.json and v2, written by hand next to the trainer's
 calibration.)
 
-`python -m tagwatch.schemas` rewrites schemas/; a test fails when the committed files drift from the models.
+The JSON files ship inside this package (``SCHEMA_DIR``, package data of the wheel), so code reads them the same way
+from a checkout, a wheel or the image. `python -m tagwatch.schemas` rewrites them there; a test fails when the
+committed files drift from the models.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from pydantic import BaseModel
+
+SCHEMA_DIR = Path(__file__).resolve().parent
+
+
+def load_schema(filename: str) -> dict:
+    """A packaged JSON Schema by file name (e.g. ``policy.v2.json``)."""
+    return json.loads((SCHEMA_DIR / filename).read_text(encoding="utf-8"))
 
 
 def registry() -> dict[str, type[BaseModel]]:
@@ -51,8 +59,3 @@ def export(directory: Path) -> list[Path]:
         written.append(path)
     return written
 
-
-if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("schemas")
-    for path in export(target):
-        print(path)

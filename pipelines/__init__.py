@@ -1,1 +1,0 @@
-"""tagwatch pipelines (wiring only): ``pretrain_and_deploy`` and ``transfer_only``; compiled IR in compiled/."""
