@@ -202,3 +202,46 @@ def test_the_pretraining_pod_runs_as_the_pipeline_creates_it(job_kind, stack_set
     assert summary["run_id"] == run_id, summary
     assert 0 < sandbox.peak_rss < workload.memory_limit
     print(f"\n{workload.ident}: exit 0, checkpoint on S3, peak RSS {sandbox.peak_rss / 2**20:.0f} MiB")
+
+
+def test_a_pipeline_task_runs_the_packaged_component_as_its_pod(stack_settings, s3_dataset, tmp_path):
+    """The compiled IR's pretrain task, as a KFP v2 backend would start it: kfp's executor program with the
+    component's inline source, the platform spec's ConfigMap/Secret env and securityContext, only /tmp writable.
+    mode=local trains in the task's own pod (the cluster mode would create a TrainJob, proven above)."""
+    from tagwatch.k8s.kfp_pod import component_workload
+
+    settings = stack_settings
+    out = "/tmp/outputs"  # artifact URIs inside the pod's /tmp (KFP's launcher maps s3:// to local paths likewise)
+    executor_input = {
+        "inputs": {
+            "parameterValues": {"mode": "local", "steps": 3, "arch": "tiny_cnn", "width": 8, "image_size": 48,
+                                "batch_size": 8, "workers": 1, "nproc": 1, "pipeline_job_id": uuid.uuid4().hex[:8]},
+            "artifacts": {"dataset": {"artifacts": [{
+                "name": "dataset", "type": {"schemaTitle": "system.Dataset"}, "uri": f"{out}/dataset",
+                "metadata": {"dataset": f"{s3_dataset.manifest.name}/v1"}}]}},
+        },
+        "outputs": {
+            "artifacts": {name: {"artifacts": [{"name": name, "type": {"schemaTitle": kind}, "uri": f"{out}/{name}"}]}
+                          for name, kind in (("checkpoint", "system.Model"), ("metrics", "system.Metrics"))},
+            "outputFile": f"{out}/executor_output.json",
+        },
+    }
+    ir = REPO / "pipelines" / "compiled" / "pretrain_and_deploy.yaml"
+    workload = component_workload(ir, "exec-pretrain", executor_input)
+    objects = render(REPO / "manifests" / "overlays" / "dev")
+    env = pointed_at_stack(workload.env(objects, fixture_secrets(settings), IMAGE), settings)
+    sandbox = Sandbox(workload, effective_command(workload.container, IMAGE), env, fixture_secrets(settings),
+                      tmp_path / "pod.log")
+    sandbox.start(tmp_path / "fixtures")
+    try:
+        wait_for(lambda: (sandbox.sample_rss(), sandbox.process.poll() is not None)[1], 240, "the task to finish",
+                 logs=[tmp_path / "pod.log"])
+    finally:
+        if sandbox.process.poll() is None:
+            sandbox.terminate()
+    log = sandbox.log_tail(6000)
+    assert sandbox.process.returncode == 0, log
+    assert "Wrote executor output file" in log or "executor_output" in log, log
+    assert 0 < sandbox.peak_rss < workload.memory_limit, f"peak RSS {sandbox.peak_rss / 2**20:.0f} MiB"
+    print(f"\n{workload.ident}: exit 0, peak RSS {sandbox.peak_rss / 2**20:.0f} MiB of "
+          f"{workload.memory_limit / 2**20:.0f} MiB")
