@@ -19,12 +19,11 @@ import pytest
 from tagwatch.clients import s3_client
 from tagwatch.moderation.ledger import Ledger
 from tagwatch.moderation.publish import new_post, publish_posts, upload_image
-from tagwatch.registry import ModelRegistry
 from tagwatch.stack import with_stack_endpoints
 from tagwatch.stack.state import read_state
 from tests.conftest import make_settings, run_cli
 from tests.support import colour_model as cm
-from tests.support.serving_models import export_tiny
+from tests.support.serving_models import serve_tiny_model
 from tests.support.stream import assert_audit_clean, private_stream, read_topic, stream_env, wait_for
 
 
@@ -43,17 +42,9 @@ def _sigkill(proc) -> None:
 def test_sigkills_and_a_triton_restart_in_one_run_lose_nothing(tmp_path):
     base = make_settings(tmp_path / "state", kafka={"partitions": 2})
     env0 = {**stream_env(base), "TAGWATCH_KAFKA__PARTITIONS": "2"}
-    assert run_cli("stack", "up", env=env0).returncode == 0
     steady = victim = None
     try:
-        settings = with_stack_endpoints(base)
-        registry = ModelRegistry(s3_client(settings.s3), bucket=settings.s3.buckets.models,
-                                 model_name=settings.triton.model_name)
-        registry.register(export_tiny(tmp_path / "export", model_name=settings.triton.model_name).out_dir,
-                          alias="production")
-        up = run_cli("stack", "up", env=env0)
-        assert up.returncode == 0 and "started triton" in up.stdout, up.stdout + up.stderr
-
+        serve_tiny_model(base, env0, tmp_path / "export")
         settings = private_stream(with_stack_endpoints(base), partitions=2)
         env = stream_env(settings)
         s3 = s3_client(settings.s3)

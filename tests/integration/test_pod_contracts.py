@@ -24,12 +24,10 @@ from tagwatch.k8s.validate import render
 from tagwatch.moderation.ledger import Ledger
 from tagwatch.moderation.publish import new_post, publish_posts, upload_image
 from tagwatch.pipeline.image import IMAGE_REPOSITORY
-from tagwatch.registry import ModelRegistry
-from tagwatch.stack import with_stack_endpoints
 from tagwatch.stack.ports import pick_free_ports
 from tests.conftest import make_settings, run_cli, stack_env
 from tests.support import colour_model as cm
-from tests.support.serving_models import export_tiny
+from tests.support.serving_models import serve_tiny_model
 from tests.support.stream import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,17 +43,8 @@ def serving_stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("pods")
     base = make_settings(root / "state")
     env = stack_env(base)
-    up = run_cli("stack", "up", env=env)
-    assert up.returncode == 0, up.stdout + up.stderr
     try:
-        settings = with_stack_endpoints(base)
-        registry = ModelRegistry(s3_client(settings.s3), bucket=settings.s3.buckets.models,
-                                 model_name=settings.triton.model_name)
-        registry.register(export_tiny(root / "export", model_name=settings.triton.model_name).out_dir,
-                          alias="production")
-        up = run_cli("stack", "up", env=env)
-        assert up.returncode == 0 and "started triton" in up.stdout, up.stdout + up.stderr
-        yield with_stack_endpoints(base)
+        yield serve_tiny_model(base, env, root / "export")
     finally:
         run_cli("stack", "down", env=env)
 
@@ -190,13 +179,7 @@ def test_the_pretraining_pod_runs_as_the_pipeline_creates_it(job_kind, stack_set
     assert argv[0] == "torchrun", argv
     sandbox = Sandbox(workload, argv, env, secrets, tmp_path / "pod.log")
     sandbox.start(tmp_path / "fixtures")
-    try:
-        wait_for(lambda: (sandbox.sample_rss(), sandbox.process.poll() is not None)[1], 240, "the pod to finish",
-                 logs=[tmp_path / "pod.log"])
-    finally:
-        if sandbox.process.poll() is None:
-            sandbox.terminate()
-    assert sandbox.process.returncode == 0, sandbox.log_tail()
+    assert sandbox.wait_exit(240) == 0, sandbox.log_tail()
     # what the pipeline's step reads back after the job: the run's summary next to its checkpoints
     summary = read_checkpoint_json(settings, f"s3://{settings.s3.buckets.checkpoints}/{run_id}", "metrics.json")
     assert summary["run_id"] == run_id, summary
@@ -233,14 +216,9 @@ def test_a_pipeline_task_runs_the_packaged_component_as_its_pod(stack_settings, 
     sandbox = Sandbox(workload, effective_command(workload.container, IMAGE), env, fixture_secrets(settings),
                       tmp_path / "pod.log")
     sandbox.start(tmp_path / "fixtures")
-    try:
-        wait_for(lambda: (sandbox.sample_rss(), sandbox.process.poll() is not None)[1], 240, "the task to finish",
-                 logs=[tmp_path / "pod.log"])
-    finally:
-        if sandbox.process.poll() is None:
-            sandbox.terminate()
+    code = sandbox.wait_exit(240)
     log = sandbox.log_tail(6000)
-    assert sandbox.process.returncode == 0, log
+    assert code == 0, log
     assert "Wrote executor output file" in log or "executor_output" in log, log
     assert 0 < sandbox.peak_rss < workload.memory_limit, f"peak RSS {sandbox.peak_rss / 2**20:.0f} MiB"
     print(f"\n{workload.ident}: exit 0, peak RSS {sandbox.peak_rss / 2**20:.0f} MiB of "

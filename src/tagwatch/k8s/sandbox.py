@@ -322,6 +322,18 @@ class Sandbox:
             time.sleep(0.5)
         return status, body, time.monotonic() - start
 
+    def wait_exit(self, timeout_s: float) -> int | None:
+        """Wait for a run-to-completion container (a job's pod), sampling its RSS; its exit code, or None after
+        ``timeout_s`` (then it is terminated as the kubelet would at a deadline)."""
+        deadline = time.monotonic() + timeout_s
+        while self.process.poll() is None and time.monotonic() < deadline:
+            self.sample_rss()
+            time.sleep(0.25)
+        if self.process.poll() is None:
+            self.terminate()
+            return None
+        return self.process.returncode
+
     def terminate(self) -> tuple[int | None, float]:
         """SIGTERM the main process (what the kubelet does); wait up to the grace period. (exit code, seconds);
         the exit code is None if it had to be killed."""

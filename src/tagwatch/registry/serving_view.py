@@ -30,20 +30,21 @@ def read_serving_view(registry, ref: str | int) -> ServingView:
     metadata, digest = registry.resolve(ref)
     categories_path = f"repository/{metadata.model_name}/categories.txt"
 
-    categories = read_version_file(registry, metadata, categories_path)
-    if categories is None:
-        raise IntegrityError(f"{metadata.model_name} version {metadata.version} has no {categories_path}",
-                             hint="the version is damaged; promote another one")
+    categories = read_version_file(registry, metadata, categories_path, required=True)
     policy = read_version_file(registry, metadata, POLICY_FILE)
     return ServingView(metadata=metadata, metadata_sha256=digest,
                        categories=categories.decode("utf-8").splitlines(),
                        policy=json.loads(policy) if policy is not None else None)
 
 
-def read_version_file(registry, metadata: VersionMetadata, path: str) -> bytes | None:
-    """One file of a version, sha256-checked against metadata.json; None if the version has no such file."""
+def read_version_file(registry, metadata: VersionMetadata, path: str, *, required: bool = False) -> bytes | None:
+    """One file of a version, sha256-checked against metadata.json; None if the version has no such file (an
+    IntegrityError instead when ``required``)."""
     expected = metadata.files.get(path)
     if expected is None:
+        if required:
+            raise IntegrityError(f"{metadata.model_name} version {metadata.version} has no {path}",
+                                 hint="the version is damaged; promote another one")
         return None
     body = registry._get(f"{registry.version_prefix(metadata.version)}/{path}")  # the registry's own read
     if body is None:

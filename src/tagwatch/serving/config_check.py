@@ -11,7 +11,7 @@ import json
 import urllib.error
 import urllib.request
 
-from tagwatch.errors import IntegrityError, ServingError
+from tagwatch.errors import ServingError
 from tagwatch.export.triton_layout import CONFIG_FILE, model_config_proto
 from tagwatch.registry.serving_view import read_version_file
 from tagwatch.serving.model_config import ServedConfig, differences, parse_registered_config
@@ -53,9 +53,6 @@ def registered_config(registry, ref: str | int):
     validated; only that file is read (not the model)."""
     metadata, _ = registry.resolve(ref)
     path = f"repository/{metadata.model_name}/{CONFIG_FILE}"
-    body = read_version_file(registry, metadata, path)
-    if body is None:
-        raise IntegrityError(f"{metadata.model_name} version {metadata.version} has no {path}",
-                             hint="the version is damaged; promote another one")
+    body = read_version_file(registry, metadata, path, required=True)
     return metadata.version, parse_registered_config(body.decode("utf-8"), model_name=metadata.model_name,
                                                      version=metadata.version)
