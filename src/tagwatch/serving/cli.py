@@ -58,7 +58,11 @@ def check_config(
     url: Annotated[Optional[str], typer.Option(help="Triton HTTP host:port (default the local server's).")] = None,
     ref: Annotated[str, typer.Option(help="Registered version to compare with: alias, number or `latest`.")] = "production",
 ) -> None:
-    """Compare the config a running Triton reports with the version's registered config.pbtxt (exit 5 if they differ)."""
+    """Compare the config a running Triton reports with the version's registered config.pbtxt (exit 5 if they differ).
+
+    Example (a cluster's predictor, port-forwarded): kubectl -n tagwatch port-forward svc/tagwatch-moderation-predictor
+    8080:80 & tagwatch serve check-config --url 127.0.0.1:8080 --ref production
+    """
     from tagwatch.errors import CheckFailedError
     from tagwatch.registry import open_registry
     from tagwatch.serving.config_check import compare, fetch_served_config, registered_config
