@@ -81,12 +81,12 @@ def run_consumer(settings, scorer, options: ConsumerOptions, expect: int) -> dic
 
     decide_s: list[float] = []
 
-    def first(records):  # the clock starts when the first batch starts
+    def first(records, after=None):  # the clock starts when the first batch starts
         t0 = time.perf_counter()
         if not marks:
             marks.append(t0)
         try:
-            return prepare(records)
+            return prepare(records, after)
         finally:
             decide_s.append(time.perf_counter() - t0)
 

@@ -100,3 +100,42 @@ def test_a_bank_hit_removes_without_the_model_and_a_repost_reuses_the_first_scor
     assert repost.decision.reasons == ["repost:p0"] and repost.scores == first.scores
     assert same.decision == first.decision.model_copy(update={"decided_at": same.decision.decided_at,
                                                                "latency_ms": same.decision.latency_ms})
+
+
+class _SlowScorer:
+    """The colour model, with each call held until ``release`` is set (a batch still being scored)."""
+
+    def __init__(self, scorer, release) -> None:
+        self.scorer, self.release = scorer, release
+        self.categories, self.model = scorer.categories, scorer.model
+
+    def score(self, images):
+        assert self.release.wait(10)
+        return self.scorer.score(images)
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_overlapping_batches_see_a_repost_only_when_the_later_one_waits_for_the_earlier(scorer, ordered):
+    """The consumer decides batch N+1 while batch N is still being scored. With ``after`` (what the consumer
+    passes), N+1's repost lookups wait for N, so a repost across the two batches is found; without it, the
+    lookup runs before N has remembered its image (the race a stranger's run once hit)."""
+    import threading
+    from concurrent.futures import wait
+
+    posts, blobs = _posts([cm.BLUE])
+    again = new_post("p-again", posts[0].image_uri, posts[0].sha256)
+    reposts, release = Reposts(), threading.Event()
+    common = dict(images=MemoryImages(blobs), banks=None, policy=cm.POLICY, preset=DEFAULT_PRESET, reposts=reposts)
+    with ThreadPoolExecutor(2) as pool:
+        earlier = pool.submit(moderate_batch, posts, scorer=_SlowScorer(scorer, release), **common)
+        later = pool.submit(moderate_batch, [again], scorer=scorer, **common,
+                            after=(lambda: wait([earlier])) if ordered else None)
+        if not ordered:
+            later.result(timeout=10)  # decided while the earlier batch is still held at its model call
+        release.set()
+        (first,), (second,) = earlier.result(timeout=10), later.result(timeout=10)
+    assert first.decision.reasons and not first.decision.reasons[0].startswith("repost:")
+    if ordered:
+        assert "repost:p0" in second.decision.reasons and second.scores == first.scores
+    else:
+        assert not any(r.startswith("repost:") for r in second.decision.reasons)

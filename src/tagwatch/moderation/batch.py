@@ -103,14 +103,15 @@ class BatchModerator:
     def preset(self):
         return resolve_preset(self.options, self.scorer)
 
-    def prepare(self, records: list) -> Staged:
-        """Parse, load, score and decide; RetryableError (RecordsFailed when it is particular records')."""
+    def prepare(self, records: list, after=None) -> Staged:
+        """Parse, load, score and decide; RetryableError (RecordsFailed when it is particular records').
+        ``after``: see ``moderate_batch`` (waits for the batch before this one)."""
         items = [self._intake(r) for r in records]
         self._refresh_banks()
         observe = self.metrics.model_latency.observe if self.metrics is not None else None
         moderate_batch(items, images=self.images, scorer=self.scorer, banks=self._matcher, policy=self.policy,
                        preset=self.preset, infer_batch=self.options.infer_batch, reposts=self.reposts,
-                       pools=self._pools, on_model_seconds=observe)
+                       pools=self._pools, on_model_seconds=observe, after=after)
         failed = [i for i in items if i.failed is not None]
         if failed:
             raise RecordsFailed(failed)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from threading import Event
 
@@ -175,7 +176,7 @@ class ModerationConsumer(Retrying):
                     rebalancing_since = None
                     self._group.recover(self.metrics)
                     if self._overlapped:
-                        started = self._start(records)
+                        started = self._start(records, earlier=deciding)
                         if deciding is not None:
                             pending = self._advance(deciding, pending, stop)
                         deciding = started
@@ -225,10 +226,13 @@ class ModerationConsumer(Retrying):
     def _count_in_flight(self, *batches) -> None:
         self.metrics.in_flight.set(sum(len(b.records) for b in batches if b is not None))
 
-    def _start(self, records: list) -> Deciding:
-        """Start deciding ``records`` in the background: their images are fetched and their micro-batches queued
-        for the model while the batch before them is still being scored (no idle model between batches)."""
-        return Deciding(records, self.tracker.epochs_of(records), self._decide_pool.submit(self._prepare, records))
+    def _start(self, records: list, earlier: Deciding | None) -> Deciding:
+        """Start deciding ``records`` in the background: their images are fetched while the batch before them
+        (``earlier``) is still being decided; their repost lookups and model calls wait for it, so a repost of an
+        image in ``earlier`` reuses its decision (its errors are its own)."""
+        after = None if earlier is None else (lambda: futures_wait([earlier.future]))
+        return Deciding(records, self.tracker.epochs_of(records),
+                        self._decide_pool.submit(self._prepare, records, after))
 
     def _advance(self, deciding: Deciding, pending: Staged | None, stop: Event) -> Staged | None:
         """Wait for ``deciding``'s decisions; commit ``pending`` (delivered meanwhile); start delivering them.
@@ -276,8 +280,8 @@ class ModerationConsumer(Retrying):
         self._settled(records)
         self._done(records)
 
-    def _prepare(self, records: list) -> Staged:
-        return self.moderator.prepare(records)
+    def _prepare(self, records: list, after=None) -> Staged:
+        return self.moderator.prepare(records, after)
 
     def _done(self, records: list) -> None:
         self.metrics.healthy = True
