@@ -129,7 +129,7 @@ def test_overlapping_batches_see_a_repost_only_when_the_later_one_waits_for_the_
     with ThreadPoolExecutor(2) as pool:
         earlier = pool.submit(moderate_batch, posts, scorer=_SlowScorer(scorer, release), **common)
         later = pool.submit(moderate_batch, [again], scorer=scorer, **common,
-                            after=(lambda: wait([earlier])) if ordered else None)
+                            after=(lambda outcomes: wait([earlier])) if ordered else None)
         if not ordered:
             later.result(timeout=10)  # decided while the earlier batch is still held at its model call
         release.set()

@@ -92,7 +92,9 @@ class Deciding:
 
     records: list
     epochs: dict
-    future: Future
+    future: Future | None = None
+    images: set[str] = field(default_factory=set)  # the sha256 of each post's image, once parsed
+    parsed: Event = field(default_factory=Event)
 
 
 class ModerationConsumer(Retrying):
@@ -227,12 +229,29 @@ class ModerationConsumer(Retrying):
         self.metrics.in_flight.set(sum(len(b.records) for b in batches if b is not None))
 
     def _start(self, records: list, earlier: Deciding | None) -> Deciding:
-        """Start deciding ``records`` in the background: their images are fetched while the batch before them
-        (``earlier``) is still being decided; their repost lookups and model calls wait for it, so a repost of an
-        image in ``earlier`` reuses its decision (its errors are its own)."""
-        after = None if earlier is None else (lambda: futures_wait([earlier.future]))
-        return Deciding(records, self.tracker.epochs_of(records),
-                        self._decide_pool.submit(self._prepare, records, after))
+        """Start deciding ``records`` in the background while the batch before them (``earlier``) is still being
+        decided. If the two share an image, this batch's repost lookups and model calls wait for ``earlier``, so the
+        repost reuses its decision (its errors are its own); otherwise nothing waits."""
+        deciding = Deciding(records, self.tracker.epochs_of(records))
+
+        def after(outcomes: list) -> None:
+            deciding.images.update(o.post.sha256 for o in outcomes if o.post is not None)
+            deciding.parsed.set()
+            if earlier is None:
+                return
+            while not earlier.parsed.wait(0.05) and not earlier.future.done():
+                pass
+            if deciding.images & earlier.images:  # only then: most batches share no image and never wait
+                futures_wait([earlier.future])
+
+        def prepare() -> Staged:
+            try:
+                return self._prepare(records, after)
+            finally:
+                deciding.parsed.set()  # also when it failed before parsing: a later batch must not wait for it
+
+        deciding.future = self._decide_pool.submit(prepare)
+        return deciding
 
     def _advance(self, deciding: Deciding, pending: Staged | None, stop: Event) -> Staged | None:
         """Wait for ``deciding``'s decisions; commit ``pending`` (delivered meanwhile); start delivering them.

@@ -122,13 +122,14 @@ def moderate_batch(posts: Sequence[PostCreated | Outcome], *, images: Callable[[
                    banks: BankMatcher | None, policy: Policy, preset: Callable, infer_batch: int = 16,
                    reposts: Reposts | None = None, pools: tuple[Executor, Executor] | None = None,
                    on_model_seconds: Callable[[float], None] | None = None,
-                   after: Callable[[], None] | None = None) -> list[Outcome]:
+                   after: Callable[[list[Outcome]], None] | None = None) -> list[Outcome]:
     """Decide a batch of posts; one outcome per post, in order.
 
     ``posts``: PostCreated, or Outcomes whose ``post`` is set (a caller that carries its own source records).
     ``pools``: (fetch, infer) executors; None runs everything in this thread (tests, small tools).
-    ``after``: called once this batch's images are being fetched, before its first repost lookup: it waits for an
-    earlier batch still being decided (batches overlap), so a repost of an image in that batch is seen as one.
+    ``after``: called with this batch's outcomes once its images are being fetched, before its first repost
+    lookup: the caller waits there for an earlier batch still being decided that holds one of the same images
+    (batches overlap), so a repost of an image in that batch is seen as one.
     Raises RetryableError only for trouble that is every post's (the scorer unavailable or relabelled).
     """
     outcomes = [p if isinstance(p, Outcome) else Outcome(post=p) for p in posts]
@@ -152,7 +153,7 @@ def moderate_batch(posts: Sequence[PostCreated | Outcome], *, images: Callable[[
     todo = [o for o in outcomes if o.poison is None]
     loads = [submit(fetch_pool, load, o) for o in todo]
     if after is not None:
-        after()
+        after(outcomes)
     scoring: list[tuple[list[Outcome], object]] = []
     ready: list[Outcome] = []
     for outcome, loading in zip(todo, loads, strict=True):
