@@ -40,6 +40,9 @@ app.add_typer(posts_app, name="posts")
 from tagwatch.moderation.audit_cli import audit  # noqa: E402
 posts_app.command("audit")(audit)
 app.add_typer(bank_app, name="bank")
+from tagwatch.moderation.dlq_cli import dlq_app, ledger_app  # noqa: E402
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(ledger_app, name="ledger")
 app.command("moderate")(moderate)
 from tagwatch.train.cli import train_app  # noqa: E402
 app.add_typer(train_app, name="train")

@@ -1,0 +1,138 @@
+"""Re-drive claims: one S3 object per dead letter, written once (If-None-Match: *), in the ledger bucket.
+
+A claim is keyed by the dead letter's address on the DLQ topic (``redrives/<topic>/<partition>/<offset>.json``).
+Whoever writes it first re-drives that dead letter; every other run is refused by the store (412/409) and skips
+it, so two concurrent re-drives never publish the same dead letter twice. After publishing, the claim is
+rewritten with the new record's address. A small marker under ``redrives/by-post/<post_id>/`` lets the claims of
+one post be found without reading every claim.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict
+
+from tagwatch.errors import RetryableError
+
+PREFIX = "redrives/"
+BY_POST = f"{PREFIX}by-post/"
+
+
+class RecordAddress(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class RedriveClaim(BaseModel):
+    """Who re-drove which dead letter, when, and where the re-published record went."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dead_letter: RecordAddress
+    original: RecordAddress  # the record that dead-lettered
+    post_id: str | None
+    reason: str
+    redrive_count: int  # the value of the re-published record's tagwatch-redrive-count header
+    claimed_by: str
+    claimed_at: datetime
+    run_id: str
+    published: RecordAddress | None = None
+    published_at: datetime | None = None
+
+
+def who() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}:{os.getpid()}"
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ClaimStore:
+    def __init__(self, s3, bucket: str) -> None:
+        self.s3, self.bucket = s3, bucket
+
+    @staticmethod
+    def key(dead_letter: RecordAddress) -> str:
+        return f"{PREFIX}{quote(dead_letter.topic, safe='.-_')}/{dead_letter.partition}/{dead_letter.offset}.json"
+
+    @staticmethod
+    def marker_key(post_id: str, dead_letter: RecordAddress) -> str:
+        return f"{BY_POST}{quote(post_id, safe='.-_')}/{ClaimStore.key(dead_letter)[len(PREFIX):]}"
+
+    def claim(self, claim: RedriveClaim) -> bool:
+        """Write the claim unless the dead letter already has one. True if this call won it."""
+        if not self._put(self.key(claim.dead_letter), claim, if_none_match=True):
+            return False
+        if claim.post_id is not None:
+            self.s3.put_object(Bucket=self.bucket, Key=self.marker_key(claim.post_id, claim.dead_letter), Body=b"")
+        return True
+
+    def mark_published(self, claim: RedriveClaim, published: RecordAddress) -> RedriveClaim:
+        done = claim.model_copy(update={"published": published, "published_at": now()})
+        self._put(self.key(claim.dead_letter), done)
+        return done
+
+    def release(self, claim: RedriveClaim) -> None:
+        """Drop a claim whose publish failed, so a later run may re-drive the dead letter."""
+        self.s3.delete_object(Bucket=self.bucket, Key=self.key(claim.dead_letter))
+        if claim.post_id is not None:
+            self.s3.delete_object(Bucket=self.bucket, Key=self.marker_key(claim.post_id, claim.dead_letter))
+
+    def for_topic(self, topic: str, *, workers: int = 16) -> dict[tuple[int, int], RedriveClaim]:
+        """(partition, offset) -> claim, for every dead letter of ``topic`` that was claimed."""
+        claims = self._read_all(self._keys(f"{PREFIX}{quote(topic, safe='.-_')}/"), workers)
+        return {(c.dead_letter.partition, c.dead_letter.offset): c for c in claims}
+
+    def for_post(self, post_id: str, *, workers: int = 16) -> list[RedriveClaim]:
+        """Every claim of ``post_id``'s dead letters, oldest first."""
+        prefix = f"{BY_POST}{quote(post_id, safe='.-_')}/"
+        keys = [PREFIX + key[len(prefix):] for key in self._keys(prefix)]
+        return sorted(self._read_all(keys, workers), key=lambda c: c.claimed_at)
+
+    def _keys(self, prefix: str) -> list[str]:
+        keys = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        return keys
+
+    def _read_all(self, keys: list[str], workers: int) -> list[RedriveClaim]:
+        def get(key: str) -> RedriveClaim | None:
+            try:
+                body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            except self.s3.exceptions.NoSuchKey:
+                return None  # released between the listing and the read
+            return RedriveClaim.model_validate_json(body)
+
+        with ThreadPoolExecutor(max(1, min(workers, len(keys)))) as pool:
+            return [c for c in pool.map(get, keys) if c is not None]
+
+    def _put(self, key: str, claim: RedriveClaim, *, if_none_match: bool = False) -> bool:
+        """PUT; False if the If-None-Match condition did not hold (412 / 409, as SeaweedFS answers)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=claim.model_dump_json().encode(),
+                               ContentType="application/json", **({"IfNoneMatch": "*"} if if_none_match else {}))
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if if_none_match and (code in {"PreconditionFailed", "ConditionalRequestConflict"} or status in {409, 412}):
+                return False
+            raise RetryableError(f"re-drive claim s3://{self.bucket}/{key} not written: {code or status}") from error
+        except BotoCoreError as error:
+            raise RetryableError(f"re-drive claims unavailable: {type(error).__name__}") from error
+        return True
