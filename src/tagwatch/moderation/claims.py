@@ -14,6 +14,7 @@ import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from typing import Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
@@ -37,6 +38,7 @@ class RedriveClaim(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    schema_version: Literal[1] = 1
     dead_letter: RecordAddress
     original: RecordAddress  # the record that dead-lettered
     post_id: str | None

@@ -27,6 +27,7 @@ def load_schema(filename: str) -> dict:
 def registry() -> dict[str, type[BaseModel]]:
     from tagwatch.data.manifest import DatasetManifest, ShardSample, Vocabulary
     from tagwatch.moderation.bank import HashBank
+    from tagwatch.moderation.claims import RedriveClaim
     from tagwatch.moderation.events import Decision, DeadLetter, PostCreated, ReviewRequest
     from tagwatch.registry.metadata import AliasRecord, VersionMetadata
 
@@ -35,6 +36,7 @@ def registry() -> dict[str, type[BaseModel]]:
         "moderation-decision.v1.json": Decision,
         "review-request.v1.json": ReviewRequest,
         "dead-letter.v1.json": DeadLetter,
+        "redrive-claim.v1.json": RedriveClaim,
         "hash-bank.v1.json": HashBank,
         "dataset-manifest.v1.json": DatasetManifest,
         "vocabulary.v1.json": Vocabulary,
