@@ -151,3 +151,18 @@ def test_claim_keys_are_per_dead_letter_and_findable_by_post():
     address = RecordAddress(topic="t1.dlq", partition=2, offset=40)
     assert ClaimStore.key(address) == "redrives/t1.dlq/2/40.json"
     assert ClaimStore.marker_key("a/b c", address) == "redrives/by-post/a%2Fb%20c/t1.dlq/2/40.json"
+
+
+def test_cli_help_has_examples_and_an_unknown_reason_is_one_error_line_exit_3(tmp_path):
+    from tests.conftest import run_cli
+    from tests.unit.test_cli import _env, _one_line_error
+
+    for command in (("dlq", "list"), ("dlq", "show"), ("dlq", "redrive"), ("ledger", "redrives")):
+        result = run_cli(*command, "--help", env=_env(tmp_path, COLUMNS="200"))
+        assert result.returncode == 0 and "Example: tagwatch" in result.stdout, (command, result.stdout)
+    result = run_cli("dlq", "redrive", "--reason", "image_gone", env=_env(tmp_path))
+    assert result.returncode == 3
+    _one_line_error(result, "unknown dead-letter reason 'image_gone'", "image_missing")
+    result = run_cli("dlq", "list", "--since", "yesterday", env=_env(tmp_path))
+    assert result.returncode == 3
+    _one_line_error(result, "--since", "2h")

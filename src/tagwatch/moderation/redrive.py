@@ -200,11 +200,15 @@ def _claim_and_publish(settings, store: ClaimStore, planned: list[Planned], run_
     for sent, metadata in confirmed:
         item, claim = by_send[id(sent)]
         address = RecordAddress(topic=topic, partition=metadata.partition, offset=metadata.offset)
-        store.mark_published(claim, address)
+        detail = ""
+        try:
+            store.mark_published(claim, address)
+        except TagwatchError as error:  # published all the same: the claim still stands, only without the offset
+            detail = f"claim not updated with the new offset: {error.message}"
         log.info("re-drove dead letter %s (post %s) to %s[%d]@%d, redrive count %d", item.entry.address,
                  item.entry.post_id, topic, metadata.partition, metadata.offset, item.count)
         outcomes.append(Outcome(item.entry.partition, item.entry.offset, item.entry.post_id, REDRIVEN, item.count,
-                                published=address.model_dump()))
+                                detail, published=address.model_dump()))
     for sent, error in failed:
         item, claim = by_send[id(sent)]
         store.release(claim)
