@@ -20,6 +20,7 @@ from tagwatch.moderation.dlq import REDRIVE_COUNT_HEADER, read_dead_letters
 from tagwatch.moderation.events import Decision, EventType, encode
 from tagwatch.moderation.ledger import Ledger
 from tagwatch.moderation.publish import new_post, publish_posts, upload_image
+from tagwatch.moderation.readback import audit_stream
 from tagwatch.moderation.scoring import OnnxScorer
 from tests.conftest import run_cli
 from tests.support import colour_model as cm
@@ -146,6 +147,11 @@ def test_redrive_after_the_fix_decides_each_post_once_and_never_twice(stack_sett
     detail = json.loads(result.stdout)
     assert detail["reason"] == "image_missing" and detail["original_headers"][REDRIVE_COUNT_HEADER] == "3"
     assert detail["original_value"]["post_id"] == tired.post_id
+
+    # the stream audit agrees: nothing lost, ledger = first decision, no commit past an undecided record
+    report = audit_stream(settings, expected={p.post_id for p in [*fixed, fine, tired]}, quiet_s=1.5)
+    assert (report.lost, report.ledger_mismatches, report.commit_violations) == (0, 0, 0), report.to_dict()
+    assert report.conflicting_decision_ids == 0 and report.ledger_records == 7, report.to_dict()
 
     result = run_cli("dlq", "redrive", "--reason", "image_too_small", "--quiet", "1.5", env=stream_env(settings))
     assert result.returncode == 0 and "nothing done" in result.stdout, result.stderr  # empty: not an error

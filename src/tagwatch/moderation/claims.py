@@ -76,12 +76,20 @@ class ClaimStore:
         return f"{BY_POST}{quote(post_id, safe='.-_')}/{ClaimStore.key(dead_letter)[len(PREFIX):]}"
 
     def claim(self, claim: RedriveClaim) -> bool:
-        """Write the claim unless the dead letter already has one. True if this call won it."""
-        if not self._put(self.key(claim.dead_letter), claim, if_none_match=True):
-            return False
+        """Write the claim unless the dead letter already has one. True if this call won it.
+
+        The post's marker goes first: a marker whose claim is missing is ignored by ``for_post``, a claim without
+        its marker would be invisible there. Every run writes the same marker for the same dead letter."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
         if claim.post_id is not None:
-            self.s3.put_object(Bucket=self.bucket, Key=self.marker_key(claim.post_id, claim.dead_letter), Body=b"")
-        return True
+            key = self.marker_key(claim.post_id, claim.dead_letter)
+            try:
+                self.s3.put_object(Bucket=self.bucket, Key=key, Body=b"")
+            except (BotoCoreError, ClientError) as error:
+                raise RetryableError(f"re-drive marker s3://{self.bucket}/{key} not written: "
+                                     f"{type(error).__name__}") from error
+        return self._put(self.key(claim.dead_letter), claim, if_none_match=True)
 
     def mark_published(self, claim: RedriveClaim, published: RecordAddress) -> RedriveClaim:
         done = claim.model_copy(update={"published": published, "published_at": now()})
