@@ -112,7 +112,8 @@ def test_redrive_after_the_fix_decides_each_post_once_and_never_twice(stack_sett
     assert sorted(r.key.decode() for r in again) == sorted(redriven)
     for record in again:
         original = originals[record.key.decode()]
-        assert record.value == original.value and list(record.headers) == [*original.headers, (REDRIVE_COUNT_HEADER, b"1")]
+        assert record.value == original.value
+        assert list(record.headers) == [*original.headers, (REDRIVE_COUNT_HEADER, b"1")]
         claim = next(c for c in claims.values() if c.post_id == record.key.decode())
         assert (claim.published.partition, claim.published.offset) == (record.partition, record.offset)
 
@@ -123,7 +124,8 @@ def test_redrive_after_the_fix_decides_each_post_once_and_never_twice(stack_sett
     for post in [*fixed, fine]:
         assert ledger.get(post.post_id) is not None, post.post_id
     assert ledger.get(tired.post_id) is None
-    events = [Decision.model_validate_json(r.value) for r in read_topic(settings, settings.kafka.topics.decisions, expect=7)]
+    decisions = read_topic(settings, settings.kafka.topics.decisions, expect=7)
+    events = [Decision.model_validate_json(r.value) for r in decisions]
     assert sorted(d.post_id for d in events) == sorted(p.post_id for p in [*fixed, fine])  # each decided once
 
     # a later run finds nothing left to do; the one at the maximum is still reported, still dead

@@ -17,7 +17,8 @@ from tagwatch.errors import TagwatchError
 dlq_app = typer.Typer(help="Dead letters: list, show and re-drive them to the posts topic.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The decision ledger (S3): what it holds for a post.", no_args_is_help=True)
 
-QuietOption = Annotated[float, typer.Option(help="The DLQ topic is read until no record arrived for this many seconds.")]
+QuietOption = Annotated[float, typer.Option(
+    help="The DLQ topic is read until no record arrived for this many seconds.")]
 
 
 def _settings(ctx: typer.Context):
@@ -54,8 +55,8 @@ def dlq_list(
     since_at = parse_since(since) if since is not None else None
     settings = _settings(ctx)
     entries = select(read_dead_letters(settings.kafka, quiet_s=quiet), reason=chosen_reason, since=since_at)
-    claims = ClaimStore(s3_client(settings.s3), settings.s3.buckets.ledger).for_topic(settings.kafka.topics.dead_letter) \
-        if entries else {}
+    store = ClaimStore(s3_client(settings.s3), settings.s3.buckets.ledger)
+    claims = store.for_topic(settings.kafka.topics.dead_letter) if entries else {}
     rows = [_row(e, claims.get((e.partition, e.offset))) for e in entries]
     summary = count_by_reason(entries)
     if as_json:
@@ -136,8 +137,10 @@ def dlq_redrive(
     ctx: typer.Context,
     reason: Annotated[str, typer.Option(help="Re-drive the dead letters of this reason (e.g. image_missing).")],
     since: Annotated[Optional[str], typer.Option(help="Only dead-lettered since: 30m, 2h, 7d or an ISO time.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be re-driven; claim and publish nothing.")] = False,
-    max_redrives: Annotated[int, typer.Option(min=1, help="A record re-driven this many times already stays dead.")] = 3,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List what would be re-driven; claim and publish nothing.")] = False,
+    max_redrives: Annotated[int, typer.Option(
+        min=1, help="A record re-driven this many times already stays dead.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
     quiet: QuietOption = 2.0,
 ) -> None:
