@@ -116,6 +116,9 @@ def dlq_show(
 ) -> None:
     """Show dead letters decoded as JSON: the envelope, the original headers as text, the original value parsed.
 
+    A bare OFFSET matching on several partitions, or a post dead-lettered more than once, prints one JSON
+    document per dead letter.
+
     Example: tagwatch dlq show 0:17   (or: tagwatch dlq show post-000042)
     """
     from tagwatch.clients import s3_client
