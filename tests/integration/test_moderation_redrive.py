@@ -1,7 +1,8 @@
 """DLQ re-drive on the real embedded stack (SeaweedFS + Tansu), the CLI run as a user runs it.
 
 Posts whose images are not in S3 yet dead-letter as image_missing; the images are uploaded (the fix); two
-`tagwatch dlq redrive --reason image_missing` run at once; the consumer runs again. Every fixed post is decided
+re-drives of image_missing run at once (the library call `tagwatch dlq redrive` makes, in two threads); the
+consumer runs again. Every fixed post is decided
 exactly once, nothing is re-driven twice, and a record already re-driven the maximum number of times stays dead.
 """
 
@@ -21,6 +22,7 @@ from tagwatch.moderation.events import Decision, EventType, encode
 from tagwatch.moderation.ledger import Ledger
 from tagwatch.moderation.publish import new_post, publish_posts, upload_image
 from tagwatch.moderation.readback import audit_stream
+from tagwatch.moderation.redrive import redrive
 from tagwatch.moderation.scoring import OnnxScorer
 from tests.conftest import run_cli
 from tests.support import colour_model as cm
@@ -44,7 +46,7 @@ def _cli_json(settings, *args):
     return json.loads(result.stdout)
 
 
-def test_redrive_after_the_fix_decides_each_post_once_and_never_twice(stack_settings, scorer):
+def test_redrive_after_the_fix_decides_each_post_once_and_never_twice(stack_settings, scorer, monkeypatch):
     from kafka import KafkaProducer
 
     settings = private_stream(stack_settings, partitions=2)
@@ -86,16 +88,31 @@ def test_redrive_after_the_fix_decides_each_post_once_and_never_twice(stack_sett
     store = ClaimStore(s3, settings.s3.buckets.ledger)
     assert store.for_topic(settings.kafka.topics.dead_letter) == {}  # a dry run claims nothing
 
+    # Two runs at once. Started as two subprocesses they rarely overlap (the later one sees the earlier one's
+    # claims: already_redriven), so the runs are two threads held at a barrier after each has read the existing
+    # claims: both plan every dead letter, and only SeaweedFS's conditional PUT can keep them apart.
     reports: list[dict] = [None, None]
+    barrier = threading.Barrier(2, timeout=120)
+    read_claims = ClaimStore.for_topic
 
-    def redrive(i: int) -> None:
-        reports[i] = _cli_json(settings, "dlq", "redrive", "--reason", "image_missing", "--json")
+    def read_claims_then_wait(self, topic, **kwargs):
+        claims = read_claims(self, topic, **kwargs)
+        barrier.wait()
+        return claims
 
-    threads = [threading.Thread(target=redrive, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    def run_redrive(i: int) -> None:
+        reports[i] = redrive(settings, reason="image_missing", quiet_s=1.5).to_dict()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ClaimStore, "for_topic", read_claims_then_wait)
+        threads = [threading.Thread(target=run_redrive, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert all(r is not None and r["selected"] == 7 for r in reports), reports
+    lost = [o["post_id"] for r in reports for o in r["outcomes"] if o["status"] == "claimed_by_another_run"]
+    assert len(lost) == 6, reports  # every dead letter was planned by both runs; each claim went to one
     redriven = [o["post_id"] for r in reports for o in r["outcomes"] if o["status"] == "redriven"]
     assert sorted(redriven) == sorted(p.post_id for p in fixed), reports  # each once, across both runs
     for report in reports:
