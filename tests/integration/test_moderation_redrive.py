@@ -172,5 +172,15 @@ def test_redrive_after_the_fix_decides_each_post_once_and_never_twice(stack_sett
     assert (report.lost, report.ledger_mismatches, report.commit_violations) == (0, 0, 0), report.to_dict()
     assert report.conflicting_decision_ids == 0 and report.ledger_records == 7, report.to_dict()
 
+    # a higher maximum lets the tired one go, from the CLI, with its count raised from 3 to 4
+    result = run_cli("dlq", "redrive", "--reason", "image_missing", "--max-redrives", "4", "--quiet", "1.5",
+                     env=stream_env(settings))
+    assert result.returncode == 0, result.stderr
+    assert f"{tired.post_id}: redriven count 4 -> " in result.stdout, result.stdout
+    assert "7 selected: already_redriven 6, redriven 1" in result.stdout, result.stdout
+    posts = read_topic(settings, settings.kafka.topics.posts, expect=9 + 7)
+    assert [r.key for r in posts if (REDRIVE_COUNT_HEADER, b"4") in list(r.headers)] == [tired.post_id.encode()]
+    assert _run(settings, scorer).decided == 1 and ledger.get(tired.post_id) is not None
+
     result = run_cli("dlq", "redrive", "--reason", "image_too_small", "--quiet", "1.5", env=stream_env(settings))
     assert result.returncode == 0 and "nothing done" in result.stdout, result.stderr  # empty: not an error
