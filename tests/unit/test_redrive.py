@@ -166,3 +166,18 @@ def test_cli_help_has_examples_and_an_unknown_reason_is_one_error_line_exit_3(tm
     result = run_cli("dlq", "list", "--since", "yesterday", env=_env(tmp_path))
     assert result.returncode == 3
     _one_line_error(result, "--since", "2h")
+
+
+def test_the_plain_text_list_and_report():
+    from tagwatch.moderation.dlq_cli import _render, _row, _table
+
+    entries = _dlq([(_record(3, headers=redriven_headers(HEADERS, 2)), "image_missing", NOW)])
+    claim = _claim(0, 3).model_copy(update={"published": RecordAddress(topic="posts", partition=1, offset=77)})
+    lines = _table([_row(entries[0], claim), _row(entries[0], None)]).splitlines()
+    assert lines[0].split() == ["dlq", "reason", "post_id", "attempts", "first_seen", "last_seen", "redrives", "redriven"]
+    assert lines[1].split()[:3] == ["0:0", "image_missing", "post-1"] and lines[1].endswith("-> 1:77")
+    assert lines[1].split()[6] == "2" and lines[2].endswith(" -")
+    report = RedriveReport(reason="image_missing", dry_run=False, max_redrives=3, selected=1,
+                           outcomes=[Outcome(0, 0, "post-1", "redriven", 3, published={"partition": 1, "offset": 77})])
+    assert _render(report).splitlines() == ["0:0 post-1: redriven count 3 -> 1:77", "1 selected: redriven 1"]
+    assert "nothing done" in _render(RedriveReport(reason="image_missing", dry_run=False, max_redrives=3))
