@@ -181,3 +181,27 @@ def test_the_plain_text_list_and_report():
                            outcomes=[Outcome(0, 0, "post-1", "redriven", 3, published={"partition": 1, "offset": 77})])
     assert _render(report).splitlines() == ["0:0 post-1: redriven count 3 -> 1:77", "1 selected: redriven 1"]
     assert "nothing done" in _render(RedriveReport(reason="image_missing", dry_run=False, max_redrives=3))
+
+
+def test_an_original_stored_by_reference_comes_back_from_s3_byte_for_byte():
+    """A dict stands in for the bucket: storing by reference is on the real stack in test_moderation_stream, reading
+    it back for a re-drive only here."""
+    import io
+
+    from tagwatch.moderation.dlq import load_original
+
+    stored: dict[str, bytes] = {}
+
+    def store(letter) -> str:
+        stored["dead-letters/posts/0/8.json"] = letter.model_dump_json().encode()
+        return "s3://ledger/dead-letters/posts/0/8.json"
+
+    big = b'{"post_id": "post-1", "caption": "' + b"x" * 40_000 + b'"}'
+    letter = build_dead_letter(_record(8, value=big), "invalid_post", "too long", max_bytes=16_384, store_original=store)
+    assert letter.original_ref and letter.original_value_b64 is None
+    [entry] = parse_entries([SimpleNamespace(partition=0, offset=4, key=b"post-1",
+                                             value=letter.model_dump_json().encode())], "dlq")
+    assert entry.by_reference and entry.post_id == "post-1"  # from the DLQ record's own key
+    s3 = SimpleNamespace(get_object=lambda Bucket, Key: {"Body": io.BytesIO(stored[Key])})
+    original = load_original(s3, entry)
+    assert (original.key, original.value, original.headers) == (b"post-1", big, HEADERS)
