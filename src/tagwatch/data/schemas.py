@@ -8,38 +8,30 @@ rendering. The committed files in the package's schema dir (``tagwatch.schemas.S
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+from tagwatch.schemas import dump as render_schema
+from tagwatch.schemas import export, schema_of
+
+
+def _models() -> dict:
+    from tagwatch.data.dedup import DedupReport
+    from tagwatch.data.posts import Post
+
+    return {"post.v1.json": Post, "dedup-report.v1.json": DedupReport}
 
 
 def generate_schemas() -> dict[str, dict]:
     """file name -> JSON Schema."""
-    from tagwatch.data.dedup import DedupReport
-    from tagwatch.data.posts import Post
-
-    models = {"post.v1.json": Post, "dedup-report.v1.json": DedupReport}
-    schemas = {}
-    for file_name, model in models.items():
-        schema = model.model_json_schema()
-        schemas[file_name] = {"$schema": SCHEMA_DIALECT, "$id": f"https://tagwatch.dev/schemas/{file_name}", **schema}
-    return schemas
-
-
-def render_schema(schema: dict) -> str:
-    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return {file_name: schema_of(model, file_name) for file_name, model in _models().items()}
 
 
 def write_schemas(directory: Path) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for file_name, schema in generate_schemas().items():
-        path = directory / file_name
-        path.write_text(render_schema(schema))
-        written.append(path)
-    return written
+    return export(directory, _models())
+
+
+__all__ = ["generate_schemas", "render_schema", "write_schemas"]
 
 
 if __name__ == "__main__":

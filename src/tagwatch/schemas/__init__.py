@@ -46,18 +46,27 @@ def registry() -> dict[str, type[BaseModel]]:
     }
 
 
-def render(model: type[BaseModel], filename: str) -> str:
-    schema = model.model_json_schema()
-    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"https://tagwatch.dev/schemas/{filename}", **schema}
+def schema_of(model: type[BaseModel], filename: str) -> dict:
+    """The JSON Schema of ``model`` as committed under ``filename`` (dialect and $id added)."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"https://tagwatch.dev/schemas/{filename}",
+            **model.model_json_schema()}
+
+
+def dump(schema: dict) -> str:
+    """The committed text of a schema (sorted keys, two-space indent, final newline)."""
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
-def export(directory: Path) -> list[Path]:
+def render(model: type[BaseModel], filename: str) -> str:
+    return dump(schema_of(model, filename))
+
+
+def export(directory: Path, models: dict[str, type[BaseModel]] | None = None) -> list[Path]:
+    """Write the schema of each model (default: ``registry()``) into ``directory``; the paths written."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for filename, model in registry().items():
+    for filename, model in (models or registry()).items():
         path = directory / filename
         path.write_text(render(model, filename))
         written.append(path)
     return written
-
