@@ -184,3 +184,37 @@ def test_redrive_after_the_fix_decides_each_post_once_and_never_twice(stack_sett
 
     result = run_cli("dlq", "redrive", "--reason", "image_too_small", "--quiet", "1.5", env=stream_env(settings))
     assert result.returncode == 0 and "nothing done" in result.stdout, result.stderr  # empty: not an error
+
+
+def test_a_stale_claim_is_taken_over_by_exactly_one_of_two_racing_runs(stack_settings):
+    """The killed-run case: a claim never published. SeaweedFS's If-Match lets one of two takers win, not both."""
+    import uuid
+    from datetime import timedelta
+
+    from tagwatch.moderation.claims import RecordAddress, RedriveClaim, now
+
+    store = ClaimStore(s3_client(stack_settings.s3), stack_settings.s3.buckets.ledger)
+    topic = f"stale-{uuid.uuid4().hex[:8]}.dlq"
+    stale = RedriveClaim(dead_letter=RecordAddress(topic=topic, partition=0, offset=7),
+                         original=RecordAddress(topic="posts", partition=1, offset=70), post_id="post-stale",
+                         reason="image_missing", redrive_count=1, claimed_by="killed-run",
+                         claimed_at=now() - timedelta(hours=1), run_id="dead")
+    assert store.claim(stale) and not store.claim(stale)
+    takers = [stale.model_copy(update={"claimed_by": f"run-{i}", "claimed_at": now(), "run_id": f"r{i}",
+                                       "took_over": "killed-run"}) for i in range(2)]
+    barrier, won = threading.Barrier(2, timeout=60), [None, None]
+
+    def take(i: int) -> None:
+        barrier.wait()
+        won[i] = store.take_over(stale, takers[i])
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(won) == [False, True], won
+    (stored,) = store.for_topic(topic).values()
+    assert stored == takers[won.index(True)]
+    assert not store.take_over(stale, takers[0])  # the stale claim is gone: nobody takes it over again
+    assert [c.claimed_by for c in store.for_post("post-stale")] == [stored.claimed_by]

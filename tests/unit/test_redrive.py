@@ -123,7 +123,7 @@ def test_the_plan_skips_claimed_duplicates_and_records_at_the_maximum():
         (_record(15, headers=[(REDRIVE_COUNT_HEADER, b"x")]), "image_missing", NOW),  # 6: unreadable count
     ])
     claims = {(0, 1): _claim(1, 11), (0, 99): _claim(99, 12)}
-    planned, skipped = plan_redrive(entries, claims, lambda e: e.embedded_original(), max_redrives=3)
+    planned, skipped = plan_redrive(entries, claims, lambda e: e.embedded_original(), max_redrives=3, at=NOW)
     assert [(p.entry.offset, p.count) for p in planned] == [(0, 1), (5, 3)]
     assert planned[1].original.headers == redriven_headers(HEADERS, 2)
     assert {o.dlq_offset: o.status for o in skipped} == {1: ALREADY, 2: DUPLICATE, 3: AT_MAX, 4: DUPLICATE, 6: FAILED}
@@ -131,6 +131,23 @@ def test_the_plan_skips_claimed_duplicates_and_records_at_the_maximum():
     assert at.redrive_count == 3 and "stays dead" in at.detail
     planned, _ = plan_redrive(entries[:1], {}, lambda e: e.embedded_original(), max_redrives=1)
     assert [p.count for p in planned] == [1]
+
+
+def test_a_stale_unpublished_claim_is_taken_over_and_a_fresh_or_published_one_is_not():
+    entries = _dlq([(_record(20), "image_missing", NOW), (_record(21), "image_missing", NOW),
+                    (_record(22), "image_missing", NOW)])
+    published = _claim(2, 22).model_copy(update={"published": RecordAddress(topic="posts", partition=0, offset=99),
+                                                 "published_at": NOW})
+    claims = {(0, 0): _claim(0, 20), (0, 1): _claim(1, 21), (0, 2): published}
+    load = lambda e: e.embedded_original()  # noqa: E731
+    planned, skipped = plan_redrive(entries, claims, load, max_redrives=3, stale_claim_s=600,
+                                    at=NOW + timedelta(seconds=599))
+    assert planned == [] and [o.status for o in skipped] == [ALREADY] * 3
+    assert "taken over once unpublished for 600 s" in skipped[0].detail
+    planned, skipped = plan_redrive(entries, claims, load, max_redrives=3, stale_claim_s=600,
+                                    at=NOW + timedelta(seconds=601))
+    assert [(p.entry.offset, p.replaces) for p in planned] == [(0, claims[(0, 0)]), (1, claims[(0, 1)])]
+    assert [(o.dlq_offset, o.status) for o in skipped] == [(2, ALREADY)]  # published: never again
 
 
 def test_an_unreadable_original_is_a_failed_outcome_not_a_crash():

@@ -3,7 +3,9 @@
 A claim is keyed by the dead letter's address on the DLQ topic (``redrives/<topic>/<partition>/<offset>.json``).
 Whoever writes it first re-drives that dead letter; every other run is refused by the store (412/409) and skips
 it, so two concurrent re-drives never publish the same dead letter twice. After publishing, the claim is
-rewritten with the new record's address. A small marker under ``redrives/by-post/<post_id>/`` lets the claims of
+rewritten with the new record's address. A claim never marked published that is older than the stale limit (its
+run died between claiming and publishing) may be taken over by one later run: a PUT conditional on the stale
+claim's ETag (``take_over``), so of two runs that both find it stale exactly one wins. A small marker under ``redrives/by-post/<post_id>/`` lets the claims of
 one post be found without reading every claim.
 """
 
@@ -49,6 +51,11 @@ class RedriveClaim(BaseModel):
     run_id: str
     published: RecordAddress | None = None
     published_at: datetime | None = None
+    took_over: str | None = None  # "<claimed_by> at <claimed_at>" of the stale claim this one replaced
+
+    def is_stale(self, *, at: datetime, after_s: float) -> bool:
+        """Claimed, never marked published, and older than ``after_s``: its run died before publishing."""
+        return self.published is None and (at - self.claimed_at).total_seconds() > after_s
 
 
 def who() -> str:
@@ -91,6 +98,23 @@ class ClaimStore:
                                      f"{type(error).__name__}") from error
         return self._put(self.key(claim.dead_letter), claim, if_none_match=True)
 
+    def take_over(self, stale: RedriveClaim, claim: RedriveClaim) -> bool:
+        """Replace ``stale`` (as read before) by ``claim`` if the stored object is still exactly ``stale``: a PUT
+        with If-Match of its ETag. True if this call won; False if another run took it over (or finished it)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self.key(stale.dead_letter)
+        try:
+            response = self.s3.get_object(Bucket=self.bucket, Key=key)
+        except self.s3.exceptions.NoSuchKey:
+            return self.claim(claim)  # released meanwhile: an ordinary claim
+        except (BotoCoreError, ClientError) as error:
+            raise RetryableError(f"re-drive claim s3://{self.bucket}/{key} unreadable: {type(error).__name__}") \
+                from error
+        if RedriveClaim.model_validate_json(response["Body"].read()) != stale:
+            return False
+        return self._put(key, claim, if_match=response["ETag"])
+
     def mark_published(self, claim: RedriveClaim, published: RecordAddress) -> RedriveClaim:
         done = claim.model_copy(update={"published": published, "published_at": now()})
         self._put(self.key(claim.dead_letter), done)
@@ -130,17 +154,18 @@ class ClaimStore:
         with ThreadPoolExecutor(max(1, min(workers, len(keys)))) as pool:
             return [c for c in pool.map(get, keys) if c is not None]
 
-    def _put(self, key: str, claim: RedriveClaim, *, if_none_match: bool = False) -> bool:
-        """PUT; False if the If-None-Match condition did not hold (412 / 409, as SeaweedFS answers)."""
+    def _put(self, key: str, claim: RedriveClaim, *, if_none_match: bool = False, if_match: str | None = None) -> bool:
+        """PUT; False if an If-None-Match / If-Match condition did not hold (412 / 409, as SeaweedFS answers)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        conditions = {"IfNoneMatch": "*"} if if_none_match else {"IfMatch": if_match} if if_match else {}
         try:
             self.s3.put_object(Bucket=self.bucket, Key=key, Body=claim.model_dump_json().encode(),
-                               ContentType="application/json", **({"IfNoneMatch": "*"} if if_none_match else {}))
+                               ContentType="application/json", **conditions)
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if if_none_match and (code in {"PreconditionFailed", "ConditionalRequestConflict"} or status in {409, 412}):
+            if conditions and (code in {"PreconditionFailed", "ConditionalRequestConflict"} or status in {409, 412}):
                 return False
             raise RetryableError(f"re-drive claim s3://{self.bucket}/{key} not written: {code or status}") from error
         except BotoCoreError as error:

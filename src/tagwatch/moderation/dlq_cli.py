@@ -144,6 +144,8 @@ def dlq_redrive(
         "--dry-run", help="List what would be re-driven; claim and publish nothing.")] = False,
     max_redrives: Annotated[int, typer.Option(
         min=1, help="A record re-driven this many times already stays dead.")] = 3,
+    stale_claim_s: Annotated[float, typer.Option(
+        min=0, help="A claim left unpublished this long (its run died) is taken over by this run.")] = 900.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
     quiet: QuietOption = 2.0,
 ) -> None:
@@ -151,7 +153,9 @@ def dlq_redrive(
     tagwatch-redrive-count header raised by one. Fix the cause first (e.g. upload the missing images).
 
     Each dead letter is claimed in the ledger bucket first (redrives/...), so concurrent runs never re-drive one
-    twice. Exit 1 if any publish failed (its claim is released; run again).
+    twice. Exit 1 if any publish failed (its claim is released; run again). A run killed between claiming and
+    publishing leaves its claims unpublished; after --stale-claim-s one later run takes each over (a conditional
+    PUT: never two).
 
     Example: tagwatch dlq redrive --reason image_missing --since 2h --dry-run
     """
@@ -161,7 +165,7 @@ def dlq_redrive(
     chosen_reason = valid_reason(reason)
     since_at = parse_since(since) if since is not None else None
     report = redrive(_settings(ctx), reason=chosen_reason, since=since_at, dry_run=dry_run,
-                     max_redrives=max_redrives, quiet_s=quiet)
+                     max_redrives=max_redrives, quiet_s=quiet, stale_claim_s=stale_claim_s)
     if as_json:
         from tagwatch.output import emit_json
 

@@ -3,7 +3,9 @@
 The record goes out byte for byte as it was first consumed (key, value, headers), with one header set:
 ``tagwatch-redrive-count``, one more than the original's own (0 without one). A record whose count would pass
 ``max_redrives`` stays dead. Each dead letter is claimed first (``claims.ClaimStore``: a conditional S3 put), so
-concurrent runs never re-drive one twice; a publish that fails releases its claim for a later run.
+concurrent runs never re-drive one twice; a publish that fails releases its claim for a later run. A claim left
+unpublished for longer than ``stale_claim_s`` (its run was killed between claiming and publishing) is taken over
+by one later run (``ClaimStore.take_over``, a compare-and-swap), so no dead letter stays stuck behind a dead run.
 
 What happens to a re-driven record is the consumer's ordinary business: decided (the ledger keeps the first
 decision of a post, once) or dead-lettered again, its headers (with the count) kept in the new envelope.
@@ -24,6 +26,7 @@ from tagwatch.moderation.dlq import REDRIVE_COUNT_HEADER, DlqEntry, Original, lo
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_REDRIVES = 3
+DEFAULT_STALE_CLAIM_S = 900.0  # a run publishes within seconds of claiming; 15 min unpublished means it died
 
 # outcome statuses
 REDRIVEN = "redriven"
@@ -81,22 +84,29 @@ class Planned:
     entry: DlqEntry
     original: Original
     count: int  # the re-published record's count
+    replaces: RedriveClaim | None = None  # a stale claim this run takes over
 
 
 def plan_redrive(entries: list[DlqEntry], claims: dict[tuple[int, int], RedriveClaim],
-                 load: Callable[[DlqEntry], Original], *, max_redrives: int) -> tuple[list[Planned], list[Outcome]]:
-    """Which of the selected ``entries`` to re-drive, and why each other one is not."""
+                 load: Callable[[DlqEntry], Original], *, max_redrives: int,
+                 stale_claim_s: float = DEFAULT_STALE_CLAIM_S,
+                 at: datetime | None = None) -> tuple[list[Planned], list[Outcome]]:
+    """Which of the selected ``entries`` to re-drive, and why each other one is not. A claim unpublished for
+    longer than ``stale_claim_s`` (at ``at``, default now) does not block: the dead letter is planned to replace it."""
+    at = at or now()
+    claimed_originals = {(c.original.topic, c.original.partition, c.original.offset) for c in claims.values()
+                         if not c.is_stale(at=at, after_s=stale_claim_s)}
     planned: list[Planned] = []
     skipped: list[Outcome] = []
-    claimed_originals = {(c.original.topic, c.original.partition, c.original.offset) for c in claims.values()}
     for entry in entries:
         def skip(status: str, detail: str, count: int | None = None) -> None:
             skipped.append(Outcome(entry.partition, entry.offset, entry.post_id, status, count, detail))
 
         claim = claims.get((entry.partition, entry.offset))
-        if claim is not None:
+        stale = claim if claim is not None and claim.is_stale(at=at, after_s=stale_claim_s) else None
+        if claim is not None and stale is None:
             published = f" as {claim.published.partition}:{claim.published.offset}" if claim.published else \
-                " (claimed, not published: that run did not finish)"
+                f" (claimed, not published yet; taken over once unpublished for {stale_claim_s:.0f} s)"
             skip(ALREADY, f"by {claim.claimed_by} at {claim.claimed_at.isoformat(timespec='seconds')}{published}",
                  claim.redrive_count)
             continue
@@ -118,13 +128,13 @@ def plan_redrive(entries: list[DlqEntry], claims: dict[tuple[int, int], RedriveC
             skip(AT_MAX, f"re-driven {count - 1} time(s) already (max {max_redrives}): stays dead", count - 1)
             continue
         claimed_originals.add(original_address)
-        planned.append(Planned(entry, original, count))
+        planned.append(Planned(entry, original, count, replaces=stale))
     return planned, skipped
 
 
 def redrive(settings, *, reason: str, since: datetime | None = None, dry_run: bool = False,
             max_redrives: int = DEFAULT_MAX_REDRIVES, quiet_s: float = 2.0, entries: list[DlqEntry] | None = None,
-            run_id: str | None = None) -> RedriveReport:
+            run_id: str | None = None, stale_claim_s: float = DEFAULT_STALE_CLAIM_S) -> RedriveReport:
     """Re-drive the dead letters of ``reason`` (dead-lettered at/after ``since``) to the posts topic.
 
     ``entries``: the DLQ as already read (default: read it now). Returns what happened to each selected one.
@@ -142,7 +152,7 @@ def redrive(settings, *, reason: str, since: datetime | None = None, dry_run: bo
     if not chosen:
         return report
     planned, skipped = plan_redrive(chosen, store.for_topic(dlq_topic), lambda e: load_original(s3, e),
-                                    max_redrives=max_redrives)
+                                    max_redrives=max_redrives, stale_claim_s=stale_claim_s)
     report.outcomes.extend(skipped)
     if dry_run:
         report.outcomes.extend(Outcome(p.entry.partition, p.entry.offset, p.entry.post_id, WOULD_REDRIVE, p.count)
@@ -169,7 +179,10 @@ def _claim_and_publish(settings, store: ClaimStore, planned: list[Planned], run_
             original=RecordAddress(topic=letter.topic, partition=letter.partition, offset=letter.offset),
             post_id=entry.post_id, reason=letter.reason, redrive_count=item.count, claimed_by=me,
             claimed_at=now(), run_id=run_id)
-        if store.claim(claim):
+        if item.replaces is not None:
+            old = item.replaces
+            claim = claim.model_copy(update={"took_over": f"{old.claimed_by} at {old.claimed_at.isoformat()}"})
+        if store.take_over(item.replaces, claim) if item.replaces is not None else store.claim(claim):
             won.append((item, claim))
         else:
             outcomes.append(Outcome(entry.partition, entry.offset, entry.post_id, LOST_CLAIM, item.count,
@@ -200,7 +213,7 @@ def _claim_and_publish(settings, store: ClaimStore, planned: list[Planned], run_
     for sent, metadata in confirmed:
         item, claim = by_send[id(sent)]
         address = RecordAddress(topic=topic, partition=metadata.partition, offset=metadata.offset)
-        detail = ""
+        detail = f"took over the stale claim of {claim.took_over}" if claim.took_over else ""
         try:
             store.mark_published(claim, address)
         except TagwatchError as error:  # published all the same: the claim still stands, only without the offset
