@@ -117,6 +117,9 @@ def test_bad_input_exits_with_the_documented_code_and_a_hint(two_models, tmp_pat
     bad.write_text(json.dumps(policy_document(CATEGORIES)))
     done = run_cli("policy", "register", str(bad), "--model-version", "77", env=env)
     assert done.returncode == 11 and "has no version 77" in done.stderr
+    # the tiny model's own policy is a bare {version, categories}: not a policy.v1/v2 document
+    done = run_cli("policy", "register", "--model-version", "1", env=env)
+    assert done.returncode == 3 and "fails its schema" in done.stderr, done.stderr
     # the tiny model names no dataset it was trained on: calibrate says so, and what to pass
     done = run_cli("policy", "calibrate", "--model-version", "1", env=env, timeout=240)
     assert done.returncode == 3 and "names no calibration dataset" in done.stderr, done.stderr
@@ -156,9 +159,8 @@ def test_calibrate_scores_the_models_dataset_and_registers_a_policy_version(stac
     name = f"test-calibrate-{uuid.uuid4().hex[:8]}"
     env = {**stack_env(stack_settings), "TAGWATCH_TRITON__MODEL_NAME": name}
     uri = save_tiny_cnn_checkpoint(stack_settings, run_id=f"run-{uuid.uuid4().hex[:6]}")
-    embedded = {"version": "cal-1", "categories": {}, "calibration": {"dataset": "memory://synthetic:64"},
-                "constraints": {"review_budget": 0.05, "remove_precision": 0.95, "confidence": 0.95,
-                                "min_positives": 10}}
+    embedded = policy_document(["weapons", "violence", "drugs"], version="cal-1")
+    embedded["calibration"]["dataset"] = "memory://synthetic:64"
     (tmp_path / "policy.json").write_text(json.dumps(embedded))
     _ok(run_cli("model", "export", "--checkpoint", uri, "--out", str(tmp_path / "out"), "--policy",
                 str(tmp_path / "policy.json"), env=env, timeout=240))
@@ -175,6 +177,13 @@ def test_calibrate_scores_the_models_dataset_and_registers_a_policy_version(stac
     assert policy["calibration"]["dataset"] == "memory://synthetic:64" and policy["calibration"]["images"] == 8
     assert "registry version 1" in policy["calibration"]["split"]
     assert set(policy["categories"]) == {"weapons", "violence", "drugs"}
+
+    # the model version's own policy, imported as a policy version of its own
+    own = _ok(run_cli("policy", "register", "--model-version", "1", env=env))
+    assert f"registered {name}-policy-2" in own
+    imported = json.loads(_ok(run_cli("policy", "show", "2", "--json", env=env)))
+    assert imported["metadata"]["source"] == "model-version" and imported["metadata"]["derived_from"] == "cal-1"
+    assert imported["metadata"]["parent"] == 1  # what production named
 
     wrong = run_cli("policy", "calibrate", "--model-version", "1", "--dataset", "synthetic:32", env=env, timeout=240)
     assert wrong.returncode == 3 and "not the one" in wrong.stderr, wrong.stderr

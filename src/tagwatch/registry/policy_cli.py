@@ -127,21 +127,31 @@ def _show(value: Any) -> str:
                                                "--reason 'stricter weapons review' --alias production"))
 def policy_register(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="A policy.json (schema policy.v2.json), e.g. a hand-edited one.")],
     model_version: Annotated[int, typer.Option(help="The model version its thresholds were calibrated for.")],
+    file: Annotated[Optional[Path], typer.Argument(
+        help="A policy.json (schema policy.v2.json), e.g. a hand-edited one [default: the model version's own "
+             "policy.json, source model-version].")] = None,
     reason: Annotated[str, typer.Option(help="Why: recorded in the version's metadata.")] = "",
     alias: Annotated[Optional[str], typer.Option(help="Also promote it to this alias.")] = None,
 ) -> None:
-    """Import a policy file as the next policy version (validated against its schema first)."""
+    """Import a policy file (or the model version's own policy) as the next policy version, schema-checked."""
     from tagwatch.errors import ConfigError
+    from tagwatch.registry.serving_view import read_serving_view
 
-    try:
-        document = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"policy file {file} is unreadable: {str(error)[:200]}",
-                          hint="pass a policy.json (`tagwatch policy show --json` prints one)") from error
-    metadata = _store(ctx).register(document, model_version=model_version, source="import", reason=reason,
-                                    alias=alias)
+    store = _store(ctx)
+    if file is None:
+        document, source = read_serving_view(store.models, model_version).policy, "model-version"
+        if document is None:
+            raise ConfigError(f"{store.model_name} version {model_version} has no policy.json of its own",
+                              hint="pass a policy FILE, or `tagwatch policy calibrate --model-version "
+                                   f"{model_version}`")
+    else:
+        try:
+            document, source = json.loads(file.read_text(encoding="utf-8")), "import"
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"policy file {file} is unreadable: {str(error)[:200]}",
+                              hint="pass a policy.json (`tagwatch policy show --json` prints one)") from error
+    metadata = store.register(document, model_version=model_version, source=source, reason=reason, alias=alias)
     _write(f"registered {metadata.policy_id} (policy version {metadata.number}) for model version "
            f"{metadata.model_version}" + (f"; {alias} -> {metadata.number}" if alias else ""))
 
