@@ -21,6 +21,10 @@ EXIT_CODES = ("Exit codes: 0 done; 3 invalid policy file or calibration input (C
               "file that fails its sha256 (IntegrityError).")
 
 
+ReasonOption = Annotated[str, typer.Option(help="Why: recorded in the version's metadata.")]
+PromoteOption = Annotated[Optional[str], typer.Option(help="Also promote it to this alias.")]
+
+
 def _epilog(example: str) -> str:
     return f"Example: {example}\n\n{EXIT_CODES}"
 
@@ -131,8 +135,8 @@ def policy_register(
     file: Annotated[Optional[Path], typer.Argument(
         help="A policy.json (schema policy.v2.json), e.g. a hand-edited one [default: the model version's own "
              "policy.json, source model-version].")] = None,
-    reason: Annotated[str, typer.Option(help="Why: recorded in the version's metadata.")] = "",
-    alias: Annotated[Optional[str], typer.Option(help="Also promote it to this alias.")] = None,
+    reason: ReasonOption = "",
+    alias: PromoteOption = None,
 ) -> None:
     """Import a policy file (or the model version's own policy) as the next policy version, schema-checked."""
     from tagwatch.errors import ConfigError
@@ -169,8 +173,8 @@ def policy_calibrate(
     dataset: Annotated[Optional[str], typer.Option(
         help="NAME/VERSION of the dataset the model was trained on [default: the one its policy was calibrated "
              "on].")] = None,
-    reason: Annotated[str, typer.Option(help="Why: recorded in the version's metadata.")] = "",
-    alias: Annotated[Optional[str], typer.Option(help="Also promote it to this alias.")] = None,
+    reason: ReasonOption = "",
+    alias: PromoteOption = None,
 ) -> None:
     """Score the val split of the model's dataset with its ONNX and register new operating points.
 
