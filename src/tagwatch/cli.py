@@ -47,6 +47,8 @@ app.command("moderate")(moderate)
 from tagwatch.train.cli import train_app  # noqa: E402
 app.add_typer(train_app, name="train")
 app.add_typer(model_app, name="model")
+from tagwatch.registry.policy_cli import policy_app  # noqa: E402
+app.add_typer(policy_app, name="policy")
 app.add_typer(serve_app, name="serve")
 from tagwatch.pipeline.cli import pipeline_app  # noqa: E402
 app.add_typer(pipeline_app, name="pipeline")

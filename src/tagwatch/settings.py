@@ -117,6 +117,13 @@ class HttpSettings(_Section):
                            "probes and the Service reach the pod IP")
 
 
+class ModerationSettings(_Section):
+    """The moderation consumers' behaviour that is not per run (per-run knobs are `tagwatch moderate` flags)."""
+
+    policy_poll_s: float = Field(default=5.0, gt=0, description="re-read the policy alias (one small GET) at most "
+                                 "this often; a promoted policy decides the next batch after at most this long")
+
+
 class PathsSettings(_Section):
     state_dir: Path = Field(default=DEFAULT_STATE_DIR, validate_default=True, description="where the embedded stack "
                             "keeps data and logs, and every file a process writes (pods: the mounted /tmp volume)")
@@ -176,6 +183,7 @@ class Settings(BaseSettings):
     triton: TritonSettings = TritonSettings()
     paths: PathsSettings = PathsSettings()
     http: HttpSettings = HttpSettings()
+    moderation: ModerationSettings = ModerationSettings()
     stack: StackSettings = StackSettings()
     log_level: str = "INFO"
 

@@ -7,31 +7,8 @@ from __future__ import annotations
 import json
 import uuid
 
-from tagwatch.preprocess import DEFAULT_PRESET
-from tagwatch.settings import load_settings
-from tagwatch.train.checkpoint import CheckpointStore
-from tagwatch.train.models import create_model_from_config, model_config
-from tagwatch.train.runtime import open_dataset
 from tests.conftest import run_cli, stack_env
-
-DATASET = "synthetic:64"
-
-
-def _save_checkpoint(settings, run_id: str) -> str:
-    """What the trainer's loop saves, minus optimizer/RNG state (export reads model, model_config, lineage)."""
-    dataset = open_dataset(DATASET, settings=load_settings(), synthetic_labels=16, seed=0)
-    config = model_config(arch="tiny_cnn", num_labels=dataset.manifest.num_labels,
-                          num_categories=len(dataset.manifest.category_names), preset=DEFAULT_PRESET.to_dict(),
-                          width=8, depth=2)
-    checkpoint = {
-        "format": 1, "model": create_model_from_config(config).state_dict(), "model_config": config, "step": 10,
-        "epoch": 1.0, "config": {"dataset": DATASET, "seed": 0, "synthetic_labels": 16},
-        "manifest_hash": dataset.manifest.content_hash, "vocabulary_version": dataset.vocabulary.version,
-        "run_id": run_id, "metrics": {"final_loss": 0.5},
-    }
-    root = f"s3://{settings.s3.buckets.checkpoints}/{run_id}"
-    CheckpointStore(root, s3=settings.s3).save(checkpoint)
-    return root
+from tests.support.checkpoints import save_tiny_cnn_checkpoint as _save_checkpoint
 
 
 def test_export_from_the_trainers_s3_checkpoint_then_register(stack_settings, tmp_path) -> None:

@@ -74,10 +74,12 @@ class BatchModerator:
     """Records in, a staged batch out; the core does the deciding. Thread pools fetch/decode and score concurrently."""
 
     def __init__(self, s3, scorer, *, posts_bucket: str, models_bucket: str, options, metrics,
-                 policy: Policy | None = None) -> None:
+                 policy: Policy | None = None, policy_source=None) -> None:
         self.scorer, self.options, self.metrics = scorer, options, metrics
         self.images = ImageSource(s3, posts_bucket, options.limits)
-        self._policy = policy  # None: the scorer's (a registry version carries the policy calibrated for it)
+        self._policy = policy  # an explicit override (--policy FILE); else:
+        self.policy_source = policy_source  # the promoted policy version (moderation/policy_source.py), else:
+        # the scorer's (a registry version carries the policy calibrated for it)
         self._pools = (ThreadPoolExecutor(options.fetch_workers, thread_name_prefix="fetch"),
                        ThreadPoolExecutor(options.infer_workers, thread_name_prefix="infer"))
         self.reposts = Reposts(options.repost_cache_size)
@@ -97,7 +99,12 @@ class BatchModerator:
 
     @property
     def policy(self) -> Policy:
-        return self._policy or self.scorer.policy
+        """What decides the next batch (read once per batch: a promoted policy applies from the next one)."""
+        if self._policy is not None:
+            return self._policy
+        if self.policy_source is not None:
+            return self.policy_source.current(self.scorer.model, self.scorer.policy)
+        return self.scorer.policy
 
     @property
     def preset(self):

@@ -39,11 +39,14 @@ def _load_policy(path: Path):
 
 def moderate(
     ctx: typer.Context,
-    alias: Annotated[str, typer.Option(help="Registry alias whose model (via Triton) and policy decide.")] = "production",
+    alias: Annotated[str, typer.Option(help="Registry alias whose model (via Triton) decides, with the policy alias of "
+                                       "the same name (hot-reloaded; its version's own policy if that one is for "
+                                       "another model or absent).")] = "production",
     protocol: Annotated[str, typer.Option(help="Triton protocol: grpc or http.")] = "grpc",
     onnx: Annotated[Optional[Path], typer.Option(help="Score in-process with this ONNX model instead of Triton.")] = None,
     categories: Annotated[Optional[str], typer.Option(help="Comma-separated category names (with --onnx).")] = None,
-    policy: Annotated[Optional[Path], typer.Option(help="policy.json: per-category thresholds (with --onnx).")] = None,
+    policy: Annotated[Optional[Path], typer.Option(help="policy.json: per-category thresholds (with --onnx; with Triton an "
+                                                    "explicit override of the registry's policies).")] = None,
     processes: Annotated[int, typer.Option(min=1, help="Consumer processes in this group (≤ partitions).")] = 1,
     metrics_port: Annotated[Optional[int], typer.Option(
         help="Serve /metrics, /healthz (liveness) and /readyz (readiness) on PORT, bound to TAGWATCH_HTTP__BIND_HOST "

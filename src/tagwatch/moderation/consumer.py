@@ -34,6 +34,7 @@ from tagwatch.moderation.memory import MemoryKeeper
 from tagwatch.moderation.metrics import StreamMetrics
 from tagwatch.moderation.offsets import PartitionTracker
 from tagwatch.moderation.policy import Policy
+from tagwatch.moderation.policy_source import policy_source_for
 from tagwatch.moderation.retrying import Retrying
 from tagwatch.moderation.scoring import Scorer
 from tagwatch.preprocess import Preset
@@ -133,7 +134,9 @@ class ModerationConsumer(Retrying):
         self.stats = RunStats()
         self.moderator = BatchModerator(self.s3, scorer, posts_bucket=settings.s3.buckets.posts,
                                         models_bucket=settings.s3.buckets.models, options=self.options,
-                                        metrics=self.metrics, policy=policy)
+                                        metrics=self.metrics, policy=policy,
+                                        policy_source=None if policy is not None else
+                                        policy_source_for(scorer, settings, self.metrics))
         self._io_pool = ThreadPoolExecutor(self.options.fetch_workers, thread_name_prefix="ledger")
         self.delivery = Delivery(self.producer, self.s3, self.topics, ledger_bucket=settings.s3.buckets.ledger,
                                  max_request_bytes=settings.kafka.max_request_bytes, pool=self._io_pool,

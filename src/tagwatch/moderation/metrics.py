@@ -28,6 +28,9 @@ class StreamMetrics:
         self.decided = Counter("tagwatch_decisions", "decisions produced", ["action"], registry=r)
         self.monitor_hits = Counter("tagwatch_monitor_hits", "posts a monitor-mode category would have flagged "
                                     "(never actioned)", ["category"], registry=r)
+        self.policy_refused = Counter("tagwatch_policy_refused", "batches decided with the served model version's "
+                                      "own policy because the policy alias names a policy calibrated for another "
+                                      "model", ["policy"], registry=r)
         self.dead_lettered = Counter("tagwatch_dead_letters", "records sent to the DLQ", ["reason"], registry=r)
         self.retries = Counter("tagwatch_batch_retries", "batches retried after transient errors", ["cause"], registry=r)
         self.batch_size = Histogram("tagwatch_batch_size", "records per processed batch",

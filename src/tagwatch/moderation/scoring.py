@@ -48,6 +48,8 @@ class TritonScorer:
     reports which version scored each row; if it differs (an alias moved and the server hot-swapped), the
     scorer re-reads the registry and raises RetryableError, so the batch is scored again under the right
     name and policy instead of being mislabelled.
+    Its ``policy`` is the version's own; a promoted policy version for the same model bytes takes precedence
+    (moderation/policy_source.py, read through ``registry`` and ``alias``).
     """
 
     def __init__(self, settings, *, alias: str = "production", protocol: str = "grpc") -> None:

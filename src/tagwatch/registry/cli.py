@@ -148,10 +148,20 @@ def model_promote(
     alias: Annotated[str, typer.Option(help="Alias to move.")] = "production",
     reason: Annotated[str, typer.Option(help="Recorded in the alias.")] = "",
 ) -> None:
-    """Verify a version, then move an alias to it in one conditional PUT."""
-    record = _registry(_settings(ctx)).promote(version, alias=alias, reason=reason)
+    """Verify a version, then move an alias to it in one conditional PUT.
+
+    Warns when the policy alias of the same name holds a policy calibrated for another model version: the
+    consumers then apply this version's own policy until a policy for it is promoted (`tagwatch policy ...`).
+    """
+    from tagwatch.registry.policies import PolicyStore
+
+    registry = _registry(_settings(ctx))
+    record = registry.promote(version, alias=alias, reason=reason)
     was = f" (was {record.previous[0]})" if record.previous else ""
     out.print(f"[green]{alias}[/] -> version {record.version}{was}")
+    warning = PolicyStore(registry).model_promotion_warning(alias, registry.metadata(record.version)[0])
+    if warning:
+        err.print(f"warning: {warning}", markup=False, soft_wrap=True)
 
 
 @model_app.command("rollback")

@@ -7,6 +7,8 @@ Keys under ``s3://<buckets.models>/registry/<model_name>/``::
     versions/<NNNNNN>/policy.json            optional thresholds that belong to this version
     versions/<NNNNNN>/metadata.json          written LAST: a version without it is incomplete and never listed
     aliases/<alias>.json                     one object, replaced by one conditional PUT (If-Match its ETag)
+    policies/versions/<NNNNNN>/{_claim, policy.json, metadata.json}   policy versions (registry/policies.py),
+    policies/aliases/<alias>.json                                       same rules, their own aliases
 
 A version is immutable: nothing rewrites its keys. An alias record names a version and the sha256 of that
 version's metadata.json, so a reader that resolves an alias also detects a metadata.json edited afterwards.
@@ -17,11 +19,12 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 METADATA_SCHEMA_VERSION = 1
+POLICY_METADATA_SCHEMA_VERSION = 1
 ALIAS_SCHEMA_VERSION = 1
 ALIAS_HISTORY = 20
 ALIAS_NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
@@ -60,6 +63,28 @@ class VersionMetadata(BaseModel):
 
     def total_bytes(self) -> int:
         return sum(d.bytes for d in self.files.values())
+
+
+class PolicyVersionMetadata(BaseModel):
+    """metadata.json of one policy version: which model version (and ONNX bytes) its thresholds were calibrated
+    for, where it came from, and the sha256 of its policy.json."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = POLICY_METADATA_SCHEMA_VERSION
+    model_name: str
+    number: int = Field(description="the policy version number (versions/<NNNNNN>)")
+    policy_id: str = Field(description="what decisions record as policy_version, e.g. <model_name>-policy-<number>")
+    model_version: int = Field(description="the model registry version the thresholds were calibrated for")
+    model_sha256: str = Field(description="sha256 of that version's model.onnx: consumers apply the policy only to it")
+    created_at: datetime
+    created_by: str
+    policy_sha256: str = Field(description="sha256 of policy.json")
+    source: Literal["calibrate", "import", "model-version"]
+    derived_from: str | None = Field(default=None, description="the policy document's own version before registering")
+    reason: str = ""
+    parent: int | None = Field(default=None, description="policy version the alias named when this one was registered")
+    constraints: dict[str, Any] = Field(default_factory=dict, description="the calibration constraints, if any")
 
 
 class AliasRecord(BaseModel):

@@ -46,10 +46,21 @@ def make_policy(*, cfg: Any, dataset: Any, categories: list[str], model_ref: dic
         scores, targets, splits, source = val.category_scores, val.category_targets, ["val"] * len(val.keys), "val"
     else:
         raise ValueError("make_policy needs crossfit scores or val predictions")
+    return policy_from_scores(scores=scores, targets=targets, splits=list(splits), source=source,
+                              constraints=constraints_of(cfg), dataset=dataset, categories=categories,
+                              model_ref=model_ref, version=version)
+
+
+def policy_from_scores(*, scores: np.ndarray, targets: np.ndarray, splits: list[str], source: str,
+                       constraints: Constraints, dataset: Any, categories: list[str], model_ref: dict[str, Any],
+                       version: str) -> dict[str, Any]:
+    """The policy of calibration ``scores`` (one row per post of ``splits``, weighted to natural traffic with the
+    dataset's split rates) under ``constraints``; ``other`` is never actioned. Also what `tagwatch policy
+    calibrate` runs on a registered model's scores."""
     positive = moderation_positive(targets, categories, OTHER_CATEGORY)
-    weights, population = split_weights(dataset.manifest, list(splits), positive)
+    weights, population = split_weights(dataset.manifest, splits, positive)
     return build_policy(
         scores=scores, targets=targets, category_names=categories, model=model_ref, version=version,
         calibration={"dataset": dataset.uri, "split": source, "images": int(len(scores)), "population": population},
-        constraints=constraints_of(cfg), weights=weights, severity=getattr(dataset, "severity", None) or {},
+        constraints=constraints, weights=weights, severity=getattr(dataset, "severity", None) or {},
         not_moderated=frozenset({OTHER_CATEGORY}))
