@@ -30,6 +30,7 @@ def registry() -> dict[str, type[BaseModel]]:
     from tagwatch.moderation.claims import RedriveClaim
     from tagwatch.moderation.events import Decision, DeadLetter, PostCreated, ReviewRequest
     from tagwatch.registry.metadata import AliasRecord, VersionMetadata
+    from tagwatch.shadow.report import ShadowReport
 
     return {
         "post-created.v1.json": PostCreated,
@@ -43,6 +44,7 @@ def registry() -> dict[str, type[BaseModel]]:
         "shard-sample.v1.json": ShardSample,
         "model-version-metadata.v1.json": VersionMetadata,
         "model-alias.v1.json": AliasRecord,
+        "shadow-report.v1.json": ShadowReport,
     }
 
 
