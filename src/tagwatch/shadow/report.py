@@ -107,8 +107,7 @@ def render_html(report: ShadowReport, thumbnails: dict[str, bytes]) -> str:
                  html_table(["side", "agreement with reviewers"],
                             [[s, fmt_ci(r.reviewer_agreement[s])] for s in ("production", "candidate")]))
     cards = "".join(
-        f'<div class="card"><img src="{jpeg_data_uri(thumbnails[e.post_id]) if thumbnails.get(e.post_id) else ""}" '
-        f'alt="{html.escape(e.post_id, quote=True)}"><div><b>{html.escape(e.transition)}</b> · '
+        f'<div class="card">{_thumb(thumbnails.get(e.post_id), e.post_id)}<div><b>{html.escape(e.transition)}</b> · '
         f'{html.escape(e.category)}</div><div class="scores">Δ {e.score_change:.3f}: '
         + html.escape(", ".join(f"{k} {e.production_scores.get(k, 0):.2f}→{v:.2f}"
                                 for k, v in sorted(e.candidate_scores.items())))
@@ -136,6 +135,12 @@ production, {r.changed} changed; skipped: {html.escape(skipped)}.</p>
 <h2>Largest score changes</h2><div class="grid">{cards}</div>
 </body></html>
 """
+
+
+def _thumb(data: bytes | None, post_id: str) -> str:
+    if not data:
+        return "<div>(image unavailable)</div>"
+    return f'<img src="{jpeg_data_uri(data)}" alt="{html.escape(post_id, quote=True)}">'
 
 
 def write_report(report: ShadowReport, thumbnails: dict[str, bytes], out_dir: Path) -> ShadowReport:
