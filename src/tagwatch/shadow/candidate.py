@@ -70,7 +70,8 @@ def check_served_config(registry, candidate: Candidate, client) -> None:
     from tagwatch.tensor_contract import VERSION_OUTPUT
 
     _, registered = registered_config(registry, candidate.version)
-    differences = compare(client.model_config_json(), registered, extra_outputs=(VERSION_OUTPUT,))
+    served = {**client.model_config_json(), "name": registered.name}  # served under its own (shadow) name
+    differences = compare(served, registered, extra_outputs=(VERSION_OUTPUT,))
     if differences:
         raise ServingError(
             f"version {candidate.version}'s config.pbtxt differs from the one the shadow model {client.model_name!r} "
