@@ -26,6 +26,7 @@ from tagwatch.moderation.scoring import OnnxScorer
 from tagwatch.pipeline.gate import shadow_check
 from tagwatch.preprocess import Preset
 from tagwatch.registry import open_registry
+from tagwatch.serving.client import ModelClient
 from tagwatch.settings import GateSettings
 from tagwatch.shadow.report import latest_report
 from tagwatch.stack import with_stack_endpoints
@@ -135,6 +136,19 @@ def test_shadow_run_diff_equals_a_direct_recomputation(tmp_path) -> None:
         ok, reason = shadow_check(stored, version=candidate, limits=GateSettings(require_shadow=True,
                                                                                   max_remove_rate_increase=0.0))
         assert not ok and "remove rate change" in reason  # a third more removals: beyond a zero limit
+
+        # production's model still serves version 1 beside the shadow one
+        with ModelClient(url=f"127.0.0.1:{settings.triton.http_port}", model_name=settings.triton.model_name,
+                         protocol="http") as client:
+            assert set(client.infer(np.zeros((2, *client.input_shape()), np.float32))["model_version"]) == {1}
+
+        # --ledger-range: the posts production decided in the last 10 minutes, exactly those records
+        by_ledger = run_cli("shadow", "run", "--candidate", f"{settings.triton.model_name}@{candidate}",
+                            "--ledger-range", "10m..", "--no-upload", "--json", env=env, timeout=180)
+        assert by_ledger.returncode == 0, by_ledger.stdout + by_ledger.stderr
+        again = json.loads(by_ledger.stdout)
+        assert again["range"]["mode"] == "ledger" and again["summary"]["records"] == TOTAL
+        assert again["summary"]["compared"] == TOTAL and Counter(again["transitions"]) == expected
 
         name = settings.triton.model_name
         for args, code, text in (
