@@ -43,6 +43,8 @@ app.add_typer(bank_app, name="bank")
 from tagwatch.moderation.dlq_cli import dlq_app, ledger_app  # noqa: E402
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(ledger_app, name="ledger")
+from tagwatch.shadow.cli import shadow_app  # noqa: E402
+app.add_typer(shadow_app, name="shadow")
 app.command("moderate")(moderate)
 from tagwatch.train.cli import train_app  # noqa: E402
 app.add_typer(train_app, name="train")

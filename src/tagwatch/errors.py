@@ -135,3 +135,10 @@ class PipelineError(TagwatchError):
 class ClusterJobError(PipelineError):
     """A TrainJob/PyTorchJob/InferenceService that failed (with the job's own reason), timed out, or could not be
     created (RBAC, missing CRD, name taken). Exit 14."""
+
+
+# Shadow replay (`tagwatch shadow run`). Exit code 16 (issue 16).
+class EmptyRangeError(TagwatchError):
+    """A shadow replay's range (--from/--to, --ledger-range) holds no post.created record. Exit 16."""
+
+    exit_code = 16

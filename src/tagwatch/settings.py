@@ -108,6 +108,37 @@ class TritonSettings(_Section):
         default=1, ge=1, description="ONNX Runtime intra-op threads of the local Triton's model (unset: ORT's pool; "
         "1 measured faster on 2 shared cores, benchmarks/serving.py)"
     )
+    # The shadow scorer (`tagwatch shadow run`, docs/shadow.md): locally the same Triton binds a second model,
+    # `<model_name>-shadow`, serving registry alias `shadow_alias` (production's version until that alias exists).
+    # In a cluster point these at the canary InferenceService (its gRPC address and its model name).
+    shadow_model_name: str | None = Field(
+        default=None, description="Triton model name of the shadow scorer; unset: <model_name>-shadow (the local "
+        "server binds it); a cluster's canary InferenceService: its model name")
+    shadow_url: str | None = Field(
+        default=None, description="host:port (gRPC) of the shadow scorer's Triton; unset: this Triton "
+        "(host:grpc_port); a cluster: the canary InferenceService's predictor address")
+    shadow_alias: str = Field(default="shadow", description="registry alias the shadow model serves")
+
+    @property
+    def shadow_name(self) -> str:
+        return self.shadow_model_name or f"{self.model_name}-shadow"
+
+    @property
+    def shadow_address(self) -> str:
+        return self.shadow_url or f"{self.host}:{self.grpc_port}"
+
+
+class GateSettings(_Section):
+    """The promotion gate's shadow-replay requirement (tagwatch.pipeline.gate ``shadow_check``, docs/shadow.md).
+
+    Limits are on the paired increase candidate - production of a rate (0.02 = 2 percentage points); a report is
+    over a limit when its 95 % CI's lower bound is above it (over beyond the noise)."""
+
+    require_shadow: bool = Field(default=False, description="promote to production only with a shadow report of "
+                                 "the version within the limits below")
+    max_remove_rate_increase: float = Field(default=0.02, ge=0, le=1)
+    max_review_rate_increase: float = Field(default=0.05, ge=0, le=1)
+    min_shadow_posts: int = Field(default=1, ge=1, description="a report that compared fewer posts does not count")
 
 
 class HttpSettings(_Section):
@@ -185,6 +216,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     moderation: ModerationSettings = ModerationSettings()
     stack: StackSettings = StackSettings()
+    gate: GateSettings = GateSettings()
     log_level: str = "INFO"
 
     @classmethod

@@ -61,12 +61,26 @@ def write_thumbnails(fetch_image: Callable[[str], bytes], examples: list[Publish
     (out_dir / EXAMPLES_DIR).mkdir(parents=True, exist_ok=True)
     paths = {}
     for n, post in enumerate(examples):
-        image = Image.open(io.BytesIO(fetch_image(post.image_uri))).convert("RGB")
-        image.thumbnail((size, size))
         relative = f"{EXAMPLES_DIR}/{n:03d}.jpg"
-        image.save(out_dir / relative, format="JPEG", quality=85)
+        (out_dir / relative).write_bytes(jpeg_thumbnail(Image.open(io.BytesIO(fetch_image(post.image_uri))), size))
         paths[post.post_id] = relative
     return paths
+
+
+def jpeg_thumbnail(image, size: int = 160, *, quality: int = 85) -> bytes:
+    """A PIL image as a JPEG thumbnail at most ``size`` px on a side (the original is not changed)."""
+    small = image.convert("RGB")  # a copy, also of an RGB image
+    small.thumbnail((size, size))
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def jpeg_data_uri(data: bytes) -> str:
+    """JPEG bytes as a ``data:`` URI for a self-contained HTML page."""
+    import base64
+
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode()
 
 
 def copy_plots(plots: dict[str, str], *, out_dir: Path) -> dict[str, str]:
@@ -88,7 +102,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
+def html_table(headers: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -115,7 +129,7 @@ def category_table(categories: dict[str, Any]) -> str:
                      fmt_ci(c.get("precision")) if acting else "–", c.get("chance"),
                      fmt_ci(c.get("recall")) if acting else "–", c.get("chance_recall"),
                      fmt_rate_ci(c.get("review_rate")) if acting else "–", auto])
-    return _table(["category", "mode", "positives", "AP [CI]", "chance AP (base rate)", "precision [CI]",
+    return html_table(["category", "mode", "positives", "AP [CI]", "chance AP (base rate)", "precision [CI]",
                    "chance precision (prevalence)", "recall [CI]", "chance recall (flag rate)", "review share [CI]",
                    "auto-remove precision [CI]"], rows)
 
@@ -140,7 +154,7 @@ def holdout_section(s: dict[str, Any], figures: dict[str, str]) -> str:
 held-out labels, under the policy the stream served. Rates and precision are estimated for
 {html.escape(s["population"])}; the raw share of this stream is shown beside the review rate (the holdout
 over-samples moderation positives).</p>
-{_table(["figure", "value"], [list(row) for row in overall_rows(s)])}
+{html_table(["figure", "value"], [list(row) for row in overall_rows(s)])}
 <h3>Per category</h3>
 <p>Chance: a random scorer's AP is the stream's base rate; a random flagger of the same volume has precision = the
 prevalence and recall = its flag rate. Recall counts positives that end in review or remove for any reason.</p>
@@ -193,7 +207,7 @@ figure {{ display: inline-block; margin: 0.5em; }} figure img {{ max-width: 100%
 <p>Model <b>{html.escape(str(model.get("name", "")))}</b> version <b>{html.escape(str(model.get("version", "")))}</b>
 (dataset {html.escape(str(s.get("dataset", "")))}); wall time {html.escape(_fmt(s.get("wall_seconds"), 1))} s.
 Held-out posts published as new posts, decided by the stream (Kafka consumers, Triton, policy), checked against their labels.</p>
-<h2>Stream</h2>{_table(["figure", "value"], stream)}
+<h2>Stream</h2>{html_table(["figure", "value"], stream)}
 {holdout_section(s, figures)}
 {_figure(figures.get("stream_pr"), "PR curves of the stream's scores per category (thresholds marked)")}
 {_figure(figures.get("stream_confusion"), "confusion per category: truth x the stream's flag")}
@@ -204,7 +218,7 @@ Held-out posts published as new posts, decided by the stream (Kafka consumers, T
 {_figure(figures.get("training_curves"), "training curves")}{_figure(figures.get("zipf"), "hashtag Zipf plot")}
 {_figure(figures.get("pr_curves"), "holdout PR curves of the exported model (the pipeline's evaluate step)")}
 {_figure(figures.get("confusion"), "holdout confusion (the pipeline's evaluate step)")}
-<h2>Stages</h2>{_table(["stage", "seconds"], stages)}{_table(["training step", "seconds"], steps)}
+<h2>Stages</h2>{html_table(["stage", "seconds"], stages)}{html_table(["training step", "seconds"], steps)}
 <h2>Reused</h2><ul>{reused}</ul>
 </body></html>
 """

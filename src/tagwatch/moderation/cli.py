@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import signal
@@ -28,13 +27,9 @@ log = logging.getLogger(__name__)
 
 
 def _load_policy(path: Path):
-    from tagwatch.moderation.policy import Policy
+    from tagwatch.moderation.policy import load_policy_file
 
-    try:
-        return Policy.model_validate(json.loads(path.read_text()))
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"policy file {path} is unreadable: {str(error)[:200]}",
-                          hint="pass the policy.json the transfer step wrote (tagwatch train transfer)") from error
+    return load_policy_file(path)
 
 
 def moderate(

@@ -119,7 +119,7 @@ _RELATIVE = re.compile(r"^(\d+)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
-def parse_since(text: str, *, now: datetime | None = None) -> datetime:
+def parse_since(text: str, *, now: datetime | None = None, option: str = "--since") -> datetime:
     """``30m``, ``2h``, ``7d`` (before now) or an ISO 8601 time (UTC when it has no offset)."""
     now = now or datetime.now(timezone.utc)
     match = _RELATIVE.match(text.strip())
@@ -128,8 +128,8 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError as error:
-        raise ConfigError(f"--since {text!r} is neither a duration nor a time",
-                          hint="e.g. --since 2h, --since 7d or --since 2026-12-01T04:00:00Z") from error
+        raise ConfigError(f"{option} {text!r} is neither a duration nor a time",
+                          hint=f"e.g. {option} 2h, {option} 7d or {option} 2026-12-01T04:00:00Z") from error
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 

@@ -52,7 +52,10 @@ class Ledger:
         return Decision.model_validate_json(body)
 
     def post_ids(self) -> list[str]:
-        ids = []
+        return [post_id for post_id, _ in self.listing()]
+
+    def listing(self):
+        """(post_id, when its record was written: the object's LastModified) for every record."""
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix):
-            ids.extend(obj["Key"][len(self.prefix) : -len(".json")] for obj in page.get("Contents", []))
-        return ids
+            for obj in page.get("Contents", []):
+                yield obj["Key"][len(self.prefix) : -len(".json")], obj["LastModified"]

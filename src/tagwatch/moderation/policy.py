@@ -8,6 +8,7 @@ decision's reasons (``monitor:<category>...``) and counted, but it never changes
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -58,3 +59,16 @@ def decide(scores: dict[str, float], policy: Policy) -> tuple[Action, list[str]]
 def monitor_hits(reasons: list[str]) -> list[str]:
     """The categories a decision's reasons name as monitor hits."""
     return [r[len(MONITOR_PREFIX):].split(">=", 1)[0] for r in reasons if r.startswith(MONITOR_PREFIX)]
+
+
+def load_policy_file(path: Path) -> Policy:
+    """A policy.json file; ConfigError (exit 3) when it is unreadable or not a policy."""
+    import json
+
+    from tagwatch.errors import ConfigError
+
+    try:
+        return Policy.model_validate(json.loads(Path(path).read_text()))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"policy file {path} is unreadable: {str(error)[:200]}",
+                          hint="pass the policy.json the transfer step wrote (tagwatch train transfer)") from error

@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 class TopicFollower:
     """Every record of some topics from offset 0, then whatever arrives next, one ``poll`` at a time."""
 
-    def __init__(self, kafka: KafkaSettings, topics: list[str], *, client_id: str = "tagwatch-readback") -> None:
+    def __init__(self, kafka: KafkaSettings, topics: list[str], *, client_id: str = "tagwatch-readback",
+                 start=None) -> None:
+        """``start(consumer, partitions) -> {TopicPartition: offset}``: where to begin (absent: offset 0)."""
         from kafka import KafkaConsumer, TopicPartition
 
         self.consumer = KafkaConsumer(enable_auto_commit=False, **kafka_config(kafka, client_id=client_id))
@@ -31,8 +33,9 @@ class TopicFollower:
             parts = self._partitions(topic)
             tps.extend(TopicPartition(topic, p) for p in sorted(parts))
         self.consumer.assign(tps)
+        offsets = start(self.consumer, tps) if start is not None else {}
         for tp in tps:
-            self.consumer.seek(tp, 0)
+            self.consumer.seek(tp, offsets.get(tp, 0))
 
     def _partitions(self, topic: str, timeout_s: float = 30.0) -> set[int]:
         deadline = time.monotonic() + timeout_s

@@ -52,13 +52,14 @@ class TritonScorer:
     (moderation/policy_source.py, read through ``registry`` and ``alias``).
     """
 
-    def __init__(self, settings, *, alias: str = "production", protocol: str = "grpc") -> None:
+    def __init__(self, settings, *, alias: str = "production", protocol: str = "grpc", client=None) -> None:
+        """``client``: a ``ModelClient`` of another Triton model than ``settings.triton``'s (the shadow scorer's)."""
         from tagwatch.registry.registry import open_registry
         from tagwatch.serving.client import client_from_settings
 
         self.alias = alias
         self.registry = open_registry(settings)
-        self.client = client_from_settings(settings.triton, protocol=protocol)
+        self.client = client or client_from_settings(settings.triton, protocol=protocol)
         self.refresh()
 
     def refresh(self) -> None:

@@ -168,3 +168,33 @@ def decide_promotion(*, review_rate: dict[str, Any] | None, review_budget: float
     else:
         checks.append(f"{map_sentence} (information only)")
     return decision(True, "; ".join(checks))
+
+
+def shadow_check(report: dict[str, Any] | None, *, version: int, limits) -> tuple[bool, str]:
+    """Does a shadow replay of ``version`` allow its promotion? (ok, the sentence that says why).
+
+    ``limits``: ``settings.gate`` (``require_shadow``, ``max_remove_rate_increase``, ``max_review_rate_increase``,
+    ``min_shadow_posts``). ``report``: the latest shadow report of the version (``shadow.report.latest_report``).
+    A rate's increase is over its limit when the paired difference's 95 % CI lower bound is above it (over beyond
+    the noise, as the review-budget rule judges); a point estimate over the limit with the limit inside the CI
+    passes, and the sentence says so."""
+    if not limits.require_shadow:
+        return True, "no shadow report required (settings.gate.require_shadow is off)"
+    if report is None:
+        return False, (f"no shadow report of version {version}: run `tagwatch shadow run --candidate "
+                       f"MODEL@{version}` before promoting it")
+    compared = int(report.get("summary", {}).get("compared") or 0)
+    if compared < limits.min_shadow_posts or not report.get("rates"):
+        return False, (f"the shadow report of version {version} compared {compared} post(s) with production, fewer "
+                       f"than the {limits.min_shadow_posts} required")
+    sentences, ok = [], True
+    for action, limit in (("remove", limits.max_remove_rate_increase), ("review", limits.max_review_rate_increase)):
+        delta = report["rates"][action]["delta"]
+        low, value = delta.get("low"), delta.get("value")
+        over = low is not None and low > limit + EPSILON
+        point_over = value is not None and value > limit + EPSILON
+        verdict = ("over, beyond the CI," if over else "over, but within the noise of," if point_over else "within")
+        sentences.append(f"shadow replay of {compared} posts: {action} rate change {_signed(value)} (95 % CI "
+                         f"{_signed(low)} to {_signed(delta.get('high'))}), {verdict} the limit of +{limit:.3f}")
+        ok = ok and not over
+    return ok, "; ".join(sentences)

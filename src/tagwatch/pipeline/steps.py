@@ -239,6 +239,8 @@ def deploy(*, mode: str, version: int, alias: str = "production", namespace: str
     from tagwatch.pipeline.deploy import deploy_cluster, deploy_local
 
     settings = step_settings()
+    if alias == "production":
+        require_shadow_report(settings, version)
     if check_mode(mode) == "local":
         return deploy_local(settings=settings, version=version, alias=alias)
     from tagwatch.k8s.serving import DEPLOYMENT_MODE, check_canary
@@ -249,3 +251,21 @@ def deploy(*, mode: str, version: int, alias: str = "production", namespace: str
     return deploy_cluster(settings=settings, version=version, alias=alias, namespace=namespace,
                           service_name=service_name, runtime=runtime, canary_traffic_percent=canary_traffic_percent,
                           gpus=gpus, timeout_s=timeout_s)
+
+
+def require_shadow_report(settings, version: int) -> str:
+    """PipelineError (no promotion, with the reason) unless ``settings.gate`` is content with the latest shadow
+    report of ``version`` in S3 (or requires none); the gate's sentence otherwise."""
+    from tagwatch.clients import s3_client
+    from tagwatch.pipeline.gate import shadow_check
+    from tagwatch.shadow.report import latest_report
+
+    report = None
+    if settings.gate.require_shadow:
+        report = latest_report(s3_client(settings.s3), settings.s3.buckets.models, settings.triton.model_name, version)
+    ok, reason = shadow_check(report, version=version, limits=settings.gate)
+    if not ok:
+        raise PipelineError(f"not promoting version {version}: {reason}",
+                            hint="run `tagwatch shadow run` for the version, or change the limits in settings.gate")
+    log.info("shadow gate: %s", reason)
+    return reason

@@ -30,6 +30,7 @@ def registry() -> dict[str, type[BaseModel]]:
     from tagwatch.moderation.claims import RedriveClaim
     from tagwatch.moderation.events import Decision, DeadLetter, PostCreated, ReviewRequest
     from tagwatch.registry.metadata import AliasRecord, PolicyVersionMetadata, VersionMetadata
+    from tagwatch.shadow.report import ShadowReport
 
     return {
         "post-created.v1.json": PostCreated,
@@ -44,6 +45,7 @@ def registry() -> dict[str, type[BaseModel]]:
         "model-version-metadata.v1.json": VersionMetadata,
         "model-alias.v1.json": AliasRecord,
         "policy-version-metadata.v1.json": PolicyVersionMetadata,
+        "shadow-report.v1.json": ShadowReport,
     }
 
 

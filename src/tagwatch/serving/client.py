@@ -89,6 +89,11 @@ class ModelClient:
                 self._max_batch = int(config["max_batch_size"])
         return self._max_batch
 
+    def model_config_json(self) -> dict:
+        """The model's config as Triton reports it (KServe v2 JSON), over either protocol."""
+        config = self._call(lambda: self._client.get_model_config(self.model_name, as_json=True, **self._kw()))
+        return config.get("config", config) if self.protocol == "grpc" else config
+
     def input_shape(self) -> tuple[int, ...]:
         """The ``images`` input's shape without the batch axis, e.g. (3, 128, 128)."""
         meta = self._call(lambda: self._client.get_model_metadata(self.model_name, **self._kw()))
@@ -184,6 +189,13 @@ def client_from_settings(triton: TritonSettings, *, protocol: str = "grpc", grpc
     """A client for ``settings.triton`` (ports may be overridden, e.g. by the stack's free ports)."""
     port = (grpc_port or triton.grpc_port) if protocol == "grpc" else (http_port or triton.http_port)
     return ModelClient(url=f"{triton.host}:{port}", model_name=triton.model_name, protocol=protocol,
+                       timeout_s=triton.timeout_s, **kwargs)
+
+
+def shadow_client_from_settings(triton: TritonSettings, **kwargs: Any) -> ModelClient:
+    """A gRPC client for the shadow scorer: ``triton.shadow_address`` / ``triton.shadow_name`` (locally the stack's
+    Triton and its ``<model>-shadow`` model; in a cluster the canary InferenceService)."""
+    return ModelClient(url=triton.shadow_address, model_name=triton.shadow_name, protocol="grpc",
                        timeout_s=triton.timeout_s, **kwargs)
 
 

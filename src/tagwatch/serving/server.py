@@ -10,6 +10,11 @@ Locally the Triton model version is always 1 (the served registry version can ch
 the model has one extra output, ``model_version`` (int64 per row): the registry version that scored that row.
 In a cluster KServe loads the registry layout itself, whose Triton version directory is the registry version;
 ``tagwatch.serving.client`` returns ``model_version`` per row in both cases.
+
+Beside it the server binds the shadow model (``settings.triton.shadow_name``, default ``<model_name>-shadow``)
+serving alias ``settings.triton.shadow_alias`` (``shadow``): until that alias exists it serves the same version as
+the main model, and its own watcher swaps it when the alias moves (same served-config rule). ``tagwatch shadow run``
+points the alias at a candidate and replays posts through it (docs/shadow.md).
 """
 
 from __future__ import annotations
@@ -55,9 +60,10 @@ class AliasWatcher(threading.Thread):
     """Polls the alias; on a new version: fetch (verified), load, warm, swap. Failures keep the old version."""
 
     def __init__(self, registry: ModelRegistry, *, ref: str, model: SwappableModel, cache: Path, threads: int | None,
-                 poll_s: float, on_swap) -> None:
-        super().__init__(name="alias-watcher", daemon=True)
+                 poll_s: float, on_swap, fallback: str | None = None) -> None:
+        super().__init__(name=f"alias-watcher-{ref}", daemon=True)
         self.registry, self.ref, self.model, self.cache = registry, ref, model, cache
+        self.fallback = fallback  # served while ``ref`` (an alias) does not exist
         self.threads, self.poll_s, self.on_swap = threads, poll_s, on_swap
         self.stop_event = threading.Event()
         self.refused: set[str] = set()
@@ -71,7 +77,7 @@ class AliasWatcher(threading.Thread):
                             self.model.runner.model.metadata.version, error)
 
     def check_once(self) -> bool:
-        metadata, digest = self.registry.resolve(self.ref)
+        metadata, digest = self.registry.resolve(serving_ref(self.registry, self.ref, self.fallback))
         if digest == self.model.runner.model.metadata_sha256 or digest in self.refused:
             return False
         log.info("alias %s moved to version %d; loading it", self.ref, metadata.version)
@@ -89,9 +95,27 @@ class AliasWatcher(threading.Thread):
         return True
 
 
+def serving_ref(registry: ModelRegistry, ref: str, fallback: str | None) -> str:
+    """``ref``, or ``fallback`` while ``ref`` is an alias that does not exist (the shadow model before any run)."""
+    if fallback is None or str(ref).isdigit() or ref == "latest" or registry.read_alias(ref) is not None:
+        return ref
+    return fallback
+
+
+def _infer_function(model: SwappableModel):
+    from pytriton.decorators import batch
+
+    @batch
+    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+        return model(inputs[model.runner.input.name])
+
+    return infer
+
+
 def run_server(settings: Settings, *, ref: str, http_port: int, grpc_port: int, metrics_port: int,
                poll_s: float = 5.0, ort_threads: int | None = None, stop_event: threading.Event | None = None) -> None:
-    """Serve ``ref`` (alias, version or ``latest``) until ``stop_event`` is set or SIGTERM/SIGINT."""
+    """Serve ``ref`` (alias, version or ``latest``), and the shadow alias beside it, until ``stop_event`` is set or
+    SIGTERM/SIGINT."""
     prepare_environment()
     from pytriton.triton import Triton, TritonConfig
 
@@ -104,21 +128,28 @@ def run_server(settings: Settings, *, ref: str, http_port: int, grpc_port: int, 
     runner = OnnxRunner(local, threads=ort_threads)
     model = SwappableModel(runner)
     fetch_load_s = time.monotonic() - t0
+    shadow_alias = settings.triton.shadow_alias
+    shadow_local = registry.fetch(serving_ref(registry, shadow_alias, ref), dest=cache)
+    shadow = SwappableModel(runner if shadow_local.metadata_sha256 == local.metadata_sha256
+                            else OnnxRunner(shadow_local, threads=ort_threads))
 
-    def write_served(current: OnnxRunner) -> None:
+    served_lock = threading.Lock()  # two watchers may swap at once
+
+    def write_served(_current: OnnxRunner | None = None) -> None:
+        with served_lock:
+            _write_served()
+
+    def _write_served() -> None:
+        current = model.runner
         record = {**describe(current.model, ref=ref), "since": datetime.now(timezone.utc).isoformat(),
                   "swaps": model.swaps, "pid": os.getpid(), "load_s": round(current.load_s, 3),
                   "start_fetch_verify_load_s": round(fetch_load_s, 3),
-                  "ports": {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}}
+                  "ports": {"http": http_port, "grpc": grpc_port, "metrics": metrics_port},
+                  "shadow": {**describe(shadow.runner.model, ref=shadow_alias), "swaps": shadow.swaps,
+                             "triton_model": settings.triton.shadow_name}}
         tmp = served_file(settings).with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=2))
         os.replace(tmp, served_file(settings))
-
-    from pytriton.decorators import batch
-
-    @batch
-    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
-        return model(inputs[runner.input.name])
 
     host = settings.triton.host
     config = TritonConfig(
@@ -128,31 +159,36 @@ def run_server(settings: Settings, *, ref: str, http_port: int, grpc_port: int, 
     )
     workspace = make_workspace(settings)
     triton = Triton(config=config, workspace=workspace)
-    watcher = None
+    watchers: list[AliasWatcher] = []
     try:
-        # Everything Triton is told about the model comes from the version's registered config.pbtxt.
-        triton.bind(
-            model_name=runner.served.name,
-            infer_func=infer,
-            model_version=TRITON_MODEL_VERSION,
-            strict=True,
-            **pytriton_binding(runner.served, extra_outputs=(TensorSpec(VERSION_OUTPUT, "TYPE_INT64", (1,)),)),
-        )
+        # Everything Triton is told about a model comes from the version's registered config.pbtxt.
+        for name, bound in ((runner.served.name, model), (settings.triton.shadow_name, shadow)):
+            triton.bind(
+                model_name=name,
+                infer_func=_infer_function(bound),
+                model_version=TRITON_MODEL_VERSION,
+                strict=True,
+                **pytriton_binding(bound.runner.served,
+                                   extra_outputs=(TensorSpec(VERSION_OUTPUT, "TYPE_INT64", (1,)),)),
+            )
         triton.run()
-        write_served(runner)
+        write_served()
         log.info("serving %s version %d (%s) on http %s:%d grpc %s:%d metrics %s:%d; fetch+load %.2fs, ready %.2fs",
                  settings.triton.model_name, local.metadata.version, ref, host, http_port, host, grpc_port, host,
                  metrics_port, fetch_load_s, time.monotonic() - t0)
         if not str(ref).isdigit():
-            watcher = AliasWatcher(registry, ref=ref, model=model, cache=cache, threads=ort_threads, poll_s=poll_s,
-                                   on_swap=write_served)
+            watchers.append(AliasWatcher(registry, ref=ref, model=model, cache=cache, threads=ort_threads,
+                                         poll_s=poll_s, on_swap=write_served))
+        watchers.append(AliasWatcher(registry, ref=shadow_alias, fallback=ref, model=shadow, cache=cache,
+                                     threads=ort_threads, poll_s=poll_s, on_swap=write_served))
+        for watcher in watchers:
             watcher.start()
         while not stop_event.wait(1.0):
             if not triton.is_alive():
                 log.error("tritonserver exited; stopping")
                 break
     finally:
-        if watcher is not None:
+        for watcher in watchers:
             watcher.stop_event.set()
         triton.stop()
         remove_workspace(settings, pid=os.getpid())
