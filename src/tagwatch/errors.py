@@ -135,3 +135,10 @@ class PipelineError(TagwatchError):
 class ClusterJobError(PipelineError):
     """A TrainJob/PyTorchJob/InferenceService that failed (with the job's own reason), timed out, or could not be
     created (RBAC, missing CRD, name taken). Exit 14."""
+
+
+class PrivacyError(TagwatchError):
+    """A deletion or lineage request that cannot be carried out as asked: an unknown post id, a datasets bucket
+    that cannot be searched. Exit 15."""
+
+    exit_code = 15

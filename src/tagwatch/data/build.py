@@ -7,7 +7,7 @@ manifest and does nothing) -> fetch images -> categories from original keywords 
 (category-positive posts go to the holdout at a higher rate, so moderation evaluation has positives) -> drop
 train near-copies of eval images (dedup.py) -> vocabulary over the remaining train captions (vocab.py) ->
 labels and square-root resampling weights -> shards -> vocabulary.json, categories.yaml, dedup.json,
-post_ids.txt, manifest.json (last: its presence marks a complete build) and ``<name>/latest.json``.
+post_index.tsv, manifest.json (last: its presence marks a complete build) and ``<name>/latest.json``.
 """
 
 from __future__ import annotations
@@ -273,7 +273,8 @@ def build_dataset(
         split_infos=split_infos,
         sources=source_infos(posts=posts, versions=source_versions, samples=samples,
                              categories=list(categories.categories)),
-        consent=consent, post_ids=[sample.post_id for split in samples.values() for sample, _ in split],
+        consent=consent,
+        post_splits={sample.post_id: split for split, items in samples.items() for sample, _ in items},
     )
     _write_latest(client, datasets_bucket, config.name, report.version)
     report.splits = {split: info.samples for split, info in manifest.splits.items()}

@@ -25,7 +25,7 @@ from tagwatch.privacy.consent import ConsentReport
 if TYPE_CHECKING:
     from tagwatch.data.build import BuildConfig, Progress
 
-POST_IDS_FILE = "post_ids.txt"
+POST_INDEX_FILE = "post_index.tsv"
 
 
 def write_shards(
@@ -59,15 +59,15 @@ def write_shards(
 def write_metadata(
     *, client: Any, bucket: str, prefix: str, config: BuildConfig, version: str, vocabulary: Vocabulary,
     categories_text: str, category_names: list[str], dedup: DedupReport, split_infos: dict[str, SplitInfo],
-    sources: list[SourceInfo], consent: ConsentReport, post_ids: list[str],
+    sources: list[SourceInfo], consent: ConsentReport, post_splits: dict[str, str],
 ) -> DatasetManifest:
-    """vocabulary.json, categories.yaml, dedup.json, post_ids.txt (every post in the shards: what lineage
-    searches), then the sealed manifest.json (with the consent policy and what it excluded)."""
+    """vocabulary.json, categories.yaml, dedup.json, post_index.tsv (``post_splits``: every post in the shards and
+    its split, what lineage searches), then the sealed manifest.json (with the consent policy and its exclusions)."""
     files = {
         "vocabulary.json": vocabulary.model_dump_json(indent=1).encode(),
         "categories.yaml": categories_text.encode("utf-8"),
         "dedup.json": dedup.model_dump_json(indent=1).encode(),
-        POST_IDS_FILE: "".join(f"{post_id}\n" for post_id in sorted(post_ids)).encode(),
+        POST_INDEX_FILE: "".join(f"{post_id}\t{post_splits[post_id]}\n" for post_id in sorted(post_splits)).encode(),
     }
     refs = {}
     for path, data in files.items():
@@ -81,7 +81,7 @@ def write_metadata(
         splits=split_infos, sampling="sqrt",  # split_rates: what assign_split does, as rates
         split_rates=SplitRates.of(positive=(config.positive_val_fraction, config.positive_holdout_fraction),
                                   negative=(config.val_fraction, config.holdout_fraction)),
-        consent=consent, post_ids=refs[POST_IDS_FILE],
+        consent=consent, post_index=refs[POST_INDEX_FILE],
     ).sealed()
     client.put_object(Bucket=bucket, Key=f"{prefix}/manifest.json", Body=manifest.model_dump_json(indent=1).encode(),
                       ContentType="application/json")

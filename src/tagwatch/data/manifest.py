@@ -6,7 +6,7 @@ Layout under ``s3://<buckets.datasets>/<name>/<version>/``::
     vocabulary.json       Vocabulary
     categories.yaml       the moderation categories used for this build (copy of the package's, or the override)
     dedup.json            the PDQ dedup report (dropped train post_ids and their nearest eval image)
-    post_ids.txt          every post id in the shards, sorted, one a line (what `tagwatch data lineage` searches)
+    post_index.tsv        ``<post_id>\t<split>`` of every sample in the shards, sorted (`tagwatch data lineage` reads it)
     shards/<split>-NNNNNN.tar   webdataset shards, split in {train, val, holdout}
 
 ``s3://<buckets.datasets>/<name>/latest.json`` = ``{"version": "<version>"}`` names the newest complete build.
@@ -134,8 +134,8 @@ class DatasetManifest(_Model):
     split_rates: SplitRates | None = Field(default=None, description="split assignment rates (None: older builds)")
     consent: ConsentReport | None = Field(
         default=None, description="the training-consent policy and the posts it excluded (None: builds before it)")
-    post_ids: FileRef | None = Field(default=None, description="post_ids.txt (None: builds before it; lineage then "
-                                     "reads the shards)")
+    post_index: FileRef | None = Field(default=None, description="post_index.tsv (None: builds before it; lineage "
+                                       "then reads the shards)")
     content_hash: str = Field(
         default="", description="sha256 of the canonical JSON of all other fields but created_at (None fields left out)"
     )
