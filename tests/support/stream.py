@@ -34,8 +34,8 @@ def private_stream(settings: Settings, partitions: int = 2) -> Settings:
     kafka = settings.kafka.model_copy(update={"topics": topics, "consumer_group": f"g{tag}", "partitions": partitions})
     admin = KafkaAdminClient(**kafka_config(kafka, client_id="test-admin"))
     try:
-        admin.create_topics([NewTopic(t, partitions, 1) for t in (topics.posts, topics.decisions, topics.review, topics.dead_letter,
-                                                             topics.deleted)])
+        admin.create_topics([NewTopic(t, partitions, 1) for t in (
+            topics.posts, topics.decisions, topics.review, topics.dead_letter, topics.deleted)])
     finally:
         admin.close()
     return settings.model_copy(update={"kafka": kafka})

@@ -19,10 +19,12 @@ def _settings(ctx: typer.Context):
 def delete(
     ctx: typer.Context,
     post_id: Annotated[str, typer.Argument(help="The post to erase.")],
-    reason: Annotated[str, typer.Option(help="Why (kept on the erasure list and in the event; no personal data).")] = "",
+    reason: Annotated[str, typer.Option(
+        help="Why (kept on the erasure list and in the event; no personal data).")] = "",
     image_uri: Annotated[Optional[str], typer.Option(
         help="The image of a post that has no post record (one that only went through the stream).")] = None,
-    force: Annotated[bool, typer.Option(help="Put the id on the erasure list even when nothing of it is found.")] = False,
+    force: Annotated[bool, typer.Option(
+        help="Put the id on the erasure list even when nothing of it is found.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Erase a post: erasure list (no later build includes it), image and record removed from the posts bucket,
