@@ -35,10 +35,14 @@ app.add_typer(config_app, name="config")
 app.add_typer(stack_app, name="stack")
 from tagwatch.data.cli import data_app  # noqa: E402
 app.add_typer(data_app, name="data")
+from tagwatch.privacy.cli import delete as posts_delete  # noqa: E402
+from tagwatch.privacy.cli import lineage as data_lineage  # noqa: E402
+data_app.command("lineage")(data_lineage)
 app.add_typer(manifests_app, name="manifests")
 app.add_typer(posts_app, name="posts")
 from tagwatch.moderation.audit_cli import audit  # noqa: E402
 posts_app.command("audit")(audit)
+posts_app.command("delete")(posts_delete)
 app.add_typer(bank_app, name="bank")
 from tagwatch.moderation.dlq_cli import dlq_app, ledger_app  # noqa: E402
 app.add_typer(dlq_app, name="dlq")

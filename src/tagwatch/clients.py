@@ -75,3 +75,26 @@ def kafka_config(kafka: KafkaSettings, *, client_id: str) -> dict[str, Any]:
                                    "TAGWATCH_KAFKA__SSL_CAFILE to use the system CAs")
         config["ssl_cafile"] = str(kafka.ssl_cafile)
     return config
+
+
+def condition_failed(error: Exception) -> bool:
+    """True when an S3 error says a conditional write's If-None-Match / If-Match did not hold (412, or 409 and
+    ConditionalRequestConflict as SeaweedFS answers a concurrent one)."""
+    response = getattr(error, "response", None) or {}
+    code = response.get("Error", {}).get("Code", "")
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in {"PreconditionFailed", "412", "ConditionalRequestConflict"} or status in {409, 412}
+
+
+def put_if_absent(client: Any, bucket: str, key: str, body: bytes, *, content_type: str = "application/json") -> bool:
+    """PUT with ``If-None-Match: *``: True if this call created the object, False if it was already there.
+    Other S3 errors propagate (botocore's ClientError / BotoCoreError)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*")
+    except ClientError as error:
+        if condition_failed(error):
+            return False
+        raise
+    return True

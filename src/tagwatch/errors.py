@@ -142,3 +142,10 @@ class EmptyRangeError(TagwatchError):
     """A shadow replay's range (--from/--to, --ledger-range) holds no post.created record. Exit 16."""
 
     exit_code = 16
+
+
+class PrivacyError(TagwatchError):
+    """A deletion or lineage request that cannot be carried out as asked: an unknown post id, a datasets bucket
+    that cannot be searched. Exit 15."""
+
+    exit_code = 15

@@ -70,6 +70,8 @@ class TopicNames(_Section):
     decisions: str = "tagwatch.moderation.decisions"
     review: str = "tagwatch.moderation.review"
     dead_letter: str = "tagwatch.moderation.dlq"
+    deleted: str = Field(default="tagwatch.posts.deleted", description="post.deleted events: a post was erased "
+                         "(`tagwatch posts delete`), downstream systems drop their copies")
     check: str = "tagwatch.stack.check"
 
     def all(self) -> list[str]:
@@ -201,6 +203,17 @@ class StackSettings(_Section):
         return value
 
 
+class PrivacySettings(_Section):
+    """What training may use (docs/privacy.md). Moderation screens every post whatever these say."""
+
+    consent_unknown: Literal["exclude", "include"] = Field(
+        default="exclude", description="dataset builds and a post whose training_consent is 'unknown': exclude "
+        "(default: only 'granted' posts are trained on) or include")
+    author_key: SecretStr = Field(
+        default=SecretStr("tagwatch-local-only-author-key"), description="HMAC-SHA256 key that pseudonymises author "
+        "ids in everything that feeds training (a cluster sets it from the tagwatch-privacy Secret)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TAGWATCH_",
@@ -217,6 +230,7 @@ class Settings(BaseSettings):
     moderation: ModerationSettings = ModerationSettings()
     stack: StackSettings = StackSettings()
     gate: GateSettings = GateSettings()
+    privacy: PrivacySettings = PrivacySettings()
     log_level: str = "INFO"
 
     @classmethod

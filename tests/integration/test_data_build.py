@@ -21,6 +21,7 @@ from tagwatch.data.manifest import SPLITS, ShardSample, Vocabulary
 from tagwatch.data.posts import Post, list_post_ids, load_post_records, post_key
 from tagwatch.data.shards import read_manifest, shard_urls
 from tagwatch.data.wordnet import load_wordnet
+from tagwatch.moderation.events import PostCreated
 from tagwatch.schemas import load_schema
 from tests.conftest import run_cli
 from tests.support.buckets import private_data_buckets
@@ -94,7 +95,9 @@ def test_build_report_counts_bad_posts(built) -> None:
     assert report["skipped"].get("invalid_post") == 1
     total_posts = built["ingests"]["openclipart"]["ingested"] + SYNTHETIC_LIMIT + 1 + 2
     assert report["posts_read"] == total_posts
-    assert sum(report["splits"].values()) + sum(report["skipped"].values()) + report["dedup_dropped"] == total_posts
+    excluded = sum(report["consent"]["excluded"].values())  # synthetic posts without granted consent
+    assert (sum(report["splits"].values()) + sum(report["skipped"].values()) + report["dedup_dropped"] + excluded
+            == total_posts)
 
 
 def test_manifest_verifies_and_its_files_match(built) -> None:
@@ -223,3 +226,161 @@ def test_holdout_posts_become_new_posts(built, stack_settings) -> None:
     assert [r["post_id"] for r in rows] == [post.post_id for post, _ in held[:5]]
     found = read_back(stack_settings, rows)  # each at the partition/offset the file gives
     assert {p: f.image_uri for p, f in found.items()} == {post.post_id: post.image_uri for post, _ in held[:5]}
+
+
+# -- privacy (docs/privacy.md): consent, moderation of every post, deletion, lineage. Last in the module: the
+# deletion changes the posts bucket the tests above read.
+
+def _records(built) -> dict[str, dict]:
+    records = {}
+    for source in ("openclipart", "synthetic"):
+        records.update({k: v for k, v in load_post_records(built["client"], built["posts"], source).items()
+                        if isinstance(v, dict) and "source" in v})  # not the fixture's record that is no post
+    return records
+
+
+def _post_index(built, version: str) -> dict[str, str]:
+    manifest = read_manifest(client=built["client"], bucket=built["datasets"], name="hashtags", version=version)
+    body = built["client"].get_object(
+        Bucket=built["datasets"], Key=f"hashtags/{version}/{manifest.post_index.path}")["Body"].read().decode()
+    return dict(line.split("\t") for line in body.splitlines())
+
+
+def test_manifest_records_the_consent_policy_and_only_consented_posts_are_in_the_shards(built) -> None:
+    manifest = read_manifest(client=built["client"], bucket=built["datasets"], name="hashtags")
+    records = _records(built)
+    by_consent = {c: {p for p, r in records.items() if r["training_consent"] == c}
+                  for c in ("granted", "denied", "unknown")}
+    assert all(r["source"] != "openclipart" or r["training_consent"] == "granted" for r in records.values())
+    assert by_consent["denied"] and by_consent["unknown"]  # the synthetic mix makes the exclusion visible
+    assert manifest.consent.policy == {"granted": "include", "denied": "exclude", "unknown": "exclude"}
+    # the two posts of "another producer" in the fixture copy a synthetic record, so they carry its consent
+    assert manifest.consent.excluded["denied"] >= len(by_consent["denied"]) - 2
+    assert manifest.consent.excluded["unknown"] >= len(by_consent["unknown"]) - 2
+    index = _post_index(built, manifest.version)
+    assert sum(manifest.splits[s].samples for s in SPLITS) == len(index)
+    assert not set(index) & (by_consent["denied"] | by_consent["unknown"])
+    assert set(index) <= by_consent["granted"]
+    for record in records.values():  # authors are keyed pseudonyms, never the source's own name
+        assert record["author_id"].startswith("u-") and len(record["author_id"]) == 18
+    shard = manifest.splits["train"].shards[0]
+    data = built["client"].get_object(Bucket=built["datasets"], Key=f"hashtags/{manifest.version}/{shard.path}")
+    assert b"author" not in data["Body"].read()  # the trainer never sees author ids
+
+
+@pytest.fixture(scope="module")
+def moderated(built, stack_settings, tmp_path_factory):
+    """One denied and one granted (trained-on, train split) post of the build, moderated by the real consumer."""
+    import threading
+
+    from tagwatch.moderation.consumer import ConsumerOptions, ModerationConsumer
+    from tagwatch.moderation.ledger import Ledger
+    from tagwatch.moderation.publish import publish_posts
+    from tagwatch.moderation.scoring import OnnxScorer
+    from tests.support import colour_model as cm
+    from tests.support.stream import private_stream
+
+    records = _records(built)
+    index = _post_index(built, built["report"]["version"])
+    denied = sorted(p for p, r in records.items() if r["training_consent"] == "denied")[0]
+    images = [r["image_uri"] for r in records.values()]
+    granted = sorted(p for p, split in index.items() if split == "train" and p.startswith("synthetic-")
+                     and images.count(records[p]["image_uri"]) == 1)[0]  # an image no other post shares
+    buckets = stack_settings.s3.buckets.model_copy(update={"posts": built["posts"], "datasets": built["datasets"]})
+    settings = private_stream(stack_settings.model_copy(
+        update={"s3": stack_settings.s3.model_copy(update={"buckets": buckets})}))
+    events = [PostCreated(post_id=p, author_id=records[p]["author_id"], created_at=records[p]["created_at"],
+                          caption=records[p]["caption"], image_uri=records[p]["image_uri"],
+                          sha256=records[p]["image_sha256"], training_consent=records[p]["training_consent"])
+              for p in (denied, granted)]
+    assert publish_posts(settings, events) == 2
+    path = tmp_path_factory.mktemp("colour") / "colour.onnx"
+    scorer = OnnxScorer(path, cm.CATEGORIES, cm.build(path))
+    stats = ModerationConsumer(settings, scorer, cm.POLICY, options=ConsumerOptions(max_poll_records=16)).run(
+        threading.Event(), idle_exit_s=4.0)
+    assert (stats.decided, stats.dead_lettered) == (2, 0)
+    return {"denied": denied, "granted": granted, "settings": settings,
+            "ledger": Ledger(built["client"], settings.s3.buckets.ledger)}
+
+
+def test_a_post_with_denied_consent_is_moderated_but_never_trained_on(built, moderated) -> None:
+    denied = moderated["denied"]
+    decision = moderated["ledger"].get(denied)
+    assert decision is not None and decision.post_id == denied  # moderation screened it like any post
+    assert denied not in _post_index(built, built["report"]["version"])
+    result = run_cli("data", "build", "--min-count", "3", "--shard-samples", "100", "--json", env=built["env"])
+    assert result.returncode == 0 and json.loads(result.stdout)["up_to_date"]  # the next build: same, without it
+
+
+def test_the_erasure_list_is_append_only_per_post(built) -> None:
+    from tagwatch.privacy.erasures import erased_post_ids, read_erasure, record_erasure
+
+    bucket = f"test-erasures-{secrets.token_hex(3)}"
+    built["client"].create_bucket(Bucket=bucket)
+    assert record_erasure(built["client"], bucket, "p-1", reason="first")
+    assert not record_erasure(built["client"], bucket, "p-1", reason="second")  # If-None-Match: the first stays
+    assert record_erasure(built["client"], bucket, "p-2")
+    assert erased_post_ids(built["client"], bucket) == {"p-1", "p-2"}
+    assert read_erasure(built["client"], bucket, "p-1").reason == "first"
+
+
+def test_a_deleted_post_is_gone_from_s3_and_every_later_build_and_lineage_names_where_it_was(built, moderated,
+                                                                                           stack_settings) -> None:
+    """The model version is written as the registry stores one (metadata.json under its version prefix) rather than
+    exported and registered: lineage joins on its ``lineage.manifest_hash``; registering is tested in
+    test_registry_s3.py."""
+    from datetime import datetime, timezone
+
+    from tagwatch.moderation.events import EventType, PostDeleted, header_map
+    from tagwatch.registry.metadata import VersionMetadata
+    from tagwatch.registry.registry import ModelRegistry
+    from tests.support.stream import read_topic
+
+    client, post_id, first = built["client"], moderated["granted"], built["report"]["version"]
+    record = _records(built)[post_id]
+    first_manifest = read_manifest(client=client, bucket=built["datasets"], name="hashtags", version=first)
+    models = f"test-models-{secrets.token_hex(3)}"
+    client.create_bucket(Bucket=models)
+    registry = ModelRegistry(client, bucket=models, model_name=stack_settings.triton.model_name)
+    metadata = VersionMetadata(
+        model_name=registry.model_name, version=1, created_at=datetime.now(timezone.utc), created_by="test",
+        storage_uri=registry.storage_uri(1), files={}, preset={}, layout={},
+        lineage={"run_id": "r1", "manifest_hash": first_manifest.content_hash})
+    client.put_object(Bucket=models, Key=f"{registry.version_prefix(1)}/metadata.json",
+                      Body=metadata.model_dump_json().encode())
+    env = {**built["env"], "TAGWATCH_S3__BUCKETS__MODELS": models,
+           "TAGWATCH_KAFKA__TOPICS__DELETED": moderated["settings"].kafka.topics.deleted}
+
+    result = run_cli("posts", "delete", post_id, "--reason", "user request", "--json", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["erasure_added"] and report["record_removed"] and report["image_removed"], report
+    assert report["ledger_decision"] is not None and moderated["ledger"].get(post_id) is not None  # audit kept
+    bucket, key = record["image_uri"].removeprefix("s3://").split("/", 1)
+    assert client.list_objects_v2(Bucket=bucket, Prefix=key)["KeyCount"] == 0  # the image is gone
+    assert post_id not in list_post_ids(client, built["posts"], "synthetic")
+    index = client.get_object(Bucket=built["posts"], Key="index/synthetic.jsonl")["Body"].read().decode()
+    assert post_id not in index
+    events = read_topic(moderated["settings"], moderated["settings"].kafka.topics.deleted, expect=1)
+    assert [header_map(r.headers)["ce_type"] for r in events] == [EventType.POST_DELETED.value]
+    assert [PostDeleted.model_validate_json(r.value).post_id for r in events] == [post_id]
+    assert (events[0].partition, events[0].offset) == (report["event_partition"], report["event_offset"])
+
+    # every later build: re-ingesting the source does not bring it back, and the next build leaves it out
+    result = run_cli("data", "ingest", "--source", "synthetic", "--limit", str(SYNTHETIC_LIMIT), "--json", env=env)
+    assert result.returncode == 0 and json.loads(result.stdout)["erased"] == 1, result.stdout + result.stderr
+    result = run_cli("data", "build", "--min-count", "3", "--shard-samples", "100", "--json", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    second = json.loads(result.stdout)
+    assert not second["up_to_date"] and second["version"] != first
+    assert post_id not in _post_index(built, second["version"])
+    assert second["consent"]["erasure_list"] == 1
+
+    result = run_cli("data", "lineage", post_id, "--json", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lineage = json.loads(result.stdout)
+    assert [(d["version"], d["split"]) for d in lineage["datasets"]] == [(first, "train")]
+    assert lineage["searched"] == 2
+    assert [(m["version"], m["dataset"]) for m in lineage["models"]] == [(1, f"hashtags/{first}")]
+    text = run_cli("data", "lineage", post_id, env=env).stdout
+    assert f"hashtags/{first}" in text and "version 1" in text

@@ -64,7 +64,7 @@ def test_two_thousand_holdout_posts_through_a_trained_model_on_triton(tmp_path):
         # what `tagwatch data ingest --source openclipart --limit N` runs, rendering at 128 px (the CLI renders at
         # 256; a quarter of the pixels makes the render + PDQ of 2,450 SVGs affordable on 2 cores)
         ingest = ingest_source(client=s3, bucket=settings.s3.buckets.posts, source="openclipart", limit=INGEST,
-                               workers=2, size=128)
+                               workers=2, size=128, author_key=settings.privacy.author_key)
         assert ingest.ingested >= INGEST * 0.9, ingest
         timings["ingest"] = time.monotonic() - t
         t = time.monotonic()

@@ -42,3 +42,37 @@ def test_synthetic_and_from_dir_write_the_acknowledged_ids(stack_settings, tmp_p
     assert len({p.sha256 for p in posts.values()}) == 2  # cycled through the folder's two images
     assert not {r["post_id"] for r in from_dir} & {r["post_id"] for r in synthetic}
 
+
+
+def test_an_uploaded_photo_is_stored_without_its_gps_exif(stack_settings, tmp_path):
+    """The publisher's path (`posts publish --from-dir`): the object in S3 has no EXIF/GPS, the same pixels, and
+    the sha256 the event carries is the stored bytes'."""
+    import hashlib
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from tagwatch.clients import s3_client
+
+    settings = private_stream(stack_settings, partitions=1)
+    photo = Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif.get_ifd(0x8825).update({1: "N", 2: (52.0, 22.0, 12.5), 3: "E", 4: (4.0, 53.0, 2.0)})
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", exif=exif)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "gps.jpg").write_bytes(buffer.getvalue())
+    assert Image.open(tmp_path / "images" / "gps.jpg").getexif().get_ifd(0x8825)  # the input has a GPS block
+
+    ids = tmp_path / "ids.jsonl"
+    result = run_cli("posts", "publish", "--from-dir", str(tmp_path / "images"), "--n", "1", "--ids-out", str(ids),
+                     env=stream_env(settings))
+    assert result.returncode == 0, result.stdout + result.stderr
+    (post,) = read_back(settings, _rows(ids)).values()
+    bucket, key = post.image_uri.removeprefix("s3://").split("/", 1)
+    stored = s3_client(settings.s3).get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert hashlib.sha256(stored).hexdigest() == post.sha256
+    image = Image.open(io.BytesIO(stored))
+    assert not image.getexif().get_ifd(0x8825) and not image.getexif() and b"Exif" not in stored
+    assert np.array_equal(np.asarray(image), np.asarray(Image.open(io.BytesIO(buffer.getvalue()))))

@@ -29,12 +29,13 @@ def private_stream(settings: Settings, partitions: int = 2) -> Settings:
     tag = uuid.uuid4().hex[:8]
     topics = settings.kafka.topics.model_copy(update={
         "posts": f"t{tag}.posts", "decisions": f"t{tag}.decisions",
-        "review": f"t{tag}.review", "dead_letter": f"t{tag}.dlq",
+        "review": f"t{tag}.review", "dead_letter": f"t{tag}.dlq", "deleted": f"t{tag}.deleted",
     })
     kafka = settings.kafka.model_copy(update={"topics": topics, "consumer_group": f"g{tag}", "partitions": partitions})
     admin = KafkaAdminClient(**kafka_config(kafka, client_id="test-admin"))
     try:
-        admin.create_topics([NewTopic(t, partitions, 1) for t in (topics.posts, topics.decisions, topics.review, topics.dead_letter)])
+        admin.create_topics([NewTopic(t, partitions, 1) for t in (
+            topics.posts, topics.decisions, topics.review, topics.dead_letter, topics.deleted)])
     finally:
         admin.close()
     return settings.model_copy(update={"kafka": kafka})
@@ -85,6 +86,7 @@ def stream_env(settings: Settings) -> dict[str, str]:
         "TAGWATCH_KAFKA__TOPICS__DECISIONS": t.decisions,
         "TAGWATCH_KAFKA__TOPICS__REVIEW": t.review,
         "TAGWATCH_KAFKA__TOPICS__DEAD_LETTER": t.dead_letter,
+        "TAGWATCH_KAFKA__TOPICS__DELETED": t.deleted,
         "TAGWATCH_KAFKA__CONSUMER_GROUP": settings.kafka.consumer_group,
     }
 

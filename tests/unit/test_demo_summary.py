@@ -59,3 +59,13 @@ def test_levels_follow_the_policy_rule() -> None:
     assert category_levels({"weapons": 0.5}, THRESHOLDS) == {"weapons": "review", "alcohol": "none"}
     policy = {"categories": {"x": {"remove_threshold": 0.8, "review_threshold": 0.2, "positives": 3}}}
     assert thresholds_of(policy) == {"x": {"remove": 0.8, "review": 0.2}}
+
+
+def test_the_consent_line_names_the_policy_and_what_it_left_out():
+    from tagwatch.demo.summary import consent_text
+
+    line = consent_text({"policy": {"granted": "include", "denied": "exclude", "unknown": "exclude"},
+                         "excluded": {"denied": 3, "unknown": 2, "erased": 1}, "erasure_list": 4})
+    assert "unknown consent excluded" in line and "6 posts left out" in line and "denied 3, unknown 2, erased 1" in line
+    assert "4 ids on the erasure list" in line
+    assert "not recorded" in consent_text(None)

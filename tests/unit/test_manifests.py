@@ -51,7 +51,7 @@ def test_overlay_is_valid_and_secure(rendered):
                  "Kafka", "KafkaNodePool", "KafkaUser", "ServingRuntime", "InferenceService", "TrainingRuntime",
                  "Role", "RoleBinding", "Namespace", "ConfigMap"):
         assert counts.get(kind), f"{name} lacks a {kind}"
-    assert counts["KafkaTopic"] == 4
+    assert counts["KafkaTopic"] == 5
 
 
 def test_everything_lands_in_one_namespace(rendered):
@@ -68,7 +68,7 @@ def test_names_agree_with_settings(rendered):
     (params,) = by_kind(objects, "ConfigMap")
     data = params["data"]
     topics, buckets = settings.kafka.topics, settings.s3.buckets
-    for field in ("posts", "decisions", "review", "dead_letter"):
+    for field in ("posts", "decisions", "review", "dead_letter", "deleted"):
         assert data[f"TAGWATCH_KAFKA__TOPICS__{field.upper()}"] == getattr(topics, field)
     for field in ("posts", "datasets", "models", "checkpoints", "ledger"):
         assert data[f"TAGWATCH_S3__BUCKETS__{field.upper()}"] == getattr(buckets, field)
@@ -89,7 +89,7 @@ def test_names_agree_with_settings(rendered):
     load_settings(**nested)
 
     assert {t["spec"]["topicName"] for t in by_kind(objects, "KafkaTopic")} == {
-        topics.posts, topics.decisions, topics.review, topics.dead_letter
+        topics.posts, topics.decisions, topics.review, topics.dead_letter, topics.deleted
     }
     acl_topics = {a["resource"]["name"] for a in by_kind(objects, "KafkaUser")[0]["spec"]["authorization"]["acls"]
                   if a["resource"]["type"] == "topic"}

@@ -1,12 +1,13 @@
 """`tagwatch data build`: posts in S3 -> vocabulary, splits, PDQ dedup, sqrt weights, shards, sealed manifest.
 
 Steps: read every post (index + one listing per source) -> skip invalid posts and captions without hashtags
-(counted by reason) -> version = hash of the inputs and the config (same inputs, same version: a rerun finds its
+(counted by reason) -> leave out posts whose training consent does not allow it and posts on the erasure list
+(tagwatch.privacy; counted by reason in the manifest) -> version = hash of the inputs and the config (same inputs, same version: a rerun finds its
 manifest and does nothing) -> fetch images -> categories from original keywords -> split by a hash of post_id
 (category-positive posts go to the holdout at a higher rate, so moderation evaluation has positives) -> drop
 train near-copies of eval images (dedup.py) -> vocabulary over the remaining train captions (vocab.py) ->
 labels and square-root resampling weights -> shards -> vocabulary.json, categories.yaml, dedup.json,
-manifest.json (last: its presence marks a complete build) and ``<name>/latest.json``.
+post_index.tsv, manifest.json (last: its presence marks a complete build) and ``<name>/latest.json``.
 """
 
 from __future__ import annotations
@@ -14,34 +15,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from tagwatch.data import posts as store
 from tagwatch.data.categories import CategoryMatcher, load_categories
 from tagwatch.data.dedup import PDQ_MIN_QUALITY, PDQ_THRESHOLD, DedupReport, HashedImage, dedup_train
-from tagwatch.data.manifest import (
-    SPLITS,
-    DatasetManifest,
-    FileRef,
-    ShardSample,
-    SourceInfo,
-    SplitInfo,
-    SplitRates,
-    Vocabulary,
-    content_hash,
-)
+from tagwatch.data.build_output import write_metadata, write_shards
+from tagwatch.data.manifest import SPLITS, DatasetManifest, ShardSample, Vocabulary, content_hash
 from tagwatch.data.provenance import source_infos
-from tagwatch.data.shards import dataset_prefix, shard_sizes, upload_shard, write_tar
+from tagwatch.data.shards import dataset_prefix
 from tagwatch.data.vocab import Canonicaliser, VocabConfig, VocabReport, build_vocabulary, label_index, labels_for
 from tagwatch.data.vocab import post_keys as caption_keys
 from tagwatch.errors import ManifestError
+from tagwatch.privacy.consent import UnknownPolicy, filter_consented
+from tagwatch.privacy.erasures import erased_post_ids
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +56,7 @@ class BuildConfig:
     categories_path: Path | None = None
     image_size: int = 256
     fetch_threads: int = 8
+    consent_unknown: UnknownPolicy = "exclude"  # posts with training_consent 'unknown' (settings.privacy)
 
     def fingerprint(self) -> dict:
         data = asdict(self)
@@ -84,6 +77,7 @@ class BuildReport:
     vocabulary_size: int = 0
     top_tags: list[tuple[str, int]] = field(default_factory=list)
     dedup_dropped: int = 0
+    consent: dict = field(default_factory=dict)  # ConsentReport: the policy and the posts it excluded, by reason
     seconds: dict[str, float] = field(default_factory=dict)
     manifest_uri: str = ""
 
@@ -231,6 +225,9 @@ def build_dataset(
     report = BuildReport(name=config.name)
     categories, categories_text = load_categories(config.categories_path)
     posts, source_versions = load_posts(client=client, bucket=posts_bucket, sources=config.sources, report=report)
+    posts, consent = filter_consented(posts, unknown=config.consent_unknown,
+                                      erased=erased_post_ids(client, posts_bucket))
+    report.consent = consent.model_dump()
     if not posts:
         raise ManifestError(
             f"no usable posts in s3://{posts_bucket}/", hint="ingest some first: `tagwatch data ingest --source ...`"
@@ -276,6 +273,8 @@ def build_dataset(
         split_infos=split_infos,
         sources=source_infos(posts=posts, versions=source_versions, samples=samples,
                              categories=list(categories.categories)),
+        consent=consent,
+        post_splits={sample.post_id: split for split, items in samples.items() for sample, _ in items},
     )
     _write_latest(client, datasets_bucket, config.name, report.version)
     report.splits = {split: info.samples for split, info in manifest.splits.items()}
@@ -311,63 +310,6 @@ def label_samples(
     return samples
 
 
-def write_shards(
-    *, client: Any, bucket: str, prefix: str, samples: dict[str, list[tuple[ShardSample, bytes]]],
-    config: BuildConfig, progress: Progress | None = None,
-) -> dict[str, SplitInfo]:
-    infos: dict[str, SplitInfo] = {}
-    total = sum(len(v) for v in samples.values())
-    done = 0
-    for split in SPLITS:
-        items = sorted(samples[split], key=lambda s: s[0].post_id)
-        if split == "train":  # mix sources and labels across shards
-            random.Random(f"shuffle:{config.seed}").shuffle(items)
-        shards = []
-        start = 0
-        sizes = shard_sizes(len(items), max_samples=config.shard_samples, min_shards=config.min_shards)
-        for number, size in enumerate(sizes):
-            chunk = items[start : start + size]
-            start += size
-            shards.append(upload_shard(
-                client=client, bucket=bucket, prefix=prefix, path=f"shards/{split}-{number:06d}.tar",
-                data=write_tar(chunk), samples=len(chunk),
-            ))
-            done += len(chunk)
-            if progress:
-                progress("write shards", done, total)
-        infos[split] = SplitInfo(samples=len(items), shards=shards)
-    return infos
-
-
-def write_metadata(
-    *, client: Any, bucket: str, prefix: str, config: BuildConfig, version: str, vocabulary: Vocabulary,
-    categories_text: str, category_names: list[str], dedup: DedupReport, split_infos: dict[str, SplitInfo],
-    sources: list[SourceInfo],
-) -> DatasetManifest:
-    """vocabulary.json, categories.yaml, dedup.json, then the sealed manifest.json."""
-    files = {
-        "vocabulary.json": vocabulary.model_dump_json(indent=1).encode(),
-        "categories.yaml": categories_text.encode("utf-8"),
-        "dedup.json": dedup.model_dump_json(indent=1).encode(),
-    }
-    refs = {}
-    for path, data in files.items():
-        client.put_object(Bucket=bucket, Key=f"{prefix}/{path}", Body=data)
-        refs[path] = FileRef(path=path, sha256=hashlib.sha256(data).hexdigest())
-    manifest = DatasetManifest(
-        name=config.name, version=version, created_at=datetime.now(timezone.utc), sources=sources,
-        vocabulary=refs["vocabulary.json"], vocabulary_version=vocabulary.version,
-        num_labels=len(vocabulary.labels), categories=refs["categories.yaml"], category_names=category_names,
-        dedup=refs["dedup.json"], dedup_dropped=len(dedup.dropped), image_size=config.image_size,
-        splits=split_infos, sampling="sqrt",  # split_rates: what assign_split does, as rates
-        split_rates=SplitRates.of(positive=(config.positive_val_fraction, config.positive_holdout_fraction),
-                                  negative=(config.val_fraction, config.holdout_fraction)),
-    ).sealed()
-    client.put_object(Bucket=bucket, Key=f"{prefix}/manifest.json", Body=manifest.model_dump_json(indent=1).encode(),
-                      ContentType="application/json")
-    return manifest
-
-
 def _already_built(client: Any, bucket: str, prefix: str) -> bool:
     try:
         body = client.get_object(Bucket=bucket, Key=f"{prefix}/manifest.json")["Body"].read()
@@ -389,6 +331,7 @@ def vocabulary_of_posts(
     report = BuildReport(name=config.name)
     categories, _ = load_categories(config.categories_path)
     posts, _ = load_posts(client=client, bucket=posts_bucket, sources=config.sources, report=report)
+    posts, _ = filter_consented(posts, unknown=config.consent_unknown, erased=erased_post_ids(client, posts_bucket))
     canonicaliser = Canonicaliser(wordnet)
     prepared = prepare_posts(posts=posts, canonicaliser=canonicaliser, matcher=CategoryMatcher(categories, wordnet),
                              config=config, report=report)

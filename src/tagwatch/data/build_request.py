@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from tagwatch.data.build import BuildConfig, BuildReport, Progress, build_dataset
 from tagwatch.data.vocab import VocabConfig
+from tagwatch.privacy.consent import UnknownPolicy
 
 if TYPE_CHECKING:
     from tagwatch.settings import S3Settings
@@ -33,16 +34,21 @@ class BuildRequest:
     categories_path: Path | None = None  # None: the package's categories.yaml
     categories_yaml: str = ""  # inline YAML text of the categories (a pipeline parameter); wins over the path
 
-    def build_config(self, *, categories_path: Path | None = None) -> BuildConfig:
+    def build_config(self, *, categories_path: Path | None = None,
+                     consent_unknown: UnknownPolicy = "exclude") -> BuildConfig:
+        """The build's config; ``consent_unknown`` is the platform's policy (``settings.privacy``), not a choice
+        of the request."""
         return BuildConfig(name=self.name, version=self.version, sources=tuple(self.sources),
                            shard_samples=self.shard_samples, seed=self.seed,
                            vocab=VocabConfig(top_k=self.top_k, min_count=self.min_count),
-                           categories_path=categories_path or self.categories_path)
+                           categories_path=categories_path or self.categories_path, consent_unknown=consent_unknown)
 
 
-def build_requested(s3: S3Settings, request: BuildRequest, *, progress: Progress | None = None) -> BuildReport:
+def build_requested(s3: S3Settings, request: BuildRequest, *, consent_unknown: UnknownPolicy = "exclude",
+                    progress: Progress | None = None) -> BuildReport:
     """Build (or find already built) the dataset ``request`` describes from the posts in ``s3``'s posts bucket into
-    its datasets bucket (``tagwatch.data.build.build_dataset``: vocabulary, splits, PDQ dedup, shards, manifest)."""
+    its datasets bucket (``tagwatch.data.build.build_dataset``: consent filter, vocabulary, splits, PDQ dedup,
+    shards, manifest). ``consent_unknown``: ``settings.privacy.consent_unknown``."""
     from tagwatch.clients import s3_client
     from tagwatch.data.wordnet import load_wordnet
 
@@ -52,5 +58,6 @@ def build_requested(s3: S3Settings, request: BuildRequest, *, progress: Progress
             categories_path = Path(tmp) / "categories.yaml"
             categories_path.write_text(request.categories_yaml, encoding="utf-8")
         return build_dataset(client=s3_client(s3), posts_bucket=s3.buckets.posts, datasets_bucket=s3.buckets.datasets,
-                             config=request.build_config(categories_path=categories_path), wordnet=load_wordnet(),
+                             config=request.build_config(categories_path=categories_path,
+                                                         consent_unknown=consent_unknown), wordnet=load_wordnet(),
                              progress=progress)

@@ -84,7 +84,8 @@ def ingest(
         with _progress() as progress:
             task = progress.add_task(f"ingest {name}", total=None)
             reports.append(ingest_source(
-                client=client, bucket=settings.s3.buckets.posts, source=name, limit=limit, seed=seed, workers=workers,
+                client=client, bucket=settings.s3.buckets.posts, source=name, author_key=settings.privacy.author_key,
+                limit=limit, seed=seed, workers=workers,
                 root=source_dir, retry_skipped=retry_skipped,
                 on_total=lambda n: progress.update(task, total=n),
                 on_advance=lambda n: progress.advance(task, n),
@@ -125,7 +126,8 @@ def vocab(
     from tagwatch.data.wordnet import load_wordnet
 
     settings, client = _settings_and_client(ctx)
-    config = BuildRequest(top_k=top_k, min_count=min_count).build_config()
+    config = BuildRequest(top_k=top_k, min_count=min_count).build_config(
+        consent_unknown=settings.privacy.consent_unknown)
     vocabulary, report, build_report = vocabulary_of_posts(
         client=client, posts_bucket=settings.s3.buckets.posts, config=config, wordnet=load_wordnet()
     )
@@ -192,7 +194,8 @@ def build(
                 tasks[stage] = progress.add_task(stage, total=total)
             progress.update(tasks[stage], completed=done, total=total)
 
-        report = build_requested(settings.s3, request, progress=on_progress)
+        report = build_requested(settings.s3, request, consent_unknown=settings.privacy.consent_unknown,
+                                 progress=on_progress)
     if as_json:
         emit_json(asdict(report))
         return
@@ -205,6 +208,9 @@ def build(
               + ", ".join(f"{n} ({c})" for n, c in report.top_tags[:10]))
     out.print(f"  holdout     {report.holdout_categories}")
     out.print(f"  dedup       {report.dedup_dropped} train images dropped (PDQ <= 31 of an eval image)")
+    excluded = report.consent.get("excluded", {})
+    out.print(f"  consent     {sum(excluded.values())} posts left out ({', '.join(f'{k} {v}' for k, v in excluded.items())}"
+              f"; unknown consent: {report.consent.get('policy', {}).get('unknown')})")
     if report.skipped:
         out.print(f"  [yellow]skipped[/]     {report.skipped}")
 

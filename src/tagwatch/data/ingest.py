@@ -6,6 +6,10 @@ become posts (an SVG that does not render, no keywords, an empty caption) are lo
 in the report (also written to ``reports/<source>/ingest.json``) and skipped; nothing stops the run. Items skipped
 for a reason that will not change (a broken SVG, no keywords) are remembered in that report and not tried again
 unless ``retry_skipped``; a render that timed out is tried again on the next run.
+
+Privacy (docs/privacy.md): images are stored without metadata (``strip_metadata``), author names become keyed
+pseudonyms (HMAC-SHA256 under ``author_key``), every post carries the training consent its source gives, and an
+item whose post is on the erasure list is never written again.
 """
 
 from __future__ import annotations
@@ -26,9 +30,14 @@ from pathlib import Path
 from threading import BoundedSemaphore
 from typing import Any, Callable
 
+from pydantic import SecretStr
+
 from tagwatch.data import posts as store
 from tagwatch.data.captions import make_caption, post_rng
 from tagwatch.data.sources import SourceItem, get_source
+from tagwatch.privacy.consent import source_consent
+from tagwatch.privacy.erasures import erased_post_ids
+from tagwatch.privacy.minimise import pseudonymise_author, strip_metadata
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +56,7 @@ class IngestReport:
     already_there: int = 0
     ingested: int = 0
     known_bad: int = 0  # items skipped for a permanent reason in an earlier run and not tried again
+    erased: int = 0  # items whose post was deleted for good (on the erasure list): never written again
     skipped: dict[str, int] = field(default_factory=dict)
     skipped_items: list[dict] = field(default_factory=list)
     bad_keywords: int = 0
@@ -95,7 +105,7 @@ def render_outcome(item: SourceItem, size: int = 256, timeout_s: int = 30) -> Re
             )
         buffer = io.BytesIO()
         rendered.image.save(buffer, "JPEG", quality=JPEG_QUALITY)
-        jpeg = buffer.getvalue()
+        jpeg = strip_metadata(buffer.getvalue())  # Pillow writes none today; the stored bytes must never have any
         pdq, quality = compute_pdq(rendered.image)
         return RenderOutcome(
             ref=item.ref, jpeg=jpeg, sha256=hashlib.sha256(jpeg).hexdigest(), pdq=pdq, pdq_quality=quality,
@@ -130,15 +140,12 @@ def fake_created_at(seed: int, post_id: str) -> datetime:
     return EPOCH + timedelta(seconds=post_rng(seed, "t:" + post_id).randrange(366 * 24 * 3600))
 
 
-def author_id_for(source: str, author: str) -> str:
-    return "u-" + hashlib.sha256(f"{source}:{author or 'anonymous'}".encode()).hexdigest()[:12]
-
-
 def ingest_source(
     *,
     client: Any,
     bucket: str,
     source: str,
+    author_key: SecretStr,
     limit: int | None = None,
     seed: int = 0,
     workers: int | None = None,
@@ -155,6 +162,7 @@ def ingest_source(
         client: a boto3 S3 client.
         bucket: the posts bucket.
         source: openclipart, openmoji, tuxpaint or synthetic (tagwatch.data.sources.SOURCES).
+        author_key: the key author pseudonyms are made with (``settings.privacy.author_key``).
         limit: take only the first N items of the source (sorted), e.g. for tests.
         seed: seeds the caption noise (and the synthetic images).
         workers: render processes (default: CPU count).
@@ -173,6 +181,9 @@ def ingest_source(
     existing = store.list_post_ids(client, bucket, source)
     todo = [item for item in items if store.make_post_id(source, item.ref) not in existing]
     report.already_there = len(items) - len(todo)
+    erased = erased_post_ids(client, bucket)
+    report.erased = sum(store.make_post_id(source, item.ref) in erased for item in todo)
+    todo = [item for item in todo if store.make_post_id(source, item.ref) not in erased]
     skipped: Counter[str] = Counter()
     if not retry_skipped:
         known = _known_bad(client, bucket, source)
@@ -188,7 +199,7 @@ def ingest_source(
     written: dict[str, dict] = {}
     if todo:
         _render_and_upload(
-            client=client, bucket=bucket, source=source, todo=todo, seed=seed, size=size,
+            client=client, bucket=bucket, source=source, author_key=author_key, todo=todo, seed=seed, size=size,
             workers=workers or os.cpu_count() or 1, timeout_s=render_timeout_s,
             report=report, skipped=skipped, written=written, on_advance=on_advance,
         )
@@ -235,9 +246,10 @@ def _index_is_current(client: Any, bucket: str, source: str, listed: int) -> boo
 
 
 def _render_and_upload(
-    *, client, bucket, source, todo, seed, size, workers, timeout_s, report, skipped, written, on_advance
+    *, client, bucket, source, author_key, todo, seed, size, workers, timeout_s, report, skipped, written, on_advance
 ) -> None:
     in_flight = BoundedSemaphore(64)
+    module = get_source(source)
     futures: list[Future] = []
 
     def upload(post: store.Post, jpeg: bytes) -> None:
@@ -263,11 +275,11 @@ def _render_and_upload(
             _skip(report, skipped, outcome.ref, "empty_caption", "no hashtag survived")
             return
         post = store.Post(
-            post_id=post_id, author_id=author_id_for(source, outcome.author),
+            post_id=post_id, author_id=pseudonymise_author(author_key, source, outcome.author),
             created_at=fake_created_at(seed, post_id), caption=caption,
             image_uri=f"s3://{bucket}/{store.image_key(source, outcome.sha256)}", image_sha256=outcome.sha256,
             source=source, source_ref=outcome.ref, keywords=list(outcome.keywords), pdq=outcome.pdq,
-            pdq_quality=outcome.pdq_quality,
+            pdq_quality=outcome.pdq_quality, training_consent=source_consent(module, post_id),
         )
         in_flight.acquire()
         futures.append(uploads.submit(upload, post, outcome.jpeg))

@@ -6,6 +6,7 @@ Layout under ``s3://<buckets.datasets>/<name>/<version>/``::
     vocabulary.json       Vocabulary
     categories.yaml       the moderation categories used for this build (copy of the package's, or the override)
     dedup.json            the PDQ dedup report (dropped train post_ids and their nearest eval image)
+    post_index.tsv        ``<post_id>\t<split>`` of every sample in the shards, sorted (`tagwatch data lineage` reads it)
     shards/<split>-NNNNNN.tar   webdataset shards, split in {train, val, holdout}
 
 ``s3://<buckets.datasets>/<name>/latest.json`` = ``{"version": "<version>"}`` names the newest complete build.
@@ -21,6 +22,8 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from tagwatch.privacy.consent import ConsentReport
 
 MANIFEST_SCHEMA_VERSION = 1
 SPLITS = ("train", "val", "holdout")
@@ -129,6 +132,10 @@ class DatasetManifest(_Model):
     splits: dict[Split, SplitInfo]
     sampling: Literal["sqrt", "natural"] = "sqrt"
     split_rates: SplitRates | None = Field(default=None, description="split assignment rates (None: older builds)")
+    consent: ConsentReport | None = Field(
+        default=None, description="the training-consent policy and the posts it excluded (None: builds before it)")
+    post_index: FileRef | None = Field(default=None, description="post_index.tsv (None: builds before it; lineage "
+                                       "then reads the shards)")
     content_hash: str = Field(
         default="", description="sha256 of the canonical JSON of all other fields but created_at (None fields left out)"
     )

@@ -7,6 +7,7 @@ Layout under ``s3://<buckets.posts>/``::
     index/<source>.jsonl              every post of the source, one JSON line each (a cache for fast reads:
                                       rewritten at the end of each ingest; readers reconcile it with a listing)
     reports/<source>/ingest.json      the last ingest's report (counts, skipped items with reasons)
+    erasures/<post_id>.json           the erasure list: posts deleted for good (tagwatch.privacy.erasures)
 
 ``post_id`` is ``<source>-<16 hex of sha256(source item ref)>``: stable, so re-ingesting finds what exists.
 """
@@ -22,6 +23,8 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tagwatch.privacy.consent import Consent
+
 log = logging.getLogger(__name__)
 
 POST_SCHEMA_VERSION = 1
@@ -34,7 +37,7 @@ class Post(BaseModel):
 
     schema_version: int = POST_SCHEMA_VERSION
     post_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{2,80}$")
-    author_id: str
+    author_id: str = Field(description="pseudonym of the author (HMAC-SHA256 under settings.privacy.author_key)")
     created_at: datetime
     caption: str
     image_uri: str = Field(pattern=r"^s3://", description="s3://<bucket>/images/<source>/<sha256>.jpg")
@@ -46,6 +49,9 @@ class Post(BaseModel):
     )
     pdq: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", description="PDQ hash of the image")
     pdq_quality: int | None = Field(default=None, ge=0, le=100)
+    training_consent: Consent = Field(
+        default="unknown", description="may the post be trained on: granted, denied or unknown (added later, schema "
+        "still v1: a record without it reads as unknown); dataset builds honour it (docs/privacy.md)")
 
 
 def make_post_id(source: str, ref: str) -> str:

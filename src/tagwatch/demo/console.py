@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tagwatch.demo.summary import consent_text
+
 
 def fmt(value: Any, digits: int = 3) -> str:
     return "–" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
@@ -116,6 +118,7 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     stream.add_row("throughput", f"{fmt(s['throughput_posts_s'], 1)} posts/s")
     stream.add_row("latency p50 / p99", f"{fmt(s['latency_ms']['p50'], 0)} / {fmt(s['latency_ms']['p99'], 0)} ms")
     console.print(stream)
+    console.print(consent_text(s.get("consent")))
     if "review_rate" in s:
         for table in holdout_tables(s):
             console.print(table)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tagwatch.demo.console import fmt_ci, fmt_rate_ci, overall_rows
-from tagwatch.demo.summary import PublishedPost, category_levels
+from tagwatch.demo.summary import PublishedPost, category_levels, consent_text
 
 EXAMPLES_DIR = "examples"
 
@@ -207,6 +207,7 @@ figure {{ display: inline-block; margin: 0.5em; }} figure img {{ max-width: 100%
 <p>Model <b>{html.escape(str(model.get("name", "")))}</b> version <b>{html.escape(str(model.get("version", "")))}</b>
 (dataset {html.escape(str(s.get("dataset", "")))}); wall time {html.escape(_fmt(s.get("wall_seconds"), 1))} s.
 Held-out posts published as new posts, decided by the stream (Kafka consumers, Triton, policy), checked against their labels.</p>
+<p>{html.escape(consent_text(s.get("consent")))}.</p>
 <h2>Stream</h2>{html_table(["figure", "value"], stream)}
 {holdout_section(s, figures)}
 {_figure(figures.get("stream_pr"), "PR curves of the stream's scores per category (thresholds marked)")}

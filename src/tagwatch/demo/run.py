@@ -106,6 +106,7 @@ def run_demo(base: Settings, *, quick: bool, report_dir: Path, fresh: bool = Fal
                          "config_hash": outcome.config_hash, "gate": outcome.gate, "gate_note": outcome.gate_note,
                          "pipeline_run": outcome.pipeline_run},
             "consumers": consumer_stats, "thresholds": thresholds,
+            "consent": manifest.consent.model_dump() if manifest.consent else None,
         })
         summary["stage_seconds"] = dict(progress.stage_seconds)
         summary["wall_seconds"] = round(time.monotonic() - t0, 1)

@@ -135,7 +135,8 @@ def ingest_corpus(settings: Settings, *, quick: bool, progress: DemoProgress) ->
     for name in REAL_SOURCES:
         label = f"render + upload {name}"
         report = ingest_source(
-            client=client, bucket=settings.s3.buckets.posts, source=name, root=root / name if root else None,
+            client=client, bucket=settings.s3.buckets.posts, source=name, author_key=settings.privacy.author_key,
+            root=root / name if root else None,
             on_total=lambda n, label=label: progress.update(label, completed=0, total=n),
             on_advance=lambda n, label=label: progress.advance(label, n))
         result.reports[name] = report

@@ -89,6 +89,17 @@ def _parse_time(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
+def consent_text(consent: dict[str, Any] | None) -> str:
+    """One line on what training was allowed to use: the policy and the posts it left out (docs/privacy.md)."""
+    if not consent:
+        return "training consent: not recorded (a dataset built before consent)"
+    excluded = consent.get("excluded", {})
+    return (f"training consent: unknown consent {consent['policy'].get('unknown', '?')}d; "
+            f"{sum(excluded.values())} posts left out of the dataset ("
+            + ", ".join(f"{reason} {n}" for reason, n in excluded.items())
+            + f"); {consent.get('erasure_list', 0)} ids on the erasure list; moderation screened every post")
+
+
 def thresholds_of(policy: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     """``{"remove": t, "review": t}`` per category from a policy.json."""
     return {name: {"remove": rule.get("remove_threshold"), "review": rule.get("review_threshold")}

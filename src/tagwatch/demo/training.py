@@ -302,7 +302,8 @@ def build_dataset(settings: Settings, *, progress: DemoProgress) -> tuple[str, b
     def on_progress(stage: str, done: int, total: int) -> None:
         progress.update(f"build: {stage}", completed=done, total=total)
 
-    report = build_requested(settings.s3, BUILD, progress=on_progress)
+    report = build_requested(settings.s3, BUILD, consent_unknown=settings.privacy.consent_unknown,
+                             progress=on_progress)
     return f"{BUILD.name}/{report.version}", bool(report.up_to_date)
 
 

@@ -158,15 +158,17 @@ class ClaimStore:
         """PUT; False if an If-None-Match / If-Match condition did not hold (412 / 409, as SeaweedFS answers)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        from tagwatch.clients import condition_failed
+
         conditions = {"IfNoneMatch": "*"} if if_none_match else {"IfMatch": if_match} if if_match else {}
         try:
             self.s3.put_object(Bucket=self.bucket, Key=key, Body=claim.model_dump_json().encode(),
                                ContentType="application/json", **conditions)
         except ClientError as error:
+            if conditions and condition_failed(error):
+                return False
             code = error.response.get("Error", {}).get("Code", "")
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if conditions and (code in {"PreconditionFailed", "ConditionalRequestConflict"} or status in {409, 412}):
-                return False
             raise RetryableError(f"re-drive claim s3://{self.bucket}/{key} not written: {code or status}") from error
         except BotoCoreError as error:
             raise RetryableError(f"re-drive claims unavailable: {type(error).__name__}") from error

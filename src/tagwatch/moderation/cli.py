@@ -20,7 +20,7 @@ from rich.console import Console
 from tagwatch.cli_context import cli_settings
 from tagwatch.errors import ConfigError
 
-posts_app = typer.Typer(help="Publish posts to the stream.", no_args_is_help=True)
+posts_app = typer.Typer(help="Publish posts to the stream; audit the stream; erase a post.", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
 log = logging.getLogger(__name__)

@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tagwatch.privacy.consent import Consent
+
 SPEC_VERSION = "1.0"
 SOURCE = "urn:tagwatch:moderation"
 CONTENT_TYPE = "application/json"
@@ -25,6 +27,7 @@ class EventType(str, Enum):
     DECISION = "io.tagwatch.moderation.decision.v1"
     REVIEW = "io.tagwatch.moderation.review.v1"
     DEAD_LETTER = "io.tagwatch.moderation.deadletter.v1"
+    POST_DELETED = "io.tagwatch.post.deleted.v1"
 
 
 class _Event(BaseModel):
@@ -41,6 +44,21 @@ class PostCreated(_Event):
     caption: str = Field(default="", max_length=10_000)
     image_uri: str = Field(pattern=r"^s3://[^/]+/.+")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    training_consent: Consent = Field(
+        default="unknown", description="may the post be trained on: granted, denied or unknown (added later, schema "
+        "still v1: an event without it reads as unknown). Moderation screens every post whatever it says")
+
+
+class PostDeleted(_Event):
+    """A post was erased (`tagwatch posts delete`): its image and record are gone from the posts bucket and its id
+    is on the erasure list. Downstream systems that keep copies drop them."""
+
+    schema_version: Literal[1] = 1
+    post_id: str = Field(min_length=1, max_length=128)
+    deleted_at: datetime
+    reason: str = Field(default="", description="why, free text (no personal data)")
+    image_removed: bool = Field(description="the image object was deleted (false: absent, or shared with another post)")
+    record_removed: bool = Field(description="a post record was found and deleted")
 
 
 class ModelRef(_Event):
@@ -103,6 +121,7 @@ EVENT_MODELS: dict[EventType, type[_Event]] = {
     EventType.DECISION: Decision,
     EventType.REVIEW: ReviewRequest,
     EventType.DEAD_LETTER: DeadLetter,
+    EventType.POST_DELETED: PostDeleted,
 }
 
 

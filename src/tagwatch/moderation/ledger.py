@@ -7,6 +7,7 @@ property of the store, not of luck.
 
 from __future__ import annotations
 
+from tagwatch.clients import put_if_absent
 from tagwatch.errors import RetryableError
 from tagwatch.moderation.events import Decision
 
@@ -23,22 +24,14 @@ class Ledger:
         decision's JSON when the caller already has it (the event's payload)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        body = body if body is not None else decision.model_dump_json().encode()
         try:
-            self.s3.put_object(
-                Bucket=self.bucket,
-                Key=self.key(decision.post_id),
-                Body=body if body is not None else decision.model_dump_json().encode(),
-                ContentType="application/json",
-                IfNoneMatch="*",
-            )
+            return put_if_absent(self.s3, self.bucket, self.key(decision.post_id), body)
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
-            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                return False
             raise RetryableError(f"ledger write for {decision.post_id} failed: {code}") from error
         except BotoCoreError as error:
             raise RetryableError(f"ledger unavailable: {type(error).__name__}") from error
-        return True
 
     def get(self, post_id: str) -> Decision | None:
         from botocore.exceptions import ClientError

@@ -11,22 +11,27 @@ from datetime import datetime, timezone
 
 from tagwatch.clients import kafka_config, s3_client
 from tagwatch.moderation.events import EventType, PostCreated, encode
+from tagwatch.privacy.consent import Consent
+from tagwatch.privacy.minimise import strip_metadata
 from tagwatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def upload_image(s3, bucket: str, data: bytes, *, prefix: str = "images/new") -> tuple[str, str]:
-    """Store image bytes content-addressed; returns (s3 uri, sha256)."""
+    """Store image bytes content-addressed, without their EXIF/GPS/XMP metadata (tagwatch.privacy.minimise; the
+    pixels are not touched); returns (s3 uri, sha256 of the stored bytes)."""
+    data = strip_metadata(data)
     digest = hashlib.sha256(data).hexdigest()
     key = f"{prefix}/{digest}.jpg"
     s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="image/jpeg")
     return f"s3://{bucket}/{key}", digest
 
 
-def new_post(post_id: str, image_uri: str, sha256: str, *, author_id: str = "load-generator", caption: str = "") -> PostCreated:
+def new_post(post_id: str, image_uri: str, sha256: str, *, author_id: str = "load-generator", caption: str = "",
+             training_consent: Consent = "unknown") -> PostCreated:
     return PostCreated(post_id=post_id, author_id=author_id, created_at=datetime.now(timezone.utc),
-                       caption=caption, image_uri=image_uri, sha256=sha256)
+                       caption=caption, image_uri=image_uri, sha256=sha256, training_consent=training_consent)
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,7 @@ def holdout_posts(settings: Settings, *, dataset: str = "hashtags", version: str
             continue
         post = PostCreated(post_id=post_id, author_id=record["author_id"], created_at=record["created_at"],
                            caption=record.get("caption", "")[:10_000], image_uri=record["image_uri"],
-                           sha256=record["image_sha256"])
+                           sha256=record["image_sha256"],
+                           training_consent=record.get("training_consent", "unknown"))
         out.append((post, wanted[post_id]))
     return out

@@ -61,6 +61,7 @@ def ingest_posts(*, source: str, limit: int, seed: int, workers: int = 0, root: 
         if where is not None and len(names) > 1 and not where.is_dir():
             where = None
         reports[name] = ingest_source(client=client, bucket=settings.s3.buckets.posts, source=name,
+                                      author_key=settings.privacy.author_key,
                                       limit=limit or None, seed=seed, workers=workers or None, root=where).to_json()
     bucket = settings.s3.buckets.posts
     if len(names) == 1:
@@ -81,7 +82,8 @@ def build_dataset(*, name: str, sources: list[str], shard_samples: int, top_k: i
 
     request = BuildRequest(name=name, sources=tuple(sources), shard_samples=shard_samples, top_k=top_k,
                            min_count=min_count, seed=seed, categories_yaml=categories_yaml)
-    report = build_requested(step_settings().s3, request)
+    settings = step_settings()
+    report = build_requested(settings.s3, request, consent_unknown=settings.privacy.consent_unknown)
     return {**asdict(report), "dataset": f"{report.name}/{report.version}"}
 
 

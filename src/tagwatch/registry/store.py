@@ -194,6 +194,8 @@ class VersionStore:
         """PUT; False if a condition did not hold (412 / 409)."""
         from botocore.exceptions import ClientError
 
+        from tagwatch.clients import condition_failed
+
         kwargs: dict[str, Any] = {}
         if if_none_match:
             kwargs["IfNoneMatch"] = "*"
@@ -202,9 +204,7 @@ class VersionStore:
         try:
             self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, **kwargs)
         except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
-            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in {"PreconditionFailed", "ConditionalRequestConflict"} or status in {409, 412}:
+            if condition_failed(error):
                 return False
             raise
         return True

@@ -28,12 +28,13 @@ def registry() -> dict[str, type[BaseModel]]:
     from tagwatch.data.manifest import DatasetManifest, ShardSample, Vocabulary
     from tagwatch.moderation.bank import HashBank
     from tagwatch.moderation.claims import RedriveClaim
-    from tagwatch.moderation.events import Decision, DeadLetter, PostCreated, ReviewRequest
+    from tagwatch.moderation.events import Decision, DeadLetter, PostCreated, PostDeleted, ReviewRequest
     from tagwatch.registry.metadata import AliasRecord, PolicyVersionMetadata, VersionMetadata
     from tagwatch.shadow.report import ShadowReport
 
     return {
         "post-created.v1.json": PostCreated,
+        "post-deleted.v1.json": PostDeleted,
         "moderation-decision.v1.json": Decision,
         "review-request.v1.json": ReviewRequest,
         "dead-letter.v1.json": DeadLetter,

@@ -1,7 +1,9 @@
 """Sources of posts. Each module offers ``list_items(...) -> list[SourceItem]`` (cheap: no file is parsed) and
 ``render_item(item, size) -> RenderedItem`` (runs in a worker process: parse, render, keywords), ``NAME``,
 ``source_version()``, and the licence it is under: ``LICENSE`` (an SPDX id), ``ATTRIBUTION`` (the credit line its
-licence asks for) and ``URL``. docs/data.md lists them; the dataset manifest records them per build."""
+licence asks for) and ``URL``; and the training consent its posts carry: ``TRAINING_CONSENT`` or a
+``training_consent(post_id)`` function (tagwatch.privacy.consent.source_consent). docs/data.md lists them; the
+dataset manifest records them per build."""
 
 from __future__ import annotations
 

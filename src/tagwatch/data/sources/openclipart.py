@@ -17,6 +17,7 @@ NAME = "openclipart"
 LICENSE = "CC-PDDC"  # Debian's copyright file: Creative Commons Public Domain Dedication and Certification
 ATTRIBUTION = "Openclipart (https://openclipart.org/), public domain; from Debian's openclipart-svg"
 URL = "https://openclipart.org/"
+TRAINING_CONSENT = "granted"  # published by their authors under an open licence that allows reuse
 DEFAULT_ROOT = Path("/usr/share/openclipart/svg")
 
 _SUBJECT_RE = re.compile(rb"<dc:subject>(.*?)</dc:subject>", re.S)

@@ -33,6 +33,7 @@ LICENSE = "CC-BY-SA-4.0"
 ATTRIBUTION = ("All emojis designed by OpenMoji - the open-source emoji and icon project "
                "(https://openmoji.org/). License: CC BY-SA 4.0 (https://creativecommons.org/licenses/by-sa/4.0/)")
 URL = "https://openmoji.org/"
+TRAINING_CONSENT = "granted"  # published by their authors under an open licence that allows reuse
 TARBALL_URL = f"https://registry.npmjs.org/openmoji/-/openmoji-{VERSION}.tgz"
 # npm view openmoji@17.0.0 dist.integrity (checked against the downloaded tarball's sha512)
 INTEGRITY = "sha512-EBnYrNGdcdw+OSXmENeNE1yBNRu6tOraTmoOyUbJkTmvT/+XETp8RZLSJFzD3lrPc5N9CzsyPnRTk0Vp4UaI9w=="

@@ -34,6 +34,7 @@ LICENSE = "GPL-2.0-or-later"
 ATTRIBUTION = ("Tux Paint stamps (c) 2002-2022 Bill Kendrick and the Tux Paint contributors "
                "(https://tuxpaint.org/), GPL-2.0-or-later; from Debian's tuxpaint-stamps-default")
 URL = "https://tuxpaint.org/"
+TRAINING_CONSENT = "granted"  # published by their authors under an open licence that allows reuse
 AUTHOR = "Tux Paint"
 IMAGE_SUFFIXES = (".svg", ".png")  # preference order
 VARIANT_SUFFIXES = ("_mirror", "_flip")

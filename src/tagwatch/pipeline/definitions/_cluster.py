@@ -7,6 +7,7 @@ InferenceServices) is chosen when the run is created; kfp-kubernetes has no per-
 from kfp import kubernetes
 
 S3_SECRET = "tagwatch-s3"
+PRIVACY_SECRET = "tagwatch-privacy"  # AUTHOR_KEY: the HMAC key of author pseudonyms (settings.privacy.author_key)
 PARAMS_CONFIGMAP = "tagwatch-params"
 SHARED_ENV = ("TAGWATCH_S3__ENDPOINT_URL", "TAGWATCH_S3__REGION", "TAGWATCH_S3__BUCKETS__POSTS",
               "TAGWATCH_S3__BUCKETS__DATASETS", "TAGWATCH_S3__BUCKETS__MODELS", "TAGWATCH_S3__BUCKETS__CHECKPOINTS",
@@ -28,4 +29,11 @@ def configure_task(task, *, cpu: str = "1", memory: str = "2Gi", gpus: int = 0):
         task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
         kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
         kubernetes.add_node_selector(task, label_key=GPU_NODE_LABEL[0], label_value=GPU_NODE_LABEL[1])
+    return task
+
+
+def with_author_key(task):
+    """Tasks that write post records (ingest) pseudonymise authors with the key from the privacy Secret."""
+    kubernetes.use_secret_as_env(task, secret_name=PRIVACY_SECRET,
+                                 secret_key_to_env={"AUTHOR_KEY": "TAGWATCH_PRIVACY__AUTHOR_KEY"})
     return task

@@ -13,7 +13,7 @@ from tagwatch.pipeline.components.ingest.component import ingest
 from tagwatch.pipeline.components.pretrain.component import pretrain
 from tagwatch.pipeline.components.register_model.component import register_model
 from tagwatch.pipeline.components.transfer.component import transfer
-from tagwatch.pipeline.definitions._cluster import S3_SECRET, configure_task
+from tagwatch.pipeline.definitions._cluster import S3_SECRET, configure_task, with_author_key
 
 
 def register_and_deploy(*, onnx_task, evaluate_task, mode, deploy_alias, namespace, service_name,
@@ -42,8 +42,8 @@ def pretrain_and_deploy(
     min_calibration_positives: int = 10, register_metrics_json: str = "", pretrained: bool = False,
     pretrain_solver: str = "sgd", probe_solver: str = "sgd",
 ):
-    ingest_task = configure_task(ingest(source=source, limit=limit, seed=seed, source_root=source_root), cpu="4",
-                                 memory="8Gi")
+    ingest_task = with_author_key(configure_task(ingest(source=source, limit=limit, seed=seed,
+                                                        source_root=source_root), cpu="4", memory="8Gi"))
     build_task = configure_task(build_dataset(posts=ingest_task.outputs["posts"], name=dataset_name,
                                               shard_samples=shard_samples, top_k=top_k, min_count=min_count,
                                               seed=seed, categories_yaml=categories_yaml), cpu="2", memory="8Gi")

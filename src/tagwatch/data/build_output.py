@@ -1,0 +1,88 @@
+"""What a dataset build writes: the shards, then its files and the sealed manifest (``tagwatch.data.build``
+decides what goes in; this module only writes it). Layout in ``tagwatch.data.manifest``."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from tagwatch.data.dedup import DedupReport
+from tagwatch.data.manifest import (
+    SPLITS,
+    DatasetManifest,
+    FileRef,
+    ShardSample,
+    SourceInfo,
+    SplitInfo,
+    SplitRates,
+    Vocabulary,
+)
+from tagwatch.data.shards import shard_sizes, upload_shard, write_tar
+from tagwatch.privacy.consent import ConsentReport
+
+if TYPE_CHECKING:
+    from tagwatch.data.build import BuildConfig, Progress
+
+POST_INDEX_FILE = "post_index.tsv"
+
+
+def write_shards(
+    *, client: Any, bucket: str, prefix: str, samples: dict[str, list[tuple[ShardSample, bytes]]],
+    config: BuildConfig, progress: Progress | None = None,
+) -> dict[str, SplitInfo]:
+    infos: dict[str, SplitInfo] = {}
+    total = sum(len(v) for v in samples.values())
+    done = 0
+    for split in SPLITS:
+        items = sorted(samples[split], key=lambda s: s[0].post_id)
+        if split == "train":  # mix sources and labels across shards
+            random.Random(f"shuffle:{config.seed}").shuffle(items)
+        shards = []
+        start = 0
+        sizes = shard_sizes(len(items), max_samples=config.shard_samples, min_shards=config.min_shards)
+        for number, size in enumerate(sizes):
+            chunk = items[start : start + size]
+            start += size
+            shards.append(upload_shard(
+                client=client, bucket=bucket, prefix=prefix, path=f"shards/{split}-{number:06d}.tar",
+                data=write_tar(chunk), samples=len(chunk),
+            ))
+            done += len(chunk)
+            if progress:
+                progress("write shards", done, total)
+        infos[split] = SplitInfo(samples=len(items), shards=shards)
+    return infos
+
+
+def write_metadata(
+    *, client: Any, bucket: str, prefix: str, config: BuildConfig, version: str, vocabulary: Vocabulary,
+    categories_text: str, category_names: list[str], dedup: DedupReport, split_infos: dict[str, SplitInfo],
+    sources: list[SourceInfo], consent: ConsentReport, post_splits: dict[str, str],
+) -> DatasetManifest:
+    """vocabulary.json, categories.yaml, dedup.json, post_index.tsv (``post_splits``: every post in the shards and
+    its split, what lineage searches), then the sealed manifest.json (with the consent policy and its exclusions)."""
+    files = {
+        "vocabulary.json": vocabulary.model_dump_json(indent=1).encode(),
+        "categories.yaml": categories_text.encode("utf-8"),
+        "dedup.json": dedup.model_dump_json(indent=1).encode(),
+        POST_INDEX_FILE: "".join(f"{post_id}\t{post_splits[post_id]}\n" for post_id in sorted(post_splits)).encode(),
+    }
+    refs = {}
+    for path, data in files.items():
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{path}", Body=data)
+        refs[path] = FileRef(path=path, sha256=hashlib.sha256(data).hexdigest())
+    manifest = DatasetManifest(
+        name=config.name, version=version, created_at=datetime.now(timezone.utc), sources=sources,
+        vocabulary=refs["vocabulary.json"], vocabulary_version=vocabulary.version,
+        num_labels=len(vocabulary.labels), categories=refs["categories.yaml"], category_names=category_names,
+        dedup=refs["dedup.json"], dedup_dropped=len(dedup.dropped), image_size=config.image_size,
+        splits=split_infos, sampling="sqrt",  # split_rates: what assign_split does, as rates
+        split_rates=SplitRates.of(positive=(config.positive_val_fraction, config.positive_holdout_fraction),
+                                  negative=(config.val_fraction, config.holdout_fraction)),
+        consent=consent, post_index=refs[POST_INDEX_FILE],
+    ).sealed()
+    client.put_object(Bucket=bucket, Key=f"{prefix}/manifest.json", Body=manifest.model_dump_json(indent=1).encode(),
+                      ContentType="application/json")
+    return manifest
