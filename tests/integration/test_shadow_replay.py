@@ -143,11 +143,24 @@ def test_shadow_run_diff_equals_a_direct_recomputation(tmp_path) -> None:
             assert set(client.infer(np.zeros((2, *client.input_shape()), np.float32))["model_version"]) == {1}
 
         # --ledger-range: the posts production decided in the last 10 minutes, exactly those records
+        # ... decided by the candidate's policy registered as a policy version of its own (policy:REF)
+        from tagwatch.registry.policies import PolicyStore
+        from tagwatch.registry.serving_view import read_serving_view
+
+        from tests.support.policies import policy_document
+
+        served = read_serving_view(registry, candidate)
+        document = policy_document(served.categories)  # schema-valid, with the candidate's own thresholds
+        document["categories"] = {name: {**rule, **CANDIDATE_POLICY["categories"].get(name, {"mode": "off"})}
+                                  for name, rule in document["categories"].items()}
+        registered = PolicyStore(registry).register(document, model_version=candidate, source="import")
         by_ledger = run_cli("shadow", "run", "--candidate", f"{settings.triton.model_name}@{candidate}",
-                            "--ledger-range", "10m..", "--no-upload", "--json", env=env, timeout=180)
+                            "--ledger-range", "10m..", "--policy", f"policy:{registered.number}", "--no-upload",
+                            "--json", env=env, timeout=180)
         assert by_ledger.returncode == 0, by_ledger.stdout + by_ledger.stderr
         again = json.loads(by_ledger.stdout)
         assert again["range"]["mode"] == "ledger" and again["summary"]["records"] == TOTAL
+        assert again["candidate"]["policy_version"] == registered.policy_id
         assert again["summary"]["compared"] == TOTAL and Counter(again["transitions"]) == expected
 
         name = settings.triton.model_name

@@ -52,15 +52,25 @@ def parse_candidate(text: str, registry) -> Candidate:
 
 
 def load_policy(registry, candidate: Candidate, policy: str | None) -> tuple[Policy, str]:
-    """The policy the candidate decides with, and where it came from: ``policy`` (a policy.json path) or, by
-    default, the candidate version's own policy.json. The one place to teach other policy sources (registry
-    policy versions) to the shadow run."""
+    """The policy the candidate decides with, and where it came from: ``policy:REF`` (a registered policy version:
+    number, alias or ``latest``; it must be calibrated for the candidate's model.onnx), a policy.json path, or by
+    default the candidate version's own policy.json."""
+    if policy and policy.startswith("policy:"):
+        from tagwatch.registry.policies import PolicyStore, onnx_sha256
+
+        metadata, document = PolicyStore(registry).read(policy.removeprefix("policy:"))
+        if metadata.model_sha256 != onnx_sha256(candidate.metadata):
+            raise ConfigError(
+                f"{metadata.policy_id} was calibrated for {registry.model_name} version {metadata.model_version}, "
+                f"not for the candidate (version {candidate.version})",
+                hint=f"calibrate one for it: tagwatch policy calibrate --model-version {candidate.version}")
+        return Policy.model_validate(document), f"registry:{metadata.policy_id}"
     if policy:
         return load_policy_file(policy), f"file:{policy}"
     view = read_serving_view(registry, candidate.version)
     if view.policy is None:
         raise ConfigError(f"{candidate.metadata.model_name} version {candidate.version} has no policy.json",
-                          hint="pass one with --policy PATH")
+                          hint="pass one with --policy PATH or --policy policy:VERSION")
     return Policy.model_validate(view.policy), f"registry:{candidate.metadata.model_name}@{candidate.version}"
 
 

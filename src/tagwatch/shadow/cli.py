@@ -22,8 +22,9 @@ def shadow_run(
     ctx: typer.Context,
     candidate: Annotated[str, typer.Option(help="MODEL@VERSION: the registry's model name and a version number or "
                                                 "alias (e.g. tagwatch-moderation@7).")],
-    policy: Annotated[Optional[str], typer.Option(help="A policy.json file (default: the candidate version's "
-                                                       "own).")] = None,
+    policy: Annotated[Optional[str], typer.Option(help="policy:REF (a registered policy version: number or alias, "
+                                                       "calibrated for the candidate) or a policy.json file "
+                                                       "(default: the candidate version's own).")] = None,
     start: Annotated[Optional[str], typer.Option("--from", help="First offset (every partition) or time: ISO 8601 "
                                                               "or 30m/2h/7d ago.")] = None,
     end: Annotated[Optional[str], typer.Option("--to", help="End offset or time (exclusive).")] = None,
