@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import random
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tagwatch.data.dedup import DedupReport
 from tagwatch.data.manifest import (
@@ -22,15 +22,12 @@ from tagwatch.data.manifest import (
 from tagwatch.data.shards import shard_sizes, upload_shard, write_tar
 from tagwatch.privacy.consent import ConsentReport
 
-if TYPE_CHECKING:
-    from tagwatch.data.build import BuildConfig, Progress
-
 POST_INDEX_FILE = "post_index.tsv"
 
 
 def write_shards(
     *, client: Any, bucket: str, prefix: str, samples: dict[str, list[tuple[ShardSample, bytes]]],
-    config: BuildConfig, progress: Progress | None = None,
+    config: Any, progress: Any = None,  # data.build BuildConfig / Progress (no import: build imports this)
 ) -> dict[str, SplitInfo]:
     infos: dict[str, SplitInfo] = {}
     total = sum(len(v) for v in samples.values())
@@ -57,7 +54,7 @@ def write_shards(
 
 
 def write_metadata(
-    *, client: Any, bucket: str, prefix: str, config: BuildConfig, version: str, vocabulary: Vocabulary,
+    *, client: Any, bucket: str, prefix: str, config: Any, version: str, vocabulary: Vocabulary,
     categories_text: str, category_names: list[str], dedup: DedupReport, split_infos: dict[str, SplitInfo],
     sources: list[SourceInfo], consent: ConsentReport, post_splits: dict[str, str],
 ) -> DatasetManifest:
