@@ -98,3 +98,18 @@ def put_if_absent(client: Any, bucket: str, key: str, body: bytes, *, content_ty
             return False
         raise
     return True
+
+
+def put_if_match(client: Any, bucket: str, key: str, body: bytes, etag: str, *,
+                 content_type: str = "application/json") -> bool:
+    """PUT with ``If-Match: <etag>``: True if the stored object was still that version and is now ``body``; False
+    if another writer changed (or deleted) it first. Other S3 errors propagate."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, IfMatch=etag)
+    except ClientError as error:
+        if condition_failed(error) or error.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+            return False
+        raise
+    return True

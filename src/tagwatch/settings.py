@@ -72,6 +72,8 @@ class TopicNames(_Section):
     dead_letter: str = "tagwatch.moderation.dlq"
     deleted: str = Field(default="tagwatch.posts.deleted", description="post.deleted events: a post was erased "
                          "(`tagwatch posts delete`), downstream systems drop their copies")
+    review_outcomes: str = Field(default="tagwatch.review.outcomes", description="review.outcome events: what a "
+                                 "reviewer decided for a post the stream sent to review (`tagwatch review serve`)")
     check: str = "tagwatch.stack.check"
 
     def all(self) -> list[str]:
@@ -214,6 +216,23 @@ class PrivacySettings(_Section):
         "ids in everything that feeds training (a cluster sets it from the tagwatch-privacy Secret)")
 
 
+class ReviewSettings(_Section):
+    """The reviewer web app (`tagwatch review serve`, docs/review.md)."""
+
+    consumer_group: str = Field(default="tagwatch-review", description="the app's own group on the review topic")
+    lease_s: float = Field(default=300.0, gt=0, description="a claimed item is leased to one reviewer this long; "
+                           "unfinished, it returns to the queue")
+    port: int = Field(default=8700, ge=0, le=65535, description="0: a free port (tests)")
+    accounts_file: Path | None = Field(default=None, description="reviewer accounts (YAML: name -> scrypt hash, "
+                                       "`tagwatch review add-user`); a cluster mounts it from a Secret. Unset: "
+                                       "<state_dir>/review-accounts.yaml")
+    session_secret: SecretStr = Field(default=SecretStr("tagwatch-local-only-session-key"), description="signs "
+                                      "the session cookie (a cluster sets it from the tagwatch-review Secret)")
+    trusted_user_header: str | None = Field(default=None, description="behind an authenticating proxy (OIDC): "
+                                            "the header naming the signed-in user; unset: the app's own sign-in")
+    secure_cookies: bool = Field(default=False, description="mark the session cookie Secure (behind TLS)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TAGWATCH_",
@@ -231,6 +250,7 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
     gate: GateSettings = GateSettings()
     privacy: PrivacySettings = PrivacySettings()
+    review: ReviewSettings = ReviewSettings()
     log_level: str = "INFO"
 
     @classmethod

@@ -28,6 +28,7 @@ class EventType(str, Enum):
     REVIEW = "io.tagwatch.moderation.review.v1"
     DEAD_LETTER = "io.tagwatch.moderation.deadletter.v1"
     POST_DELETED = "io.tagwatch.post.deleted.v1"
+    REVIEW_OUTCOME = "io.tagwatch.review.outcome.v1"
 
 
 class _Event(BaseModel):
@@ -93,6 +94,30 @@ class ReviewRequest(_Event):
     requested_at: datetime
 
 
+class ReviewOutcome(_Event):
+    """What a reviewer decided for a post the stream sent to review: an event on the review-outcomes topic and an
+    entry in the post's ledger history (the first decision is never rewritten). The next dataset build may fold it
+    into the train split as a label (docs/review.md)."""
+
+    schema_version: Literal[1] = 1
+    outcome_id: str = Field(pattern=r"^[0-9a-f]{32}$", description="deterministic per (decision, lease): a "
+                            "re-submitted form records once")
+    post_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    decision_id: str = Field(description="the stream's decision this outcome reviews")
+    action: Literal["allow", "remove"]
+    categories: list[str] = Field(default_factory=list, description="the moderation categories that apply "
+                                  "(remove: at least one; allow: none)")
+    note: str = Field(default="", max_length=2000)
+    reviewer: str = Field(min_length=1, max_length=128, description="the signed-in account that acted")
+    reviewed_at: datetime
+    requested_at: datetime = Field(description="when the stream asked for review")
+    time_to_decision_s: float = Field(ge=0, description="requested_at -> reviewed_at")
+    image_uri: str = Field(pattern=r"^s3://[^/]+/.+")
+    model_version: str = Field(description="the model version whose decision was reviewed")
+    policy_version: str
+    scores: dict[str, float] = Field(default_factory=dict, description="the stream's per-category scores")
+
+
 class DeadLetter(_Event):
     """A record tagwatch could not decide. The original record is kept untouched (value base64, headers)."""
 
@@ -122,6 +147,7 @@ EVENT_MODELS: dict[EventType, type[_Event]] = {
     EventType.REVIEW: ReviewRequest,
     EventType.DEAD_LETTER: DeadLetter,
     EventType.POST_DELETED: PostDeleted,
+    EventType.REVIEW_OUTCOME: ReviewOutcome,
 }
 
 

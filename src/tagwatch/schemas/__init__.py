@@ -28,7 +28,8 @@ def registry() -> dict[str, type[BaseModel]]:
     from tagwatch.data.manifest import DatasetManifest, ShardSample, Vocabulary
     from tagwatch.moderation.bank import HashBank
     from tagwatch.moderation.claims import RedriveClaim
-    from tagwatch.moderation.events import Decision, DeadLetter, PostCreated, PostDeleted, ReviewRequest
+    from tagwatch.moderation.events import (Decision, DeadLetter, PostCreated, PostDeleted, ReviewOutcome,
+                                           ReviewRequest)
     from tagwatch.registry.metadata import AliasRecord, PolicyVersionMetadata, VersionMetadata
     from tagwatch.shadow.report import ShadowReport
 
@@ -37,6 +38,7 @@ def registry() -> dict[str, type[BaseModel]]:
         "post-deleted.v1.json": PostDeleted,
         "moderation-decision.v1.json": Decision,
         "review-request.v1.json": ReviewRequest,
+        "review-outcome.v1.json": ReviewOutcome,
         "dead-letter.v1.json": DeadLetter,
         "redrive-claim.v1.json": RedriveClaim,
         "hash-bank.v1.json": HashBank,
