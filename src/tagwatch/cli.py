@@ -44,7 +44,8 @@ from tagwatch.moderation.audit_cli import audit  # noqa: E402
 posts_app.command("audit")(audit)
 posts_app.command("delete")(posts_delete)
 app.add_typer(bank_app, name="bank")
-from tagwatch.moderation.dlq_cli import dlq_app, ledger_app  # noqa: E402
+from tagwatch.moderation.dlq_cli import dlq_app  # noqa: E402
+from tagwatch.moderation.ledger_cli import ledger_app  # noqa: E402
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(ledger_app, name="ledger")
 from tagwatch.shadow.cli import shadow_app  # noqa: E402

@@ -1,4 +1,4 @@
-"""`tagwatch dlq list|show|redrive` and `tagwatch ledger redrives`: dead letters read back and re-driven.
+"""`tagwatch dlq list|show|redrive`: dead letters read back and re-driven.
 
 Everything goes to stdout as plain text or, with ``--json``, as JSON (never through a rich console, which wraps
 lines when stdout is not a terminal). The logic is in moderation/dlq.py, claims.py and redrive.py.
@@ -15,7 +15,6 @@ from tagwatch.cli_context import cli_settings
 from tagwatch.errors import TagwatchError
 
 dlq_app = typer.Typer(help="Dead letters: list, show and re-drive them to the posts topic.", no_args_is_help=True)
-ledger_app = typer.Typer(help="The decision ledger (S3): what it holds for a post.", no_args_is_help=True)
 
 QuietOption = Annotated[float, typer.Option(
     help="The DLQ topic is read until no record arrived for this many seconds.")]
@@ -189,38 +188,3 @@ def _render(report) -> str:
     lines.append(f"{report.selected} selected{' (dry run)' if report.dry_run else ''}: "
                  + ", ".join(f"{status} {n}" for status, n in counts.items()))
     return "\n".join(lines)
-
-
-@ledger_app.command("redrives")
-def ledger_redrives(
-    ctx: typer.Context,
-    post_id: Annotated[str, typer.Argument(help="The post whose re-drives to show.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-) -> None:
-    """Show a post's re-drive claims (who re-drove which dead letter, when, to which offset) and its decision.
-
-    Example: tagwatch ledger redrives post-000042 --json
-    """
-    from tagwatch.clients import s3_client
-    from tagwatch.moderation.claims import ClaimStore
-    from tagwatch.moderation.ledger import Ledger
-
-    settings = _settings(ctx)
-    s3 = s3_client(settings.s3)
-    claims = ClaimStore(s3, settings.s3.buckets.ledger).for_post(post_id)
-    decision = Ledger(s3, settings.s3.buckets.ledger).get(post_id)
-    if as_json:
-        from tagwatch.output import emit_json
-
-        emit_json({"post_id": post_id, "redrives": [c.model_dump(mode="json") for c in claims],
-                   "decision": decision.model_dump(mode="json") if decision else None}, indent=None)
-        return
-    if not claims:
-        _write(f"post {post_id}: never re-driven")
-    for c in claims:
-        published = (f"published to {c.published.topic}:{c.published.partition}:{c.published.offset}"
-                     if c.published else "claimed, not published")
-        _write(f"dead letter {c.dead_letter.topic}:{c.dead_letter.partition}:{c.dead_letter.offset} ({c.reason}) "
-               f"re-driven by {c.claimed_by} at {c.claimed_at.isoformat(timespec='seconds')}, count {c.redrive_count}, "
-               f"{published}")
-    _write(f"decision: {decision.action} ({decision.decision_id})" if decision else "decision: none in the ledger")
