@@ -11,15 +11,17 @@ import json
 import shutil
 import subprocess
 import sys
+import uuid
 from collections import Counter
+from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 
 from tagwatch.clients import kafka_config, s3_client
 from tagwatch.moderation.core import ImageSource
-from tagwatch.moderation.events import ModelRef
-from tagwatch.moderation.ledger import Ledger
+from tagwatch.moderation.events import ModelRef, ReviewOutcome
+from tagwatch.moderation.ledger import Ledger, LedgerHistory
 from tagwatch.moderation.policy import Policy, decide
 from tagwatch.moderation.publish import new_post, publish_posts, upload_image
 from tagwatch.moderation.scoring import OnnxScorer
@@ -72,6 +74,16 @@ def _recompute(settings, registry, version: int, posts, ledger) -> Counter:
     return transitions
 
 
+def _outcome(decision, action: str) -> ReviewOutcome:
+    now = datetime.now(timezone.utc)
+    return ReviewOutcome(outcome_id=uuid.uuid4().hex, post_id=decision.post_id, decision_id=decision.decision_id,
+                         action=action, categories=[next(iter(decision.scores))] if action == "remove" else [],
+                         reviewer="alice", reviewed_at=now, requested_at=decision.decided_at,
+                         time_to_decision_s=(now - decision.decided_at).total_seconds(),
+                         image_uri="s3://posts/images/x.jpg", model_version=decision.model.version,
+                         policy_version=decision.policy_version, scores=decision.scores)
+
+
 @pytest.mark.slow
 def test_shadow_run_diff_equals_a_direct_recomputation(tmp_path) -> None:
     base = make_settings(tmp_path / "state", kafka={"partitions": 2})
@@ -106,6 +118,12 @@ def test_shadow_run_diff_equals_a_direct_recomputation(tmp_path) -> None:
         events_before = len(read_topic(settings, settings.kafka.topics.decisions, expect=TOTAL))
         ledger_before = set(ledger.post_ids())
 
+        # two decided posts carry a reviewer outcome in the ledger history: the report measures agreement on them
+        reviewed = {decided[0].post_id: "remove", decided[1].post_id: "allow"}
+        history = LedgerHistory(s3, settings.s3.buckets.ledger)
+        for post_id, action in reviewed.items():
+            history.append_review(_outcome(ledger.get(post_id), action))
+
         out = tmp_path / "report"
         run = run_cli("shadow", "run", "--candidate", f"{settings.triton.model_name}@{candidate}", "--from", "0",
                       "--out", str(out), "--json", env=env, timeout=180)
@@ -123,7 +141,9 @@ def test_shadow_run_diff_equals_a_direct_recomputation(tmp_path) -> None:
         assert report["rates"]["remove"]["delta"]["value"] == pytest.approx(removes / TOTAL)
         assert report["candidate"]["version"] == candidate and report["candidate"]["policy_version"] == "policy-2"
         assert report["production"]["versions"] == {"v1 / policy-1": TOTAL}
-        assert report["reviewer_agreement"] is None
+        agreement = report["reviewer_agreement"]
+        production_agrees = sum((ledger.get(p).action == "remove") == (a == "remove") for p, a in reviewed.items())
+        assert agreement["reviewed"] == 2 and agreement["production"]["value"] == production_agrees / 2
         page = (out / "shadow-report.html").read_text()
         assert page.count('src="data:image/jpeg;base64,') == len(report["top_changed"]) == 12
 

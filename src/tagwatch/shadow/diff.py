@@ -4,7 +4,7 @@ Pure functions over ``Pair`` rows (no Kafka, no S3): the transition matrix produ
 category (the category whose rule fired for the stricter of the two decisions, ``bank`` for a hash-bank hit,
 ``none`` when both allow), removal and review rates of each side with Wilson intervals and their paired
 differences (candidate - production, paired bootstrap over posts: ``tagwatch.stats.paired_difference``), agreement
-with reviewer outcomes (``ReviewerOutcomes``; none are recorded yet) and the posts whose scores changed most.
+with reviewer outcomes (``ReviewerOutcomes``: the ledger history's review outcomes) and the posts whose scores changed most.
 """
 
 from __future__ import annotations
@@ -82,13 +82,29 @@ class ReviewerOutcomes(Protocol):
 
 
 class NoReviewerOutcomes:
-    """No reviewer-outcome store exists yet: agreement is reported as null, with a note."""
+    """No reviewer outcomes at hand: agreement is reported as null, with a note."""
 
     recorded = False
-    note = "no reviewer outcomes are recorded yet (issue 15): agreement cannot be measured"
+    note = "no reviewer outcomes are recorded in the ledger yet: agreement cannot be measured"
 
     def outcome(self, post_id: str) -> str | None:
         return None
+
+
+class LedgerReviewerOutcomes:
+    """Reviewers' latest outcome per post, from the ledger history (`tagwatch review serve` writes them)."""
+
+    def __init__(self, outcomes) -> None:
+        from tagwatch.moderation.ledger import latest_outcomes
+
+        self._actions = {post_id: o.action for post_id, o in latest_outcomes(outcomes).items()}
+        self.recorded = bool(self._actions)
+        self.note = (f"{len(self._actions)} posts carry a reviewer outcome in the ledger; agreement is measured on "
+                     "the compared posts among them (reviewer remove vs each side's remove)" if self.recorded else
+                     NoReviewerOutcomes.note)
+
+    def outcome(self, post_id: str) -> str | None:
+        return self._actions.get(post_id)
 
 
 def transitions(pairs: list[Pair]) -> dict[str, int]:

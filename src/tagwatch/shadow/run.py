@@ -54,12 +54,12 @@ def run_shadow(settings, request: ShadowRequest, *, progress: Callable[[str, int
     from tagwatch.clients import s3_client
     from tagwatch.moderation.bank import BankMatcher, BankStore
     from tagwatch.moderation.core import ImageSource
-    from tagwatch.moderation.ledger import Ledger
+    from tagwatch.moderation.ledger import Ledger, LedgerHistory
     from tagwatch.preprocess import DEFAULT_PRESET
     from tagwatch.registry import open_registry
     from tagwatch.serving.client import shadow_client_from_settings
     from tagwatch.shadow.candidate import load_policy, parse_candidate, serve_candidate, shadow_scorer
-    from tagwatch.shadow.diff import diff, top_changed
+    from tagwatch.shadow.diff import LedgerReviewerOutcomes, diff, top_changed
     from tagwatch.shadow.replay import replay
     from tagwatch.shadow.report import build_report, upload_report, write_report
     from tagwatch.shadow.source import read_range
@@ -95,7 +95,8 @@ def run_shadow(settings, request: ShadowRequest, *, progress: Callable[[str, int
                    "policy_version": policy.version, "policy_source": policy_source,
                    "triton_model": settings.triton.shadow_name, "triton_url": settings.triton.shadow_address},
         range_={**rng.to_dict(), "topic": settings.kafka.topics.posts}, result=result,
-        diff=diff(result.pairs), top=top, seconds=time.monotonic() - t0)
+        diff=diff(result.pairs, reviewers=LedgerReviewerOutcomes(
+            LedgerHistory(s3, settings.s3.buckets.ledger).review_outcomes())), top=top, seconds=time.monotonic() - t0)
     out_dir = request.out_dir or settings.paths.state_dir / "shadow" / f"{created:%Y%m%dT%H%M%S}-{run_id}"
     report = write_report(report, thumbnails, out_dir)
     if request.upload:
