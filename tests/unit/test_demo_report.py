@@ -83,6 +83,9 @@ def test_report_shows_operating_points_per_acting_category_and_the_monitor_list(
     assert "<b>alcohol</b>: 2 hits" in text and "calibration positives" in text
     assert "review rate, natural traffic (est.)" in text and "0.43 [" in text  # weapons precision with its CI
     assert Image.open(out / "operating-point-00-weapons.png").format == "PNG"
+    # the review queue: how many went there, how to open the app, and its screenshot (docs/img, committed)
+    assert "<h2>Review queue</h2>" in text and "tagwatch review serve" in text
+    assert 'src="review-queue.png"' in text and Image.open(out / "review-queue.png").format == "PNG"
 
 
 def test_verify_report_finds_what_is_broken(tmp_path: Path) -> None:

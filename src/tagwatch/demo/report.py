@@ -164,6 +164,27 @@ prevalence and recall = its flag rate. Recall counts positives that end in revie
 """
 
 
+REVIEW_SCREENSHOT = "review-queue.png"
+
+
+def review_screenshot() -> Path | None:
+    """docs/img/review-queue.png of a source checkout (the review app's browser test takes it); None in a wheel."""
+    path = Path(__file__).resolve().parents[3] / "docs" / "img" / REVIEW_SCREENSHOT
+    return path if path.is_file() else None
+
+
+def review_section(s: dict[str, Any], figures: dict[str, str]) -> str:
+    queued = s.get("actions", {}).get("review", 0)
+    shot = figures.get("review_queue")
+    picture = (f'<figure><a href="{html.escape(shot, quote=True)}"><img src="{html.escape(shot, quote=True)}" '
+               'alt="the review queue page" width="600"></a><figcaption>the review app\'s queue page (a screenshot '
+               "taken by its browser test)</figcaption></figure>" if shot else "")
+    return (f"<h2>Review queue</h2><p>{queued} posts went to review. Reviewers work them in the review app: "
+            "<code>tagwatch review add-user alice</code>, then <code>tagwatch review serve</code> and open "
+            "http://127.0.0.1:8700 (docs/review.md). Their outcomes land in each post's ledger history "
+            "(<code>tagwatch ledger show POST_ID</code>) and can become the next build's train labels.</p>" + picture)
+
+
 def render_html(summary: dict[str, Any], *, figures: dict[str, str], examples: list[dict[str, Any]]) -> str:
     """The page. ``figures``: name -> relative PNG path; ``examples``: dicts with thumb, action, scores, truth."""
     s = summary
@@ -215,6 +236,7 @@ Held-out posts published as new posts, decided by the stream (Kafka consumers, T
 <h2>Throughput and latency</h2>
 {_figure(figures.get("latency"), "post-to-decision latency")}{_figure(figures.get("throughput"), "decisions per second")}
 <h2>Examples</h2><div class="grid">{cards}</div>
+{review_section(s, figures)}
 <h2>Training</h2>{pipeline}
 {_figure(figures.get("training_curves"), "training curves")}{_figure(figures.get("zipf"), "hashtag Zipf plot")}
 {_figure(figures.get("pr_curves"), "holdout PR curves of the exported model (the pipeline's evaluate step)")}
@@ -248,6 +270,10 @@ def write_report(*, out_dir: Path, summary: dict[str, Any], published: list[Publ
         figures["pipeline_report"] = PIPELINE_REPORT
     figures.update(write_category_plots(out_dir=out_dir, summary=summary, published=published,
                                         decisions=decisions, thresholds=thresholds, manifest=manifest))
+    screenshot = review_screenshot()
+    if screenshot is not None:
+        shutil.copyfile(screenshot, out_dir / REVIEW_SCREENSHOT)
+        figures["review_queue"] = REVIEW_SCREENSHOT
     plots.plot_latency(summary["latencies_ms"], path=out_dir / "latency.png")
     plots.plot_throughput(summary["decided_offsets_s"], path=out_dir / "throughput.png")
     figures.update({"latency": "latency.png", "throughput": "throughput.png"})
