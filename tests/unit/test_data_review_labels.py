@@ -136,3 +136,10 @@ def test_a_reviewed_train_sample_needs_no_hashtag_label() -> None:
     assert [(s.post_id, s.categories, s.labels, s.weight) for s, _ in samples["train"]] == [
         ("reviewed", ["weapons"], [], 1.0)]
     assert report.skipped == {"no_labels_train": 1}
+
+
+def test_the_model_lineage_carries_the_count_from_its_checkpoint() -> None:
+    from tagwatch.export.checkpoint import lineage_of
+
+    assert lineage_of({"model_config": {"arch": "tiny_cnn"}, "review_labels": 4}, uri="s3://c/r")["review_labels"] == 4
+    assert lineage_of({"model_config": {}}, uri="s3://c/r")["review_labels"] is None  # a run from before the field

@@ -8,6 +8,11 @@ manifest and does nothing) -> fetch images -> categories from original keywords 
 train near-copies of eval images (dedup.py) -> vocabulary over the remaining train captions (vocab.py) ->
 labels and square-root resampling weights -> shards -> vocabulary.json, categories.yaml, dedup.json,
 post_index.tsv, manifest.json (last: its presence marks a complete build) and ``<name>/latest.json``.
+
+With ``review_labels``: reviewers' latest outcomes are screened by the same consent/erasure rule before the
+version is computed (they are part of it), then folded in after the images are fetched (train posts relabelled,
+val/holdout untouched, other posts added to train with their reviewed image) so the dedup sees them
+(review_labels.py; counts in the manifest's ``review_labels``).
 """
 
 from __future__ import annotations
