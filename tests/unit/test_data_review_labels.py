@@ -71,6 +71,9 @@ def test_privacy_is_screened_with_the_posts_rule_before_anything_is_fetched() ->
                                names=NAMES, other="other")
     assert [label.post_id for label in included.labels] == ["granted-1", "norecord", "unknown-1"]
     assert included.excluded == {"erased": 1, "denied": 1, "unknown": 0}
+    odd = screen_outcomes({"Stream.Post:1": outcome("Stream.Post:1")}, outcomes_read=1, records={},
+                          unknown="include", erased=set(), names=NAMES, other="other")
+    assert not odd.labels and odd.skipped == {"unsupported_post_id": 1}  # a shard key ends at the first dot
 
 
 def label(post_id: str, categories=("weapons",)) -> ReviewLabel:
@@ -110,9 +113,9 @@ def test_a_new_example_keeps_its_records_caption_or_stands_alone_without_one() -
                                 jpeg=b"j", sha256="d" * 64, pdq="1" * 64, pdq_quality=70)
     made = review_post(with_record)
     assert (made.caption, made.source, made.image_sha256, made.pdq) == ("#dog", "synthetic", "d" * 64, "1" * 64)
-    alone = review_post(ReviewedImage(label=label("Stream.Post:1"), jpeg=b"j", sha256="e" * 64, pdq="2" * 64,
+    alone = review_post(ReviewedImage(label=label("stream-post-1"), jpeg=b"j", sha256="e" * 64, pdq="2" * 64,
                                       pdq_quality=70))
-    assert (alone.post_id, alone.caption, alone.source) == ("Stream.Post:1", "", "review")
+    assert (alone.post_id, alone.caption, alone.source) == ("stream-post-1", "", "review")
 
 
 def test_review_labels_off_keeps_the_version_a_build_had_before_the_option() -> None:

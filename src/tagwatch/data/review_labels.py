@@ -7,7 +7,8 @@ no category applies). Each outcome lands in exactly one count of ``ReviewLabelsR
 1. privacy first, the posts' own rule (``tagwatch.privacy.consent.exclusion_reason``): a post on the erasure list,
    or whose post record's training consent the build's policy excludes (no record: ``unknown``), is left out
    (``excluded_privacy``, by reason);
-2. a category the build's categories do not name, or a removal without one: ``skipped``;
+2. a category the build's categories do not name, a removal without one, or (a post without a record) an id a
+   shard cannot hold (webdataset keys end at the first dot): ``skipped``;
 3. a post already in the dataset: in train, the reviewer's categories replace its own (``overrode``); in val or
    holdout nothing changes (``left_in_eval``): review never moves a post between splits nor relabels evaluation;
 4. any other post: a new train example (``added_to_train``), its image fetched from ``image_uri`` (the posts bucket
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tagwatch.data.posts import Post
+from tagwatch.data.posts import POST_ID_PATTERN, Post
 from tagwatch.moderation.events import ReviewOutcome
 from tagwatch.privacy.consent import EXCLUSION_REASONS, Consent, UnknownPolicy, exclusion_reason
 
@@ -146,8 +148,8 @@ def screen_outcomes(latest: dict[str, ReviewOutcome], *, outcomes_read: int, rec
             screened.excluded[reason] += 1
             continue
         categories, why = review_categories(outcome, names=names, other=other)
-        if categories is None:
-            screened.skipped[why] += 1
+        if categories is None or (record is None and not re.fullmatch(POST_ID_PATTERN, post_id)):
+            screened.skipped[why or "unsupported_post_id"] += 1
             continue
         screened.labels.append(ReviewLabel(post_id=post_id, outcome_id=outcome.outcome_id, categories=categories,
                                            image_uri=outcome.image_uri, reviewed_at=outcome.reviewed_at,
@@ -213,11 +215,8 @@ def review_post(image: ReviewedImage) -> Post:
               "pdq_quality": image.pdq_quality}
     if label.record is not None:
         return label.record.model_copy(update=update)
-    # Not validated: a stream post's id may use characters the ingest pattern does not; it lives only in memory
-    # and in the shards (as a ShardSample's post_id), never as a post record.
-    return Post.model_construct(post_id=label.post_id, author_id="", created_at=label.reviewed_at, caption="",
-                                source=REVIEW_SOURCE, source_ref=label.outcome_id, keywords=[],
-                                training_consent="unknown", schema_version=1, **update)
+    return Post(post_id=label.post_id, author_id="", created_at=label.reviewed_at, caption="", source=REVIEW_SOURCE,
+                source_ref=label.outcome_id, training_consent="unknown", **update)
 
 
 def review_report(screened: ScreenedOutcomes, folded: FoldedReviews, *, dedup_dropped: set[str]) -> ReviewLabelsReport:
