@@ -225,3 +225,10 @@ def test_lineage_counts_the_labels_that_came_from_review(reviewed, stack_setting
         (manifest.version, "train", 4)]
     assert [(m["version"], m["review_labels"]) for m in lineage["models"]] == [(1, 4)]
     assert "4 reviewer labels" in run_cli("data", "lineage", NEW["fresh"], env=env).stdout
+
+
+def test_a_missing_ledger_bucket_is_a_clear_error(built) -> None:
+    env = {**built["env"], "TAGWATCH_S3__BUCKETS__LEDGER": f"test-no-ledger-{secrets.token_hex(3)}"}
+    result = run_cli(*BUILD, "--review-labels", env=env)
+    assert result.returncode == 3, result.stderr[-2000:]  # ConfigError
+    assert "ledger bucket" in result.stderr and "hint:" in result.stderr and "Traceback" not in result.stderr

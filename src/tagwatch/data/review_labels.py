@@ -117,9 +117,19 @@ class FoldedReviews:
 
 def read_latest_outcomes(client: Any, ledger_bucket: str) -> tuple[int, dict[str, ReviewOutcome]]:
     """(outcomes read, post_id -> its latest outcome) from the ledger bucket's post history."""
+    from botocore.exceptions import ClientError
+
+    from tagwatch.errors import ConfigError
     from tagwatch.moderation.ledger import LedgerHistory, latest_outcomes
 
-    outcomes = list(LedgerHistory(client, ledger_bucket).review_outcomes())
+    try:
+        outcomes = list(LedgerHistory(client, ledger_bucket).review_outcomes())
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "NoSuchBucket":
+            raise
+        raise ConfigError(f"the ledger bucket {ledger_bucket!r} does not exist: no review outcomes to read",
+                          hint="check settings.s3.buckets.ledger (TAGWATCH_S3__BUCKETS__LEDGER), or build without "
+                          "--review-labels") from error
     return len(outcomes), latest_outcomes(outcomes)
 
 
