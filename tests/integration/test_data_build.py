@@ -1,5 +1,6 @@
 """Ingest a small openclipart subset + synthetic posts + deliberately corrupt inputs into the real embedded
-SeaweedFS, build the dataset with the real CLI, read the manifest back and stream shards with webdataset."""
+SeaweedFS, build the dataset with the real CLI, read the manifest back and stream shards with webdataset (the
+corpus: the session fixture ``built``, tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
@@ -14,59 +15,17 @@ import webdataset as wds
 import yaml
 from PIL import Image
 
-from tagwatch.clients import s3_client
 from tagwatch.data.categories import Categories, CategoryMatcher
 from tagwatch.data.dedup import DedupReport, hamming_matrix, pdq_bits
 from tagwatch.data.manifest import SPLITS, ShardSample, Vocabulary
-from tagwatch.data.posts import Post, list_post_ids, load_post_records, post_key
+from tagwatch.data.posts import list_post_ids, load_post_records
 from tagwatch.data.shards import read_manifest, shard_urls
 from tagwatch.data.wordnet import load_wordnet
 from tagwatch.moderation.events import PostCreated
 from tagwatch.schemas import load_schema
 from tests.conftest import run_cli
-from tests.support.buckets import private_data_buckets
+from tests.support.corpus import OPENCLIPART_LIMIT, SYNTHETIC_LIMIT, post_index, post_records
 from tests.support.published import read_back
-from tests.unit.test_data_sources import _svg
-
-OPENCLIPART_LIMIT = 150
-SYNTHETIC_LIMIT = 120
-
-
-@pytest.fixture(scope="module")
-def built(stack_settings, tmp_path_factory):
-    """Buckets of its own on the session stack; ingest (CLI), corrupt inputs, build (CLI)."""
-    client = s3_client(stack_settings.s3)
-    posts, datasets, env = private_data_buckets(stack_settings)
-
-    ingests = {}
-    for source, limit in (("openclipart", OPENCLIPART_LIMIT), ("synthetic", SYNTHETIC_LIMIT)):
-        result = run_cli("data", "ingest", "--source", source, "--limit", str(limit), "--workers", "2", "--json",
-                         env=env, timeout=300)
-        assert result.returncode == 0, result.stderr[-2000:]
-        ingests[source] = json.loads(result.stdout)
-
-    # Corrupt inputs a real source has: an SVG that does not render, a non-UTF-8 keyword, no keywords.
-    corrupt = tmp_path_factory.mktemp("corrupt-svg")
-    (corrupt / "broken.svg").write_bytes(_svg(b"knife").replace(b"</svg>", b"<rect"))
-    (corrupt / "badkw.svg").write_bytes(_svg(b"pistol", b"caf\xe9", b"red"))
-    (corrupt / "nokw.svg").write_bytes(_svg())
-    result = run_cli("data", "ingest", "--source", "openclipart", "--source-dir", str(corrupt), "--json", env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
-    ingests["corrupt"] = json.loads(result.stdout)
-    # Posts from another producer: an empty caption and a record that is not a post.
-    good = Post.model_validate_json(
-        client.get_object(Bucket=posts, Key=post_key("synthetic", sorted(list_post_ids(client, posts, "synthetic"))[0]))[
-            "Body"
-        ].read()
-    )
-    empty = good.model_copy(update={"post_id": "synthetic-emptycaption01", "caption": "   "})
-    client.put_object(Bucket=posts, Key=post_key("synthetic", empty.post_id), Body=empty.model_dump_json().encode())
-    client.put_object(Bucket=posts, Key=post_key("synthetic", "synthetic-notapost0001"), Body=b'{"post_id": 3}')
-
-    result = run_cli("data", "build", "--min-count", "3", "--shard-samples", "100", "--json", env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    yield {"client": client, "posts": posts, "datasets": datasets, "env": env, "ingests": ingests, "corrupt": corrupt,
-           "report": json.loads(result.stdout)}
 
 
 def test_ingest_reports_and_skips_corrupt_inputs(built) -> None:
@@ -231,24 +190,9 @@ def test_holdout_posts_become_new_posts(built, stack_settings) -> None:
 # -- privacy (docs/privacy.md): consent, moderation of every post, deletion, lineage. Last in the module: the
 # deletion changes the posts bucket the tests above read.
 
-def _records(built) -> dict[str, dict]:
-    records = {}
-    for source in ("openclipart", "synthetic"):
-        records.update({k: v for k, v in load_post_records(built["client"], built["posts"], source).items()
-                        if isinstance(v, dict) and "source" in v})  # not the fixture's record that is no post
-    return records
-
-
-def _post_index(built, version: str) -> dict[str, str]:
-    manifest = read_manifest(client=built["client"], bucket=built["datasets"], name="hashtags", version=version)
-    body = built["client"].get_object(
-        Bucket=built["datasets"], Key=f"hashtags/{version}/{manifest.post_index.path}")["Body"].read().decode()
-    return dict(line.split("\t") for line in body.splitlines())
-
-
 def test_manifest_records_the_consent_policy_and_only_consented_posts_are_in_the_shards(built) -> None:
     manifest = read_manifest(client=built["client"], bucket=built["datasets"], name="hashtags")
-    records = _records(built)
+    records = post_records(built)
     by_consent = {c: {p for p, r in records.items() if r["training_consent"] == c}
                   for c in ("granted", "denied", "unknown")}
     assert all(r["source"] != "openclipart" or r["training_consent"] == "granted" for r in records.values())
@@ -257,7 +201,7 @@ def test_manifest_records_the_consent_policy_and_only_consented_posts_are_in_the
     # the two posts of "another producer" in the fixture copy a synthetic record, so they carry its consent
     assert manifest.consent.excluded["denied"] >= len(by_consent["denied"]) - 2
     assert manifest.consent.excluded["unknown"] >= len(by_consent["unknown"]) - 2
-    index = _post_index(built, manifest.version)
+    index = post_index(built, manifest.version)
     assert sum(manifest.splits[s].samples for s in SPLITS) == len(index)
     assert not set(index) & (by_consent["denied"] | by_consent["unknown"])
     assert set(index) <= by_consent["granted"]
@@ -280,8 +224,8 @@ def moderated(built, stack_settings, tmp_path_factory):
     from tests.support import colour_model as cm
     from tests.support.stream import private_stream
 
-    records = _records(built)
-    index = _post_index(built, built["report"]["version"])
+    records = post_records(built)
+    index = post_index(built, built["report"]["version"])
     denied = sorted(p for p, r in records.items() if r["training_consent"] == "denied")[0]
     images = [r["image_uri"] for r in records.values()]
     granted = sorted(p for p, split in index.items() if split == "train" and p.startswith("synthetic-")
@@ -307,7 +251,7 @@ def test_a_post_with_denied_consent_is_moderated_but_never_trained_on(built, mod
     denied = moderated["denied"]
     decision = moderated["ledger"].get(denied)
     assert decision is not None and decision.post_id == denied  # moderation screened it like any post
-    assert denied not in _post_index(built, built["report"]["version"])
+    assert denied not in post_index(built, built["report"]["version"])
     result = run_cli("data", "build", "--min-count", "3", "--shard-samples", "100", "--json", env=built["env"])
     assert result.returncode == 0 and json.loads(result.stdout)["up_to_date"]  # the next build: same, without it
 
@@ -337,7 +281,7 @@ def test_a_deleted_post_is_gone_from_s3_and_every_later_build_and_lineage_names_
     from tests.support.stream import read_topic
 
     client, post_id, first = built["client"], moderated["granted"], built["report"]["version"]
-    record = _records(built)[post_id]
+    record = post_records(built)[post_id]
     first_manifest = read_manifest(client=client, bucket=built["datasets"], name="hashtags", version=first)
     models = f"test-models-{secrets.token_hex(3)}"
     client.create_bucket(Bucket=models)
@@ -373,7 +317,7 @@ def test_a_deleted_post_is_gone_from_s3_and_every_later_build_and_lineage_names_
     assert result.returncode == 0, result.stderr[-2000:]
     second = json.loads(result.stdout)
     assert not second["up_to_date"] and second["version"] != first
-    assert post_id not in _post_index(built, second["version"])
+    assert post_id not in post_index(built, second["version"])
     assert second["consent"]["erasure_list"] == 1
 
     result = run_cli("data", "lineage", post_id, "--json", env=env)

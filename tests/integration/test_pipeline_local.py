@@ -57,6 +57,7 @@ def test_first_run_registers_and_deploys(pipeline_settings, first_run) -> None:
     assert metadata.version == 1
     assert metadata.lineage["pipeline_job_name"] == first.run_name
     assert metadata.lineage["pipeline_run_id"] and metadata.lineage["run_id"].startswith("transfer-")
+    assert metadata.lineage["review_labels"] == 0  # the checkpoint's count, from a build without review labels
     assert metadata.metrics["holdout"]["category_map"] == pytest.approx(first.metrics["category_map"])
     assert metadata.metrics["gate"]["promote"] is True
     assert metadata.metrics["demo"] == {"config_hash": "c0ffee"}  # register_metrics_json, merged as given

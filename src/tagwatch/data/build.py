@@ -8,6 +8,11 @@ manifest and does nothing) -> fetch images -> categories from original keywords 
 train near-copies of eval images (dedup.py) -> vocabulary over the remaining train captions (vocab.py) ->
 labels and square-root resampling weights -> shards -> vocabulary.json, categories.yaml, dedup.json,
 post_index.tsv, manifest.json (last: its presence marks a complete build) and ``<name>/latest.json``.
+
+With ``review_labels``: reviewers' latest outcomes are screened by the same consent/erasure rule before the
+version is computed (they are part of it), then folded in after the images are fetched (train posts relabelled,
+val/holdout untouched, other posts added to train with their reviewed image) so the dedup sees them
+(review_labels.py; counts in the manifest's ``review_labels``).
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ from tagwatch.data.provenance import source_infos
 from tagwatch.data.shards import dataset_prefix
 from tagwatch.data.vocab import Canonicaliser, VocabConfig, VocabReport, build_vocabulary, label_index, labels_for
 from tagwatch.data.vocab import post_keys as caption_keys
-from tagwatch.errors import ManifestError
+from tagwatch.data.review_labels import (FoldedReviews, ReviewLabel, ScreenedOutcomes, fetch_review_images,
+                                         fold_review_labels, read_latest_outcomes, review_post, review_report,
+                                         screen_outcomes)
+from tagwatch.errors import ConfigError, ManifestError
 from tagwatch.privacy.consent import UnknownPolicy, filter_consented
 from tagwatch.privacy.erasures import erased_post_ids
 
@@ -57,10 +65,13 @@ class BuildConfig:
     image_size: int = 256
     fetch_threads: int = 8
     consent_unknown: UnknownPolicy = "exclude"  # posts with training_consent 'unknown' (settings.privacy)
+    review_labels: bool = False  # fold reviewers' outcomes into train (review_labels.py)
 
     def fingerprint(self) -> dict:
         data = asdict(self)
         data.pop("version"), data.pop("fetch_threads"), data.pop("categories_path")
+        if not self.review_labels:  # off: the version of a build from before the option stays what it was
+            data.pop("review_labels")
         data["vocab"]["stop_tags"] = sorted(self.vocab.stop_tags)
         return data
 
@@ -78,6 +89,7 @@ class BuildReport:
     top_tags: list[tuple[str, int]] = field(default_factory=list)
     dedup_dropped: int = 0
     consent: dict = field(default_factory=dict)  # ConsentReport: the policy and the posts it excluded, by reason
+    review_labels: dict = field(default_factory=dict)  # ReviewLabelsReport when the build folds review outcomes
     seconds: dict[str, float] = field(default_factory=dict)
     manifest_uri: str = ""
 
@@ -89,6 +101,7 @@ class PreparedPost:
     categories: list[str]
     split: str = "train"
     jpeg: bytes = b""
+    reviewed: bool = False  # its categories are a reviewer's (train only)
 
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -146,10 +159,13 @@ def sqrt_weight(labels: list[int], counts: list[int]) -> float:
     return sum(1.0 / max(counts[i], 1) ** 0.5 for i in labels) / len(labels)
 
 
-def input_version(posts: list[store.Post], config: BuildConfig, categories_text: str) -> str:
+def input_version(posts: list[store.Post], config: BuildConfig, categories_text: str,
+                  reviews: list[ReviewLabel] | None = None) -> str:
     inputs = [[p.post_id, p.image_sha256, p.caption, p.keywords] for p in sorted(posts, key=lambda p: p.post_id)]
-    digest = content_hash({"config": config.fingerprint(), "categories": categories_text, "posts": inputs})
-    return "v" + digest[:12]
+    data = {"config": config.fingerprint(), "categories": categories_text, "posts": inputs}
+    if reviews is not None:  # only with review labels on: without, the digest is the one before the option
+        data["reviews"] = [label.digest_input() for label in reviews]
+    return "v" + content_hash(data)[:12]
 
 
 def prepare_posts(
@@ -218,21 +234,32 @@ def hashed(item: PreparedPost) -> HashedImage:
 
 def build_dataset(
     *, client: Any, posts_bucket: str, datasets_bucket: str, config: BuildConfig, wordnet: Any,
-    progress: Progress | None = None,
+    progress: Progress | None = None, ledger_bucket: str = "",
 ) -> BuildReport:
-    """Build (or find already built) the dataset version of the posts now in ``posts_bucket``."""
+    """Build (or find already built) the dataset version of the posts now in ``posts_bucket`` (with
+    ``config.review_labels``: and the review outcomes in ``ledger_bucket``'s post history)."""
     t0 = time.monotonic()
     report = BuildReport(name=config.name)
     categories, categories_text = load_categories(config.categories_path)
     posts, source_versions = load_posts(client=client, bucket=posts_bucket, sources=config.sources, report=report)
-    posts, consent = filter_consented(posts, unknown=config.consent_unknown,
-                                      erased=erased_post_ids(client, posts_bucket))
+    records = {post.post_id: post for post in posts}  # before the consent filter: reviewed posts' consent
+    erased = erased_post_ids(client, posts_bucket)
+    posts, consent = filter_consented(posts, unknown=config.consent_unknown, erased=erased)
     report.consent = consent.model_dump()
     if not posts:
         raise ManifestError(
             f"no usable posts in s3://{posts_bucket}/", hint="ingest some first: `tagwatch data ingest --source ...`"
         )
-    report.version = config.version or input_version(posts, config, categories_text)
+    reviews = None
+    if config.review_labels:
+        if not ledger_bucket:
+            raise ConfigError("review labels need the ledger bucket", hint="pass ledger_bucket (settings.s3.buckets)")
+        outcomes_read, latest = read_latest_outcomes(client, ledger_bucket)
+        reviews = screen_outcomes(latest, outcomes_read=outcomes_read, records=records,
+                                  unknown=config.consent_unknown, erased=erased, names=categories.names,
+                                  other=categories.other)
+    report.version = config.version or input_version(posts, config, categories_text,
+                                                     reviews=reviews.labels if reviews else None)
     prefix = dataset_prefix(config.name, report.version)
     report.manifest_uri = f"s3://{datasets_bucket}/{prefix}/manifest.json"
     report.seconds["read_posts"] = round(time.monotonic() - t0, 2)
@@ -246,6 +273,10 @@ def build_dataset(
     prepared = prepare_posts(posts=posts, canonicaliser=canonicaliser, matcher=matcher, config=config, report=report)
     prepared = fetch_images(client=client, prepared=prepared, threads=config.fetch_threads, report=report,
                             progress=progress)
+    folded = None
+    if reviews is not None:
+        folded = fold_reviews(client=client, posts_bucket=posts_bucket, prepared=prepared, reviews=reviews,
+                              canonicaliser=canonicaliser, config=config)
     report.seconds["fetch_images"] = round(time.monotonic() - t0, 2)
 
     dedup = dedup_train(
@@ -256,6 +287,8 @@ def build_dataset(
     dropped = {d.post_id for d in dedup.dropped}
     prepared = [p for p in prepared if p.post.post_id not in dropped]
     report.dedup_dropped = len(dropped)
+    review = None if folded is None else review_report(reviews, folded, dedup_dropped=dropped)
+    report.review_labels = review.model_dump() if review else {}
 
     train = [p for p in prepared if p.split == "train"]
     vocabulary, key_map, _ = build_vocabulary(
@@ -273,7 +306,7 @@ def build_dataset(
         split_infos=split_infos,
         sources=source_infos(posts=posts, versions=source_versions, samples=samples,
                              categories=list(categories.categories)),
-        consent=consent,
+        consent=consent, review_labels=review,
         post_splits={sample.post_id: split for split, items in samples.items() for sample, _ in items},
     )
     _write_latest(client, datasets_bucket, config.name, report.version)
@@ -287,6 +320,23 @@ def build_dataset(
     return report
 
 
+def fold_reviews(*, client: Any, posts_bucket: str, prepared: list[PreparedPost], reviews: ScreenedOutcomes,
+                 canonicaliser: Canonicaliser, config: BuildConfig) -> FoldedReviews:
+    """Apply the reviewers' labels to ``prepared`` (in place: train posts relabelled, new train examples appended,
+    val/holdout untouched); the dedup that follows sees the new examples as train images."""
+    by_id = {item.post.post_id: item for item in prepared}
+    folded = fold_review_labels(reviews.labels, {post_id: item.split for post_id, item in by_id.items()})
+    for post_id, categories in folded.overrides.items():
+        by_id[post_id].categories, by_id[post_id].reviewed = list(categories), True
+    folded.images, folded.fetch_skipped = fetch_review_images(client=client, labels=folded.new,
+                                                              posts_bucket=posts_bucket, threads=config.fetch_threads)
+    for image in folded.images:
+        post = review_post(image)
+        prepared.append(PreparedPost(post=post, keys=caption_keys(post.caption, canonicaliser, config.vocab.stop_tags),
+                                     categories=list(image.label.categories), jpeg=image.jpeg, reviewed=True))
+    return folded
+
+
 def label_samples(
     *, prepared: list[PreparedPost], vocabulary: Vocabulary, key_map: dict[str, str], report: BuildReport
 ) -> dict[str, list[tuple[ShardSample, bytes]]]:
@@ -297,7 +347,7 @@ def label_samples(
     skipped: Counter[str] = Counter(report.skipped)
     for item in prepared:
         labels = labels_for(item.keys, key_map, index_of)
-        if not labels and item.split != "holdout":
+        if not labels and item.split != "holdout" and not item.reviewed:  # a reviewed one has its categories
             skipped[f"no_labels_{item.split}"] += 1
             continue
         sample = ShardSample(

@@ -19,6 +19,7 @@ from tagwatch.data.manifest import (
     SplitRates,
     Vocabulary,
 )
+from tagwatch.data.review_labels import ReviewLabelsReport
 from tagwatch.data.shards import shard_sizes, upload_shard, write_tar
 from tagwatch.privacy.consent import ConsentReport
 
@@ -57,9 +58,11 @@ def write_metadata(
     *, client: Any, bucket: str, prefix: str, config: Any, version: str, vocabulary: Vocabulary,
     categories_text: str, category_names: list[str], dedup: DedupReport, split_infos: dict[str, SplitInfo],
     sources: list[SourceInfo], consent: ConsentReport, post_splits: dict[str, str],
+    review_labels: ReviewLabelsReport | None = None,
 ) -> DatasetManifest:
     """vocabulary.json, categories.yaml, dedup.json, post_index.tsv (``post_splits``: every post in the shards and
-    its split, what lineage searches), then the sealed manifest.json (with the consent policy and its exclusions)."""
+    its split, what lineage searches), then the sealed manifest.json (with the consent policy and its exclusions,
+    and what review labels did when the build folded them)."""
     files = {
         "vocabulary.json": vocabulary.model_dump_json(indent=1).encode(),
         "categories.yaml": categories_text.encode("utf-8"),
@@ -78,7 +81,7 @@ def write_metadata(
         splits=split_infos, sampling="sqrt",  # split_rates: what assign_split does, as rates
         split_rates=SplitRates.of(positive=(config.positive_val_fraction, config.positive_holdout_fraction),
                                   negative=(config.val_fraction, config.holdout_fraction)),
-        consent=consent, post_index=refs[POST_INDEX_FILE],
+        consent=consent, post_index=refs[POST_INDEX_FILE], review_labels=review_labels,
     ).sealed()
     client.put_object(Bucket=bucket, Key=f"{prefix}/manifest.json", Body=manifest.model_dump_json(indent=1).encode(),
                       ContentType="application/json")

@@ -33,6 +33,7 @@ class BuildRequest:
     seed: int = 0
     categories_path: Path | None = None  # None: the package's categories.yaml
     categories_yaml: str = ""  # inline YAML text of the categories (a pipeline parameter); wins over the path
+    review_labels: bool = False  # fold reviewers' outcomes (the ledger's post history) into train
 
     def build_config(self, *, categories_path: Path | None = None,
                      consent_unknown: UnknownPolicy = "exclude") -> BuildConfig:
@@ -41,14 +42,16 @@ class BuildRequest:
         return BuildConfig(name=self.name, version=self.version, sources=tuple(self.sources),
                            shard_samples=self.shard_samples, seed=self.seed,
                            vocab=VocabConfig(top_k=self.top_k, min_count=self.min_count),
-                           categories_path=categories_path or self.categories_path, consent_unknown=consent_unknown)
+                           categories_path=categories_path or self.categories_path, consent_unknown=consent_unknown,
+                           review_labels=self.review_labels)
 
 
 def build_requested(s3: S3Settings, request: BuildRequest, *, consent_unknown: UnknownPolicy = "exclude",
                     progress: Progress | None = None) -> BuildReport:
     """Build (or find already built) the dataset ``request`` describes from the posts in ``s3``'s posts bucket into
     its datasets bucket (``tagwatch.data.build.build_dataset``: consent filter, vocabulary, splits, PDQ dedup,
-    shards, manifest). ``consent_unknown``: ``settings.privacy.consent_unknown``."""
+    shards, manifest; with ``request.review_labels``, the review outcomes in its ledger bucket folded into train).
+    ``consent_unknown``: ``settings.privacy.consent_unknown``."""
     from tagwatch.clients import s3_client
     from tagwatch.data.wordnet import load_wordnet
 
@@ -60,4 +63,4 @@ def build_requested(s3: S3Settings, request: BuildRequest, *, consent_unknown: U
         return build_dataset(client=s3_client(s3), posts_bucket=s3.buckets.posts, datasets_bucket=s3.buckets.datasets,
                              config=request.build_config(categories_path=categories_path,
                                                          consent_unknown=consent_unknown), wordnet=load_wordnet(),
-                             progress=progress)
+                             progress=progress, ledger_bucket=s3.buckets.ledger)

@@ -176,6 +176,8 @@ def build(
     min_count: Annotated[int, typer.Option("--min-count")] = 5,
     categories: Annotated[Optional[Path], typer.Option(help="Categories YAML (default: the package's).")] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    review_labels: Annotated[bool, typer.Option(
+        "--review-labels", help="Fold reviewers' outcomes (the ledger's post history) into the train split.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Build vocabulary, splits, PDQ dedup, shards and the sealed manifest (a rerun on the same posts is a no-op)."""
@@ -185,7 +187,8 @@ def build(
 
     settings = _settings(ctx)
     request = BuildRequest(name=name, version=version, sources=split_names(source or ()), shard_samples=shard_samples,
-                           top_k=top_k, min_count=min_count, seed=seed, categories_path=categories)
+                           top_k=top_k, min_count=min_count, seed=seed, categories_path=categories,
+                           review_labels=review_labels)
     with _progress() as progress:
         tasks: dict[str, int] = {}
 
@@ -211,6 +214,12 @@ def build(
     excluded = report.consent.get("excluded", {})
     out.print(f"  consent     {sum(excluded.values())} posts left out ({', '.join(f'{k} {v}' for k, v in excluded.items())}"
               f"; unknown consent: {report.consent.get('policy', {}).get('unknown')})")
+    if report.review_labels:
+        review = report.review_labels
+        out.print(f"  review      {review['added_to_train']} added to train, {review['overrode']} train labels "
+                  f"replaced, {review['left_in_eval']} left in val/holdout, {review['dropped_near_duplicate_of_eval']}"
+                  f" dropped (near-copy of an eval image), {sum(review['excluded_privacy'].values())} left out for "
+                  f"privacy, skipped {review['skipped'] or 'none'} ({review['posts_reviewed']} posts reviewed)")
     if report.skipped:
         out.print(f"  [yellow]skipped[/]     {report.skipped}")
 

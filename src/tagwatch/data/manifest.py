@@ -23,6 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tagwatch.data.review_labels import ReviewLabelsReport
 from tagwatch.privacy.consent import ConsentReport
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -136,9 +137,16 @@ class DatasetManifest(_Model):
         default=None, description="the training-consent policy and the posts it excluded (None: builds before it)")
     post_index: FileRef | None = Field(default=None, description="post_index.tsv (None: builds before it; lineage "
                                        "then reads the shards)")
+    review_labels: ReviewLabelsReport | None = Field(
+        default=None, description="reviewer outcomes folded into train (None: built without review labels)")
     content_hash: str = Field(
         default="", description="sha256 of the canonical JSON of all other fields but created_at (None fields left out)"
     )
+
+    @property
+    def review_label_count(self) -> int:
+        """Train samples whose categories came from a reviewer (0 for a build without review labels)."""
+        return self.review_labels.labels if self.review_labels else 0
 
     def compute_hash(self) -> str:
         # exclude_none: optional fields added later do not change the hash of a manifest written before them

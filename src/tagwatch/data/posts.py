@@ -28,6 +28,7 @@ from tagwatch.privacy.consent import Consent
 log = logging.getLogger(__name__)
 
 POST_SCHEMA_VERSION = 1
+POST_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{2,80}$"  # also what a shard member name and a webdataset key can hold
 
 
 class Post(BaseModel):
@@ -36,7 +37,7 @@ class Post(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", title="Post")
 
     schema_version: int = POST_SCHEMA_VERSION
-    post_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{2,80}$")
+    post_id: str = Field(pattern=POST_ID_PATTERN)
     author_id: str = Field(description="pseudonym of the author (HMAC-SHA256 under settings.privacy.author_key)")
     created_at: datetime
     caption: str

@@ -62,6 +62,7 @@ def lineage_of(checkpoint: dict[str, Any], *, uri: str) -> dict[str, Any]:
         "run_id": checkpoint.get("run_id"),
         "manifest_hash": checkpoint.get("manifest_hash"),
         "vocabulary_version": checkpoint.get("vocabulary_version"),
+        "review_labels": checkpoint.get("review_labels"),  # labels from reviewers in its dataset (None: older runs)
         "arch": config.get("arch"),
         "epoch": checkpoint.get("epoch"),
     }

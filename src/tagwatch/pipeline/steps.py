@@ -73,15 +73,17 @@ def ingest_posts(*, source: str, limit: int, seed: int, workers: int = 0, root: 
 
 @timed_step("build-dataset")
 def build_dataset(*, name: str, sources: list[str], shard_samples: int, top_k: int, min_count: int, seed: int,
-                  categories_yaml: str = "") -> dict[str, Any]:
+                  categories_yaml: str = "", review_labels: bool = False) -> dict[str, Any]:
     """Vocabulary + splits + PDQ dedup + shards + sealed manifest. ``categories_yaml``: inline YAML text of the
-    moderation categories ('' = the package's categories.yaml)."""
+    moderation categories ('' = the package's categories.yaml). ``review_labels``: fold reviewers' outcomes into
+    the train split (``tagwatch.data.review_labels``)."""
     from dataclasses import asdict
 
     from tagwatch.data.build_request import BuildRequest, build_requested
 
     request = BuildRequest(name=name, sources=tuple(sources), shard_samples=shard_samples, top_k=top_k,
-                           min_count=min_count, seed=seed, categories_yaml=categories_yaml)
+                           min_count=min_count, seed=seed, categories_yaml=categories_yaml,
+                           review_labels=review_labels)
     settings = step_settings()
     report = build_requested(settings.s3, request, consent_unknown=settings.privacy.consent_unknown)
     return {**asdict(report), "dataset": f"{report.name}/{report.version}"}

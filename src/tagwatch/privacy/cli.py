@@ -69,7 +69,8 @@ def lineage(
     # plain print, not rich: operators grep and pipe this (rich wraps at 80 columns off a terminal)
     print(f"{post_id}: in {len(report.datasets)} of {report.searched} dataset versions")
     for hit in report.datasets:
-        print(f"  dataset {hit.name}/{hit.version} ({hit.split} split, manifest {hit.manifest_hash[:12]})")
+        review = f", {hit.review_labels} reviewer labels" if hit.review_labels else ""
+        print(f"  dataset {hit.name}/{hit.version} ({hit.split} split, manifest {hit.manifest_hash[:12]}{review})")
     for model in report.models:
         aliases = f" [{', '.join(model.aliases)}]" if model.aliases else ""
         print(f"  model   {model.model_name} version {model.version}{aliases} trained on {model.dataset}")

@@ -25,6 +25,7 @@ class DatasetHit:
     split: str
     manifest_hash: str
     created_at: str
+    review_labels: int = 0  # train samples of the build whose categories came from a reviewer
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class ModelHit:
     version: int
     dataset: str  # name/version it was trained on
     aliases: tuple[str, ...] = ()
+    review_labels: int = 0  # of that dataset's train labels, how many came from reviewers
 
 
 @dataclass
@@ -86,14 +88,15 @@ def split_of(client: Any, bucket: str, manifest: DatasetManifest, post_id: str) 
 
 def models_trained_on(versions: list, aliases: dict, datasets: list[DatasetHit]) -> list[ModelHit]:
     """Registry versions (VersionMetadata) whose lineage names one of ``datasets`` by manifest hash."""
-    by_hash = {hit.manifest_hash: f"{hit.name}/{hit.version}" for hit in datasets}
+    by_hash = {hit.manifest_hash: hit for hit in datasets}
     hits = []
     for version in versions:
         dataset = by_hash.get(str(version.lineage.get("manifest_hash")))
         if dataset is not None:
             named = tuple(sorted(a for a, record in aliases.items() if record.version == version.version))
-            hits.append(ModelHit(model_name=version.model_name, version=version.version, dataset=dataset,
-                                 aliases=named))
+            hits.append(ModelHit(model_name=version.model_name, version=version.version,
+                                 dataset=f"{dataset.name}/{dataset.version}", aliases=named,
+                                 review_labels=dataset.review_labels))
     return hits
 
 
@@ -111,7 +114,8 @@ def find_lineage(*, client: Any, datasets_bucket: str, registry: Any, post_id: s
         if split is not None:
             report.datasets.append(DatasetHit(name=name, version=version, split=split,
                                               manifest_hash=manifest.content_hash,
-                                              created_at=manifest.created_at.isoformat()))
+                                              created_at=manifest.created_at.isoformat(),
+                                              review_labels=manifest.review_label_count))
     if report.datasets:
         report.models = models_trained_on(registry.list_versions(), registry.aliases(), report.datasets)
     return report

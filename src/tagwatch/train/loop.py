@@ -70,6 +70,7 @@ class RunState:
     vocabulary_version: str
     samples_per_epoch: int
     metrics: dict[str, Any] = field(default_factory=dict)
+    review_labels: int = 0  # train samples of the dataset whose categories came from a reviewer (lineage)
 
 
 _STOP = {"requested": False}
@@ -217,6 +218,7 @@ def save_checkpoint(*, model: nn.Module, optimizer: torch.optim.Optimizer, sched
             "config": state.config,
             "manifest_hash": state.manifest_hash,
             "vocabulary_version": state.vocabulary_version,
+            "review_labels": state.review_labels,
             "run_id": state.run_id,
             "metrics": state.metrics,
             "torch_version": torch.__version__,

@@ -154,7 +154,8 @@ def runtime_state(*, run_id, cfg, dataset, preset, resolved, create_kwargs) -> R
                                   num_categories=len(dataset.manifest.category_names), preset=preset.to_dict(),
                                   **create_kwargs),
         config=resolved, manifest_hash=dataset.manifest.content_hash,
-        vocabulary_version=dataset.manifest.vocabulary_version, samples_per_epoch=dataset.split_samples("train"))
+        vocabulary_version=dataset.manifest.vocabulary_version, samples_per_epoch=dataset.split_samples("train"),
+        review_labels=dataset.manifest.review_label_count)
 
 
 def _load_uri(uri: str, settings) -> dict:

@@ -158,7 +158,8 @@ def _transfer(cfg: TransferConfig, info, settings: Settings | None) -> dict:
     resolved = {**asdict(cfg), "run_id": run_id, "steps": steps, "lr": lr, "global_batch": global_batch,
                 "world_size": info.world_size, "dataset_uri": dataset.uri, "parent": parent, "preset": preset.to_dict()}
     state = RunState(run_id=run_id, model_config=base_config, config=resolved, manifest_hash=dataset.manifest.content_hash,
-                     vocabulary_version=dataset.manifest.vocabulary_version, samples_per_epoch=dataset.split_samples("train"))
+                     vocabulary_version=dataset.manifest.vocabulary_version, samples_per_epoch=dataset.split_samples("train"),
+                     review_labels=dataset.manifest.review_label_count)
     output_dir = Path(cfg.output_dir) if cfg.output_dir else runtime.default_output_dir(settings, run_id)
     if info.is_main:
         write_json(output_dir / "config.json", resolved)

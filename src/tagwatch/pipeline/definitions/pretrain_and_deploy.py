@@ -40,13 +40,14 @@ def pretrain_and_deploy(
     service_name: str = "tagwatch-moderation", canary_traffic_percent: int = -1, deploy_timeout_s: int = 900,
     source_root: str = "", review_budget: float = 0.05, remove_precision: float = 0.95,
     min_calibration_positives: int = 10, register_metrics_json: str = "", pretrained: bool = False,
-    pretrain_solver: str = "sgd", probe_solver: str = "sgd",
+    pretrain_solver: str = "sgd", probe_solver: str = "sgd", review_labels: bool = False,
 ):
     ingest_task = with_author_key(configure_task(ingest(source=source, limit=limit, seed=seed,
                                                         source_root=source_root), cpu="4", memory="8Gi"))
     build_task = configure_task(build_dataset(posts=ingest_task.outputs["posts"], name=dataset_name,
                                               shard_samples=shard_samples, top_k=top_k, min_count=min_count,
-                                              seed=seed, categories_yaml=categories_yaml), cpu="2", memory="8Gi")
+                                              seed=seed, categories_yaml=categories_yaml,
+                                              review_labels=review_labels), cpu="2", memory="8Gi")
     pretrain_task = configure_task(pretrain(
         dataset=build_task.outputs["dataset"], pipeline_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, mode=mode,
         steps=pretrain_steps, arch=arch, width=width, image_size=image_size, batch_size=batch_size, workers=workers,
