@@ -11,7 +11,7 @@ import pytest
 from starlette.routing import Route
 
 with warnings.catch_warnings():  # Starlette 1.x asks for httpx2; the pinned httpx 0.28 serves these requests the same
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
 from tagwatch.clients import s3_client
