@@ -67,7 +67,7 @@ def post_for_review(settings: Settings, post_id: str, *, image: bytes, scores: d
     digest = hashlib.sha256(image).hexdigest()
     key = f"images/test/{digest}.png"
     client.put_object(Bucket=settings.s3.buckets.posts, Key=key, Body=image, ContentType="image/png")
-    at = at or datetime.now(timezone.utc)
+    at = at or datetime.now(timezone.utc) - timedelta(seconds=60)  # decided (and sent to review) a minute ago
     scores = scores or {c: round(0.2 + 0.25 * i, 2) for i, c in enumerate(CATEGORIES)}
     reasons = reasons or ["weapons 0.70 in review band [0.40, 0.90)"]
     decision = Decision(decision_id=secrets.token_hex(16), post_id=post_id, action="review", scores=scores,
@@ -76,7 +76,7 @@ def post_for_review(settings: Settings, post_id: str, *, image: bytes, scores: d
     Ledger(client, settings.s3.buckets.ledger).record(decision)
     return ReviewRequest(decision_id=decision.decision_id, post_id=post_id,
                          image_uri=f"s3://{settings.s3.buckets.posts}/{key}", scores=scores, reasons=reasons,
-                         requested_at=at - timedelta(seconds=30))
+                         requested_at=at)
 
 
 def send_requests(settings: Settings, requests: list[ReviewRequest]) -> None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+import uvicorn
 
 from tagwatch.errors import ConfigError
 from tagwatch.settings import Settings
@@ -68,8 +70,6 @@ def check_serving_settings(settings: Settings) -> None:
 
 
 def serve(settings: Settings, *, port: int | None = None, feed: bool = True) -> None:
-    import uvicorn
-
     from tagwatch.review.app import create_app
     from tagwatch.review.feeder import Feeder
 
@@ -100,4 +100,15 @@ def serve(settings: Settings, *, port: int | None = None, feed: bool = True) -> 
     config = uvicorn.Config(app, host=settings.http.bind_host,
                             port=port if port is not None else settings.review.port, log_config=None,
                             access_log=False, proxy_headers=False, server_header=False)
-    uvicorn.Server(config).run()
+    GracefulServer(config).run()
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn re-raises a SIGTERM it handled once it has shut down (exit -15); a drained shutdown is a clean exit
+    here (status 0), as for `tagwatch moderate`."""
+
+    @contextmanager
+    def capture_signals(self):
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
