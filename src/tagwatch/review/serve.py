@@ -15,10 +15,9 @@ from typing import Any
 import uvicorn
 
 from tagwatch.errors import ConfigError
-from tagwatch.settings import Settings
+from tagwatch.settings import ReviewSettings, Settings
 
 log = logging.getLogger(__name__)
-DEFAULT_SESSION_SECRET = "tagwatch-local-only-session-key"
 
 
 @dataclass
@@ -63,7 +62,8 @@ def check_serving_settings(settings: Settings) -> None:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = host == "localhost"
-    if not loopback and settings.review.session_secret.get_secret_value() == DEFAULT_SESSION_SECRET:
+    default = ReviewSettings.model_fields["session_secret"].default.get_secret_value()
+    if not loopback and settings.review.session_secret.get_secret_value() == default:
         raise ConfigError(f"the review app would listen on {host} with the default session secret",
                           hint="set TAGWATCH_REVIEW__SESSION_SECRET (a cluster: the tagwatch-review Secret), "
                                "e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(48))'`")
