@@ -183,3 +183,23 @@ def test_the_feeder_enqueues_before_committing_and_skips_what_is_not_a_request(w
     finally:
         again.stop()
     assert assigned and added == 0 and len(queue.pending()) == 3
+
+
+def test_review_queue_cli_prints_the_queue(world):
+    import json
+
+    from tests.conftest import run_cli
+    from tests.support.review import review_env
+
+    queue = queue_for(world, Clock())
+    for i in range(2):
+        queue.enqueue(post_for_review(world, f"cli-{i}", image=png((9, i, 9))))
+    queue.claim("cli-0", "alice")
+    result = run_cli("review", "queue", "--json", env=review_env(world))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["pending"], data["leased"]) == (2, 1)
+    assert [(i["post_id"], i["status"], i["reviewer"]) for i in data["items"]] == [
+        ("cli-0", "leased", "alice"), ("cli-1", "available", None)]
+    text = run_cli("review", "queue", env=review_env(world))
+    assert text.returncode == 0 and "cli-1" in text.stdout and "2 pending" in text.stdout

@@ -102,3 +102,26 @@ def test_only_image_bytes_are_served():
     for data in (b"<html>", b"<svg xmlns='http://www.w3.org/2000/svg'/>", b""):
         with pytest.raises(ImageRefused):
             content_type(data)
+
+
+def test_serve_refuses_the_default_session_secret_off_loopback():
+    from tagwatch.review.serve import check_serving_settings
+    from tagwatch.settings import load_settings
+
+    check_serving_settings(load_settings())  # 127.0.0.1: the local default is fine
+    with pytest.raises(ConfigError, match="default session secret"):
+        check_serving_settings(load_settings(http={"bind_host": "0.0.0.0"}))
+    check_serving_settings(load_settings(http={"bind_host": "0.0.0.0"}, review={"session_secret": "s" * 48}))
+
+
+def test_the_review_cli_is_registered_with_examples():
+    from typer.testing import CliRunner
+
+    from tagwatch.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["review", "--help"])
+    assert result.exit_code == 0 and "serve" in result.output and "add-user" in result.output
+    for command in ("serve", "add-user", "queue"):
+        result = runner.invoke(app, ["review", command, "--help"])
+        assert result.exit_code == 0 and "Example" in result.output, command
