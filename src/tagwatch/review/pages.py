@@ -33,10 +33,12 @@ async def queue_page(request: Request) -> Response:
     user = require_user(request)
     state = request.app.state
 
-    def load() -> list[dict]:
+    def load() -> tuple[list[dict], int, int]:
         now = state.clock()
         rows = []
-        for item in state.queue.pending()[:MAX_ROWS]:
+        pending = state.queue.pending()
+        stats = state.queue.stats()
+        for item in pending[:MAX_ROWS]:
             lease, _ = state.queue.lease_of(item.request.post_id)
             live = lease is not None and lease.live(now)
             rows.append({
@@ -47,10 +49,10 @@ async def queue_page(request: Request) -> Response:
                 "reviewer": lease.reviewer if live else None,
                 "expires_in": seconds_until(lease.expires_at, now) if live else None,
             })
-        return rows
+        return rows, len(pending), stats.leased
 
-    rows = await run_in_threadpool(load)
-    stats = {"pending": len(rows), "leased": sum(r["status"] != "available" for r in rows)}
+    rows, pending, leased = await run_in_threadpool(load)
+    stats = {"pending": pending, "leased": leased}
     empty = request.query_params.get("empty") == "1"
     return render(request, "queue.html", rows=rows, stats=stats, empty=empty, max_rows=MAX_ROWS)
 
