@@ -94,7 +94,8 @@ def test_session_cookie_is_httponly_and_strict(world):
     client = TestClient(app, follow_redirects=False)
     response = client.get("/signin")
     cookie = response.headers["set-cookie"]
-    assert cookie.startswith(f"{SESSION_COOKIE}=") and "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
+    assert cookie.startswith(f"{SESSION_COOKIE}=")
+    assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
     assert "default-src 'none'" in response.headers["content-security-policy"]
     assert response.headers["x-frame-options"] == "DENY"
 

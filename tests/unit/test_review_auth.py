@@ -28,7 +28,8 @@ def test_each_hash_has_its_own_salt():
 
 
 @pytest.mark.parametrize("stored", ["", "plain", "md5$1$2$3$aa$bb", "scrypt$x$8$1$AAAA$AAAA",
-                                    "scrypt$16384$8$1$!!notb64$AAAA", "scrypt$4194304$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAA"])
+                                    "scrypt$16384$8$1$!!notb64$AAAA",
+                                    "scrypt$4194304$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAA"])  # n too large: refused
 def test_malformed_or_abusive_hashes_never_match(stored):
     assert verify_password("anything", stored) is False
 
