@@ -17,10 +17,14 @@ import pytest
 from tagwatch.settings import Settings, load_settings
 
 
+TEST_SWITCHES = {"TAGWATCH_UPDATE_SCREENSHOTS"}
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    # The suite must not pick up a developer's own TAGWATCH_* settings or their running stack.
+    # The suite must not pick up a developer's own TAGWATCH_* settings or their running stack. Kept: switches of
+    # the tests themselves, which are no settings (TAGWATCH_UPDATE_SCREENSHOTS: test_review_app.py).
     for name in list(os.environ):
-        if name.startswith("TAGWATCH_"):
+        if name.startswith("TAGWATCH_") and name not in TEST_SWITCHES:
             del os.environ[name]
 
 

@@ -59,6 +59,8 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(serve_app, name="serve")
 from tagwatch.pipeline.cli import pipeline_app  # noqa: E402
 app.add_typer(pipeline_app, name="pipeline")
+from tagwatch.review.cli import review_app  # noqa: E402
+app.add_typer(review_app, name="review")
 
 out = Console()
 err = Console(stderr=True)

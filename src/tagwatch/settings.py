@@ -227,7 +227,8 @@ class ReviewSettings(_Section):
                                        "`tagwatch review add-user`); a cluster mounts it from a Secret. Unset: "
                                        "<state_dir>/review-accounts.yaml")
     session_secret: SecretStr = Field(default=SecretStr("tagwatch-local-only-session-key"), description="signs "
-                                      "the session cookie (a cluster sets it from the tagwatch-review Secret)")
+                                      "the session cookie; `review serve` refuses this default on a non-loopback "
+                                      "address (a cluster sets it from the tagwatch-review-session Secret)")
     trusted_user_header: str | None = Field(default=None, description="behind an authenticating proxy (OIDC): "
                                             "the header naming the signed-in user; unset: the app's own sign-in")
     secure_cookies: bool = Field(default=False, description="mark the session cookie Secure (behind TLS)")

@@ -137,6 +137,64 @@ def test_the_moderation_deployment_keeps_its_pod_contract(overlay, serving_stack
           f"peak RSS {sandbox.peak_rss / 2**20:.0f} MiB of {limit / 2**20:.0f} MiB")
 
 
+def test_the_review_deployment_keeps_its_pod_contract(stack_settings, tmp_path):
+    """The review app as its pod: probes on the pod address, sign-in with the accounts file from its Secret volume,
+    its session secret from a Secret, SIGTERM exit 0 within the grace period, RSS under the limit."""
+    import http.client
+    import re
+    import urllib.parse
+    import urllib.request
+
+    from tagwatch.review.auth import Accounts
+
+    settings = stack_settings
+    objects = render(REPO / "manifests" / "overlays" / "dev")
+    workload = the_workload(objects, "Deployment/tagwatch-review")
+    container = workload.container
+    accounts = Accounts(tmp_path / "accounts.yaml")
+    accounts.add("alice", "pod contract password")
+    secrets = {**fixture_secrets(settings), "tagwatch-review": {"password": "scram-password-unused-on-tansu"},
+               "tagwatch-review-session": {"SESSION_SECRET": "pod-contract-session-secret-" + "s" * 24},
+               "tagwatch-review-accounts": {"review-accounts.yaml": accounts.path.read_text()}}
+    env = pointed_at_stack(workload.env(objects, secrets, IMAGE), settings)
+    assert env["TAGWATCH_REVIEW__SECURE_COOKIES"] == "true" and "HOME" not in env
+    # the source under test, which the sandbox binds read-only (a worktree may share a venv installed elsewhere)
+    import tagwatch
+
+    env["PYTHONPATH"] = str(Path(tagwatch.__file__).resolve().parents[1])
+    sandbox = Sandbox(workload, effective_command(container, IMAGE), env, secrets, tmp_path / "pod.log")
+    host = pod_address()
+    sandbox.start(tmp_path / "fixtures")
+    try:
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            status, body, took = sandbox.wait_probe(kind, host, probe_budget_s(container, kind))
+            assert status == 200, f"{kind}: {status} {body!r} after {took:.0f}s\n{sandbox.log_tail()}"
+        for port in container["ports"]:
+            assert sandbox.listening().get(port["containerPort"], set()) & {"0.0.0.0", "::"}, port
+        # sign in on the pod address with the account from the mounted Secret (Secure cookies: kept by hand)
+        base = f"http://{host}:{container['ports'][0]['containerPort']}"
+        page = urllib.request.urlopen(f"{base}/signin", timeout=5)
+        cookie = page.headers["set-cookie"].split(";", 1)[0]
+        assert "secure" in page.headers["set-cookie"].lower()
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.read().decode()).group(1)
+        form = urllib.parse.urlencode({"name": "alice", "password": "pod contract password", "csrf_token": token,
+                                       "next": "/"}).encode()
+        connection = http.client.HTTPConnection(host, container["ports"][0]["containerPort"], timeout=10)
+        connection.request("POST", "/signin", body=form, headers={
+            "Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"})
+        answer = connection.getresponse()
+        answer.read()
+        assert (answer.status, answer.headers["location"]) == (303, "/")
+        signed_in = answer.headers["set-cookie"].split(";", 1)[0]
+        queue = urllib.request.urlopen(urllib.request.Request(f"{base}/", headers={"Cookie": signed_in}), timeout=10)
+        assert queue.status == 200 and "signed in as <strong id=\"reviewer\">alice</strong>" in queue.read().decode()
+        sandbox.sample_rss()
+    finally:
+        code, took = sandbox.terminate()
+    assert code == 0, f"SIGTERM: exit {code} after {took:.1f}s (grace {workload.grace_s:.0f}s)\n{sandbox.log_tail()}"
+    assert 0 < sandbox.peak_rss < workload.memory_limit
+
+
 @pytest.fixture(scope="module")
 def s3_dataset(stack_settings):
     from tagwatch.train.synthetic import build_synthetic_dataset, write_dataset_to_s3

@@ -152,3 +152,30 @@ def test_the_kfp_executor_runs_a_packaged_component(installed) -> None:
                   env=installed["env"], cwd=installed["work"], check=False)
     assert result.returncode != 0
     assert "PipelineError" in result.stderr and "unknown mode 'staging'" in result.stderr, result.stderr[-3000:]
+
+
+CHECK_REVIEW = """
+import sys, warnings
+from pathlib import Path
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+import tagwatch.review.app as review_app
+from tagwatch.settings import load_settings
+
+assert Path(review_app.__file__).resolve().is_relative_to(Path(sys.argv[1]).resolve()), review_app.__file__
+app = review_app.create_app(load_settings(), queue=None, recorder=None, ledger=None, history=None, s3=None)
+client = TestClient(app)
+page = client.get("/signin")
+assert page.status_code == 200 and 'name="csrf_token"' in page.text, page.text[:500]
+for path in ("/static/review.js", "/static/review.css"):
+    assert client.get(path).status_code == 200, path
+print("review pages ok")
+"""
+
+
+def test_the_review_app_renders_from_the_wheel(installed) -> None:
+    """Its templates and static files ship as package data (pyproject's tagwatch.review package-data)."""
+    result = _run([installed["python"], "-c", CHECK_REVIEW, installed["site"]], env=installed["env"],
+                  cwd=installed["work"])
+    assert "review pages ok" in result.stdout

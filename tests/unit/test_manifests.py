@@ -51,7 +51,7 @@ def test_overlay_is_valid_and_secure(rendered):
                  "Kafka", "KafkaNodePool", "KafkaUser", "ServingRuntime", "InferenceService", "TrainingRuntime",
                  "Role", "RoleBinding", "Namespace", "ConfigMap"):
         assert counts.get(kind), f"{name} lacks a {kind}"
-    assert counts["KafkaTopic"] == 5
+    assert counts["KafkaTopic"] == 6
 
 
 def test_everything_lands_in_one_namespace(rendered):
@@ -68,7 +68,7 @@ def test_names_agree_with_settings(rendered):
     (params,) = by_kind(objects, "ConfigMap")
     data = params["data"]
     topics, buckets = settings.kafka.topics, settings.s3.buckets
-    for field in ("posts", "decisions", "review", "dead_letter", "deleted"):
+    for field in ("posts", "decisions", "review", "dead_letter", "deleted", "review_outcomes"):
         assert data[f"TAGWATCH_KAFKA__TOPICS__{field.upper()}"] == getattr(topics, field)
     for field in ("posts", "datasets", "models", "checkpoints", "ledger"):
         assert data[f"TAGWATCH_S3__BUCKETS__{field.upper()}"] == getattr(buckets, field)
@@ -89,11 +89,12 @@ def test_names_agree_with_settings(rendered):
     load_settings(**nested)
 
     assert {t["spec"]["topicName"] for t in by_kind(objects, "KafkaTopic")} == {
-        topics.posts, topics.decisions, topics.review, topics.dead_letter, topics.deleted
+        topics.posts, topics.decisions, topics.review, topics.dead_letter, topics.deleted, topics.review_outcomes
     }
-    acl_topics = {a["resource"]["name"] for a in by_kind(objects, "KafkaUser")[0]["spec"]["authorization"]["acls"]
-                  if a["resource"]["type"] == "topic"}
-    assert acl_topics <= set(topics.all())
+    for user in by_kind(objects, "KafkaUser"):
+        acl_topics = {a["resource"]["name"] for a in user["spec"]["authorization"]["acls"]
+                      if a["resource"]["type"] == "topic"}
+        assert acl_topics <= set(topics.all()), user["metadata"]["name"]
     (isvc,) = by_kind(objects, "InferenceService")
     assert isvc["metadata"]["name"] == settings.triton.model_name
     from tagwatch.registry.registry import ModelRegistry
@@ -104,6 +105,39 @@ def test_names_agree_with_settings(rendered):
     (scaled,) = by_kind(objects, "ScaledObject")
     trigger = scaled["spec"]["triggers"][0]["metadata"]
     assert (trigger["topic"], trigger["consumerGroup"]) == (topics.posts, settings.kafka.consumer_group)
+
+
+def test_the_review_app_has_its_own_identity_and_secrets(rendered):
+    """The review app reads review requests in its own group and writes outcomes, as its own KafkaUser; the accounts
+    file and the session secret come from Secrets, never from the ConfigMap."""
+    _, objects, _ = rendered
+    settings = Settings()
+    topics = settings.kafka.topics
+    (params,) = by_kind(objects, "ConfigMap")
+    (deployment,) = [d for d in by_kind(objects, "Deployment") if d["metadata"]["name"] == "tagwatch-review"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"][:2] == ["review", "serve"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["TAGWATCH_REVIEW__SESSION_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "tagwatch-review-session"
+    assert env["TAGWATCH_KAFKA__USERNAME"]["value"] == "tagwatch-review"
+    assert env["TAGWATCH_KAFKA__PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "tagwatch-review"
+    assert not any("SESSION_SECRET" in key or "PASSWORD" in key for key in params["data"])
+    accounts = params["data"]["TAGWATCH_REVIEW__ACCOUNTS_FILE"]
+    (volume,) = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "tagwatch-review-accounts"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert accounts == f"{mount['mountPath']}/{volume['secret']['items'][0]['path']}" and mount["readOnly"]
+    probes = {kind: container[kind]["httpGet"]["path"] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert probes == {"startupProbe": "/healthz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}
+    assert params["data"]["TAGWATCH_REVIEW__CONSUMER_GROUP"] == settings.review.consumer_group
+    (user,) = [u for u in by_kind(objects, "KafkaUser") if u["metadata"]["name"] == "tagwatch-review"]
+    acls = {(a["resource"]["type"], a["resource"]["name"]): set(a["operations"])
+            for a in user["spec"]["authorization"]["acls"]}
+    assert acls == {("topic", topics.review): {"Read", "Describe"},
+                    ("topic", topics.review_outcomes): {"Write", "Describe"},
+                    ("group", settings.review.consumer_group): {"Read"}}
+    (service,) = [s for s in by_kind(objects, "Service") if s["metadata"]["name"] == "tagwatch-review"]
+    assert service["spec"]["ports"][0]["port"] == container["ports"][0]["containerPort"] == settings.review.port
 
 
 def test_consumers_never_outnumber_partitions(rendered):

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from tagwatch.clients import kafka_config
 from tagwatch.moderation.events import ReviewRequest
+from tagwatch.moderation.group import close_member
 from tagwatch.review.queue import ReviewQueue
 from tagwatch.settings import Settings
 
@@ -41,21 +42,32 @@ class Feeder:
         """Enqueue what one poll returns, then commit; the number of items added."""
         added = 0
         batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=200)
-        for tp, records in batches.items():
-            for record in records:
-                try:
-                    request = ReviewRequest.model_validate_json(record.value or b"")
-                except (ValidationError, ValueError) as error:
-                    log.warning("skipped a record at %s[%d]@%d that is not a review request (%s)", tp.topic,
-                                tp.partition, record.offset, type(error).__name__)
-                    self.on_invalid("invalid_request")
-                    continue
-                source = {"topic": tp.topic, "partition": tp.partition, "offset": record.offset}
-                added += self.queue.enqueue(request, source)
+        try:
+            for tp, records in batches.items():
+                for record in records:
+                    added += self._enqueue(tp, record)
+        except Exception:
+            # the consumer's position is already past these records: rewind, or the next poll's commit would
+            # skip the ones not enqueued (enqueue is idempotent, so the ones that were are merely written again)
+            for tp, records in batches.items():
+                if records:
+                    self.consumer.seek(tp, records[0].offset)
+            raise
         if batches:
             self.consumer.commit()
         self.enqueued += added
         return added
+
+    def _enqueue(self, tp: Any, record: Any) -> int:
+        try:
+            request = ReviewRequest.model_validate_json(record.value or b"")
+        except (ValidationError, ValueError) as error:
+            log.warning("skipped a record at %s[%d]@%d that is not a review request (%s)", tp.topic,
+                        tp.partition, record.offset, type(error).__name__)
+            self.on_invalid("invalid_request")
+            return 0
+        source = {"topic": tp.topic, "partition": tp.partition, "offset": record.offset}
+        return int(self.queue.enqueue(request, source))
 
     def start(self) -> None:
         self.consumer = self._consumer()
@@ -70,9 +82,17 @@ class Feeder:
                 log.exception("review feeder: poll failed; retrying (nothing was committed)")
                 self._stop.wait(2.0)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+            if self._thread.is_alive():  # still inside a poll: closing its consumer under it is not safe
+                log.warning("review feeder did not stop within 10 s; leaving its consumer to the session timeout")
+                return
         if self.consumer is not None:
-            self.consumer.close()
+            # no LeaveGroup mid-rebalance: on Tansu that wedges the group (moderation/group.py)
+            close_member(self.consumer)

@@ -67,13 +67,14 @@ class OutcomeRecorder:
         self.queue, self.ledger, self.history, self.producer, self.topic = queue, ledger, history, producer, topic
 
     def record(self, post_id: str, token: str, verdict: Verdict, *, reviewer: str, at: datetime) -> ReviewOutcome:
-        """Raises LeaseLost when the item is no longer this reviewer's (expired and taken, or reviewed)."""
-        lease = self.queue.check(post_id, token)
-        if lease.reviewer != reviewer:
-            raise LeaseLost(f"post {post_id} is leased to another reviewer")
+        """Raises InvalidVerdict (nothing written) for a verdict the item's categories do not allow, and LeaseLost
+        when the item is no longer this reviewer's (expired and taken over, or reviewed already)."""
         item = self.queue.item(post_id)
         if item is None:
             raise LeaseLost(f"post {post_id} is not in the review queue")
+        validate(verdict, set(item.request.scores))
+        # renewed with If-Match, not just checked: nobody can take the item over while this outcome is written
+        lease = self.queue.renew(post_id, token, reviewer)
         outcome = build_outcome(item, lease, verdict, ledger=self.ledger, reviewer=reviewer, at=at)
         self.history.append_review(outcome)
         value, headers = encode(outcome, EventType.REVIEW_OUTCOME, subject=post_id, event_id=outcome.outcome_id)
