@@ -196,3 +196,16 @@ def test_policy_v3_validates_and_v2_still_does():
     validate_policy(v3)
     with pytest.raises(jsonschema.ValidationError):
         validate_policy({**v3, "categories": {"x": {**v3["categories"]["offensive_text"], "inputs": ["no colon"]}}})
+
+
+def test_registering_checks_that_every_rule_reads_a_signal_that_exists():
+    from tagwatch.registry.policies import check_signal_inputs
+
+    rules = {"red": {}, "offensive_text": {"inputs": ["caption.offensive:offensive_text"]},
+             "terrorism": {"inputs": ["bank:terrorism"]}, "hate": {"inputs": ["image:red", "caption.offensive:x"]}}
+    check_signal_inputs({"categories": rules}, ["red", "blue"], "m version 1")
+    with pytest.raises(ConfigError, match="does not score: spam"):
+        check_signal_inputs({"categories": {"spam": {}}}, ["red"], "m version 1")
+    with pytest.raises(ConfigError, match=r"unknown signals or scores: x: image:green, y: caption.sarcasm:s"):
+        check_signal_inputs({"categories": {"x": {"inputs": ["image:green"]}, "y": {"inputs": ["caption.sarcasm:s"]}}},
+                            ["red"], "m version 1")
