@@ -209,3 +209,15 @@ def test_registering_checks_that_every_rule_reads_a_signal_that_exists():
     with pytest.raises(ConfigError, match=r"unknown signals or scores: x: image:green, y: caption.sarcasm:s"):
         check_signal_inputs({"categories": {"x": {"inputs": ["image:green"]}, "y": {"inputs": ["caption.sarcasm:s"]}}},
                             ["red"], "m version 1")
+
+
+def test_policy_diff_shows_a_changed_or_added_signal_input():
+    from tagwatch.registry.policy_diff import diff_policies
+
+    a = {"categories": {"hate": {"mode": "monitor", "inputs": ["caption.offensive:offensive_text"]}}}
+    b = {"categories": {"hate": {"mode": "monitor", "inputs": ["caption.offensive:offensive_text", "bank:hate"]},
+                        "terrorism": {"mode": "act", "inputs": ["bank:terrorism"]}}}
+    rows = {r["category"]: r for r in diff_policies(a, b)}
+    assert rows["hate"]["changes"] == {"inputs": [["caption.offensive:offensive_text"],
+                                                  ["caption.offensive:offensive_text", "bank:hate"]]}
+    assert rows["terrorism"]["status"] == "added" and rows["terrorism"]["changes"]["inputs"] == [None, ["bank:terrorism"]]
