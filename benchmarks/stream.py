@@ -15,7 +15,8 @@ what matters here), N distinct JPEG posts in S3. Then, side by side:
           (produce + ledger) in the background while the next one is prepared;
   stream_signals  the same consumer as shipped, with the caption signals (caption.offensive, caption.spam) scored
           on every post: the same posts (every post carries a caption in both arms), run right after ``stream``;
-          ``signals_over_stream`` is the throughput ratio, the cost of the caption signals.
+          ``signals_over_stream`` is the throughput ratio, the cost of the caption signals: the median over
+          ``--signal-pairs`` alternated pairs of runs, with the range of the pairs' ratios beside it.
 
 Where the time goes: ``consumer_cpu_ms_per_post_by_stage`` (see ``StageClock``) and ``stream_cpu_seconds``
 (CPU of the consumer, Triton, SeaweedFS and Tansu while the stream run lasted): on 2 cores the stream is
@@ -254,6 +255,8 @@ def main() -> None:
                         help="the stream run's batch (default: the consumer's)")
     parser.add_argument("--fetch-workers", type=int, default=ConsumerOptions().fetch_workers)
     parser.add_argument("--infer-workers", type=int, default=ConsumerOptions().infer_workers)
+    parser.add_argument("--signal-pairs", type=int, default=3, help="stream / stream_signals runs, alternated: the "
+                        "ratio's spread between pairs shows how much of it is noise")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -320,7 +323,13 @@ def main() -> None:
                                       infer_workers=args.infer_workers, signals=())
             stream = backlog(shipped, args.posts, "stream", cpu=True)
             with_signals = backlog(dataclasses.replace(shipped, signals=None), args.posts, "signals")
-            signals_rate = with_signals["decided"] / with_signals["seconds"]
+            pair_rates = [(stream["decided"] / stream["seconds"], with_signals["decided"] / with_signals["seconds"])]
+            for k in range(1, args.signal_pairs):
+                plain = backlog(shipped, args.posts, f"stream{k}")
+                signalled = backlog(dataclasses.replace(shipped, signals=None), args.posts, f"signals{k}")
+                pair_rates.append((plain["decided"] / plain["seconds"], signalled["decided"] / signalled["seconds"]))
+            ratios = sorted(b / a for a, b in pair_rates)
+            signals_rate = float(np.median([b for _, b in pair_rates]))
             stream_cpu = stream["cpu_seconds"]
             naive_rate = naive["decided"] / naive["seconds"]
             stream_rate = stream["decided"] / stream["seconds"]
@@ -353,7 +362,10 @@ def main() -> None:
                 "stream_posts_s": round(stream_rate, 1),
                 "stream_seconds": round(stream["seconds"], 2),
                 "stream_signals_posts_s": round(signals_rate, 1),
-                "signals_over_stream": round(signals_rate / (stream["decided"] / stream["seconds"]), 2),
+                "stream_posts_s_pairs": [round(a, 1) for a, _ in pair_rates],
+                "stream_signals_posts_s_pairs": [round(b, 1) for _, b in pair_rates],
+                "signals_over_stream": round(float(np.median(ratios)), 2),
+                "signals_over_stream_range": [round(ratios[0], 2), round(ratios[-1], 2)],
                 "signals_consumer_cpu_ms_per_post_by_stage": per_post_by_stage(with_signals, args.posts),
                 "consumer_cpu_ms_per_post_by_stage": per_post_by_stage(stream, args.posts),
                 "stage_wall_s": {k: round(v, 2) for k, v in stream["stage_wall_s"].items()},
