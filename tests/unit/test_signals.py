@@ -63,7 +63,8 @@ def test_spam_heuristics_name_each_feature_and_leave_plain_captions_alone():
     features = spam_features(SPAM)
     assert set(features) == {"link_shortener", "links", "hashtag_stuffing", "bait_phrases"}
     assert features["link_shortener"] == 0.5 and features["hashtag_stuffing"] == 0.4
-    assert spam_features("buy now buy now buy now buy now") and spam_features("see https://example.org") == {"links": 0.15}
+    assert spam_features("buy now buy now buy now buy now")
+    assert spam_features("see https://example.org") == {"links": 0.15}
 
 
 def test_unknown_signal_is_a_config_error():
@@ -157,7 +158,8 @@ def test_a_bank_remove_skips_the_model_and_a_bank_review_still_scores(scorer):
     assert removed.decision.signals[0].detail == "not run: bank match"
     assert removed.decision.signals[-1].scores == {"terrorism": 1.0}
     assert reviewed.decision.signals[0].scores["blue"] > 0.9  # scored: the model's remove beats the bank's review
-    assert reviewed.decision.action == "remove" and reviewed.decision.reasons[1].startswith("bank:tvec:ex-1 category=violent_extremism")
+    assert reviewed.decision.action == "remove"
+    assert reviewed.decision.reasons[1].startswith("bank:tvec:ex-1 category=violent_extremism")
 
 
 def test_old_decisions_and_banks_still_parse():
@@ -165,7 +167,8 @@ def test_old_decisions_and_banks_still_parse():
            "model": {"name": "m", "version": "1", "sha256": "x"}, "policy_version": "p1",
            "decided_at": "2026-11-01T00:00:00Z", "latency_ms": 1.0}
     assert Decision.model_validate(old).signals == []
-    entry = BankEntry.model_validate({"entry_id": "e", "pdq": "0" * 64, "reason": "r", "added_at": "2026-11-01T00:00:00Z"})
+    entry = BankEntry.model_validate({"entry_id": "e", "pdq": "0" * 64, "reason": "r",
+                                      "added_at": "2026-11-01T00:00:00Z"})
     assert (entry.category, entry.action) == ("other", "remove")
 
 
@@ -220,4 +223,5 @@ def test_policy_diff_shows_a_changed_or_added_signal_input():
     rows = {r["category"]: r for r in diff_policies(a, b)}
     assert rows["hate"]["changes"] == {"inputs": [["caption.offensive:offensive_text"],
                                                   ["caption.offensive:offensive_text", "bank:hate"]]}
-    assert rows["terrorism"]["status"] == "added" and rows["terrorism"]["changes"]["inputs"] == [None, ["bank:terrorism"]]
+    assert rows["terrorism"]["status"] == "added"
+    assert rows["terrorism"]["changes"]["inputs"] == [None, ["bank:terrorism"]]

@@ -247,7 +247,7 @@ def bank_add(
     image: Annotated[Path, typer.Argument(help="Image file to ban (its PDQ hash is stored, not the image).")],
     reason: Annotated[str, typer.Option(help="Why it is banned; shown in every decision it causes.")],
     bank: Annotated[str, typer.Option(help="Bank name.")] = "default",
-    category: Annotated[str, typer.Option(help="Harm category (terrorism, violent_extremism, ...: docs/banks.md).")] = "other",
+    category: Annotated[str, typer.Option(help="Harm category (terrorism, ...: docs/banks.md).")] = "other",
     action: Annotated[str, typer.Option(help="What a match does: remove or review.")] = "remove",
 ) -> None:
     """Add an image's PDQ hash to a bank; matching posts (Hamming ≤ 31) take its action (remove skips the model)."""

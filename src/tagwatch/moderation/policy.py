@@ -1,4 +1,4 @@
-"""The moderation policy: per-category thresholds over every signal -> allow / review / remove, with the rule that fired.
+"""The moderation policy: per-category rules over every signal -> allow / review / remove, and the rule that fired.
 
 Versioned apart from the model so thresholds can change without a new model. The trainer's calibration writes
 it (policy.json, tagwatch/schemas/policy.v2.json; v1 files still load: every category acts); the registry keeps it with
@@ -63,7 +63,8 @@ def decide(scores: dict[str, float], policy: Policy, *, signals=(), bank_hit=Non
             continue
         if rule.mode == "monitor":
             if rule.monitor_threshold is not None and score >= rule.monitor_threshold:
-                monitors.append(f"{MONITOR_PREFIX}{category}>={rule.monitor_threshold:.3f} ({score:.3f}{via}; not actioned)")
+                monitors.append(f"{MONITOR_PREFIX}{category}>={rule.monitor_threshold:.3f} "
+                                f"({score:.3f}{via}; not actioned)")
         elif rule.remove_threshold is not None and score >= rule.remove_threshold:
             removes.append(f"policy:{category}>={rule.remove_threshold:.3f} ({score:.3f}{via})")
         elif rule.review_threshold is not None and score >= rule.review_threshold:

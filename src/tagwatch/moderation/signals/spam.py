@@ -1,4 +1,4 @@
-"""``caption.spam``: transparent spam heuristics on the caption. Every feature is named, and so is its share of the score.
+"""``caption.spam``: transparent spam heuristics on the caption. Each feature is named, and so is its share.
 
   feature          value                                       contributes (capped)
   link_shortener   links to a known URL shortener (bit.ly ...)  0.5 if any
