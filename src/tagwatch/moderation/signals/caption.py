@@ -2,7 +2,7 @@
 
 The package ships its model (a TF-IDF vectoriser and a calibrated linear SVM, scikit-learn, joblib files inside the
 wheel); nothing is downloaded. It is loaded once per process (the import loads it) and scores a batch of captions in
-one vectorised call (about 0.1 ms a caption in a batch of 128 here, benchmarks/caption_signals.py).
+one vectorised call (40-135 us a caption in a batch of 128 here, benchmarks/caption_signals.py).
 
 What it catches: English profanity, slurs and insults, the vocabulary it was trained on (crowd-labelled tweets and
 Wikipedia comments). What it does not: hate said politely or in code words ("those people should go back"),
