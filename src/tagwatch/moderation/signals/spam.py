@@ -31,36 +31,52 @@ SHORTENERS = frozenset({"bit.ly", "tinyurl.com", "t.co", "goo.gl", "ow.ly", "is.
 BAIT_PHRASES = ("free followers", "dm me", "dm for", "link in bio", "click the link", "check my profile",
                 "earn $", "make money", "work from home", "crypto giveaway", "giveaway", "promo code",
                 "whatsapp me", "follow for follow", "f4f", "l4l", "100% free", "limited offer", "act now")
-URL = re.compile(r"(?:https?://|www\.)?((?:[a-z0-9-]+\.)+[a-z]{2,})(?:/\S*)?", re.IGNORECASE)
-HASHTAG = re.compile(r"(?<!\w)#\w+")
+# Every pattern is matched against one whitespace-separated token at a time (at most MAX_TOKEN characters), never
+# the whole caption: a hostile 10,000-character caption then costs milliseconds, not the quadratic backtracking
+# an unanchored URL pattern does on "a.a.a.a...".
+MAX_TOKEN = 200
+URL = re.compile(r"(?:https?://)?(?:www\.)?((?:[a-z0-9-]+\.)+[a-z]{2,})(?:[/?#]\S*)?", re.IGNORECASE)
+HASHTAG = re.compile(r"#\w+")
 WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
-RUN = re.compile(r"(\S)\1{5,}|\b(\w+)(?:\W+\2\b){3,}", re.IGNORECASE)
+CHAR_RUN = re.compile(r"(\S)\1{5,}")
 
 
 def spam_features(text: str) -> dict[str, float]:
     """Each feature's contribution to the spam score (only those that fired)."""
     lower = text.lower()
-    hosts = [m.group(1).lower() for m in URL.finditer(text) if m.group(0).lower().startswith(("http", "www"))
-             or m.group(1).lower() in SHORTENERS]
-    words = [w.lower() for w in WORD.findall(HASHTAG.sub(" ", text))]
+    tokens = [t[:MAX_TOKEN] for t in lower.split()]
+    hosts = [host for host in map(_link_host, tokens) if host]
+    hashtags = sum(len(HASHTAG.findall(t)) for t in tokens)
+    words = [w for t in tokens if not t.startswith("#") for w in WORD.findall(t)]
     letters = [c for c in text if c.isalpha()]
     out = {
         "link_shortener": 0.5 if any(h in SHORTENERS for h in hosts) else 0.0,
         "links": min(0.3, 0.15 * len(hosts)),
-        "hashtag_stuffing": min(0.4, 0.05 * max(0, len(HASHTAG.findall(text)) - 8)),
-        "repetition": _repetition(words, text),
+        "hashtag_stuffing": min(0.4, 0.05 * max(0, hashtags - 8)),
+        "repetition": _repetition(words, tokens),
         "bait_phrases": min(0.5, 0.25 * sum(phrase in lower for phrase in BAIT_PHRASES)),
         "shouting": 0.15 if len(letters) >= 20 and sum(c.isupper() for c in letters) / len(letters) > 0.7 else 0.0,
     }
     return {k: round(v, 4) for k, v in out.items() if v > 0}
 
 
-def _repetition(words: list[str], text: str) -> float:
+def _link_host(token: str) -> str | None:
+    """The host of a token that is a link (a scheme, www., or a known shortener's host), else None."""
+    match = URL.fullmatch(token.strip(".,;:!?()[]\"'"))
+    if match is None:
+        return None
+    host = match.group(1)
+    return host if token.startswith(("http", "www")) or host in SHORTENERS else None
+
+
+def _repetition(words: list[str], tokens: list[str]) -> float:
     share = 0.0
     if len(words) >= 6:
         counts = Counter(words)
         share = sum(n - 1 for n in counts.values()) / len(words)
-    return min(0.4, max(0.0, share - 0.3, 0.3 if RUN.search(text) else 0.0))
+    runs = any(CHAR_RUN.search(t) for t in tokens) or any(
+        words[i] == words[i + 1] == words[i + 2] == words[i + 3] for i in range(len(words) - 3))
+    return min(0.4, max(0.0, share - 0.3, 0.3 if runs else 0.0))
 
 
 class SpamHeuristics:
