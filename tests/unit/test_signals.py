@@ -233,3 +233,25 @@ def test_policy_diff_shows_a_changed_or_added_signal_input():
                                                   ["caption.offensive:offensive_text", "bank:hate"]]}
     assert rows["terrorism"]["status"] == "added"
     assert rows["terrorism"]["changes"]["inputs"] == [None, ["bank:terrorism"]]
+
+
+def test_an_image_signal_plugs_in_beside_the_model(scorer):
+    """The seam for a second image model (issue 21 part 1, nudity): scored on the decoded image, recorded, and
+    decided by a rule that names it (here its own default rule, monitor mode)."""
+    from tagwatch.moderation.policy import CategoryRule
+
+    class Brightness:  # stands in for an NSFW classifier
+        name, version = "image.brightness", "test-1"
+        rules = {"bright": CategoryRule(mode="monitor", monitor_threshold=0.4, inputs=("image.brightness:bright",))}
+
+        def score_image(self, image):
+            import numpy as np
+
+            mean = float(np.asarray(image.convert("L")).mean()) / 255
+            return SignalScore(name=self.name, version=self.version, scores={"bright": round(mean, 3)})
+
+    posts, blobs = _posts([(cm.GREY, "")])
+    (outcome,) = moderate_batch(posts, images=_images(blobs), scorer=scorer, banks=None, policy=cm.POLICY,
+                                preset=DEFAULT_PRESET, image_signals=[Brightness()])
+    assert [s.name for s in outcome.decision.signals] == ["image", "image.brightness"]
+    assert outcome.decision.action == "allow" and monitor_hits(outcome.decision.reasons) == ["bright"]
