@@ -10,9 +10,13 @@ what matters here), N distinct JPEG posts in S3. Then, side by side:
           ``infer_workers`` in flight): the serving path's ceiling, no S3, no Kafka, no decoding;
   naive   the consumer with max_poll_records=1: one S3 fetch, one Triton call, one produce, one commit per post
           (what KServe + KafkaSource's one-request-per-event does);
-  stream  the tagwatch consumer as shipped: batches of 64, concurrent fetches, micro-batches of 16 sent to
-          Triton as soon as their images are decoded, each batch delivered (produce + ledger) in the
-          background while the next one is prepared.
+  stream  the tagwatch consumer, image model only (no caption signals): batches of 128, concurrent fetches,
+          micro-batches of 16 sent to Triton as soon as their images are decoded, each batch delivered
+          (produce + ledger) in the background while the next one is prepared;
+  stream_signals  the same consumer as shipped, with the caption signals (caption.offensive, caption.spam) scored
+          on every post: the same posts (every post carries a caption in both arms), run right after ``stream``;
+          ``signals_over_stream`` is the throughput ratio, the cost of the caption signals: the median over
+          ``--signal-pairs`` alternated pairs of runs, with the range of the pairs' ratios beside it.
 
 Where the time goes: ``consumer_cpu_ms_per_post_by_stage`` (see ``StageClock``) and ``stream_cpu_seconds``
 (CPU of the consumer, Triton, SeaweedFS and Tansu while the stream run lasted): on 2 cores the stream is
@@ -62,6 +66,9 @@ from tagwatch.stack import Stack, with_stack_endpoints  # noqa: E402
 from tests.support.stream import private_stream  # noqa: E402
 
 CATEGORIES = [f"cat{i}" for i in range(8)]
+# Captions for the posts, cycled: the probe set of benchmarks/caption_signals.py (lengths like real captions)
+CAPTIONS = [json.loads(line)["text"] for line in
+            (Path(__file__).resolve().parent / "data" / "caption_probe.jsonl").read_text().splitlines() if line]
 
 
 def jpeg(seed: int, size: int = 256) -> bytes:
@@ -118,6 +125,7 @@ class StageClock:
       preprocess  the model's preset (resize, crop, normalise)
       score       the scorer call (gRPC to Triton: the request's encoding and waiting; the model's own CPU is
                   Triton's, counted under triton in stream_cpu_seconds)
+      captions    the caption signals (moderation/signals/), one call per signal per batch
       decide      policy + Decision objects
       produce     events encoded and produced, acks awaited
       ledger      the ledger records (one conditional PUT per post, from the ledger pool's threads)
@@ -152,6 +160,7 @@ class StageClock:
 
         patched = [(core, "fetch_image_bytes", "fetch"), (core, "check_sha256", "sha256"),
                    (core, "decode_image", "decode"), (core, "pdq_hex", "pdq"), (core, "decide_all", "decide"),
+                   (core, "score_captions", "captions"),
                    (consumer.delivery, "produce", "produce"), (consumer.delivery.ledger, "record", "ledger"),
                    (consumer.checkpoint, "commit", "commit"), (consumer.moderator, "scorer", None)]
         saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patched]
@@ -246,6 +255,8 @@ def main() -> None:
                         help="the stream run's batch (default: the consumer's)")
     parser.add_argument("--fetch-workers", type=int, default=ConsumerOptions().fetch_workers)
     parser.add_argument("--infer-workers", type=int, default=ConsumerOptions().infer_workers)
+    parser.add_argument("--signal-pairs", type=int, default=3, help="stream / stream_signals runs, alternated: the "
+                        "ratio's spread between pairs shows how much of it is noise")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -297,7 +308,8 @@ def main() -> None:
 
             def backlog(options: ConsumerOptions, n: int, tag: str, cpu: bool = False) -> dict:
                 s = private_stream(settings, partitions=1)
-                posts = [new_post(f"{tag}-{i:05d}-{s.kafka.consumer_group}", *refs[i]) for i in range(n)]
+                posts = [new_post(f"{tag}-{i:05d}-{s.kafka.consumer_group}", *refs[i],
+                                  caption=CAPTIONS[i % len(CAPTIONS)]) for i in range(n)]
                 publish_posts(s, posts)
                 before = cpu_snapshot(settings) if cpu else {}
                 result = run_consumer(s, scorer, options, n)
@@ -305,11 +317,19 @@ def main() -> None:
                     result["cpu_seconds"] = {k: round(v - before.get(k, 0.0), 1) for k, v in cpu_snapshot(settings).items()}
                 return result
 
-            naive = backlog(ConsumerOptions(max_poll_records=1, infer_batch=1, fetch_workers=1, infer_workers=1, pipeline=False),
-                            args.naive_posts, "naive")
+            naive = backlog(ConsumerOptions(max_poll_records=1, infer_batch=1, fetch_workers=1, infer_workers=1,
+                                            pipeline=False, signals=()), args.naive_posts, "naive")
             shipped = ConsumerOptions(max_poll_records=args.max_poll_records, fetch_workers=args.fetch_workers,
-                                      infer_workers=args.infer_workers)
+                                      infer_workers=args.infer_workers, signals=())
             stream = backlog(shipped, args.posts, "stream", cpu=True)
+            with_signals = backlog(dataclasses.replace(shipped, signals=None), args.posts, "signals")
+            pair_rates = [(stream["decided"] / stream["seconds"], with_signals["decided"] / with_signals["seconds"])]
+            for k in range(1, args.signal_pairs):
+                plain = backlog(shipped, args.posts, f"stream{k}")
+                signalled = backlog(dataclasses.replace(shipped, signals=None), args.posts, f"signals{k}")
+                pair_rates.append((plain["decided"] / plain["seconds"], signalled["decided"] / signalled["seconds"]))
+            ratios = sorted(b / a for a, b in pair_rates)
+            signals_rate = float(np.median([b for _, b in pair_rates]))
             stream_cpu = stream["cpu_seconds"]
             naive_rate = naive["decided"] / naive["seconds"]
             stream_rate = stream["decided"] / stream["seconds"]
@@ -341,6 +361,12 @@ def main() -> None:
                 "naive_consumer_posts_s": round(naive_rate, 1),
                 "stream_posts_s": round(stream_rate, 1),
                 "stream_seconds": round(stream["seconds"], 2),
+                "stream_signals_posts_s": round(signals_rate, 1),
+                "stream_posts_s_pairs": [round(a, 1) for a, _ in pair_rates],
+                "stream_signals_posts_s_pairs": [round(b, 1) for _, b in pair_rates],
+                "signals_over_stream": round(float(np.median(ratios)), 2),
+                "signals_over_stream_range": [round(ratios[0], 2), round(ratios[-1], 2)],
+                "signals_consumer_cpu_ms_per_post_by_stage": per_post_by_stage(with_signals, args.posts),
                 "consumer_cpu_ms_per_post_by_stage": per_post_by_stage(stream, args.posts),
                 "stage_wall_s": {k: round(v, 2) for k, v in stream["stage_wall_s"].items()},
                 "consumer_cpu_ms_per_post_by_thread": {k: round(1000 * v / args.posts, 2) for k, v in

@@ -157,6 +157,10 @@ class ModerationSettings(_Section):
 
     policy_poll_s: float = Field(default=5.0, gt=0, description="re-read the policy alias (one small GET) at most "
                                  "this often; a promoted policy decides the next batch after at most this long")
+    signals: tuple[str, ...] = Field(
+        default=("caption.offensive", "caption.spam"), description="caption signals scored on every post besides "
+        "the image model (moderation/signals/); each is recorded on the decision and acts only where the policy "
+        "names its category. JSON list in the env var, e.g. '[\"caption.spam\"]'; '[]' for none")
 
 
 class PathsSettings(_Section):

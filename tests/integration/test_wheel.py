@@ -110,7 +110,7 @@ for name in COMPONENTS:
     assert callable(component.python_func), name
     assert (Path(module.__file__).parent / "README.md").is_file(), name
     files[name] = module.__file__
-for filename in [*registry(), "post.v1.json", "dedup-report.v1.json", "policy.v1.json", "policy.v2.json"]:
+for filename in [*registry(), "post.v1.json", "dedup-report.v1.json", "policy.v1.json", "policy.v2.json", "policy.v3.json"]:
     assert load_schema(filename)["$schema"], filename
 try:
     validate_policy({"schema_version": 2})

@@ -1,8 +1,11 @@
 """Hash banks: PDQ hashes of known-bad images, matched before the model (Meta's Hasher-Matcher-Actioner idea).
 
 A bank is one JSON object in S3 (``s3://<buckets.models>/banks/<name>.json``); entries carry the PDQ hash
-(64 hex), why it is banned, and when. A post whose image lies within ``threshold`` bits (PDQ's recommended 31)
-of an entry is removed without asking the model, and the decision's reason names the entry.
+(64 hex), why it is banned, when, its harm ``category`` (``terrorism`` for GIFCT-style TVEC hashes; see
+BANK_CATEGORIES) and the ``action`` a match takes (remove or review). A post whose image lies within
+``threshold`` bits (PDQ's recommended 31) of an entry takes the entry's action (a remove skips the model), unless
+the policy puts its category in monitor mode; the decision's reason names bank, entry and category.
+Banks are filled one image at a time (``tagwatch bank add``) or from an exchange file (bank_import.py).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime, timezone
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -19,6 +23,10 @@ from tagwatch.errors import ConfigError
 
 DEFAULT_THRESHOLD = 31
 MIN_QUALITY = 50
+# The categories docs/policy.md documents (GIFCT's hash-sharing labels collapse to terrorism here); any other
+# lower-case slug is accepted as free text, so a bank for a new harm needs no code change.
+BANK_CATEGORIES = ("terrorism", "violent_extremism", "graphic_violence", "nudity", "hate", "spam", "other")
+CATEGORY_PATTERN = r"^[a-z][a-z0-9_]{1,39}$"
 
 
 class BankEntry(BaseModel):
@@ -28,6 +36,11 @@ class BankEntry(BaseModel):
     pdq: str = Field(pattern=r"^[0-9a-f]{64}$")
     reason: str
     added_at: datetime
+    # added later (schema still v1): an entry without them reads as the remove-on-match it always was
+    category: str = Field(default="other", pattern=CATEGORY_PATTERN)
+    action: Literal["remove", "review"] = "remove"
+    source: str = Field(default="", description="where the hash came from (a hash-sharing programme, a case id)")
+    quality: int | None = Field(default=None, ge=0, le=100, description="PDQ quality of the hashed image")
 
 
 class HashBank(BaseModel):
@@ -100,14 +113,26 @@ class BankStore:
     def load_all(self) -> list[HashBank]:
         return [self.load(name) for name in self.names()]
 
-    def add(self, name: str, image: Image.Image, reason: str) -> BankEntry:
+    def add(self, name: str, image: Image.Image, reason: str, *, category: str = "other",
+            action: str = "remove", source: str = "") -> BankEntry:
         pdq, quality = pdq_hex(image)
         if quality < MIN_QUALITY:
             raise ConfigError(f"image PDQ quality {quality} < {MIN_QUALITY}: too flat to match reliably",
                               hint="ban a more detailed version of the image")
+        entry = BankEntry(entry_id=new_entry_id(), pdq=pdq, reason=reason, added_at=datetime.now(timezone.utc),
+                          category=category, action=action, source=source, quality=quality)
+        self.extend(name, [entry])
+        return entry
+
+    def extend(self, name: str, entries: list[BankEntry]) -> HashBank:
+        """Append ``entries`` to bank ``name`` (created if absent), skipping hashes it already holds."""
         bank = self.load(name)
-        entry = BankEntry(entry_id=uuid.uuid4().hex[:12], pdq=pdq, reason=reason, added_at=datetime.now(timezone.utc))
-        bank.entries.append(entry)
+        held = {e.pdq for e in bank.entries}
+        bank.entries.extend(e for e in entries if e.pdq not in held)
         self.s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}{name}.json",
                            Body=json.dumps(bank.model_dump(mode="json")).encode(), ContentType="application/json")
-        return entry
+        return bank
+
+
+def new_entry_id() -> str:
+    return uuid.uuid4().hex[:12]

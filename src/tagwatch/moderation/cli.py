@@ -247,8 +247,10 @@ def bank_add(
     image: Annotated[Path, typer.Argument(help="Image file to ban (its PDQ hash is stored, not the image).")],
     reason: Annotated[str, typer.Option(help="Why it is banned; shown in every decision it causes.")],
     bank: Annotated[str, typer.Option(help="Bank name.")] = "default",
+    category: Annotated[str, typer.Option(help="Harm category (terrorism, ...: docs/banks.md).")] = "other",
+    action: Annotated[str, typer.Option(help="What a match does: remove or review.")] = "remove",
 ) -> None:
-    """Add an image's PDQ hash to a bank; matching posts (Hamming ≤ 31) are removed without the model."""
+    """Add an image's PDQ hash to a bank; matching posts (Hamming ≤ 31) take its action (remove skips the model)."""
     from PIL import Image, UnidentifiedImageError
 
     from tagwatch.clients import s3_client
@@ -261,8 +263,33 @@ def bank_add(
         picture.load()
     except (OSError, UnidentifiedImageError) as error:
         raise ConfigError(f"{image} is not a readable image", hint="pass a JPEG/PNG/WEBP file") from error
-    entry = BankStore(s3_client(settings.s3), settings.s3.buckets.models).add(bank, picture, reason)
-    out.print(f"added {entry.entry_id} to bank {bank}: pdq {entry.pdq[:16]}… ({reason})")
+    if action not in ("remove", "review"):
+        raise ConfigError(f"--action {action!r} is not remove or review", hint="--action remove|review")
+    entry = BankStore(s3_client(settings.s3), settings.s3.buckets.models).add(bank, picture, reason,
+                                                                              category=category, action=action)
+    out.print(f"added {entry.entry_id} to bank {bank}: pdq {entry.pdq[:16]}… {category}/{action} ({reason})")
+
+
+@bank_app.command("import")
+def bank_import(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="CSV or JSON exchange file (docs/banks.md).")],
+    bank: Annotated[str, typer.Option(help="Bank name.")] = "default",
+    category: Annotated[str, typer.Option(help="Category of rows that name none.")] = "other",
+    action: Annotated[str, typer.Option(help="Action of rows that name none: remove or review.")] = "remove",
+) -> None:
+    """Import PDQ hashes with category and action from an exchange file; rows below PDQ quality 50 are refused."""
+    from tagwatch.clients import s3_client
+    from tagwatch.moderation.bank import BankStore
+    from tagwatch.moderation.bank_import import import_bank
+    from tagwatch.stack import with_stack_endpoints
+
+    settings = with_stack_endpoints(cli_settings(ctx))
+    report = import_bank(BankStore(s3_client(settings.s3), settings.s3.buckets.models), bank, file,
+                         category=category, action=action)
+    typer.echo(report.summary())  # one plain line (rich would wrap it)
+    if report.read and not report.added and not report.already_held:
+        raise ConfigError(f"nothing in {file} could be imported", hint="docs/banks.md: pdq (64 hex) and quality >= 50")
 
 
 @bank_app.command("list")
@@ -276,9 +303,10 @@ def bank_list(ctx: typer.Context) -> None:
 
     settings = with_stack_endpoints(cli_settings(ctx))
     table = Table(title="hash banks")
-    for column in ("bank", "entry", "pdq", "reason", "added"):
+    for column in ("bank", "entry", "pdq", "category", "action", "reason", "added"):
         table.add_column(column)
     for bank in BankStore(s3_client(settings.s3), settings.s3.buckets.models).load_all():
         for e in bank.entries:
-            table.add_row(bank.name, e.entry_id, e.pdq[:16] + "…", e.reason, e.added_at.isoformat(timespec="seconds"))
+            table.add_row(bank.name, e.entry_id, e.pdq[:16] + "…", e.category, e.action, e.reason,
+                          e.added_at.isoformat(timespec="seconds"))
     out.print(table)

@@ -37,6 +37,7 @@ from tagwatch.moderation.policy import Policy
 from tagwatch.moderation.policy_source import policy_source_for
 from tagwatch.moderation.retrying import Retrying
 from tagwatch.moderation.scoring import Scorer
+from tagwatch.moderation.signals import build_text_signals
 from tagwatch.preprocess import Preset
 from tagwatch.settings import Settings
 
@@ -75,6 +76,8 @@ class ConsumerOptions:
     limits: ImageLimits = field(default_factory=ImageLimits)
     # None: the scorer's (a registry version records the preset its model was trained with), else the default.
     preset: Preset | None = None
+    # Caption signals to score (moderation/signals/); None: settings.moderation.signals.
+    signals: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -135,6 +138,8 @@ class ModerationConsumer(Retrying):
         self.moderator = BatchModerator(self.s3, scorer, posts_bucket=settings.s3.buckets.posts,
                                         models_bucket=settings.s3.buckets.models, options=self.options,
                                         metrics=self.metrics, policy=policy,
+                                        signals=build_text_signals(self.options.signals if self.options.signals
+                                                                   is not None else settings.moderation.signals),
                                         policy_source=None if policy is not None else
                                         policy_source_for(scorer, settings, self.metrics))
         self._io_pool = ThreadPoolExecutor(self.options.fetch_workers, thread_name_prefix="ledger")

@@ -6,11 +6,14 @@ encode what it returns (KServe's DataPlane is the model):
 
   images   fetch each post's image concurrently (``ImageSource``: S3 GET, size/sha256/format/pixel checks, decode,
            PDQ), then the model's preprocessing preset
-  banks    a PDQ bank hit removes without the model (the reason names the entry); a repost of an image decided
-           before reuses that decision's scores (sha256)
+  captions the text signals (moderation/signals/: caption.offensive, caption.spam) score the batch's captions
+           in the calling thread while its images are being fetched
+  banks    a PDQ bank hit takes its entry's action; a remove skips the model (the reason names bank, entry and
+           category); a repost of an image decided before reuses that decision's scores (sha256)
   model    micro-batches of ``infer_batch`` to the scorer, each sent as soon as its images are ready, concurrently:
            inference overlaps the fetching and decoding of the rest of the batch
-  policy   per-category thresholds -> allow / review / remove, with a deterministic decision id
+  policy   per-category rules over every signal -> allow / review / remove, with a deterministic decision id;
+           the decision lists each signal (name, version, scores)
 
 One post's trouble stays on its outcome: ``poison`` (it can never succeed: dead-letter it) or ``failed`` (its
 own step failed transiently: try it again). Only trouble that is every post's (the model server) raises.
@@ -33,9 +36,10 @@ import numpy as np
 from tagwatch.errors import PoisonInputError, RetryableError
 from tagwatch.moderation.bank import BankMatcher, pdq_hex
 from tagwatch.moderation.deadletter import DeadLetterReason as R
-from tagwatch.moderation.events import Decision, ModelRef, PostCreated, ReviewRequest
+from tagwatch.moderation.events import Decision, ModelRef, PostCreated, ReviewRequest, SignalScore
 from tagwatch.moderation.images import ImageLimits, check_sha256, decode_image, fetch_image_bytes
-from tagwatch.moderation.policy import Policy, decide
+from tagwatch.moderation.policy import IMAGE_SIGNAL, Policy, bank_action, decide
+from tagwatch.moderation.signals import ImageSignal, TextSignal, default_rules
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,9 @@ class Outcome:
     sha256: str | None = None
     pdq: str | None = None
     scores: dict[str, float] | None = None
-    banned: bool = False
+    banned: bool = False  # a bank match whose action is remove: the model is skipped
+    bank_hit: tuple | None = None  # (bank name, BankEntry, distance)
+    signals: list[SignalScore] = field(default_factory=list)  # the caption and image signals' (not the model's)
     reasons: list[str] = field(default_factory=list)
     poison: PoisonInputError | None = None
     failed: RetryableError | None = None  # this post's own step failed transiently (S3 trouble on its image)
@@ -122,7 +128,8 @@ def moderate_batch(posts: Sequence[PostCreated | Outcome], *, images: Callable[[
                    banks: BankMatcher | None, policy: Policy, preset: Callable, infer_batch: int = 16,
                    reposts: Reposts | None = None, pools: tuple[Executor, Executor] | None = None,
                    on_model_seconds: Callable[[float], None] | None = None,
-                   after: Callable[[list[Outcome]], None] | None = None) -> list[Outcome]:
+                   after: Callable[[list[Outcome]], None] | None = None, signals: Sequence[TextSignal] = (),
+                   image_signals: Sequence[ImageSignal] = ()) -> list[Outcome]:
     """Decide a batch of posts; one outcome per post, in order.
 
     ``posts``: PostCreated, or Outcomes whose ``post`` is set (a caller that carries its own source records).
@@ -130,13 +137,15 @@ def moderate_batch(posts: Sequence[PostCreated | Outcome], *, images: Callable[[
     ``after``: called with this batch's outcomes once its images are being fetched, before its first repost
     lookup: the caller waits there for an earlier batch still being decided that holds one of the same images
     (batches overlap), so a repost of an image in that batch is seen as one.
+    ``signals``: text signals scored on the captions; ``image_signals``: scored on each decoded image in the
+    fetch workers (the seam for a second image model, moderation/signals/).
     Raises RetryableError only for trouble that is every post's (the scorer unavailable or relabelled).
     """
     outcomes = [p if isinstance(p, Outcome) else Outcome(post=p) for p in posts]
     fetch_pool, infer_pool = pools or (None, None)
 
     def load(outcome: Outcome) -> None:
-        _load(outcome, images, preset)
+        _load(outcome, images, preset, image_signals)
 
     def run_model(chunk: list[Outcome]) -> np.ndarray:
         t0 = time.monotonic()
@@ -152,6 +161,7 @@ def moderate_batch(posts: Sequence[PostCreated | Outcome], *, images: Callable[[
 
     todo = [o for o in outcomes if o.poison is None]
     loads = [submit(fetch_pool, load, o) for o in todo]
+    score_captions(todo, signals)  # CPU in this thread while the fetch workers wait on S3
     if after is not None:
         after(outcomes)
     scoring: list[tuple[list[Outcome], object]] = []
@@ -160,7 +170,7 @@ def moderate_batch(posts: Sequence[PostCreated | Outcome], *, images: Callable[[
         loading.result()
         if not outcome.decidable:
             continue
-        _check_bank(outcome, banks, scorer.categories)
+        _check_bank(outcome, banks, scorer.categories, policy)
         if not outcome.banned and reposts is not None:
             reposts.reuse(outcome)
         if outcome.scores is None:
@@ -175,7 +185,9 @@ def moderate_batch(posts: Sequence[PostCreated | Outcome], *, images: Callable[[
         for outcome, row in zip(chunk, future.result(), strict=True):
             outcome.scores = {c: float(s) for c, s in zip(categories, row, strict=True)}
             outcome.image = None  # scored: the batch waits for delivery without its pixels
-    decide_all([o for o in todo if o.decidable], scorer.model, policy)
+    decide_all([o for o in todo if o.decidable], scorer.model, policy,
+               bank_version=f"pdq<={banks.threshold}" if banks is not None else None,
+               defaults=default_rules([*signals, *image_signals]))
     if reposts is not None:
         reposts.remember(outcomes)
     return outcomes
@@ -189,12 +201,24 @@ class _Done:
         return self.value
 
 
-def _load(outcome: Outcome, images: Callable[[PostCreated], LoadedImage], preset: Callable) -> None:
+def score_captions(outcomes: Sequence[Outcome], signals: Sequence[TextSignal]) -> None:
+    """Each text signal's score of each post's caption, appended to the outcome's signals (one call per signal)."""
+    if not signals or not outcomes:
+        return
+    captions = [o.post.caption for o in outcomes]
+    for signal in signals:
+        for outcome, scored in zip(outcomes, signal.score(captions), strict=True):
+            outcome.signals.append(scored)
+
+
+def _load(outcome: Outcome, images: Callable[[PostCreated], LoadedImage], preset: Callable,
+          image_signals: Sequence[ImageSignal] = ()) -> None:
     """Fetch, check, decode, hash and preprocess one post's image; trouble is recorded on the outcome."""
     post = outcome.post
     try:
         loaded = images(post)
         outcome.sha256, outcome.pdq = loaded.sha256, loaded.pdq
+        outcome.signals.extend(signal.score_image(loaded.image) for signal in image_signals)
         outcome.image = preset(loaded.image)
     except PoisonInputError as error:
         outcome.poison = error
@@ -205,20 +229,41 @@ def _load(outcome: Outcome, images: Callable[[PostCreated], LoadedImage], preset
         outcome.poison = PoisonInputError(R.UNPROCESSABLE_IMAGE, f"{type(error).__name__}: {str(error)[:300]}")
 
 
-def _check_bank(outcome: Outcome, banks: BankMatcher | None, categories: list[str]) -> None:
+def _check_bank(outcome: Outcome, banks: BankMatcher | None, categories: list[str], policy: Policy) -> None:
     hit = banks.match(outcome.pdq) if banks is not None and outcome.pdq else None
     if hit:
-        bank, entry, distance = hit
-        outcome.banned = True
-        outcome.scores = {c: 0.0 for c in categories}
-        outcome.reasons.append(f"bank:{bank}:{entry.entry_id} ({entry.reason}; distance {distance})")
+        outcome.bank_hit = hit
+        if bank_action(hit[1], policy) == "remove":  # nothing the model says can change it: skip the model
+            outcome.banned = True
+            outcome.scores = {c: 0.0 for c in categories}
 
 
-def decide_all(outcomes: Sequence[Outcome], model: ModelRef, policy: Policy, now: datetime | None = None) -> None:
-    """The policy's action for each scored outcome, as a Decision (and a ReviewRequest for a review)."""
+def decision_signals(outcome: Outcome, model: ModelRef, bank_version: str | None) -> list[SignalScore]:
+    """Every signal the policy saw for this post, the image model first."""
+    detail = ("not run: bank match" if outcome.banned else
+              next((r for r in outcome.reasons if r.startswith("repost:")), ""))
+    image = SignalScore(name=IMAGE_SIGNAL, version=f"{model.name}/{model.version}",
+                        scores={} if outcome.banned else dict(outcome.scores or {}), detail=detail)
+    out = [image, *outcome.signals]
+    if bank_version is not None:
+        if outcome.bank_hit is None:
+            out.append(SignalScore(name="bank", version=bank_version, detail="no match"))
+        else:
+            bank, entry, distance = outcome.bank_hit
+            out.append(SignalScore(name="bank", version=bank_version, scores={entry.category: 1.0},
+                                   detail=f"{bank}:{entry.entry_id} action={entry.action} distance={distance}"))
+    return out
+
+
+def decide_all(outcomes: Sequence[Outcome], model: ModelRef, policy: Policy, now: datetime | None = None, *,
+               bank_version: str | None = None, defaults: dict | None = None) -> None:
+    """The policy's action for each scored outcome, as a Decision (and a ReviewRequest for a review).
+    ``bank_version``: how banks were matched (None: no banks consulted); ``defaults``: the signals' own rules."""
     now = now or datetime.now(timezone.utc)
     for outcome in outcomes:
-        action, rule_reasons = ("remove", []) if outcome.banned else decide(outcome.scores, policy)
+        signals = decision_signals(outcome, model, bank_version)
+        action, rule_reasons = decide({} if outcome.banned else outcome.scores, policy, signals=signals[1:],
+                                      bank_hit=outcome.bank_hit, defaults=defaults)
         post, record = outcome.post, outcome.record
         source = ({"topic": record.topic, "partition": record.partition, "offset": record.offset}
                   if record is not None else {})
@@ -226,8 +271,9 @@ def decide_all(outcomes: Sequence[Outcome], model: ModelRef, policy: Policy, now
             decision_id=decision_id(post.post_id, model, policy.version), post_id=post.post_id, action=action,
             scores=outcome.scores, reasons=rule_reasons + outcome.reasons, model=model, policy_version=policy.version,
             decided_at=now, latency_ms=max(0.0, (now - post.created_at).total_seconds() * 1000), source=source,
+            signals=signals,
         )
         if action == "review":
             outcome.review = ReviewRequest(decision_id=outcome.decision.decision_id, post_id=post.post_id,
                                            image_uri=post.image_uri, scores=outcome.scores,
-                                           reasons=outcome.decision.reasons, requested_at=now)
+                                           reasons=outcome.decision.reasons, requested_at=now, signals=signals)

@@ -68,6 +68,16 @@ class ModelRef(_Event):
     sha256: str
 
 
+class SignalScore(_Event):
+    """One signal's scores for one post (moderation/signals/): the image model, a caption classifier, a hash bank."""
+
+    name: str = Field(description="e.g. image, caption.offensive, caption.spam, bank")
+    version: str = Field(description="what produced the scores: model version, package version, heuristic rev")
+    scores: dict[str, float] = Field(default_factory=dict, description="per category (or feature) the signal scores")
+    detail: str = Field(default="", description="evidence in words: the features that fired, the bank entry, "
+                        "or why the signal did not run")
+
+
 class Decision(_Event):
     """What tagwatch decided for one post (the output), also the ledger record."""
 
@@ -82,6 +92,9 @@ class Decision(_Event):
     decided_at: datetime
     latency_ms: float = Field(description="post created_at -> decision (end to end)")
     source: dict[str, str | int] = Field(default_factory=dict, description="topic, partition, offset it came from")
+    signals: list[SignalScore] = Field(default_factory=list, description="every signal the policy saw, with its "
+                                       "name, version and scores (added later, schema still v1: an event without "
+                                       "it reads as no signals recorded)")
 
 
 class ReviewRequest(_Event):
@@ -92,6 +105,8 @@ class ReviewRequest(_Event):
     scores: dict[str, float]
     reasons: list[str]
     requested_at: datetime
+    signals: list[SignalScore] = Field(default_factory=list, description="as the decision's (added later, schema "
+                                       "still v1)")
 
 
 class ReviewOutcome(_Event):

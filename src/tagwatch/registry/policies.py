@@ -67,10 +67,7 @@ class PolicyStore(VersionStore):
         model, _ = self.models.metadata(model_version)
         categories = read_version_file(self.models, model, f"repository/{model.model_name}/categories.txt",
                                        required=True).decode("utf-8").split()
-        unknown = sorted(set(document["categories"]) - set(categories))
-        if unknown:
-            raise ConfigError(f"the policy names categories {model.model_name} version {model_version} does not "
-                              f"score: {', '.join(unknown)}", hint=f"its categories: {', '.join(categories)}")
+        check_signal_inputs(document, categories, f"{model.model_name} version {model_version}")
         if parent is None and (current := self.read_alias(alias or "production")) is not None:
             parent = current.version
         number = self._claim_next_version()
@@ -172,6 +169,29 @@ def check_document(document: Any) -> None:
         raise ConfigError(f"the policy fails its schema at {where}: {error.message[:300]}",
                           hint="see src/tagwatch/schemas/policy.v2.json; `tagwatch policy show --json` prints a "
                                "valid one to start from") from error
+
+
+def check_signal_inputs(document: dict[str, Any], categories: list[str], model: str) -> None:
+    """ConfigError unless every rule reads something that exists: a category the model scores (no ``inputs``), or
+    ``signal:score`` inputs of known signals (``image:<category>`` again only for the model's categories)."""
+    from tagwatch.moderation.signals import KNOWN_SIGNALS
+
+    unknown, bad_inputs = [], []
+    for name, rule in document["categories"].items():
+        inputs = rule.get("inputs") or []
+        if not inputs and name not in categories:
+            unknown.append(name)
+        for ref in inputs:
+            signal, _, key = ref.partition(":")
+            if signal not in KNOWN_SIGNALS or (signal == "image" and key not in categories):
+                bad_inputs.append(f"{name}: {ref}")
+    if unknown:
+        raise ConfigError(f"the policy names categories {model} does not score: {', '.join(sorted(unknown))}",
+                          hint=f"its categories: {', '.join(categories)}; a rule for another signal's category "
+                               "names it in `inputs` (policy.v3, docs/policy.md)")
+    if bad_inputs:
+        raise ConfigError(f"the policy's inputs name unknown signals or scores: {', '.join(bad_inputs)}",
+                          hint=f"signals: {', '.join(KNOWN_SIGNALS)}; image:<one of {', '.join(categories)}>")
 
 
 def open_policies(settings) -> PolicyStore:

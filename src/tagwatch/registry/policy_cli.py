@@ -93,7 +93,8 @@ def policy_show(
     _write(f"{'category':<16}" + "".join(f"{f.replace('_threshold', ''):>10}" for f in FIELDS))
     for name in document.get("categories", {}):
         rule = rule_of(document, name)
-        _write(f"{name:<16}{rule['mode']:>10}" + "".join(f"{describe_threshold(rule[f]):>10}" for f in FIELDS[1:]))
+        _write(f"{name:<16}{rule['mode']:>10}" + "".join(f"{describe_threshold(rule[f]):>10}" for f in FIELDS[1:])
+               + (f"  reads {', '.join(rule['inputs'])}" if rule["inputs"] else ""))
 
 
 @policy_app.command("diff", epilog=_epilog("tagwatch policy diff production latest --json"))

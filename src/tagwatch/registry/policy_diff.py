@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 FIELDS = ("mode", "review_threshold", "remove_threshold", "monitor_threshold")
+DIFF_FIELDS = (*FIELDS, "inputs")  # inputs: the signal scores a policy.v3 rule reads (empty: the image model's)
 NEVER_ABOVE = 1.0  # a threshold above 1 is never reached by a sigmoid score
 
 
@@ -12,7 +13,8 @@ def rule_of(document: dict[str, Any], category: str) -> dict[str, Any] | None:
     rule = (document.get("categories") or {}).get(category)
     if rule is None:
         return None
-    return {"mode": rule.get("mode", "act"), **{f: rule.get(f) for f in FIELDS[1:]}}
+    return {"mode": rule.get("mode", "act"), **{f: rule.get(f) for f in FIELDS[1:]},
+            "inputs": list(rule.get("inputs") or [])}
 
 
 def diff_policies(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
@@ -26,10 +28,10 @@ def diff_policies(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
         if old is None or new is None:
             status = "added" if old is None else "removed"
             present = new if old is None else old
-            changes = {f: ([None, present[f]] if old is None else [present[f], None]) for f in FIELDS
-                       if present[f] is not None}
+            changes = {f: ([None, present[f]] if old is None else [present[f], None]) for f in DIFF_FIELDS
+                       if present[f] not in (None, [])}
         else:
-            changes = {f: [old[f], new[f]] for f in FIELDS if not _same(old[f], new[f])}
+            changes = {f: [old[f], new[f]] for f in DIFF_FIELDS if not _same(old[f], new[f])}
             status = "changed" if changes else "same"
         rows.append({"category": name, "status": status, "changes": changes})
     return rows

@@ -54,4 +54,4 @@ def validate_policy(policy: dict[str, Any]) -> None:
     from tagwatch.schemas import load_schema
 
     version = policy.get("schema_version", 1) if isinstance(policy, dict) else 1
-    jsonschema.validate(policy, load_schema(f"policy.v{version if version in (1, 2) else 2}.json"))
+    jsonschema.validate(policy, load_schema(f"policy.v{version if version in (1, 2, 3) else 3}.json"))
