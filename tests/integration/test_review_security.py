@@ -217,3 +217,42 @@ def test_a_lost_lease_is_a_409_and_records_nothing(world):
     assert LedgerHistory(service.s3, settings.s3.buckets.ledger).entries("lost-1") == []
     assert "tagwatch_review_lease_expiries_total 1.0" in alice.get("/metrics").text
     clock.now = datetime.now(timezone.utc)
+
+
+def test_the_review_page_shows_signals_and_pdq_neighbours(world):
+    """A re-encoded, resized copy of an image reviewed before is linked as a PDQ near-duplicate (its bytes differ,
+    so the same-image index cannot find it); an unrelated image is not; the request's signals are listed."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from tagwatch.moderation.bank import pdq_hex
+    from tagwatch.moderation.events import SignalScore
+
+    settings, service, app, clock = world
+    rng = np.random.default_rng(7)
+    original = Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).resize((192, 192))
+    copy = original.resize((150, 150))
+    unrelated = Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).resize((192, 192))
+
+    def jpeg(image) -> bytes:
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=80)
+        return out.getvalue()
+
+    signals = [SignalScore(name="image", version="7", scores={"weapons": 0.7}),
+               SignalScore(name="caption.offensive", version="alt-profanity-check 1.9.1",
+                           scores={"offensive_text": 0.93}, detail="english profanity")]
+    for post_id, image in (("pdq-a", original), ("pdq-b", copy), ("pdq-c", unrelated)):
+        request = post_for_review(settings, post_id, image=jpeg(image))
+        request = request.model_copy(update={"pdq": pdq_hex(Image.open(io.BytesIO(jpeg(image))))[0],
+                                             "signals": signals})
+        assert service.queue.enqueue(request)
+    client = signed_in(app, "bob")
+    page = client.get("/review/pdq-b")
+    assert page.status_code == 200, page.text
+    earlier = page.text[page.text.index('id="earlier"'):]
+    assert "pdq-a" in earlier and "near-duplicate (PDQ distance" in earlier and "pdq-c" not in earlier
+    table = page.text[page.text.index('id="signals"'):page.text.index("</table>", page.text.index('id="signals"'))]
+    assert "caption.offensive" in table and "offensive_text 0.93" in table and "english profanity" in table

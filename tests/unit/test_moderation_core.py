@@ -139,3 +139,16 @@ def test_overlapping_batches_see_a_repost_only_when_the_later_one_waits_for_the_
         assert "repost:p0" in second.decision.reasons and second.scores == first.scores
     else:
         assert not any(r.startswith("repost:") for r in second.decision.reasons)
+
+
+def test_a_review_request_carries_the_images_pdq_hash(scorer):
+    """The review app links near-duplicates by the PDQ hash the stream computed (review/earlier.py)."""
+    from tagwatch.moderation.policy import Policy
+
+    posts, blobs = _posts([cm.RED])
+    to_review = Policy.model_validate({"version": "all-review", "categories": {
+        c: {"remove_threshold": 1.0, "review_threshold": 0.0} for c in cm.CATEGORIES}})
+    (outcome,) = moderate_batch(posts, images=MemoryImages(blobs), scorer=scorer, banks=None, policy=to_review,
+                                preset=DEFAULT_PRESET)
+    image = Image.open(io.BytesIO(blobs[posts[0].image_uri]))
+    assert outcome.review is not None and outcome.review.pdq == pdq_hex(image)[0] == outcome.pdq

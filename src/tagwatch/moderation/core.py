@@ -276,4 +276,5 @@ def decide_all(outcomes: Sequence[Outcome], model: ModelRef, policy: Policy, now
         if action == "review":
             outcome.review = ReviewRequest(decision_id=outcome.decision.decision_id, post_id=post.post_id,
                                            image_uri=post.image_uri, scores=outcome.scores,
-                                           reasons=outcome.decision.reasons, requested_at=now, signals=signals)
+                                           reasons=outcome.decision.reasons, requested_at=now, signals=signals,
+                                           pdq=outcome.pdq)

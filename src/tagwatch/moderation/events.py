@@ -107,6 +107,9 @@ class ReviewRequest(_Event):
     requested_at: datetime
     signals: list[SignalScore] = Field(default_factory=list, description="as the decision's (added later, schema "
                                        "still v1)")
+    pdq: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", description="the image's PDQ hash as the "
+                            "stream computed it: the review app finds earlier near-duplicates with it (added later, "
+                            "schema still v1: absent reads as unknown)")
 
 
 class ReviewOutcome(_Event):

@@ -1,12 +1,15 @@
 """What the review page shows as "earlier decisions on the same image" (docs/review.md says the same in prose).
 
-Two sources, both exact-image matches, no similarity search:
+Three sources:
   * the other posts that reached the review queue with the same image identity (``queue.image_id``: the sha256 in
     the image key, i.e. the same bytes);
-  * the post a ``repost:<post_id>`` reason names: the stream reused that post's scores because the sha256 matched.
+  * the post a ``repost:<post_id>`` reason names: the stream reused that post's scores because the sha256 matched;
+  * PDQ neighbours: the other posts that reached the review queue whose image's PDQ hash (the stream's, carried by
+    the review request) is within the bank match threshold (31 bits) of this one's: resized, re-encoded, lightly
+    edited copies.
 For each such post: its first decision from the ledger and every review outcome in its ledger history. Posts that
 were decided allow/remove by the stream without review and are not named by a repost reason are not found (the
-ledger's decision records do not carry the image), nor are near-duplicates (PDQ): see the limitations.
+ledger's decision records do not carry the image): see the limitations.
 """
 
 from __future__ import annotations
@@ -31,13 +34,18 @@ class EarlierDecision:
 
 
 def earlier_decisions(post_id: str, image_uri: str, reasons: list[str], *, queue: ReviewQueue, ledger: Ledger,
-                      history: LedgerHistory) -> list[EarlierDecision]:
+                      history: LedgerHistory, pdq: str | None = None) -> list[EarlierDecision]:
     linked: dict[str, str] = {}
     for reason in reasons:
         if reason.startswith("repost:"):
             linked.setdefault(reason.removeprefix("repost:").strip(), "repost of")
     for other in queue.same_image(image_uri):
         linked.setdefault(other, "same image")
+    if pdq:
+        from tagwatch.moderation.bank import DEFAULT_THRESHOLD
+
+        for other, distance in queue.near_images(pdq, max_distance=DEFAULT_THRESHOLD):
+            linked.setdefault(other, f"near-duplicate (PDQ distance {distance})")
     linked.pop(post_id, None)
     found = []
     for other, link in list(linked.items())[:MAX_EARLIER]:

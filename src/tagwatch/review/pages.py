@@ -88,7 +88,7 @@ async def _render_review(request: Request, item, lease, *, status_code: int = 20
     def load():
         decision = state.ledger.get(req.post_id)
         earlier = earlier_decisions(req.post_id, req.image_uri, list(req.reasons), queue=state.queue,
-                                    ledger=state.ledger, history=state.history)
+                                    ledger=state.ledger, history=state.history, pdq=req.pdq)
         return decision, earlier
 
     decision, earlier = await run_in_threadpool(load)

@@ -6,7 +6,9 @@ Under ``review/`` in the ledger bucket:
                             taken over with If-Match on its ETag, so of two reviewers exactly one gets the item;
   ``done/<post_id>.json``   written once when an outcome is recorded: the item leaves the queue;
   ``images/<image_id>/<post_id>`` an empty index entry per queued post, so that the review page can find the other
-                            posts with the same image (``image_id``: the sha256 the image key carries).
+                            posts with the same image (``image_id``: the sha256 the image key carries);
+  ``pdq/<pdq>/<post_id>``   an empty index entry per queued post whose request carries the stream's PDQ hash: one
+                            listing gives every queued hash, so the page finds near-duplicates without reading items.
 
 An item is *pending* while it has no done marker, *available* while it also has no live lease. A lease that
 expires (the reviewer walked away, the app restarted mid-review) makes the item available again.
@@ -119,6 +121,8 @@ class ReviewQueue:
         # the index entry first: a crash between the two writes re-delivers the request and writes both again
         self.s3.put_object(Bucket=self.bucket, Key=self._image_key(image_id(request.image_uri), request.post_id),
                            Body=b"")
+        if request.pdq:
+            self.s3.put_object(Bucket=self.bucket, Key=f"{PREFIX}pdq/{request.pdq}/{request.post_id}", Body=b"")
         return put_if_absent(self.s3, self.bucket, self.key("queue", request.post_id), item.model_dump_json().encode())
 
     @staticmethod
@@ -132,6 +136,26 @@ class ReviewQueue:
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             ids.extend(obj["Key"][len(prefix):] for obj in page.get("Contents", []))
         return sorted(ids)
+
+    def near_images(self, pdq: str, *, max_distance: int) -> list[tuple[str, int]]:
+        """(post_id, Hamming distance) of every post queued for review (now or ever) whose PDQ hash is within
+        ``max_distance`` bits of ``pdq``, nearest first. A linear scan of the index listing (see the limitations)."""
+        import numpy as np
+
+        prefix = f"{PREFIX}pdq/"
+        hashes, posts = [], []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                other, _, post_id = obj["Key"][len(prefix):].partition("/")
+                hashes.append(bytes.fromhex(other))
+                posts.append(post_id)
+        if not posts:
+            return []
+        table = np.unpackbits(np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(len(posts), 32), axis=1)
+        query = np.unpackbits(np.frombuffer(bytes.fromhex(pdq), dtype=np.uint8))
+        distances = (table != query).sum(axis=1)
+        near = [(posts[i], int(distances[i])) for i in np.flatnonzero(distances <= max_distance)]
+        return sorted(near, key=lambda pair: (pair[1], pair[0]))
 
     # ---- the reviewers' side
     def item(self, post_id: str) -> QueueItem | None:
