@@ -122,6 +122,12 @@ class TritonSettings(_Section):
         default=None, description="host:port (gRPC) of the shadow scorer's Triton; unset: this Triton "
         "(host:grpc_port); a cluster: the canary InferenceService's predictor address")
     shadow_alias: str = Field(default="shadow", description="registry alias the shadow model serves")
+    # The nudity signal (issue 21 part 1, docs/policy.md): a second model, Yahoo's open_nsfw, imported into the
+    # registry under this name (`tagwatch model import-nsfw`); the local server binds its `production` alias beside
+    # the main model, and the consumer scores it on every micro-batch. Empty: no nudity model.
+    nsfw_model_name: str | None = Field(
+        default="open-nsfw", description="registry and Triton model name of the nudity classifier (open_nsfw); "
+        "used where its registry has a `production` version; empty disables it")
 
     @property
     def shadow_name(self) -> str:

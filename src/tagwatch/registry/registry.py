@@ -90,22 +90,34 @@ class ModelRegistry(VersionStore):
             )
         if parent_version is None and (production := self.read_alias("production")) is not None:
             parent_version = production.version
-        version = self._claim_next_version()
         with tempfile.TemporaryDirectory(prefix="tagwatch-register-") as tmp:
-            files = self._stage_version(export_dir, info, version, Path(tmp))
-            policy = json.loads(files[POLICY_FILE]) if POLICY_FILE in files else None
-            metadata = VersionMetadata(
-                model_name=self.model_name, version=version, created_at=datetime.now(timezone.utc),
-                created_by=who(), storage_uri=self.storage_uri(version), files=digest_files(files),
-                lineage=info.get("lineage", {}), parent_version=parent_version, metrics=metrics or {},
-                policy_version=str(policy["version"]) if policy else None, preset=info["preset"],
-                layout={**info["layout"], "version": version}, parity=info.get("parity", {}),
-            )
-            prefix = self.version_prefix(version)
-            for path, data in files.items():
-                self.s3.put_object(Bucket=self.bucket, Key=f"{prefix}/{path}", Body=data)
-            # Last, and only if absent: its presence is what makes the version exist.
-            self._put(f"{prefix}/{METADATA_FILE}", dump_json(metadata), if_none_match=True)
+            return self.register_files(
+                lambda version: self._stage_version(export_dir, info, version, Path(tmp)),
+                lineage=info.get("lineage", {}), parent_version=parent_version, metrics=metrics,
+                preset=info["preset"], layout=info["layout"], parity=info.get("parity", {}), alias=alias)
+
+    def register_files(self, stage, *, lineage: dict, preset: dict, layout: dict, parent_version: int | None = None,
+                       metrics: dict | None = None, parity: dict | None = None,
+                       alias: str | None = None) -> VersionMetadata:
+        """Upload the files ``stage(version)`` returns (path -> bytes) as the next version; metadata.json last.
+
+        ``register`` stages an export directory; a model imported as shipped (registry/open_nsfw.py) its own files.
+        """
+        version = self._claim_next_version()
+        files = stage(version)
+        policy = json.loads(files[POLICY_FILE]) if POLICY_FILE in files else None
+        metadata = VersionMetadata(
+            model_name=self.model_name, version=version, created_at=datetime.now(timezone.utc),
+            created_by=who(), storage_uri=self.storage_uri(version), files=digest_files(files),
+            lineage=lineage, parent_version=parent_version, metrics=metrics or {},
+            policy_version=str(policy["version"]) if policy else None, preset=preset,
+            layout={**layout, "version": version}, parity=parity or {},
+        )
+        prefix = self.version_prefix(version)
+        for path, data in files.items():
+            self.s3.put_object(Bucket=self.bucket, Key=f"{prefix}/{path}", Body=data)
+        # Last, and only if absent: its presence is what makes the version exist.
+        self._put(f"{prefix}/{METADATA_FILE}", dump_json(metadata), if_none_match=True)
         log.info("registered %s version %d (%d files)", self.model_name, version, len(files))
         if alias:
             self.promote(version, alias=alias, reason="register")

@@ -35,10 +35,14 @@ class ModelClient:
     """
 
     def __init__(self, *, url: str, model_name: str, protocol: str = "grpc", timeout_s: float = 10.0,
-                 retries: int = 3, backoff_s: float = 0.2, model_version: str = "") -> None:
+                 retries: int = 3, backoff_s: float = 0.2, model_version: str = "", input_name: str = INPUT_NAME,
+                 output_names: tuple[str, ...] = OUTPUT_NAMES) -> None:
+        """``input_name`` / ``output_names``: the tensors of another model than the moderation model's contract
+        (the nudity model's, read from its registry version)."""
         if protocol not in ("grpc", "http"):
             raise ServingError(f"unknown protocol {protocol!r}", hint="use grpc or http")
         self.url, self.model_name, self.protocol = url, model_name, protocol
+        self.input_name, self.output_names = input_name, tuple(output_names)
         self.timeout_s, self.retries, self.backoff_s, self.model_version = timeout_s, retries, backoff_s, model_version
         if protocol == "grpc":
             import tritonclient.grpc as module
@@ -100,10 +104,10 @@ class ModelClient:
         inputs = meta.inputs if self.protocol == "grpc" else meta["inputs"]
         for tensor in inputs:
             name = tensor.name if self.protocol == "grpc" else tensor["name"]
-            if name == INPUT_NAME:
+            if name == self.input_name:
                 shape = list(tensor.shape if self.protocol == "grpc" else tensor["shape"])
                 return tuple(int(d) for d in shape[1:])
-        raise ServingError(f"model {self.model_name!r} has no {INPUT_NAME!r} input")
+        raise ServingError(f"model {self.model_name!r} has no {self.input_name!r} input")
 
     def has_version_output(self) -> bool:
         """True for the local server (a ``model_version`` output); False for KServe's plain ONNX config."""
@@ -122,20 +126,22 @@ class ModelClient:
         """
         images = np.ascontiguousarray(images, dtype=np.float32)
         if images.ndim != 4:
-            raise ServingError(f"images must be [N,3,H,W]; got shape {images.shape}", hint="preprocess a batch")
+            raise ServingError(f"images must be [N,3,H,W] (or NHWC); got shape {images.shape}",
+                               hint="preprocess a batch")
         if len(images) == 0:
             raise ServingError("no images to score")
         limit = self.max_batch_size() or len(images)
         parts = [self.infer_batch(images[i : i + limit]) for i in range(0, len(images), limit)]
-        return {name: np.concatenate([p[name] for p in parts]) for name in (*OUTPUT_NAMES, VERSION_OUTPUT)}
+        return {name: np.concatenate([p[name] for p in parts]) for name in (*self.output_names, VERSION_OUTPUT)}
 
     def infer_batch(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """One request (N ≤ max_batch_size)."""
         m = self._module
-        tensor = m.InferInput(INPUT_NAME, list(images.shape), TRITON_DATATYPE)
+        tensor = m.InferInput(self.input_name, list(images.shape), TRITON_DATATYPE)
         tensor.set_data_from_numpy(images)
         versioned = self.has_version_output()
-        outputs = [m.InferRequestedOutput(name) for name in (*OUTPUT_NAMES, *([VERSION_OUTPUT] if versioned else []))]
+        outputs = [m.InferRequestedOutput(name)
+                   for name in (*self.output_names, *([VERSION_OUTPUT] if versioned else []))]
         if self.protocol == "grpc":
             result = self._call(lambda: self._client.infer(
                 self.model_name, [tensor], model_version=self.model_version, outputs=outputs,
@@ -143,7 +149,7 @@ class ModelClient:
         else:
             result = self._call(lambda: self._client.infer(
                 self.model_name, [tensor], model_version=self.model_version, outputs=outputs))
-        out = {name: result.as_numpy(name) for name in OUTPUT_NAMES}
+        out = {name: result.as_numpy(name) for name in self.output_names}
         if versioned:
             out[VERSION_OUTPUT] = result.as_numpy(VERSION_OUTPUT).reshape(-1).astype(np.int64)
         else:  # KServe: Triton's version directory is the registry version

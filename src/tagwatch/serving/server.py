@@ -15,6 +15,10 @@ Beside it the server binds the shadow model (``settings.triton.shadow_name``, de
 serving alias ``settings.triton.shadow_alias`` (``shadow``): until that alias exists it serves the same version as
 the main model, and its own watcher swaps it when the alias moves (same served-config rule). ``tagwatch shadow run``
 points the alias at a candidate and replays posts through it (docs/shadow.md).
+
+And, when ``settings.triton.nsfw_model_name`` (``open-nsfw``) has a `production` version in the registry
+(`tagwatch model import-nsfw`), the nudity model under that name: fetched and verified like any version, served
+with its own registered config.pbtxt (NHWC input), fixed for the server's life (a new version needs a restart).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import numpy as np
 
 from tagwatch.errors import TagwatchError
 from tagwatch.registry import ModelRegistry, open_registry
+from tagwatch.registry.open_nsfw import open_nsfw_registry
 from tagwatch.serving.model_config import TensorSpec, pytriton_binding
 from tagwatch.serving.runner import OnnxRunner, SwappableModel, describe
 from tagwatch.serving.workspace import make_workspace, remove_workspace, served_file, triton_dir
@@ -133,6 +138,7 @@ def run_server(settings: Settings, *, ref: str, http_port: int, grpc_port: int, 
     shadow = SwappableModel(runner if shadow_local.metadata_sha256 == local.metadata_sha256
                             else OnnxRunner(shadow_local, threads=ort_threads))
 
+    nudity = _nudity_model(settings, cache, ort_threads)
     served_lock = threading.Lock()  # two watchers may swap at once
 
     def write_served(_current: OnnxRunner | None = None) -> None:
@@ -147,6 +153,9 @@ def run_server(settings: Settings, *, ref: str, http_port: int, grpc_port: int, 
                   "ports": {"http": http_port, "grpc": grpc_port, "metrics": metrics_port},
                   "shadow": {**describe(shadow.runner.model, ref=shadow_alias), "swaps": shadow.swaps,
                              "triton_model": settings.triton.shadow_name}}
+        if nudity is not None:
+            record["nudity"] = {**describe(nudity.runner.model, ref="production"),
+                                "triton_model": settings.triton.nsfw_model_name}
         tmp = served_file(settings).with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=2))
         os.replace(tmp, served_file(settings))
@@ -162,7 +171,10 @@ def run_server(settings: Settings, *, ref: str, http_port: int, grpc_port: int, 
     watchers: list[AliasWatcher] = []
     try:
         # Everything Triton is told about a model comes from the version's registered config.pbtxt.
-        for name, bound in ((runner.served.name, model), (settings.triton.shadow_name, shadow)):
+        bindings = [(runner.served.name, model), (settings.triton.shadow_name, shadow)]
+        if nudity is not None:
+            bindings.append((settings.triton.nsfw_model_name, nudity))
+        for name, bound in bindings:
             triton.bind(
                 model_name=name,
                 infer_func=_infer_function(bound),
@@ -194,6 +206,16 @@ def run_server(settings: Settings, *, ref: str, http_port: int, grpc_port: int, 
         remove_workspace(settings, pid=os.getpid())
         served_file(settings).unlink(missing_ok=True)
         log.info("stopped")
+
+
+def _nudity_model(settings: Settings, cache: Path, threads: int | None) -> SwappableModel | None:
+    """The nudity model's `production` version, fetched (verified) and loaded; None when none is registered."""
+    registry = open_nsfw_registry(settings)
+    if registry is None or registry.read_alias("production") is None:
+        return None
+    local = registry.fetch("production", dest=cache / registry.model_name)
+    log.info("nudity model %s version %d", registry.model_name, local.metadata.version)
+    return SwappableModel(OnnxRunner(local, threads=threads))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,10 +8,11 @@ A signal has a ``name``, a ``version`` and per-category ``scores`` for each post
   caption.spam       transparent spam heuristics on the caption (spam.py)
   bank               a PDQ hash-bank match: the entry's category, with the entry's action (bank.py)
 
+  image.nudity       Yahoo's open_nsfw, a second model on the same Triton (nudity.py; registry/open_nsfw.py)
+
 Text signals (``TextSignal``) score a batch of captions at once, in the consumer, while the batch's images are
-being fetched. Image signals (``ImageSignal``) score each decoded image in the fetch workers: the seam for a second
-image model such as a nudity classifier (issue 21, part 1), which then needs only a class here and a rule in
-the policy. Each signal brings a default rule (``rules``) for the categories it scores: monitor mode, so a
+being fetched. Image signals (``ImageSignal``) prepare their input from each decoded image in the fetch workers,
+then score each micro-batch the image model scores, as a request in flight beside the model's. Each signal brings a default rule (``rules``) for the categories it scores: monitor mode, so a
 signal without calibration data is recorded and counted but never acts until a policy names the category.
 """
 
@@ -26,7 +27,8 @@ from tagwatch.moderation.policy import CategoryRule
 
 TEXT_SIGNALS = ("caption.offensive", "caption.spam")
 DEFAULT_SIGNALS = TEXT_SIGNALS
-KNOWN_SIGNALS = ("image", "bank", *TEXT_SIGNALS)  # what a policy rule's ``inputs`` may name
+IMAGE_SIGNALS = ("image.nudity",)
+KNOWN_SIGNALS = ("image", "bank", *TEXT_SIGNALS, *IMAGE_SIGNALS)  # what a policy rule's ``inputs`` may name
 
 
 class TextSignal(Protocol):
@@ -44,8 +46,13 @@ class ImageSignal(Protocol):
     version: str
     rules: dict[str, CategoryRule]
 
-    def score_image(self, image) -> SignalScore:
-        """The scores of one decoded image (PIL). Called in a fetch worker: keep it thread-safe."""
+    def prepare(self, image):
+        """This signal's input (a numpy array) from one decoded image (PIL). Called in fetch workers: thread-safe."""
+        ...
+
+    def submit_batch(self, inputs):
+        """Start scoring a micro-batch of prepared inputs (stacked); returns a future whose ``result()`` is one
+        SignalScore per row. RetryableError there when the signal's server is unavailable (the batch is retried)."""
         ...
 
 
@@ -64,6 +71,14 @@ def build_text_signals(names: Sequence[str]) -> list[TextSignal]:
         else:
             raise ConfigError(f"unknown signal {name!r}", hint=f"known text signals: {', '.join(TEXT_SIGNALS)}")
     return signals
+
+
+def build_image_signals(settings) -> list[ImageSignal]:
+    """The image signals this deployment serves: the nudity model where its registry has a `production` version."""
+    from tagwatch.moderation.signals.nudity import build_nudity_signal
+
+    nudity = build_nudity_signal(settings)
+    return [nudity] if nudity is not None else []
 
 
 def default_rules(signals: Sequence[TextSignal | ImageSignal]) -> dict[str, CategoryRule]:
