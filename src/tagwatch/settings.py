@@ -128,6 +128,13 @@ class TritonSettings(_Section):
     nsfw_model_name: str | None = Field(
         default="open-nsfw", description="registry and Triton model name of the nudity classifier (open_nsfw); "
         "used where its registry has a `production` version; empty disables it")
+    nsfw_url: str | None = Field(
+        default=None, description="host:port (gRPC) of the Triton serving the nudity model; unset: this Triton "
+        "(host:grpc_port, where the local server binds it); a cluster: the open-nsfw InferenceService's predictor")
+
+    @property
+    def nsfw_address(self) -> str:
+        return self.nsfw_url or f"{self.host}:{self.grpc_port}"
 
     @property
     def shadow_name(self) -> str:

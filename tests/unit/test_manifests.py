@@ -95,13 +95,17 @@ def test_names_agree_with_settings(rendered):
         acl_topics = {a["resource"]["name"] for a in user["spec"]["authorization"]["acls"]
                       if a["resource"]["type"] == "topic"}
         assert acl_topics <= set(topics.all()), user["metadata"]["name"]
-    (isvc,) = by_kind(objects, "InferenceService")
-    assert isvc["metadata"]["name"] == settings.triton.model_name
+    services = {i["metadata"]["name"]: i for i in by_kind(objects, "InferenceService")}
+    assert set(services) == {settings.triton.model_name, settings.triton.nsfw_model_name}
+    isvc = services[settings.triton.model_name]
     from tagwatch.registry.registry import ModelRegistry
 
     uri = isvc["spec"]["predictor"]["model"]["storageUri"]
     layout = ModelRegistry(None, bucket=buckets.models, model_name=settings.triton.model_name)
     assert uri in {layout.storage_uri(v) for v in range(1, 1000)}  # an immutable version, as the registry writes it
+    nsfw = ModelRegistry(None, bucket=buckets.models, model_name=settings.triton.nsfw_model_name)
+    assert services[nsfw.model_name]["spec"]["predictor"]["model"]["storageUri"] in {
+        nsfw.storage_uri(v) for v in range(1, 1000)}
     (scaled,) = by_kind(objects, "ScaledObject")
     trigger = scaled["spec"]["triggers"][0]["metadata"]
     assert (trigger["topic"], trigger["consumerGroup"]) == (topics.posts, settings.kafka.consumer_group)
@@ -165,10 +169,11 @@ def test_rbac_is_namespaced_and_specific(rendered):
 
 def test_prod_serves_on_gpu():
     objects = render(MANIFESTS / "overlays" / "prod")
-    predictor = by_kind(objects, "InferenceService")[0]["spec"]["predictor"]
-    assert predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    (isvc,) = [i for i in by_kind(objects, "InferenceService") if i["metadata"]["name"] == "tagwatch-moderation"]
+    assert isvc["spec"]["predictor"]["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     dev = render(MANIFESTS / "overlays" / "dev")
-    assert "nvidia.com/gpu" not in by_kind(dev, "InferenceService")[0]["spec"]["predictor"]["model"]["resources"]["limits"]
+    for service in by_kind(dev, "InferenceService"):
+        assert "nvidia.com/gpu" not in service["spec"]["predictor"]["model"]["resources"]["limits"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -203,7 +208,7 @@ def test_inference_services_use_a_rollout_kserve_does(rendered):
     from tagwatch.errors import ConfigError
     from tagwatch.pipeline.k8s_objects import build_inference_service
 
-    (production,) = services
+    (production,) = [s for s in services if s["metadata"]["name"] == "tagwatch-moderation"]
     uri = production["spec"]["predictor"]["model"]["storageUri"]
     for alias in (serving.PRODUCTION_ALIAS, serving.CANDIDATE_ALIAS):
         built = build_inference_service(name=serving.service_for_alias(production["metadata"]["name"], alias),

@@ -114,7 +114,7 @@ def build_nudity_signal(settings, *, concurrent: bool = True) -> NuditySignal | 
         return None
     metadata, _digest = registry.resolve("production")
     triton = settings.triton
-    client = ModelClient(url=f"{triton.host}:{triton.grpc_port}", model_name=metadata.model_name,
+    client = ModelClient(url=triton.nsfw_address, model_name=metadata.model_name,
                          timeout_s=triton.timeout_s, input_name=metadata.layout["input"],
                          output_names=(metadata.layout["output"],))
     log.info("nudity signal: %s version %d (monitor mode unless a policy names %r)", metadata.model_name,
