@@ -17,6 +17,12 @@ what matters here), N distinct JPEG posts in S3. Then, side by side:
           on every post: the same posts (every post carries a caption in both arms), run right after ``stream``;
           ``signals_over_stream`` is the throughput ratio, the cost of the caption signals: the median over
           ``--signal-pairs`` alternated pairs of runs, with the range of the pairs' ratios beside it.
+  stream_nudity  the image-model-only consumer plus the nudity model (open_nsfw, imported into the registry and
+          served by the same Triton): each micro-batch goes to both models, two requests in flight;
+          ``nudity_over_stream`` is its throughput ratio to ``stream`` (median of ``--nudity-pairs`` alternated
+          runs, with the range); ``stream_nudity_sequential`` sends the nudity request before the image model's
+          instead (``nudity_sequential_over_stream``): what running them concurrently saves.
+          ``--only-nudity`` runs just these arms (no naive, caption or latency runs: a short check on a busy box).
 
 Where the time goes: ``consumer_cpu_ms_per_post_by_stage`` (see ``StageClock``) and ``stream_cpu_seconds``
 (CPU of the consumer, Triton, SeaweedFS and Tansu while the stream run lasted): on 2 cores the stream is
@@ -55,12 +61,15 @@ from tagwatch.clients import s3_client  # noqa: E402
 from tagwatch.export import export_model  # noqa: E402
 from tagwatch.export.export import load_parity_images  # noqa: E402
 from tagwatch.export.onnx_model import ort_session  # noqa: E402
+from tagwatch.moderation import consumer as consumer_module  # noqa: E402
 from tagwatch.moderation.consumer import ConsumerOptions, ModerationConsumer  # noqa: E402
+from tagwatch.moderation.signals.nudity import build_nudity_signal  # noqa: E402
 from tagwatch.moderation.ledger import Ledger  # noqa: E402
 from tagwatch.moderation.publish import new_post, publish_posts, upload_image  # noqa: E402
 from tagwatch.moderation.scoring import TritonScorer  # noqa: E402
 from tagwatch.preprocess import DEFAULT_PRESET  # noqa: E402
 from tagwatch.registry import ModelRegistry  # noqa: E402
+from tagwatch.registry.open_nsfw import import_open_nsfw, open_nsfw_registry  # noqa: E402
 from tagwatch.settings import load_settings  # noqa: E402
 from tagwatch.stack import Stack, with_stack_endpoints  # noqa: E402
 from tests.support.stream import private_stream  # noqa: E402
@@ -257,6 +266,9 @@ def main() -> None:
     parser.add_argument("--infer-workers", type=int, default=ConsumerOptions().infer_workers)
     parser.add_argument("--signal-pairs", type=int, default=3, help="stream / stream_signals runs, alternated: the "
                         "ratio's spread between pairs shows how much of it is noise")
+    parser.add_argument("--nudity-pairs", type=int, default=3, help="stream / stream_nudity (/ sequential) runs, "
+                        "alternated; 0: no nudity arm")
+    parser.add_argument("--only-nudity", action="store_true", help="only the stream and nudity arms")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -279,8 +291,13 @@ def main() -> None:
                                   preferred_batch_sizes=(8, 16, 32), max_queue_delay_us=2000)
             ModelRegistry(s3, bucket=settings.s3.buckets.models, model_name=settings.triton.model_name).register(
                 result.out_dir, alias="production")
-            stack.up()  # now with Triton serving `production`
+            if args.nudity_pairs:
+                import_open_nsfw(open_nsfw_registry(settings))
+            stack.up()  # now with Triton serving `production` (and the nudity model beside it)
             settings = with_stack_endpoints(base)
+            # every arm but the nudity ones runs without the nudity signal (Triton still holds the model, idle)
+            image_only = settings.model_copy(update={"triton": settings.triton.model_copy(
+                update={"nsfw_model_name": None})})
             scorer = TritonScorer(settings)
 
             blobs = [jpeg(i) for i in range(args.posts)]
@@ -306,21 +323,29 @@ def main() -> None:
                 list(pool.map(scorer.score, chunks))
                 served = len(arrays) / (time.perf_counter() - t0)
 
-            def backlog(options: ConsumerOptions, n: int, tag: str, cpu: bool = False) -> dict:
-                s = private_stream(settings, partitions=1)
+            def backlog(options: ConsumerOptions, n: int, tag: str, cpu: bool = False, nudity: str | None = None) -> dict:
+                s = private_stream(settings if nudity else image_only, partitions=1)
                 posts = [new_post(f"{tag}-{i:05d}-{s.kafka.consumer_group}", *refs[i],
                                   caption=CAPTIONS[i % len(CAPTIONS)]) for i in range(n)]
                 publish_posts(s, posts)
                 before = cpu_snapshot(settings) if cpu else {}
-                result = run_consumer(s, scorer, options, n)
+                with nudity_mode(nudity):
+                    result = run_consumer(s, scorer, options, n)
                 if cpu:  # CPU seconds each process spent while the consumer ran (join, backlog, leave)
                     result["cpu_seconds"] = {k: round(v - before.get(k, 0.0), 1) for k, v in cpu_snapshot(settings).items()}
                 return result
 
-            naive = backlog(ConsumerOptions(max_poll_records=1, infer_batch=1, fetch_workers=1, infer_workers=1,
-                                            pipeline=False, signals=()), args.naive_posts, "naive")
             shipped = ConsumerOptions(max_poll_records=args.max_poll_records, fetch_workers=args.fetch_workers,
                                       infer_workers=args.infer_workers, signals=())
+            nudity = nudity_arms(backlog, shipped, args.posts, args.nudity_pairs) if args.nudity_pairs else {}
+            if args.only_nudity:
+                print(json.dumps({"benchmark": "stream", "arch": args.arch, "posts": args.posts,
+                                  "max_poll_records": args.max_poll_records, "infer_workers": args.infer_workers,
+                                  "raw_onnxruntime_img_s": round(raw, 1), "triton_only_img_s": round(served, 1),
+                                  **nudity}))
+                return
+            naive = backlog(ConsumerOptions(max_poll_records=1, infer_batch=1, fetch_workers=1, infer_workers=1,
+                                            pipeline=False, signals=()), args.naive_posts, "naive")
             stream = backlog(shipped, args.posts, "stream", cpu=True)
             with_signals = backlog(dataclasses.replace(shipped, signals=None), args.posts, "signals")
             pair_rates = [(stream["decided"] / stream["seconds"], with_signals["decided"] / with_signals["seconds"])]
@@ -335,7 +360,7 @@ def main() -> None:
             stream_rate = stream["decided"] / stream["seconds"]
 
             # latency at half the stream's throughput, published while the consumer runs
-            s = private_stream(settings, partitions=1)
+            s = private_stream(image_only, partitions=1)
             rate = stream_rate / 2
             n = min(args.posts, int(rate * 20))
             posts = [new_post(f"lat-{i:05d}-{s.kafka.consumer_group}", *refs[i]) for i in range(n)]
@@ -381,11 +406,44 @@ def main() -> None:
                 "post_to_decision_p99_ms": round(float(np.percentile(latencies, 99)), 1),
                 "batch_compute_ms": round(batch_compute_ms, 1), "p99_bound_ms": round(p99_bound_ms, 1),
                 "p99_within_bound": bool(np.percentile(latencies, 99) <= p99_bound_ms),
+                **nudity,
             }))
         finally:
             if scorer is not None:
                 scorer.close()
             stack.down()
+
+
+@contextlib.contextmanager
+def nudity_mode(mode: str | None):
+    """``sequential``: the consumer's nudity signal sends its request before the image model's, not beside it."""
+    if mode != "sequential":
+        yield
+        return
+    shipped = consumer_module.build_image_signals
+    consumer_module.build_image_signals = lambda s: [build_nudity_signal(s, concurrent=False)]
+    try:
+        yield
+    finally:
+        consumer_module.build_image_signals = shipped
+
+
+def nudity_arms(backlog, options: ConsumerOptions, posts: int, pairs: int) -> dict:
+    """stream, stream_nudity and stream_nudity_sequential runs, alternated ``pairs`` times: rates and ratios."""
+    rates: dict[str, list[float]] = {"stream": [], "nudity": [], "sequential": []}
+    for k in range(pairs):
+        for arm, mode in (("stream", None), ("nudity", "concurrent"), ("sequential", "sequential")):
+            run = backlog(options, posts, f"n{arm}{k}", nudity=mode)
+            rates[arm].append(run["decided"] / run["seconds"])
+    ratio = {arm: sorted(b / a for a, b in zip(rates["stream"], rates[arm], strict=True)) for arm in ("nudity", "sequential")}
+    return {"nudity_pairs": pairs,
+            "nudity_stream_posts_s_runs": [round(r, 1) for r in rates["stream"]],
+            "stream_nudity_posts_s_runs": [round(r, 1) for r in rates["nudity"]],
+            "stream_nudity_sequential_posts_s_runs": [round(r, 1) for r in rates["sequential"]],
+            "nudity_over_stream": round(float(np.median(ratio["nudity"])), 2),
+            "nudity_over_stream_range": [round(ratio["nudity"][0], 2), round(ratio["nudity"][-1], 2)],
+            "nudity_sequential_over_stream": round(float(np.median(ratio["sequential"])), 2),
+            "nudity_sequential_over_stream_range": [round(ratio["sequential"][0], 2), round(ratio["sequential"][-1], 2)]}
 
 
 if __name__ == "__main__":
