@@ -18,7 +18,8 @@ from tagwatch.moderation.bank import pdq_hex
 from tagwatch.moderation.policy import monitor_hits
 from tagwatch.moderation.publish import new_post
 from tagwatch.moderation.scoring import OnnxScorer
-from tagwatch.moderation.signals.nudity import NuditySignal, preprocess_open_nsfw
+from tagwatch.moderation.signals.nudity import (NuditySignal, crop_open_nsfw, normalise_open_nsfw,
+                                                preprocess_open_nsfw)
 from tagwatch.preprocess import DEFAULT_PRESET
 from tagwatch.registry.open_nsfw import (CLASSES, INPUT_TENSOR, ONNX_SHA256, OUTPUT_TENSOR, render_config,
                                          wheel_onnx_path)
@@ -43,6 +44,9 @@ def test_preprocessing_equals_the_packages_own_on_every_mode_and_size():
         ours, theirs = preprocess_open_nsfw(image), package.preprocess(image)
         assert ours.shape == (224, 224, 3) and ours.dtype == np.float32
         assert np.array_equal(ours, theirs), image.mode
+    crops = np.stack([crop_open_nsfw(i) for i in _images()])  # what a batch holds while it waits: uint8
+    assert crops.dtype == np.uint8
+    assert np.array_equal(normalise_open_nsfw(crops), package.preprocess_batch(_images()))
 
 
 class InProcessClient:
@@ -92,7 +96,7 @@ def test_a_served_version_other_than_the_registered_one_is_retried(client):
 
     signal = NuditySignal(client, version="open-nsfw/2", registry_version=2, output=OUTPUT_TENSOR, concurrent=False)
     with pytest.raises(RetryableError, match="served version"):
-        signal.submit_batch(np.zeros((1, 224, 224, 3), np.float32)).result()
+        signal.submit_batch(np.zeros((1, 224, 224, 3), np.uint8)).result()
 
 
 def test_its_config_is_one_the_local_server_and_triton_load():
@@ -104,10 +108,18 @@ def test_its_config_is_one_the_local_server_and_triton_load():
     assert [(t.name, tuple(t.dims)) for t in served.outputs] == [(OUTPUT_TENSOR, (len(CLASSES),))]
 
 
-def _posts(n: int):
+def _noise_jpeg(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 256, (16, 16, 3)).astype(np.uint8)).resize((128, 128))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def _posts(n: int, make=lambda i: cm.jpeg(cm.GREY, seed=i)):
     blobs, posts = {}, []
     for i in range(n):
-        data = cm.jpeg(cm.GREY, seed=i)
+        data = make(i)
         uri = f"s3://posts/{i}.jpg"
         blobs[uri] = data
         posts.append(new_post(f"p{i}", uri, hashlib.sha256(data).hexdigest()))
@@ -147,3 +159,26 @@ def test_every_decision_records_nudity_in_monitor_mode_reposts_included(tmp_path
         assert not outcome.signal_inputs and outcome.image is None
     assert outcomes[-1].decision.signals[1].scores == outcomes[0].decision.signals[1].scores  # same image
     signal.close()
+
+
+def test_a_bank_remove_skips_the_nudity_model_too(tmp_path, client):
+    from tagwatch.moderation.bank import BankEntry, BankMatcher, HashBank
+
+    path = tmp_path / "model.onnx"
+    scorer = OnnxScorer(path, cm.CATEGORIES, cm.build(path))
+    signal = NuditySignal(client, version="open-nsfw/1", registry_version=1, output=OUTPUT_TENSOR, concurrent=False)
+    posts, load = _posts(2, _noise_jpeg)
+    banned_pdq = load(posts[0]).pdq
+    from datetime import datetime, timezone
+
+    bank = HashBank(name="tvec", entries=[BankEntry(entry_id="e1", pdq=banned_pdq, category="terrorism",
+                                                    action="remove", reason="test", source="test",
+                                                    added_at=datetime.now(timezone.utc))])
+    calls = len(client.calls)
+    banned, other = moderate_batch(posts, images=load, scorer=scorer, banks=BankMatcher([bank]), policy=cm.POLICY,
+                                   preset=DEFAULT_PRESET, image_signals=[signal])
+    assert banned.decision.action == "remove"
+    nudity = {s.name: s for s in banned.decision.signals}["image.nudity"]
+    assert nudity.scores == {} and nudity.detail == "not run: bank match"
+    assert "nudity" in {s.name: s for s in other.decision.signals}["image.nudity"].scores
+    assert client.calls[calls:] == [1]  # only the other post was sent
