@@ -163,9 +163,10 @@ def model_show(
 def model_uri(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="Version number, alias or `latest`.")] = "production",
+    model: Annotated[Optional[str], MODEL_OPTION] = None,
 ) -> None:
     """Print the immutable storageUri of a version (what a KServe InferenceService points at)."""
-    metadata, _ = _registry(_settings(ctx)).resolve(ref)
+    metadata, _ = _registry(_settings(ctx), model).resolve(ref)
     print(metadata.storage_uri)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
