@@ -54,6 +54,10 @@ def test_demo_quick_decides_every_post_and_writes_a_report(tmp_path: Path) -> No
                 assert c["precision"]["value"] > c["chance"], c
                 assert c["recall"]["value"] > c["chance_recall"], c
         assert verify_report(report) == []
+        # the nudity model ran beside the main one on every decided post (its category monitors)
+        nudity = summary["signals"]["image.nudity"]
+        assert nudity["posts"] == summary["decided"] and summary["signals"]["image"]["posts"] == summary["decided"]
+        assert "<h2>Signals</h2>" in (report / "index.html").read_text()
         assert (report / "stream-pr.png").is_file() and (report / "training-zipf.png").is_file()
         assert len(list((report / "examples").glob("*.jpg"))) >= 10
         assert "lost" in result.stdout and "budget" in result.stdout  # Rich wraps at 80: single words only

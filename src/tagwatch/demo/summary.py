@@ -82,7 +82,24 @@ def summarize(*, published: list[PublishedPost], decisions: dict[str, dict[str, 
                        "max": max(latencies) if latencies else None},
         "decided_offsets_s": offsets,
         "latencies_ms": latencies,
+        "signals": signal_summary([decisions[i] for i in decided_ids]),
     }
+
+
+def signal_summary(decisions: list[dict[str, Any]], *, high: float = 0.8) -> dict[str, dict[str, Any]]:
+    """Per signal the decisions carried (image, image.nudity, caption.*, bank): on how many posts it ran, its
+    versions, and per category how many scored at least ``high`` (for a monitor-mode category: what it would flag)."""
+    out: dict[str, dict[str, Any]] = {}
+    for decision in decisions:
+        for signal in decision.get("signals") or []:
+            entry = out.setdefault(signal["name"], {"posts": 0, "versions": set(), "at_least": {}})
+            entry["posts"] += 1
+            entry["versions"].add(str(signal.get("version", "")))
+            for category, score in (signal.get("scores") or {}).items():
+                entry["at_least"].setdefault(category, 0)
+                entry["at_least"][category] += float(score) >= high
+    return {name: {"posts": e["posts"], "versions": sorted(e["versions"]), f"at_least_{high}": e["at_least"]}
+            for name, e in sorted(out.items())}
 
 
 def _parse_time(value: Any) -> datetime:

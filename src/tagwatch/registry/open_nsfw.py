@@ -119,3 +119,14 @@ def open_nsfw_registry(settings) -> ModelRegistry | None:
     if not name:
         return None
     return ModelRegistry(s3_client(settings.s3), bucket=settings.s3.buckets.models, model_name=name)
+
+
+def ensure_open_nsfw(settings) -> tuple[VersionMetadata, bool] | None:
+    """(the `production` version, whether this call registered it) of the nudity model: imported from the wheel
+    once, reused after. None when ``settings.triton.nsfw_model_name`` is unset (the signal is off)."""
+    registry = open_nsfw_registry(settings)
+    if registry is None:
+        return None
+    if registry.read_alias("production") is not None:
+        return registry.resolve("production")[0], False
+    return import_open_nsfw(registry), True
