@@ -57,6 +57,7 @@ def compare_matchers(size: int, matches: int, seed: int = 7) -> dict:
     queries, _, _ = planted_queries(codes, range(0, 41), max(1, matches // 41), rng)
     hexes = [q.tobytes().hex() for q in queries]
     figures: dict = {"entries": size, "json_bytes": len(body), "matches_timed": len(hexes)}
+    answers = {}
     for label, cls in (("linear", LinearBankMatcher), ("indexed", BankMatcher)):
         t = time.perf_counter()
         matcher = cls([HashBank.model_validate_json(body)])
@@ -65,6 +66,8 @@ def compare_matchers(size: int, matches: int, seed: int = 7) -> dict:
         results = [matcher.match(h) for h in hexes]
         figures[f"{label}_ms_per_match"] = round(1000 * (time.perf_counter() - t) / len(hexes), 3)
         figures[f"{label}_matched"] = sum(r is not None for r in results)
+        answers[label] = [r and (r[0], r[1].entry_id, r[2]) for r in results]
+    figures["same_answers"] = answers["linear"] == answers["indexed"]
     figures["ms_per_match_speedup"] = round(figures["linear_ms_per_match"] / figures["indexed_ms_per_match"], 1)
     return figures
 
@@ -89,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     index = figures["index"]
     figures["pass"] = (index["recall_at_31_vs_brute_force"] == 1.0 and index["planted_recall_at_radius"] == 1.0
                        and index["false_matches"] == 0 and index["planted_matched_beyond_radius"] == 0
-                       and index["wrong_or_beyond_radius"] == 0)
+                       and index["wrong_or_beyond_radius"] == 0
+                       and all(b["same_answers"] for b in figures["baseline"]))
     print(json.dumps(figures), flush=True)
     return 0 if figures["pass"] else 1
 
