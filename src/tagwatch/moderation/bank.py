@@ -20,6 +20,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from tagwatch.errors import ConfigError
+from tagwatch.moderation.pdq_index import PdqIndex
 
 DEFAULT_THRESHOLD = 31
 MIN_QUALITY = 50
@@ -68,27 +69,22 @@ def pdq_hex(image: Image.Image) -> tuple[str, int]:
     return packed.tobytes().hex(), int(quality)
 
 
-def _bits(hex_hash: str) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(bytes.fromhex(hex_hash), dtype=np.uint8))
-
-
 class BankMatcher:
-    """All entries as one bit matrix: a match is one vectorised Hamming distance per image."""
+    """All entries in one PdqIndex (exact multi-index hashing, pdq_index.py): the nearest entry within threshold."""
 
     def __init__(self, banks: list[HashBank], threshold: int = DEFAULT_THRESHOLD) -> None:
         self.threshold = threshold
         self.labels = [(bank.name, entry) for bank in banks for entry in bank.entries]
-        self.matrix = np.stack([_bits(e.pdq) for _, e in self.labels]) if self.labels else np.zeros((0, 256), np.uint8)
+        self.index = PdqIndex.from_hex(range(len(self.labels)), [e.pdq for _, e in self.labels], radius=threshold)
 
     def match(self, pdq: str) -> tuple[str, BankEntry, int] | None:
-        if not self.labels:
+        # nearest first, ties to the earlier entry (what the linear argmin did)
+        found = self.index.within(pdq, self.threshold)
+        if not found:
             return None
-        distances = (self.matrix != _bits(pdq)).sum(axis=1)
-        best = int(distances.argmin())
-        if distances[best] <= self.threshold:
-            name, entry = self.labels[best]
-            return name, entry, int(distances[best])
-        return None
+        position, distance = found[0]
+        name, entry = self.labels[position]
+        return name, entry, distance
 
 
 class BankStore:

@@ -1,0 +1,102 @@
+"""Benchmark: indexed PDQ bank matching (PdqIndex) against the linear BankMatcher it replaces; print ONE JSON line.
+
+    PYTHONPATH=src python benchmarks/bank_match.py [--entries 1000000] [--quick]
+
+Index figures (tagwatch.moderation.pdq_synthetic.measure_index): a bank of uniform random 256-bit codes, queries
+planted at distances 0..40 from bank codes plus random ones; build seconds, bytes on disk, reload seconds, queries
+per second on one core (faiss held to one thread; batched, and one ``within`` call per post as BankMatcher does),
+recall at 31 bits (planted ground truth on every query; brute force on a random subsample, counted in the line),
+matches beyond 31 (must be 0). Baseline, side by side: the pre-index BankMatcher (one unpacked N x 256 matrix,
+argmin per post; code copied below) at ``--baseline-sizes`` entries: consumer reload from the bank JSON and ms per
+match, next to the new BankMatcher on the same bank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+
+
+class LinearBankMatcher:
+    """BankMatcher before the index (tagwatch ff0f378), kept as the baseline."""
+
+    def __init__(self, banks, threshold: int = 31) -> None:
+        self.threshold = threshold
+        self.labels = [(bank.name, entry) for bank in banks for entry in bank.entries]
+        self.matrix = np.stack([_bits(e.pdq) for _, e in self.labels]) if self.labels else np.zeros((0, 256), np.uint8)
+
+    def match(self, pdq: str):
+        distances = (self.matrix != _bits(pdq)).sum(axis=1)
+        best = int(distances.argmin())
+        if distances[best] <= self.threshold:
+            name, entry = self.labels[best]
+            return name, entry, int(distances[best])
+        return None
+
+
+def _bits(hex_hash: str) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(bytes.fromhex(hex_hash), dtype=np.uint8))
+
+
+def compare_matchers(size: int, matches: int, seed: int = 7) -> dict:
+    """Reload (JSON -> HashBank -> matcher) and ms/match of the linear and the indexed BankMatcher on one bank."""
+    from tagwatch.moderation.bank import BankEntry, BankMatcher, HashBank
+    from tagwatch.moderation.pdq_synthetic import planted_queries, random_codes
+
+    rng = np.random.default_rng(seed)
+    codes = random_codes(size, rng)
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    bank = HashBank(name="bench", entries=[BankEntry(entry_id=f"{i:012x}", pdq=c.tobytes().hex(), reason="bench",
+                                                     added_at=when) for i, c in enumerate(codes)])
+    body = json.dumps(bank.model_dump(mode="json"))
+    queries, _, _ = planted_queries(codes, range(0, 41), max(1, matches // 41), rng)
+    hexes = [q.tobytes().hex() for q in queries]
+    figures: dict = {"entries": size, "json_bytes": len(body), "matches_timed": len(hexes)}
+    answers = {}
+    for label, cls in (("linear", LinearBankMatcher), ("indexed", BankMatcher)):
+        t = time.perf_counter()
+        matcher = cls([HashBank.model_validate_json(body)])
+        figures[f"{label}_reload_s"] = round(time.perf_counter() - t, 2)
+        t = time.perf_counter()
+        results = [matcher.match(h) for h in hexes]
+        figures[f"{label}_ms_per_match"] = round(1000 * (time.perf_counter() - t) / len(hexes), 3)
+        figures[f"{label}_matched"] = sum(r is not None for r in results)
+        answers[label] = [r and (r[0], r[1].entry_id, r[2]) for r in results]
+    figures["same_answers"] = answers["linear"] == answers["indexed"]
+    figures["ms_per_match_speedup"] = round(figures["linear_ms_per_match"] / figures["indexed_ms_per_match"], 1)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help="50k entries, baseline at 10k only")
+    parser.add_argument("--brute-queries", type=int, default=300)
+    parser.add_argument("--baseline-sizes", type=int, nargs="*", default=None)
+    args = parser.parse_args(argv)
+    import faiss
+
+    from tagwatch.moderation.pdq_synthetic import measure_index
+
+    faiss.omp_set_num_threads(1)
+    entries = 50_000 if args.quick else args.entries
+    sizes = args.baseline_sizes if args.baseline_sizes is not None else ([10_000] if args.quick else [10_000, 100_000])
+    figures = {"benchmark": "bank_match", "quick": args.quick, "threads": 1,
+               "index": measure_index(entries, brute_queries=args.brute_queries),
+               "baseline": [compare_matchers(size, matches=205) for size in sizes]}
+    index = figures["index"]
+    figures["pass"] = (index["recall_at_31_vs_brute_force"] == 1.0 and index["planted_recall_at_radius"] == 1.0
+                       and index["false_matches"] == 0 and index["planted_matched_beyond_radius"] == 0
+                       and index["wrong_or_beyond_radius"] == 0
+                       and all(b["same_answers"] for b in figures["baseline"]))
+    print(json.dumps(figures), flush=True)
+    return 0 if figures["pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
