@@ -270,28 +270,16 @@ def test_the_erasure_list_is_append_only_per_post(built) -> None:
 
 def test_a_deleted_post_is_gone_from_s3_and_every_later_build_and_lineage_names_where_it_was(built, moderated,
                                                                                            stack_settings) -> None:
-    """The model version is written as the registry stores one (metadata.json under its version prefix) rather than
-    exported and registered: lineage joins on its ``lineage.manifest_hash``; registering is tested in
-    test_registry_s3.py."""
-    from datetime import datetime, timezone
-
+    """The model version is stored, not exported and registered (tests.support.corpus.stored_model_version)."""
     from tagwatch.moderation.events import EventType, PostDeleted, header_map
-    from tagwatch.registry.metadata import VersionMetadata
-    from tagwatch.registry.registry import ModelRegistry
+    from tests.support.corpus import stored_model_version
     from tests.support.stream import read_topic
 
     client, post_id, first = built["client"], moderated["granted"], built["report"]["version"]
     record = post_records(built)[post_id]
     first_manifest = read_manifest(client=client, bucket=built["datasets"], name="hashtags", version=first)
-    models = f"test-models-{secrets.token_hex(3)}"
-    client.create_bucket(Bucket=models)
-    registry = ModelRegistry(client, bucket=models, model_name=stack_settings.triton.model_name)
-    metadata = VersionMetadata(
-        model_name=registry.model_name, version=1, created_at=datetime.now(timezone.utc), created_by="test",
-        storage_uri=registry.storage_uri(1), files={}, preset={}, layout={},
-        lineage={"run_id": "r1", "manifest_hash": first_manifest.content_hash})
-    client.put_object(Bucket=models, Key=f"{registry.version_prefix(1)}/metadata.json",
-                      Body=metadata.model_dump_json().encode())
+    models = stored_model_version(client, model_name=stack_settings.triton.model_name,
+                                  manifest_hash=first_manifest.content_hash)
     env = {**built["env"], "TAGWATCH_S3__BUCKETS__MODELS": models,
            "TAGWATCH_KAFKA__TOPICS__DELETED": moderated["settings"].kafka.topics.deleted}
 

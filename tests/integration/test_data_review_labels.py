@@ -201,22 +201,14 @@ def test_without_the_option_the_build_is_the_one_before_it(reviewed) -> None:
 
 
 def test_lineage_counts_the_labels_that_came_from_review(reviewed, stack_settings) -> None:
-    """The model version is written as the registry stores one (as in test_data_build.py's lineage test)."""
-    from tagwatch.registry.metadata import VersionMetadata
-    from tagwatch.registry.registry import ModelRegistry
+    """The model version is stored, not exported and registered (tests.support.corpus.stored_model_version)."""
+    from tests.support.corpus import stored_model_version
 
     client = reviewed["client"]
     manifest = read_manifest(client=client, bucket=reviewed["datasets"], name="hashtags",
                              version=reviewed["on"]["version"])
-    models = f"test-models-{secrets.token_hex(3)}"
-    client.create_bucket(Bucket=models)
-    registry = ModelRegistry(client, bucket=models, model_name=stack_settings.triton.model_name)
-    metadata = VersionMetadata(
-        model_name=registry.model_name, version=1, created_at=datetime.now(timezone.utc), created_by="test",
-        storage_uri=registry.storage_uri(1), files={}, preset={}, layout={},
-        lineage={"run_id": "r1", "manifest_hash": manifest.content_hash, "review_labels": 4})
-    client.put_object(Bucket=models, Key=f"{registry.version_prefix(1)}/metadata.json",
-                      Body=metadata.model_dump_json().encode())
+    models = stored_model_version(client, model_name=stack_settings.triton.model_name,
+                                  manifest_hash=manifest.content_hash, review_labels=4)
     env = {**reviewed["env"], "TAGWATCH_S3__BUCKETS__MODELS": models}
     result = run_cli("data", "lineage", NEW["fresh"], "--json", env=env)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -11,23 +11,18 @@ action is the image model's alone), and the ledger record equals the event.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
 
 from tagwatch.clients import s3_client
-from tagwatch.moderation.events import Decision
-from tagwatch.moderation.ledger import Ledger
-from tagwatch.moderation.publish import new_post, publish_posts, upload_image
+from tagwatch.moderation.publish import new_post, upload_image
 from tagwatch.serving.workspace import served_file
 from tagwatch.stack import with_stack_endpoints
 from tests.conftest import make_settings, run_cli
 from tests.support import colour_model as cm
 from tests.support.serving_models import serve_tiny_model
-from tests.support.stream import private_stream, read_topic, stream_env, wait_for
+from tests.support.stream import decide_posts, private_stream, stream_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +40,6 @@ def decided(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("nudity")
     base = make_settings(tmp / "state")
     env0 = stream_env(base)
-    consumer = None
     try:
         up = run_cli("stack", "up", env=env0)
         assert up.returncode == 0, up.stdout + up.stderr
@@ -65,26 +59,9 @@ def decided(tmp_path_factory):
         for name, data in images.items():
             uri, digest = upload_image(s3, settings.s3.buckets.posts, data)
             posts[name] = new_post(f"{name}-{tag}", uri, digest, caption="a photo")
-        assert publish_posts(settings, list(posts.values())) == len(posts)
-        log_path = tmp / "consumer.log"
-        with open(log_path, "wb") as log:
-            consumer = subprocess.Popen([sys.executable, "-m", "tagwatch", "moderate", "--max-poll-records", "8"],
-                                        env=env, stdout=log, stderr=subprocess.STDOUT)
-        ledger = Ledger(s3, settings.s3.buckets.ledger)
-        ids = {p.post_id for p in posts.values()}
-        wait_for(lambda: ids <= set(ledger.post_ids()), 120, "the posts decided", logs=[log_path])
-        events = {}
-        for record in read_topic(settings, settings.kafka.topics.decisions, expect=len(posts)):
-            event = Decision.model_validate_json(record.value)
-            events[event.post_id] = event
-        consumer.send_signal(signal.SIGTERM)
-        assert consumer.wait(timeout=90) == 0, log_path.read_text(errors="replace")[-3000:]
-        yield {"decisions": {name: (events[p.post_id], ledger.get(p.post_id)) for name, p in posts.items()},
-               "served": served, "imported": imported, "verified": verified}
+        decisions = decide_posts(settings, env, posts, log_path=tmp / "consumer.log", what="the posts decided")
+        yield {"decisions": decisions, "served": served, "imported": imported, "verified": verified}
     finally:
-        if consumer is not None and consumer.poll() is None:
-            consumer.kill()
-            consumer.wait()
         assert run_cli("stack", "down", env=env0).returncode == 0
 
 

@@ -17,9 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -27,15 +24,13 @@ from PIL import Image
 
 from tagwatch.clients import s3_client
 from tagwatch.moderation.bank import pdq_hex
-from tagwatch.moderation.events import Decision
-from tagwatch.moderation.ledger import Ledger
-from tagwatch.moderation.publish import new_post, publish_posts, upload_image
+from tagwatch.moderation.publish import new_post, upload_image
 from tagwatch.stack import with_stack_endpoints
 from tests.conftest import make_settings, run_cli
 from tests.support import colour_model as cm
 from tests.support.policies import policy_document
 from tests.support.serving_models import CATEGORIES, serve_tiny_model
-from tests.support.stream import private_stream, read_topic, stream_env, wait_for
+from tests.support.stream import decide_posts, private_stream, stream_env
 
 FIXTURES = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "banks"
 ABUSIVE = "you are a stupid worthless idiot, shut the fuck up"
@@ -67,7 +62,6 @@ def decided(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("signals")
     base = make_settings(tmp / "state")
     env0 = stream_env(base)
-    consumer = None
     try:
         serve_tiny_model(base, env0, tmp / "export")
         settings = private_stream(with_stack_endpoints(base), partitions=1)
@@ -97,27 +91,10 @@ def decided(tmp_path_factory):
         for name, data in images.items():
             uri, digest = upload_image(s3, settings.s3.buckets.posts, data)
             posts[name] = new_post(f"{name}-{tag}", uri, digest, caption=captions[name])
-        assert publish_posts(settings, list(posts.values())) == 4
-
-        log_path = tmp / "consumer.log"
-        with open(log_path, "wb") as log:
-            consumer = subprocess.Popen([sys.executable, "-m", "tagwatch", "moderate", "--max-poll-records", "8"],
-                                        env=env, stdout=log, stderr=subprocess.STDOUT)
-        ledger = Ledger(s3, settings.s3.buckets.ledger)
-        ids = {p.post_id for p in posts.values()}
-        wait_for(lambda: ids <= set(ledger.post_ids()), 120, "the four posts decided", logs=[log_path])
-        events = {}
-        for record in read_topic(settings, settings.kafka.topics.decisions, expect=4):
-            event = Decision.model_validate_json(record.value)
-            events[event.post_id] = event
-        consumer.send_signal(signal.SIGTERM)
-        assert consumer.wait(timeout=90) == 0, log_path.read_text(errors="replace")[-3000:]
-        yield {"decisions": {name: (events[p.post_id], ledger.get(p.post_id)) for name, p in posts.items()},
+        decisions = decide_posts(settings, env, posts, log_path=tmp / "consumer.log", what="the four posts decided")
+        yield {"decisions": decisions,
                "bank": bank, "model": settings.triton.model_name, "imported": imported, "example": example}
     finally:
-        if consumer is not None and consumer.poll() is None:
-            consumer.kill()
-            consumer.wait()
         assert run_cli("stack", "down", env=env0).returncode == 0
 
 

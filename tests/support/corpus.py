@@ -68,3 +68,25 @@ def post_index(built, version: str) -> dict[str, str]:
     body = built["client"].get_object(
         Bucket=built["datasets"], Key=f"hashtags/{version}/{manifest.post_index.path}")["Body"].read().decode()
     return dict(line.split("\t") for line in body.splitlines())
+
+
+def stored_model_version(client, *, model_name: str, manifest_hash: str, **lineage) -> str:
+    """A model version written as the registry stores one (metadata.json under its version prefix, in a bucket of
+    its own) whose lineage names the dataset ``manifest_hash``: what `data lineage` joins on. Registering itself is
+    tested in test_registry_s3.py. Returns the models bucket."""
+    import secrets
+    from datetime import datetime, timezone
+
+    from tagwatch.registry.metadata import VersionMetadata
+    from tagwatch.registry.registry import ModelRegistry
+
+    models = f"test-models-{secrets.token_hex(3)}"
+    client.create_bucket(Bucket=models)
+    registry = ModelRegistry(client, bucket=models, model_name=model_name)
+    metadata = VersionMetadata(
+        model_name=model_name, version=1, created_at=datetime.now(timezone.utc), created_by="test",
+        storage_uri=registry.storage_uri(1), files={}, preset={}, layout={},
+        lineage={"run_id": "r1", "manifest_hash": manifest_hash, **lineage})
+    client.put_object(Bucket=models, Key=f"{registry.version_prefix(1)}/metadata.json",
+                      Body=metadata.model_dump_json().encode())
+    return models

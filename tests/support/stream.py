@@ -105,3 +105,37 @@ def assert_audit_clean(settings: Settings, expected: set[str], *, quiet_s: float
     assert report.commit_violations == 0, summary
     assert report.ok, summary
     return report
+
+
+def decide_posts(settings: Settings, env: dict[str, str], posts: dict, *, log_path, what: str = "the posts decided",
+                 timeout_s: float = 120.0) -> dict:
+    """Publish ``posts`` (name -> PostCreated), let one real `tagwatch moderate` process decide them, stop it with
+    SIGTERM (it must exit 0); name -> (the decision event, the ledger record) of each post."""
+    import signal
+    import subprocess
+    import sys
+
+    from tagwatch.clients import s3_client
+    from tagwatch.moderation.events import Decision
+    from tagwatch.moderation.ledger import Ledger
+    from tagwatch.moderation.publish import publish_posts
+
+    assert publish_posts(settings, list(posts.values())) == len(posts)
+    with open(log_path, "wb") as log:
+        consumer = subprocess.Popen([sys.executable, "-m", "tagwatch", "moderate", "--max-poll-records", "8"],
+                                    env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        ledger = Ledger(s3_client(settings.s3), settings.s3.buckets.ledger)
+        ids = {p.post_id for p in posts.values()}
+        wait_for(lambda: ids <= set(ledger.post_ids()), timeout_s, what, logs=[log_path])
+        events = {}
+        for record in read_topic(settings, settings.kafka.topics.decisions, expect=len(posts)):
+            event = Decision.model_validate_json(record.value)
+            events[event.post_id] = event
+        consumer.send_signal(signal.SIGTERM)
+        assert consumer.wait(timeout=90) == 0, log_path.read_text(errors="replace")[-3000:]
+        return {name: (events[p.post_id], ledger.get(p.post_id)) for name, p in posts.items()}
+    finally:
+        if consumer.poll() is None:
+            consumer.kill()
+            consumer.wait()
