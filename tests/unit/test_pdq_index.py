@@ -79,13 +79,13 @@ def test_small_bank_scan_save_load_and_wider_query(bank, tmp_path):
 
 def test_matcher_takes_nearest_and_earlier_on_ties():
     rng = np.random.default_rng(3)
-    codes = random_codes(INDEX_FROM + 10, rng)
+    codes = random_codes(INDEX_FROM + 110, rng)
     hexes = [c.tobytes().hex() for c in codes]
     when = datetime(2026, 1, 1, tzinfo=timezone.utc)
     entries = [BankEntry(entry_id=f"e{i}", pdq=h, reason="t", added_at=when) for i, h in enumerate(hexes)]
     entries.append(BankEntry(entry_id="dup", pdq=hexes[5], reason="t", added_at=when))
     matcher = BankMatcher([HashBank(name="a", entries=entries[:100]), HashBank(name="b", entries=entries[100:])])
-    assert matcher.index.index is not None
+    assert matcher.banks[1].index.index is not None  # one index per bank: b's is a faiss one, a's a scan
     name, entry, distance = matcher.match(hexes[5])
     assert (name, entry.entry_id, distance) == ("a", "e5", 0)
     name, entry, distance = matcher.match(hexes[2000])
