@@ -84,13 +84,15 @@ class BankSource:
         try:
             for name in changed:
                 loaded[name] = _guarded(lambda name=name: self.store.load_indexed(name))
-        except TagwatchError as error:
+        except Exception as error:  # noqa: BLE001 - a bank that cannot load must not stop the matching
             if first and isinstance(error, RetryableError):
                 raise
-            if first:  # a damaged version does not mend by itself, but a rollback mends it: keep asking
+            if first and isinstance(error, TagwatchError):  # a damaged version: a rollback mends it, keep asking
                 raise RetryableError(f"hash bank unusable: {error.message}") from error
+            if first:
+                raise
             log.error("hash banks %s not reloaded (%s); matching with the banks loaded before",
-                      ", ".join(sorted(changed)), getattr(error, "message", error))
+                      ", ".join(sorted(changed)), getattr(error, "message", None) or repr(error))
             return
         self._seen = {**{n: r for n, r in self._seen.items() if n not in gone}, **changed}
         self._loaded = loaded

@@ -26,6 +26,7 @@ import io
 import json
 import logging
 import random
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ ALIAS = "current"
 ENTRIES_FILE = "entries.jsonl"
 DONE_FILE = "_done"
 STALE_CLAIM_S = 300.0  # a claim this old without _done is a writer that died: the next writer goes past it
-BANK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+BANK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 class BankVersionMetadata(BaseModel):
@@ -88,9 +89,7 @@ class BankVersions(VersionStore):
     cli = "bank"
 
     def __init__(self, s3, bucket: str, name: str) -> None:
-        import re
-
-        if not re.match(BANK_NAME, name):
+        if not BANK_NAME.match(name):
             raise ConfigError(f"invalid bank name {name!r}", hint="letters, digits, '.', '_' and '-' (e.g. tvec)")
         super().__init__(s3, bucket=bucket, model_name=name, root=f"{PREFIX}/{name}")
 
@@ -148,7 +147,10 @@ class BankStore:
             names.update(p["Prefix"][len(PREFIX) + 1:].rstrip("/") for p in page.get("CommonPrefixes", []))
             names.update(o["Key"][len(PREFIX) + 1:-len(".json")] for o in page.get("Contents", [])
                          if o["Key"].endswith(".json"))
-        return sorted(names)
+        odd = sorted(n for n in names if not BANK_NAME.match(n))
+        if odd:
+            log.warning("ignoring %d object(s) under %s/ that name no bank: %s", len(odd), PREFIX, odd[:3])
+        return sorted(n for n in names if BANK_NAME.match(n))
 
     def legacy(self, name: str) -> HashBank | None:
         body = self.versions(name)._get(f"{PREFIX}/{name}.json")
@@ -177,9 +179,6 @@ class BankStore:
         """Every entry of bank ``name`` parsed (the alias's version, or ``version``)."""
         indexed = self.load_indexed(name, version)
         return HashBank(name=name, entries=list(indexed.entries[:]))
-
-    def load_all(self) -> list[HashBank]:
-        return [self.load(name) for name in self.names()]
 
     # -- write --------------------------------------------------------------------------------------
     def add(self, name: str, image, reason: str, *, category: str = "other", action: str = "remove",
