@@ -13,11 +13,11 @@ reuses)::
 ``banks/<name>.json`` (one JSON document, before versions) reads as version 0 while the bank has no alias; the
 first write on top of it is version 1 and the document stays where it was.
 
-No lost adds: a write reads the alias (version B, ETag E), builds B's entries plus its own, claims N = newest + 1
-with If-None-Match (one writer per N; a writer that finds the newest version still busy waits for it, so racing
-writers queue: N, N+1, ...), writes N and moves the alias with If-Match E. Were the alias moved meanwhile (a
-rollback, or a writer that took over a stale claim), the move fails and the write starts again on top of the
-alias's new version; N stays in the history, never named.
+No lost adds: a write claims N = newest + 1 with If-None-Match (one writer per N; a writer that finds the newest
+version still busy waits for it, so racing writers queue: N, N+1, ...), then reads the alias (version B, ETag E:
+every version finished before the claim is in it), writes B's entries plus its own as N and moves the alias with
+If-Match E. Were the alias moved meanwhile (a rollback, or a writer that took over a stale claim), the move fails
+and the write starts again on top of the alias's new version; N stays in the history, never named.
 """
 
 from __future__ import annotations
@@ -192,33 +192,42 @@ class BankStore:
         it; retried on top of whatever another writer promoted meanwhile, so no add is lost."""
         bank = self.versions(name)
         deadline = time.monotonic() + self.wait_s
-        while True:
-            record, etag, base = bank.current()
-            lines, codes = self._base_rows(bank, base)
-            flat = codes.tobytes().hex()
-            held = {flat[i:i + 64] for i in range(0, len(flat), 64)}
-            fresh = []
-            for entry in entries:
-                if entry.pdq not in held:
-                    held.add(entry.pdq)
-                    fresh.append(entry)
-            if not fresh:
-                return BankWrite(name, record.version if record else None, len(lines), 0)
+        read = self._read_base(bank, entries)
+        while read[-1]:  # something new to add
             newest = max(bank._version_numbers(), default=0)
-            waiting = newest != (record.version if record else 0) and bank.busy(newest)
-            if not waiting and bank.claim(newest + 1):
+            if not bank.busy(newest) and bank.claim(newest + 1):
+                # N is ours: whatever was promoted before the claim is in the alias now; build on that
+                if bank._read_alias_with_etag(ALIAS)[1] != read[1]:
+                    read = self._read_base(bank, entries)
+                (record, etag, base, lines, codes, fresh) = read
                 rows = lines + [e.model_dump_json().encode() for e in fresh]
                 rows_codes = np.concatenate([codes, codes_from_hex([e.pdq for e in fresh])])
                 if self._write(bank, newest + 1, rows, rows_codes, len(fresh), (record, etag, base), reason):
                     return BankWrite(name, newest + 1, len(rows), len(fresh))
                 log.info("bank %s: the alias moved while version %d was written; again on top of it", name,
                          newest + 1)
+                read = self._read_base(bank, entries)
             elif time.monotonic() > deadline:
                 raise RegistryError(f"bank {name}: version {newest} has been busy for {self.wait_s:.0f} s",
                                     hint=f"another writer is adding to it; try again (a claim older than "
                                          f"{STALE_CLAIM_S:.0f} s is passed over)")
             else:
                 time.sleep(0.1 + random.random() * 0.2)
+        record, lines = read[0], read[3]
+        return BankWrite(name, record.version if record else None, len(lines), 0)
+
+    def _read_base(self, bank: BankVersions, entries: list[BankEntry]) -> tuple:
+        """(alias record, its ETag, its metadata, entry lines, codes, the entries it does not hold yet)."""
+        record, etag, base = bank.current()
+        lines, codes = self._base_rows(bank, base)
+        flat = codes.tobytes().hex()
+        held = {flat[i:i + 64] for i in range(0, len(flat), 64)}
+        fresh = []
+        for entry in entries:
+            if entry.pdq not in held:
+                held.add(entry.pdq)
+                fresh.append(entry)
+        return record, etag, base, lines, codes, fresh
 
     def _base_rows(self, bank: BankVersions, base: BankVersionMetadata | None) -> tuple[list[bytes], np.ndarray]:
         """The base version's entry lines (unparsed: a 1M bank parses in seconds) and its packed codes."""
