@@ -9,6 +9,12 @@ recall at 31 bits (planted ground truth on every query; brute force on a random 
 matches beyond 31 (must be 0). Baseline, side by side: the pre-index BankMatcher (one unpacked N x 256 matrix,
 argmin per post; code copied below) at ``--baseline-sizes`` entries: consumer reload from the bank JSON and ms per
 match, next to the new BankMatcher on the same bank.
+
+Versioned banks (``reload``, moderation/bank_store.py): on a private embedded stack (real SeaweedFS S3, free
+ports, temp state dir), a ``--reload-entries`` bank (default 1M) is written as one version, then one entry is added
+on top (a second version), then a consumer's reload of it is timed as BankSource does it (``load_indexed``: GET
+metadata and files, sha256 checks, index loaded from the stored faiss tables), split into fetch and index load,
+next to building the index from the codes alone; plus one alias GET (what a refresh costs when nothing moved).
 """
 
 from __future__ import annotations
@@ -72,12 +78,78 @@ def compare_matchers(size: int, matches: int, seed: int = 7) -> dict:
     return figures
 
 
+def measure_versioned_reload(size: int, seed: int = 9) -> dict:
+    """Write, add to and reload a ``size``-entry bank in the versioned S3 layout on a private SeaweedFS."""
+    import tempfile
+    from pathlib import Path
+
+    from tagwatch.clients import s3_client
+    from tagwatch.moderation.bank import BankEntry
+    from tagwatch.moderation.bank_store import ALIAS, BankStore
+    from tagwatch.moderation.pdq_index import PdqIndex
+    from tagwatch.moderation.pdq_synthetic import random_codes
+    from tagwatch.settings import load_settings
+    from tagwatch.stack import Stack, with_stack_endpoints
+
+    rng = np.random.default_rng(seed)
+    codes = random_codes(size + 1, rng)
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    entries = [BankEntry(entry_id=f"{i:012x}", pdq=c.tobytes().hex(), reason="bench", added_at=when, quality=90,
+                         category="terrorism", source="benchmark") for i, c in enumerate(codes)]
+    figures: dict = {"entries": size, "store": "s3: private embedded SeaweedFS on this machine"}
+    with tempfile.TemporaryDirectory(prefix="tagwatch-bench-") as state:
+        settings = load_settings(paths={"state_dir": Path(state)}, stack={"free_ports": True})
+        stack = Stack(settings)
+        stack.up()
+        try:
+            settings = with_stack_endpoints(settings)
+            store = BankStore(s3_client(settings.s3), settings.s3.buckets.models)
+            t = time.perf_counter()
+            store.extend("bench", entries[:size], reason="benchmark")
+            figures["write_version_s"] = round(time.perf_counter() - t, 2)
+            t = time.perf_counter()
+            written = store.extend("bench", entries[size:], reason="benchmark: one more")
+            figures["add_one_entry_s"] = round(time.perf_counter() - t, 2)
+            versions = store.versions("bench")
+            t = time.perf_counter()
+            versions.alias_bytes(ALIAS)
+            figures["alias_poll_ms"] = round(1000 * (time.perf_counter() - t), 1)
+            t = time.perf_counter()
+            bank = store.load_indexed("bench")
+            figures["consumer_reload_s"] = round(time.perf_counter() - t, 2)
+            # the same reload in its parts
+            _, _, metadata = versions.current()
+            figures["version_bytes"] = {path: d.bytes for path, d in metadata.files.items()}
+            t = time.perf_counter()
+            files = {path: versions.read_file(metadata, path) for path in metadata.files}
+            figures["fetch_and_verify_s"] = round(time.perf_counter() - t, 2)
+            with tempfile.TemporaryDirectory() as tmp:
+                for path, body in files.items():
+                    if path.startswith("index/"):
+                        (Path(tmp) / path.removeprefix("index/")).write_bytes(body)
+                t = time.perf_counter()
+                PdqIndex.load(Path(tmp))
+                figures["index_from_faiss_tables_s"] = round(time.perf_counter() - t, 2)
+                t = time.perf_counter()
+                PdqIndex(np.load(Path(tmp) / "ids.npy"), np.load(Path(tmp) / "codes.npy"))
+                figures["index_from_codes_only_s"] = round(time.perf_counter() - t, 2)
+            probe = [entries[i] for i in rng.choice(size + 1, 50, replace=False)]
+            figures["version"] = written.version
+            figures["probes_found"] = sum(bank.entries[bank.index.within(e.pdq, 0)[0][0]].entry_id == e.entry_id
+                                          for e in probe)
+        finally:
+            stack.down()
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="50k entries, baseline at 10k only")
     parser.add_argument("--brute-queries", type=int, default=300)
     parser.add_argument("--baseline-sizes", type=int, nargs="*", default=None)
+    parser.add_argument("--reload-entries", type=int, default=None,
+                        help="versioned-bank reload on a private stack (default 1M, 20k with --quick; 0: skip)")
     args = parser.parse_args(argv)
     import faiss
 
@@ -89,11 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     figures = {"benchmark": "bank_match", "quick": args.quick, "threads": 1,
                "index": measure_index(entries, brute_queries=args.brute_queries),
                "baseline": [compare_matchers(size, matches=205) for size in sizes]}
+    reload_entries = args.reload_entries if args.reload_entries is not None else (20_000 if args.quick else 1_000_000)
+    if reload_entries:
+        figures["reload"] = measure_versioned_reload(reload_entries)
     index = figures["index"]
     figures["pass"] = (index["recall_at_31_vs_brute_force"] == 1.0 and index["planted_recall_at_radius"] == 1.0
                        and index["false_matches"] == 0 and index["planted_matched_beyond_radius"] == 0
                        and index["wrong_or_beyond_radius"] == 0
-                       and all(b["same_answers"] for b in figures["baseline"]))
+                       and all(b["same_answers"] for b in figures["baseline"])
+                       and figures.get("reload", {}).get("probes_found", 50) == 50)
     print(json.dumps(figures), flush=True)
     return 0 if figures["pass"] else 1
 

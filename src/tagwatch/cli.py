@@ -16,7 +16,8 @@ from tagwatch import __version__
 from tagwatch.cli_context import CliContext, cli_context, cli_settings
 from tagwatch.errors import TagwatchError
 from tagwatch.k8s.cli import manifests_app
-from tagwatch.moderation.cli import bank_app, moderate, posts_app
+from tagwatch.moderation.bank_cli import bank_app
+from tagwatch.moderation.cli import moderate, posts_app
 from tagwatch.registry.cli import model_app
 from tagwatch.serving.cli import serve_app
 from tagwatch.output import emit_json

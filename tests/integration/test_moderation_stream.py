@@ -251,7 +251,7 @@ def test_bank_hit_removes_without_the_model_and_metrics_count_it(stack_settings,
     import numpy as np
     from PIL import Image
 
-    from tagwatch.moderation.bank import BankStore
+    from tagwatch.moderation.bank_store import BankStore
     from tagwatch.stack.ports import pick_free_ports
 
     settings = private_stream(stack_settings, partitions=1)

@@ -14,7 +14,8 @@ def test_quick_benchmark_is_exact(capsys):
     spec = importlib.util.spec_from_file_location("bank_match", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.main(["--quick", "--brute-queries", "150", "--baseline-sizes", "3000"]) == 0
+    # --reload-entries 0: the versioned-bank reload needs a running stack (tests/integration/test_bank_versions.py)
+    assert module.main(["--quick", "--brute-queries", "150", "--baseline-sizes", "3000", "--reload-entries", "0"]) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     index = figures["index"]
     assert index["engine"] == "faiss IndexBinaryMultiHash" and index["entries"] == 50_000

@@ -14,8 +14,9 @@ from datetime import datetime, timezone
 import pytest
 from PIL import Image
 
-from tagwatch.errors import PoisonInputError, RetryableError
-from tagwatch.moderation.bank import BankEntry, BankMatcher, HashBank, pdq_hex
+from tagwatch.errors import ConfigError, PoisonInputError, RetryableError
+from tagwatch.moderation.bank import (MIN_QUALITY, BankEntry, BankMatcher, HashBank, entry_from_image,
+                                      pdq_hex)
 from tagwatch.moderation.core import LoadedImage, Reposts, decision_id, moderate_batch
 from tagwatch.moderation.publish import new_post
 from tagwatch.moderation.scoring import OnnxScorer
@@ -41,7 +42,8 @@ class MemoryImages:
             raise self.errors[post.image_uri]
         image = Image.open(io.BytesIO(self.blobs[post.image_uri]))
         image.load()
-        return LoadedImage(image=image, sha256=post.sha256, pdq=pdq_hex(image)[0])
+        pdq, quality = pdq_hex(image)
+        return LoadedImage(image=image, sha256=post.sha256, pdq=pdq, pdq_quality=quality)
 
 
 def _posts(colours):
@@ -90,6 +92,8 @@ def test_a_bank_hit_removes_without_the_model_and_a_repost_reuses_the_first_scor
     (hit,) = moderate_batch(posts[:1], images=MemoryImages(blobs), scorer=scorer, banks=BankMatcher([bank]),
                             policy=cm.POLICY, preset=DEFAULT_PRESET)
     assert hit.decision.action == "remove" and hit.decision.reasons[0].startswith("bank:known-bad:e1")
+
+    assert [s.detail for s in hit.decision.signals if s.name == "bank"] == ["known-bad:e1 action=remove distance=0"]
 
     reposts = Reposts()
     first, = moderate_batch(posts[:1], images=MemoryImages(blobs), scorer=scorer, banks=None, policy=cm.POLICY,
@@ -152,3 +156,24 @@ def test_a_review_request_carries_the_images_pdq_hash(scorer):
                                 preset=DEFAULT_PRESET)
     image = Image.open(io.BytesIO(blobs[posts[0].image_uri]))
     assert outcome.review is not None and outcome.review.pdq == pdq_hex(image)[0] == outcome.pdq
+
+
+def test_a_flat_post_image_is_not_matched_against_banks_and_the_decision_says_why(scorer):
+    """PDQ quality on the post side: a flat image's hash lies near every other flat image's, so a post under
+    MIN_QUALITY is not matched, even against an entry with its very hash (entries that flat are refused on add)."""
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), cm.GREY).save(out, format="JPEG", quality=90)
+    data = out.getvalue()
+    post = new_post("flat", "s3://posts/flat.jpg", hashlib.sha256(data).hexdigest())
+    image = Image.open(io.BytesIO(data))
+    pdq, quality = pdq_hex(image)
+    assert quality < MIN_QUALITY
+    bank = HashBank(name="known-bad", entries=[BankEntry(entry_id="e1", pdq=pdq, reason="test",
+                                                         added_at=datetime.now(timezone.utc))])
+    (outcome,) = moderate_batch([post], images=MemoryImages({post.image_uri: data}), scorer=scorer,
+                                banks=BankMatcher([bank]), policy=cm.POLICY, preset=DEFAULT_PRESET)
+    assert outcome.bank_hit is None and outcome.decision.action == cm.EXPECTED[cm.GREY]
+    (signal,) = [s for s in outcome.decision.signals if s.name == "bank"]
+    assert signal.detail == f"not matched: PDQ quality {quality} < {MIN_QUALITY}" and signal.version == "pdq<=31"
+    with pytest.raises(ConfigError, match="too flat"):
+        entry_from_image(image, "test")

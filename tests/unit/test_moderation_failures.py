@@ -212,16 +212,16 @@ def test_a_decision_and_its_review_request_go_out_with_distinct_deterministic_ce
 
 
 def test_an_unforeseen_error_reading_one_event_dead_letters_that_record_only():
-    import time
     from types import SimpleNamespace
 
+    from tagwatch.moderation.bank import BankMatcher
     from tagwatch.moderation.batch import BatchModerator
     from tagwatch.moderation.consumer import ConsumerOptions
 
     moderator = BatchModerator(None, SimpleNamespace(categories=["c"], model=None), posts_bucket="posts",
                                models_bucket="models", options=ConsumerOptions(), metrics=None,
                                policy=SimpleNamespace(version="p"))
-    moderator._banks_loaded_at = time.monotonic()  # no bank refresh: nothing here talks to S3
+    moderator.banks = SimpleNamespace(matcher=lambda: BankMatcher([]))  # no bank refresh: nothing here talks to S3
     try:
         staged = moderator.prepare([Record("posts", 0, 4, b"k", b"{}", 12345)])  # headers of an impossible type
     finally:

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from tagwatch.moderation.bank import BankEntry, BankMatcher, HashBank
+from tagwatch.moderation.bank import BankEntry, BankMatcher, HashBank, IndexedBank, LazyEntries
 from tagwatch.moderation.pdq_index import INDEX_FROM, NFLIP, PdqIndex, multihash_layout
 from tagwatch.moderation.pdq_synthetic import check_exactness, planted_queries, random_codes
 
@@ -79,15 +79,31 @@ def test_small_bank_scan_save_load_and_wider_query(bank, tmp_path):
 
 def test_matcher_takes_nearest_and_earlier_on_ties():
     rng = np.random.default_rng(3)
-    codes = random_codes(INDEX_FROM + 10, rng)
+    codes = random_codes(INDEX_FROM + 110, rng)
     hexes = [c.tobytes().hex() for c in codes]
     when = datetime(2026, 1, 1, tzinfo=timezone.utc)
     entries = [BankEntry(entry_id=f"e{i}", pdq=h, reason="t", added_at=when) for i, h in enumerate(hexes)]
     entries.append(BankEntry(entry_id="dup", pdq=hexes[5], reason="t", added_at=when))
     matcher = BankMatcher([HashBank(name="a", entries=entries[:100]), HashBank(name="b", entries=entries[100:])])
-    assert matcher.index.index is not None
+    assert matcher.banks[1].index.index is not None  # one index per bank: b's is a faiss one, a's a scan
     name, entry, distance = matcher.match(hexes[5])
     assert (name, entry.entry_id, distance) == ("a", "e5", 0)
     name, entry, distance = matcher.match(hexes[2000])
     assert (name, entry.entry_id, distance) == ("b", "e2000", 0)
     assert matcher.match(random_codes(1, rng)[0].tobytes().hex()) is None
+
+
+def test_matcher_over_loaded_banks_parses_only_the_entries_it_returns():
+    rng = np.random.default_rng(5)
+    hexes = [c.tobytes().hex() for c in random_codes(40, rng)]
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    lines = [BankEntry(entry_id=f"e{i}", pdq=h, reason="t", added_at=when).model_dump_json().encode()
+             for i, h in enumerate(hexes)]
+    lazy = LazyEntries(lines)
+    stored = IndexedBank("stored", PdqIndex.from_hex(range(40), hexes), lazy, version=7)
+    memory = HashBank(name="memory", entries=[BankEntry(entry_id="m", pdq=hexes[3], reason="t", added_at=when)])
+    matcher = BankMatcher([stored, memory])
+    assert matcher.version == "pdq<=31 stored@7"
+    name, entry, distance = matcher.match(hexes[3])  # in both: the earlier bank wins the tie
+    assert (name, entry.entry_id, distance) == ("stored", "e3", 0) and list(lazy._parsed) == [3]
+    assert len(lazy) == 40 and [e.entry_id for e in lazy[1:3]] == ["e1", "e2"]

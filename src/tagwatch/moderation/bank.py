@@ -1,17 +1,21 @@
 """Hash banks: PDQ hashes of known-bad images, matched before the model (Meta's Hasher-Matcher-Actioner idea).
 
-A bank is one JSON object in S3 (``s3://<buckets.models>/banks/<name>.json``); entries carry the PDQ hash
+A bank is a series of versions in S3 (bank_store.py: ``banks/<name>/versions/<N>/``, an alias names the current
+one; a bank from before versions, ``banks/<name>.json``, reads as version 0); entries carry the PDQ hash
 (64 hex), why it is banned, when, its harm ``category`` (``terrorism`` for GIFCT-style TVEC hashes; see
 BANK_CATEGORIES) and the ``action`` a match takes (remove or review). A post whose image lies within
 ``threshold`` bits (PDQ's recommended 31) of an entry takes the entry's action (a remove skips the model), unless
 the policy puts its category in monitor mode; the decision's reason names bank, entry and category.
-Banks are filled one image at a time (``tagwatch bank add``) or from an exchange file (bank_import.py).
+Banks are filled one image at a time (``tagwatch bank add``) or from an exchange file (bank_import.py). A post
+image whose own PDQ quality is under MIN_QUALITY is not matched at all (``post_quality_ok``): flat images are
+near each other whatever they show, as on the bank side, where such entries are refused.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -69,65 +73,80 @@ def pdq_hex(image: Image.Image) -> tuple[str, int]:
     return packed.tobytes().hex(), int(quality)
 
 
-class BankMatcher:
-    """All entries in one PdqIndex (exact multi-index hashing, pdq_index.py): the nearest entry within threshold."""
+@dataclass
+class IndexedBank:
+    """One bank version ready to match: its PdqIndex (row i = entries[i]) and entries, parsed on first use."""
 
-    def __init__(self, banks: list[HashBank], threshold: int = DEFAULT_THRESHOLD) -> None:
+    name: str
+    index: PdqIndex
+    entries: Sequence[BankEntry]
+    version: int | None = None  # the bank version (bank_store.py); None for a bank built in memory
+
+    @classmethod
+    def of(cls, bank: HashBank, radius: int = DEFAULT_THRESHOLD, version: int | None = None) -> IndexedBank:
+        return cls(bank.name, PdqIndex.from_hex(range(len(bank.entries)), [e.pdq for e in bank.entries], radius),
+                   bank.entries, version)
+
+
+class LazyEntries(Sequence):
+    """Bank entries kept as their JSON lines; a line is parsed only when a post matches it (a 1M-entry bank
+    would take seconds to parse whole, and a consumer reads a handful of them)."""
+
+    def __init__(self, lines: list[bytes]) -> None:
+        self.lines, self._parsed = lines, {}
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __getitem__(self, row):
+        if isinstance(row, slice):
+            return [self[i] for i in range(*row.indices(len(self)))]
+        if row not in self._parsed:
+            self._parsed[row] = BankEntry.model_validate_json(self.lines[row])
+        return self._parsed[row]
+
+
+class BankMatcher:
+    """Every bank's PdqIndex (exact multi-index hashing, pdq_index.py): the nearest entry within threshold."""
+
+    def __init__(self, banks: Sequence[HashBank | IndexedBank], threshold: int = DEFAULT_THRESHOLD) -> None:
         self.threshold = threshold
-        self.labels = [(bank.name, entry) for bank in banks for entry in bank.entries]
-        self.index = PdqIndex.from_hex(range(len(self.labels)), [e.pdq for _, e in self.labels], radius=threshold)
+        self.banks = [b if isinstance(b, IndexedBank) else IndexedBank.of(b, threshold) for b in banks]
+
+    @property
+    def version(self) -> str:
+        """How banks were matched, for the decision's bank signal: ``pdq<=31`` and each bank's version."""
+        held = ",".join(f"{b.name}@{b.version}" for b in self.banks if b.version is not None)
+        return f"pdq<={self.threshold}" + (f" {held}" if held else "")
 
     def match(self, pdq: str) -> tuple[str, BankEntry, int] | None:
-        # nearest first, ties to the earlier entry (what the linear argmin did)
-        found = self.index.within(pdq, self.threshold)
-        if not found:
+        # nearest first, ties to the earlier bank, then the earlier entry (what the linear argmin did)
+        best = None
+        for order, bank in enumerate(self.banks):
+            found = bank.index.within(pdq, self.threshold)
+            if found and (best is None or (found[0][1], order) < (best[2], best[3])):
+                best = (bank, found[0][0], found[0][1], order)
+        if best is None:
             return None
-        position, distance = found[0]
-        name, entry = self.labels[position]
-        return name, entry, distance
+        bank, row, distance, _ = best
+        return bank.name, bank.entries[row], distance
 
 
-class BankStore:
-    def __init__(self, s3, bucket: str, prefix: str = "banks/") -> None:
-        self.s3, self.bucket, self.prefix = s3, bucket, prefix
+def entry_from_image(image: Image.Image, reason: str, *, category: str = "other", action: str = "remove",
+                     source: str = "") -> BankEntry:
+    """A new entry for ``image``; ConfigError if its PDQ quality is under MIN_QUALITY (too flat to match)."""
+    pdq, quality = pdq_hex(image)
+    if quality < MIN_QUALITY:
+        raise ConfigError(f"image PDQ quality {quality} < {MIN_QUALITY}: too flat to match reliably",
+                          hint="ban a more detailed version of the image")
+    return BankEntry(entry_id=new_entry_id(), pdq=pdq, reason=reason, added_at=datetime.now(timezone.utc),
+                     category=category, action=action, source=source, quality=quality)
 
-    def load(self, name: str) -> HashBank:
-        from botocore.exceptions import ClientError
 
-        try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=f"{self.prefix}{name}.json")["Body"].read()
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return HashBank(name=name)
-            raise
-        return HashBank.model_validate_json(body)
-
-    def names(self) -> list[str]:
-        response = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix)
-        return sorted(o["Key"][len(self.prefix) : -len(".json")] for o in response.get("Contents", []))
-
-    def load_all(self) -> list[HashBank]:
-        return [self.load(name) for name in self.names()]
-
-    def add(self, name: str, image: Image.Image, reason: str, *, category: str = "other",
-            action: str = "remove", source: str = "") -> BankEntry:
-        pdq, quality = pdq_hex(image)
-        if quality < MIN_QUALITY:
-            raise ConfigError(f"image PDQ quality {quality} < {MIN_QUALITY}: too flat to match reliably",
-                              hint="ban a more detailed version of the image")
-        entry = BankEntry(entry_id=new_entry_id(), pdq=pdq, reason=reason, added_at=datetime.now(timezone.utc),
-                          category=category, action=action, source=source, quality=quality)
-        self.extend(name, [entry])
-        return entry
-
-    def extend(self, name: str, entries: list[BankEntry]) -> HashBank:
-        """Append ``entries`` to bank ``name`` (created if absent), skipping hashes it already holds."""
-        bank = self.load(name)
-        held = {e.pdq for e in bank.entries}
-        bank.entries.extend(e for e in entries if e.pdq not in held)
-        self.s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}{name}.json",
-                           Body=json.dumps(bank.model_dump(mode="json")).encode(), ContentType="application/json")
-        return bank
+def post_quality_ok(quality: int | None) -> bool:
+    """May a post image of this PDQ quality be matched against banks? (None: not measured, as before quality
+    was checked on posts.)"""
+    return quality is None or quality >= MIN_QUALITY
 
 
 def new_entry_id() -> str:

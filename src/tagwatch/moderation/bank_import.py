@@ -13,7 +13,8 @@
   entry_id   the sharer's id for the hash                           default: a new one
 
 One bad row never stops an import: it is skipped and counted per reason (with its first line numbers), and the
-summary is one line; hashes the bank already holds are not added twice.
+summary is one line; hashes the bank already holds are not added twice. An import is one bank version
+(bank_store.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from tagwatch.errors import ConfigError
-from tagwatch.moderation.bank import CATEGORY_PATTERN, MIN_QUALITY, BankEntry, BankStore, new_entry_id
+from tagwatch.moderation.bank import CATEGORY_PATTERN, MIN_QUALITY, BankEntry, new_entry_id
+from tagwatch.moderation.bank_store import BankStore
 
 HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -41,6 +43,7 @@ class ImportReport:
     read: int = 0
     added: int = 0
     already_held: int = 0
+    version: int | None = None  # the bank version written (or current, if nothing was new)
     skipped: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))  # reason -> line numbers
 
     def summary(self) -> str:
@@ -122,8 +125,7 @@ def import_bank(store: BankStore, bank: str, path: Path, *, category: str = "oth
         else:
             entries.append(parsed)
     if entries:
-        before = len(store.load(bank).entries)
-        after = len(store.extend(bank, entries).entries)
-        report.added = after - before
+        written = store.extend(bank, entries, reason=f"import {Path(path).name}")
+        report.added, report.version = written.added, written.version
         report.already_held = len(entries) - report.added
     return report

@@ -4,21 +4,21 @@
   2-5         images, banks, model, policy: ``moderation/core.py: moderate_batch`` (no Kafka there)
 
 Records only need ``topic partition offset key value headers``; Kafka itself is the caller's business.
-This adapter owns what lives longer than one batch: the thread pools, the hash banks (reloaded every
-``bank_refresh_s``), the repost cache, and the records whose attempts ran out.
+This adapter owns what lives longer than one batch: the thread pools, the hash banks (bank_source.py: reloaded
+when a bank's alias moved, checked every ``bank_refresh_s``), the repost cache, and the records whose attempts
+ran out.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tagwatch.errors import PoisonInputError, RetryableError
-from tagwatch.moderation.bank import BankMatcher, BankStore
+from tagwatch.moderation.bank_source import BankSource
+from tagwatch.moderation.bank_store import BankStore
 from tagwatch.moderation.core import ImageSource, Outcome, Reposts, decision_id, moderate_batch
 from tagwatch.moderation.deadletter import DeadLetterReason as R
 from tagwatch.moderation.events import Decision, ReviewRequest
@@ -88,10 +88,8 @@ class BatchModerator:
         self._pools = (ThreadPoolExecutor(options.fetch_workers, thread_name_prefix="fetch"),
                        ThreadPoolExecutor(options.infer_workers, thread_name_prefix="infer"))
         self.reposts = Reposts(options.repost_cache_size)
-        self._banks = BankStore(s3, models_bucket)
-        self._matcher = BankMatcher([], options.bank_threshold)
-        self._banks_loaded_at = float("-inf")
-        self._banks_lock = threading.Lock()  # two batches may be decided at once
+        self.banks = BankSource(BankStore(s3, models_bucket), refresh_s=options.bank_refresh_s,
+                                threshold=options.bank_threshold)
         self.poisoned: dict[tuple[str, int, int], PoisonInputError] = {}  # records whose attempts ran out
 
     @property
@@ -119,9 +117,9 @@ class BatchModerator:
         """Parse, load, score and decide; RetryableError (RecordsFailed when it is particular records').
         ``after``: see ``moderate_batch`` (waits for the batch before this one)."""
         items = [self._intake(r) for r in records]
-        self._refresh_banks()
+        banks = self.banks.matcher()
         observe = self.metrics.model_latency.observe if self.metrics is not None else None
-        moderate_batch(items, images=self.images, scorer=self.scorer, banks=self._matcher, policy=self.policy,
+        moderate_batch(items, images=self.images, scorer=self.scorer, banks=banks, policy=self.policy,
                        preset=self.preset, infer_batch=self.options.infer_batch, reposts=self.reposts,
                        pools=self._pools, on_model_seconds=observe, after=after, signals=self.signals,
                        image_signals=self.image_signals)
@@ -145,20 +143,6 @@ class BatchModerator:
 
     def store_reachable(self) -> bool:
         return self.images.reachable()
-
-    def _refresh_banks(self) -> None:
-        with self._banks_lock:
-            self._refresh_banks_locked()
-
-    def _refresh_banks_locked(self) -> None:
-        if time.monotonic() - self._banks_loaded_at > self.options.bank_refresh_s:
-            from botocore.exceptions import BotoCoreError, ClientError
-
-            try:
-                self._matcher = BankMatcher(self._banks.load_all(), self.options.bank_threshold)
-            except (BotoCoreError, ClientError) as error:
-                raise RetryableError(f"hash banks unreadable: {type(error).__name__}") from error
-            self._banks_loaded_at = time.monotonic()
 
     def close(self) -> None:
         for pool in self._pools:

@@ -9,7 +9,7 @@ encode what it returns (KServe's DataPlane is the model):
   captions the text signals (moderation/signals/: caption.offensive, caption.spam) score the batch's captions
            in the calling thread while its images are being fetched
   banks    a PDQ bank hit takes its entry's action; a remove skips the model (the reason names bank, entry and
-           category); a repost of an image decided before reuses that decision's scores (sha256)
+           category); a post image under PDQ quality 50 is not matched (the bank signal says so); a repost of an image decided before reuses that decision's scores (sha256)
   model    micro-batches of ``infer_batch`` to the scorer, each sent as soon as its images are ready, concurrently:
            inference overlaps the fetching and decoding of the rest of the batch; each image signal (a second
            model: image.nudity) gets the same micro-batch as a second request in flight beside the model's
@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from tagwatch.errors import PoisonInputError, RetryableError
-from tagwatch.moderation.bank import BankMatcher, pdq_hex
+from tagwatch.moderation.bank import MIN_QUALITY, BankMatcher, pdq_hex, post_quality_ok
 from tagwatch.moderation.deadletter import DeadLetterReason as R
 from tagwatch.moderation.events import Decision, ModelRef, PostCreated, ReviewRequest, SignalScore
 from tagwatch.moderation.images import ImageLimits, check_sha256, decode_image, fetch_image_bytes
@@ -59,6 +59,7 @@ class Outcome:
     image: np.ndarray | None = None
     sha256: str | None = None
     pdq: str | None = None
+    pdq_quality: int | None = None  # under MIN_QUALITY: too flat to be matched against banks
     scores: dict[str, float] | None = None
     banned: bool = False  # a bank match whose action is remove: the model is skipped
     bank_hit: tuple | None = None  # (bank name, BankEntry, distance)
@@ -80,6 +81,7 @@ class LoadedImage:
     image: object  # a decoded PIL image
     sha256: str
     pdq: str | None
+    pdq_quality: int | None = None
 
 
 class ImageSource:
@@ -92,8 +94,8 @@ class ImageSource:
         data = fetch_image_bytes(self.s3, post.image_uri, allowed_bucket=self.bucket, limits=self.limits)
         check_sha256(data, post.sha256)
         image = decode_image(data, self.limits)
-        pdq, _quality = pdq_hex(image)
-        return LoadedImage(image=image, sha256=post.sha256, pdq=pdq)
+        pdq, quality = pdq_hex(image)
+        return LoadedImage(image=image, sha256=post.sha256, pdq=pdq, pdq_quality=quality)
 
     def reachable(self) -> bool:
         """Is the posts bucket readable at all? (Tells one post's trouble from an S3 outage.)"""
@@ -202,7 +204,7 @@ def moderate_batch(posts: Sequence[PostCreated | Outcome], *, images: Callable[[
         for outcome in chunk:
             outcome.image, outcome.signal_inputs = None, {}  # scored: the batch waits for delivery without pixels
     decide_all([o for o in todo if o.decidable], scorer.model, policy,
-               bank_version=f"pdq<={banks.threshold}" if banks is not None else None,
+               bank_version=banks.version if banks is not None else None,
                defaults=default_rules([*signals, *image_signals]))
     if reposts is not None:
         reposts.remember(outcomes)
@@ -233,7 +235,7 @@ def _load(outcome: Outcome, images: Callable[[PostCreated], LoadedImage], preset
     post = outcome.post
     try:
         loaded = images(post)
-        outcome.sha256, outcome.pdq = loaded.sha256, loaded.pdq
+        outcome.sha256, outcome.pdq, outcome.pdq_quality = loaded.sha256, loaded.pdq, loaded.pdq_quality
         outcome.signal_inputs = {signal.name: signal.prepare(loaded.image) for signal in image_signals}
         outcome.image = preset(loaded.image)
     except PoisonInputError as error:
@@ -246,7 +248,9 @@ def _load(outcome: Outcome, images: Callable[[PostCreated], LoadedImage], preset
 
 
 def _check_bank(outcome: Outcome, banks: BankMatcher | None, categories: list[str], policy: Policy) -> None:
-    hit = banks.match(outcome.pdq) if banks is not None and outcome.pdq else None
+    if banks is None or not outcome.pdq or not post_quality_ok(outcome.pdq_quality):
+        return
+    hit = banks.match(outcome.pdq)
     if hit:
         outcome.bank_hit = hit
         if bank_action(hit[1], policy) == "remove":  # nothing the model says can change it: skip the model
@@ -263,7 +267,9 @@ def decision_signals(outcome: Outcome, model: ModelRef, bank_version: str | None
     out = [image, *outcome.signals]
     if bank_version is not None:
         if outcome.bank_hit is None:
-            out.append(SignalScore(name="bank", version=bank_version, detail="no match"))
+            flat = outcome.pdq is not None and not post_quality_ok(outcome.pdq_quality)
+            out.append(SignalScore(name="bank", version=bank_version, detail=(
+                f"not matched: PDQ quality {outcome.pdq_quality} < {MIN_QUALITY}" if flat else "no match")))
         else:
             bank, entry, distance = outcome.bank_hit
             out.append(SignalScore(name="bank", version=bank_version, scores={entry.category: 1.0},

@@ -142,6 +142,8 @@ class ReviewQueue:
         ``max_distance`` bits of ``pdq``, nearest first. A linear scan of the index listing (see the limitations)."""
         import numpy as np
 
+        from tagwatch.moderation.pdq_index import hamming
+
         prefix = f"{PREFIX}pdq/"
         hashes, posts = [], []
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
@@ -151,9 +153,8 @@ class ReviewQueue:
                 posts.append(post_id)
         if not posts:
             return []
-        table = np.unpackbits(np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(len(posts), 32), axis=1)
-        query = np.unpackbits(np.frombuffer(bytes.fromhex(pdq), dtype=np.uint8))
-        distances = (table != query).sum(axis=1)
+        codes = np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(len(posts), 32)
+        distances = hamming(codes, np.frombuffer(bytes.fromhex(pdq), dtype=np.uint8))  # the exact packed scan
         near = [(posts[i], int(distances[i])) for i in np.flatnonzero(distances <= max_distance)]
         return sorted(near, key=lambda pair: (pair[1], pair[0]))
 

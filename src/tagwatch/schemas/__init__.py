@@ -27,6 +27,7 @@ def load_schema(filename: str) -> dict:
 def registry() -> dict[str, type[BaseModel]]:
     from tagwatch.data.manifest import DatasetManifest, ShardSample, Vocabulary
     from tagwatch.moderation.bank import HashBank
+    from tagwatch.moderation.bank_store import BankVersionMetadata
     from tagwatch.moderation.claims import RedriveClaim
     from tagwatch.moderation.events import (Decision, DeadLetter, PostCreated, PostDeleted, ReviewOutcome,
                                            ReviewRequest)
@@ -42,6 +43,7 @@ def registry() -> dict[str, type[BaseModel]]:
         "dead-letter.v1.json": DeadLetter,
         "redrive-claim.v1.json": RedriveClaim,
         "hash-bank.v1.json": HashBank,
+        "bank-version-metadata.v1.json": BankVersionMetadata,
         "dataset-manifest.v1.json": DatasetManifest,
         "vocabulary.v1.json": Vocabulary,
         "shard-sample.v1.json": ShardSample,

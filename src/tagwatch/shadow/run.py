@@ -52,7 +52,8 @@ def run_shadow(settings, request: ShadowRequest, *, progress: Callable[[str, int
 
     ``progress(stage, done, total)``: called while reading and replaying."""
     from tagwatch.clients import s3_client
-    from tagwatch.moderation.bank import BankMatcher, BankStore
+    from tagwatch.moderation.bank_source import BankSource
+    from tagwatch.moderation.bank_store import BankStore
     from tagwatch.moderation.core import ImageSource
     from tagwatch.moderation.ledger import Ledger, LedgerHistory
     from tagwatch.preprocess import DEFAULT_PRESET
@@ -78,7 +79,7 @@ def run_shadow(settings, request: ShadowRequest, *, progress: Callable[[str, int
     try:
         serve_candidate(registry, candidate, client, alias=settings.triton.shadow_alias, timeout_s=request.wait_s)
         scorer = shadow_scorer(settings, candidate, client)
-        banks = BankMatcher(BankStore(s3, settings.s3.buckets.models).load_all())
+        banks = BankSource(BankStore(s3, settings.s3.buckets.models), refresh_s=float("inf")).matcher()
         result = replay(records, scorer=scorer, policy=policy, images=ImageSource(s3, settings.s3.buckets.posts),
                         banks=banks, preset=scorer.preset or DEFAULT_PRESET, ledger=ledger,
                         batch_size=request.batch_size, top_k=request.top_k,
