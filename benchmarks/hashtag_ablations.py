@@ -27,13 +27,13 @@ from tagwatch.data.ingest import ingest_source
 from tagwatch.settings import load_settings
 from tagwatch.stack import Stack, with_stack_endpoints
 from tagwatch.train import runtime
-from tagwatch.train.ablations import Budget, run_seed, separated, summarise
+from tagwatch.train.ablations import Budget, plot_ablations, run_seed, separated, summarise
 from tagwatch.train.effnet import cut_index
 from tagwatch.train.feature_cache import load_or_compute
 from tagwatch.train.models import create_model
 from tagwatch.train.partial import DEFAULT_TRAINABLE_FROM
 
-QUICK_BUDGET = Budget(pretrain_steps=8, finetune_steps=4, batch_size=16)
+QUICK_BUDGET = Budget(pretrain_steps=4, finetune_steps=2, batch_size=16)
 
 
 def ingest(settings, *, quick: bool, work: Path) -> dict:
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, default=0, help="default 3 (2 with --quick)")
     parser.add_argument("--trainable-from", default=DEFAULT_TRAINABLE_FROM)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--plot", help="write the bars-with-CI plot here (e.g. docs/img/hashtag_ablations.png)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     seeds = args.seeds or (2 if args.quick else 3)
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
             Stack(settings).down()
     figures["arms"] = summarise(per_seed)
     figures["decision"] = decide(figures["arms"])
+    if args.plot:
+        figures["plot"] = str(plot_ablations(figures["arms"], Path(args.plot)))
     figures["wall_s"] = round(time.monotonic() - t_start, 1)
     print(json.dumps(figures))
     return figures

@@ -18,7 +18,7 @@ from tagwatch.train.models import build_serving_model, create_model
 
 STEM = "backbone.net._conv_stem.weight"
 LOW_BLOCK = "backbone.net._blocks.3._depthwise_conv.weight"
-TOP_BLOCK = "backbone.net._blocks.12._depthwise_conv.weight"
+TOP_BLOCK = "backbone.net._blocks.15._depthwise_conv.weight"
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +53,7 @@ def test_partial_pretraining_changes_the_features_the_category_head_sees(tmp_pat
     from tagwatch.train.transfer import main as transfer
 
     summary = _pretrain(tmp_path)
-    assert summary["steps"] == 6 and summary["trainable_from"] == "blocks.11"
+    assert summary["steps"] == 6 and summary["trainable_from"] == "blocks.15"
     assert summary["feature_cache"]["sources"] == {"train": "computed"}
     checkpoint = torch.load(tmp_path / "ck" / "pre-partial" / "step-0000006.pt", weights_only=False)
     wheel = load_imagenet_state_dict()
@@ -67,7 +67,7 @@ def test_partial_pretraining_changes_the_features_the_category_head_sees(tmp_pat
                        str(tmp_path / "tr")])
     transferred = torch.load(tmp_path / "ck" / "tr" / "step-0000000.pt", weights_only=False)
     assert transferred["config"]["recipe"] == {
-        "pretrain": "partial", "arch": "efficientnet_lite0", "imagenet_init": True, "trainable_from": "blocks.11",
+        "pretrain": "partial", "arch": "efficientnet_lite0", "imagenet_init": True, "trainable_from": "blocks.15",
         "hashtag_loss": "softmax", "sampling": "sqrt", "steps": 6, "transfer": "probe/lbfgs"}
     metrics = json.loads((tmp_path / "tr" / "holdout" / "metrics.json").read_text())
     assert metrics["recipe"]["pretrain"] == "partial"

@@ -43,9 +43,9 @@ HASHTAG_ARMS = {"hashtag": ("softmax", "sqrt", 0.0), "natural": ("softmax", "nat
 class Budget:
     """Steps and step sizes every arm shares."""
 
-    pretrain_steps: int = 400
-    finetune_steps: int = 100
-    batch_size: int = 64
+    pretrain_steps: int = 150
+    finetune_steps: int = 50
+    batch_size: int = 32
     lr: float = 0.05
     finetune_lr: float = 0.01
     probe_l2: float = 1e-3
@@ -141,3 +141,32 @@ def separated(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def _r(value: float | None) -> float | None:
     return None if value is None else round(float(value), 4)
+
+
+PLOTTED = (("category_map", "holdout category mAP"), ("ap_weapons", "weapons AP"), ("ap_alcohol", "alcohol AP"),
+           ("hashtag_map", "hashtag mAP (all tags)"), ("hashtag_map_rare", "hashtag mAP (rarest third)"))
+
+
+def plot_ablations(arms: dict[str, dict[str, dict[str, Any]]], path: Path) -> Path:
+    """Bars (mean over seeds) with 95 % CI whiskers per arm, one panel per figure of ``PLOTTED``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(4 * len(PLOTTED), 4), sharey=True)
+    for ax, (figure, title) in zip(axes, PLOTTED):
+        names = [a for a in arms if (arms[a].get(figure) or {}).get("mean") is not None]
+        means = [arms[a][figure]["mean"] for a in names]
+        low = [m - (arms[a][figure]["low"] if arms[a][figure]["low"] is not None else m) for a, m in zip(names, means)]
+        high = [(arms[a][figure]["high"] if arms[a][figure]["high"] is not None else m) - m
+                for a, m in zip(names, means)]
+        ax.bar(range(len(names)), means, yerr=[low, high], capsize=3, color="tab:blue", alpha=0.8)
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.set_ylim(0, 1)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

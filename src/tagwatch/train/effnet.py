@@ -108,7 +108,7 @@ def cut_index(trainable_from: str, num_blocks: int) -> int:
     if name == "blocks" and number.isdigit() and int(number) < num_blocks:
         return int(number)
     raise ConfigError(f"bad trainable_from {trainable_from!r}",
-                      hint=f"use stem, head or blocks.N with N < {num_blocks} (e.g. blocks.11: the last two stages)")
+                      hint=f"use stem, head or blocks.N with N < {num_blocks} (blocks.15: the last block; blocks.11: the last two stages)")
 
 
 def lower_stages(backbone: EfficientNetLite0Backbone, images: torch.Tensor, cut: int) -> torch.Tensor:

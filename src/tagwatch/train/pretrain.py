@@ -37,7 +37,7 @@ class PretrainConfig(TrainConfig):
     solver: str = "sgd"
     compile: bool = False
     evaluate: bool = True
-    trainable_from: str = "blocks.11"
+    trainable_from: str = "blocks.15"
 
     @classmethod
     def parser(cls) -> argparse.ArgumentParser:
@@ -59,7 +59,7 @@ def build_parser(prog: str = "tagwatch train pretrain") -> argparse.ArgumentPars
                    "recipe (1/k softmax, sqrt resampling, SGD, checkpoints) on cached activations of the frozen "
                    "lower stages (computed once per dataset version, stored in S3)")
     p.add_argument("--trainable-from", help="partial solver: first trainable part of efficientnet_lite0: blocks.N "
-                   "(blocks.11: the last two stages, minutes on 2 CPU cores), head, or stem (the whole network: GPU)")
+                   "(blocks.15, the default: the last block + head conv, minutes on 2 CPU cores), head, or stem (the whole network: GPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--no-evaluate", dest="evaluate", action="store_false", help="skip val mAP at the end")
     return with_config_defaults(p, PretrainConfig)

@@ -7,7 +7,7 @@ from typing import Any
 
 def recipe_of(*, init: str, pretrain_config: dict[str, Any] | None, mode: str, probe_solver: str) -> dict[str, Any]:
     """``pretrain_config``: the resolved config of the pretraining run ``init`` names (None for ``imagenet`` /
-    ``none``). E.g. {"pretrain": "partial", "trainable_from": "blocks.11", "hashtag_loss": "softmax",
+    ``none``). E.g. {"pretrain": "partial", "trainable_from": "blocks.15", "hashtag_loss": "softmax",
     "sampling": "sqrt", "transfer": "probe/lbfgs"}."""
     transfer = f"probe/{probe_solver}" if mode == "probe" else mode
     if pretrain_config is None:
