@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import IterableDataset
 
-from tagwatch.train.effnet import lower_stages, upper_modules, upper_stages
+from tagwatch.train.effnet import upper_modules, upper_stages
 from tagwatch.train.evaluate import Predictions
 from tagwatch.train.feature_cache import CachedSplit
 from tagwatch.train.loop import LoopConfig, TrainTask, run_training
@@ -183,9 +183,3 @@ def check_partial_arch(arch: str) -> None:
         raise ConfigError(f"the partial solver splits efficientnet_lite0 at a block, not {arch}",
                           hint="use --arch efficientnet_lite0 --pretrained, or --solver sgd")
 
-
-def cached_lower(model: nn.Module, images: torch.Tensor, cut: int) -> torch.Tensor:
-    """``lower_stages`` of ``model``'s backbone (eval, no grad): what the cache holds for ``images``."""
-    model.eval()
-    with torch.no_grad():
-        return lower_stages(model.backbone, images, cut)
