@@ -65,6 +65,7 @@ def lineage_of(checkpoint: dict[str, Any], *, uri: str) -> dict[str, Any]:
         "review_labels": checkpoint.get("review_labels"),  # labels from reviewers in its dataset (None: older runs)
         "arch": config.get("arch"),
         "epoch": checkpoint.get("epoch"),
+        "recipe": (checkpoint.get("config") or {}).get("recipe"),  # how it was trained (train/recipe.py)
     }
 
 

@@ -118,11 +118,15 @@ def evaluate_on_holdout(*, handle, export_dir: Path, out_dir: Path, registry, pr
     gate = decide_promotion(review_rate=figures["review_rate"], review_budget=figures["review_budget"],
                             comparison=comparison, min_improvement=min_improvement).to_dict()
     flag = binary_flag_figures(scored, policy=policy)
+    from tagwatch.export.export import read_export_info
+
+    recipe = (read_export_info(export_dir).get("lineage") or {}).get("recipe")
     report = write_html_report(path=out_dir / "report.html", title=f"tagwatch evaluation on {handle.uri} holdout",
                                candidate=figures, production=production, gate=gate,
                                plots=[out_dir / "pr_curves.png", out_dir / "confusion.png"],
                                extra={"binary_flag": {k: flag[k] for k in ("confusion_matrix", "positives", "images",
-                                                                           "categories")}})
+                                                                           "categories")}},
+                               recipe=recipe)
     summary = clean_json({"metrics": metrics, "figures": figures, "production": production, "gate": gate,
                           "flag": flag, "kfp_metrics": kfp_metrics(figures, gate=gate, production=production),
                           "files": {"metrics": str(out_dir / "metrics.json"), "report": str(report),
@@ -189,10 +193,19 @@ def category_rows(candidate: dict[str, Any], production: dict[str, Any] | None) 
     return rows
 
 
+def describe_recipe(recipe: dict[str, Any] | None) -> str:
+    """One line: how the candidate was trained ("unknown" for models exported before recipes were recorded)."""
+    if not recipe:
+        return "unknown (no recipe in the model's lineage)"
+    return ", ".join(f"{k} {v}" for k, v in recipe.items())
+
+
 def write_html_report(*, path: Path, title: str, candidate: dict[str, Any], production: dict[str, Any] | None,
-                      gate: dict[str, Any], plots: list[Path], extra: dict[str, Any] | None = None) -> Path:
+                      gate: dict[str, Any], plots: list[Path], extra: dict[str, Any] | None = None,
+                      recipe: dict[str, Any] | None = None) -> Path:
     """One self-contained HTML file (plots inlined as base64 PNG): what the Kubeflow UI shows for the step.
-    ``candidate`` / ``production``: ``comparison.model_figures`` of each; ``gate``: ``GateDecision.to_dict()``."""
+    ``candidate`` / ``production``: ``comparison.model_figures`` of each; ``gate``: ``GateDecision.to_dict()``;
+    ``recipe``: how the candidate was trained (its lineage's ``recipe``, ``train/recipe.py``)."""
     verdict = "promote" if gate.get("promote") else "keep production"
     population = html.escape(candidate.get("population") or "")
     overall = (f"<p>{candidate.get('posts', '?')} holdout posts, figures for {population}"
@@ -212,6 +225,7 @@ def write_html_report(*, path: Path, title: str, candidate: dict[str, Any], prod
         f"<p><b>Gate: {verdict}</b> — {html.escape(str(gate.get('reason', '')))}</p>",
         "<ol>" + "".join(f"<li>{html.escape(c)}</li>" for c in gate.get("checks") or []) + "</ol>",
         overall,
+        "<p>Recipe: " + html.escape(describe_recipe(recipe)) + "</p>",
         "<table border=1 cellpadding=4><tr><th>category</th><th>mode</th><th>positives</th><th>chance</th>"
         "<th>AP [95 % CI]</th><th>production AP</th><th>precision at the operating point</th><th>recall</th>"
         "<th>review rate</th><th>auto-remove precision</th><th>why</th></tr>",

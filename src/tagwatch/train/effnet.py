@@ -94,3 +94,53 @@ def create_efficientnet_lite0(*, pretrained: bool, preset_mean: tuple[float, flo
     net._fc = nn.Identity()  # classifier and its dropout are unused (extract_features + our pool)
     net._dropout = nn.Identity()
     return EfficientNetLite0Backbone(net, preset_mean=preset_mean, preset_std=preset_std), NUM_FEATURES
+
+
+# -- the network split at a block, for training its top on cached activations (train/partial.py) --------------
+def cut_index(trainable_from: str, num_blocks: int) -> int:
+    """The first trainable MBConv block: ``stem`` -> -1 (the whole network trains, the cache holds the images),
+    ``blocks.N`` -> N, ``head`` -> ``num_blocks`` (only the head conv trains)."""
+    if trainable_from == "stem":
+        return -1
+    if trainable_from == "head":
+        return num_blocks
+    name, _, number = trainable_from.partition(".")
+    if name == "blocks" and number.isdigit() and int(number) < num_blocks:
+        return int(number)
+    raise ConfigError(f"bad trainable_from {trainable_from!r}",
+                      hint=f"use stem, head or blocks.N with N < {num_blocks} (blocks.15: the last block; blocks.11: the last two stages)")
+
+
+def lower_stages(backbone: EfficientNetLite0Backbone, images: torch.Tensor, cut: int) -> torch.Tensor:
+    """The activations entering block ``cut`` (the preset-normalised images themselves for ``cut`` = -1)."""
+    if cut < 0:
+        return images
+    net = backbone.net
+    x = net._swish(net._bn0(net._conv_stem(images * backbone.scale + backbone.shift)))
+    for idx in range(cut):
+        x = net._blocks[idx](x, drop_connect_rate=_drop_rate(net, idx))
+    return x
+
+
+def upper_stages(backbone: EfficientNetLite0Backbone, x: torch.Tensor, cut: int) -> torch.Tensor:
+    """The rest of ``backbone.forward`` from block ``cut``: ``upper(lower(images)) == backbone(images)``."""
+    if cut < 0:
+        return backbone(x)
+    net = backbone.net
+    for idx in range(cut, len(net._blocks)):
+        x = net._blocks[idx](x, drop_connect_rate=_drop_rate(net, idx))
+    x = net._swish(net._bn1(net._conv_head(x)))
+    return torch.flatten(backbone.pool(x), 1)
+
+
+def upper_modules(backbone: EfficientNetLite0Backbone, cut: int) -> list[nn.Module]:
+    """The modules ``upper_stages`` runs (what trains on cached activations)."""
+    net = backbone.net
+    if cut < 0:
+        return [net]
+    return [*net._blocks[cut:], net._conv_head, net._bn1]
+
+
+def _drop_rate(net: nn.Module, idx: int) -> float:
+    rate = net._global_params.drop_connect_rate  # scaled by depth, as the package's extract_features does
+    return rate * float(idx) / len(net._blocks) if rate else rate

@@ -37,6 +37,7 @@ class PretrainConfig(TrainConfig):
     solver: str = "sgd"
     compile: bool = False
     evaluate: bool = True
+    trainable_from: str = "blocks.15"
 
     @classmethod
     def parser(cls) -> argparse.ArgumentParser:
@@ -51,10 +52,14 @@ def build_parser(prog: str = "tagwatch train pretrain") -> argparse.ArgumentPars
     p.add_argument("--pretrained", action="store_true", help="ImageNet init, offline: efficientnet_lite0 from its "
                    "wheel, torchvision archs from the local torch hub cache")
     p.add_argument("--loss", choices=("softmax", "sigmoid"))
-    p.add_argument("--solver", choices=("sgd", "lbfgs"),
+    p.add_argument("--solver", choices=("sgd", "lbfgs", "partial"),
                    help="sgd: train the whole network; lbfgs: keep the (ImageNet) backbone frozen and fit the hashtag "
                    "head by L-BFGS on features computed once per train image - minutes of CPU instead of hours, "
-                   "one process, no resume")
+                   "one process, no resume; partial: efficientnet_lite0 from --trainable-from on trains with the "
+                   "recipe (1/k softmax, sqrt resampling, SGD, checkpoints) on cached activations of the frozen "
+                   "lower stages (computed once per dataset version, stored in S3)")
+    p.add_argument("--trainable-from", help="partial solver: first trainable part of efficientnet_lite0: blocks.N "
+                   "(blocks.15, the default: the last block + head conv, minutes on 2 CPU cores), head, or stem (the whole network: GPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--no-evaluate", dest="evaluate", action="store_false", help="skip val mAP at the end")
     return with_config_defaults(p, PretrainConfig)
@@ -126,7 +131,13 @@ def _pretrain(cfg: PretrainConfig, info, settings: Settings | None) -> dict:
                       calibrate_steps=cfg.calibrate_steps if resume is None else 0, compile=cfg.compile,
                       progress=cfg.progress)
     task = TrainTask(kind="pretrain", target="hashtags", head="hashtag", loss=cfg.loss)
-    if cfg.solver == "lbfgs":
+    if cfg.solver == "partial":
+        from tagwatch.train.partial_run import pretrain_partial
+
+        summary = pretrain_partial(model=model, cfg=cfg, dataset=dataset, preset=preset, info=info, state=state,
+                                   store=store, loop=loop, task=task, output_dir=output_dir, settings=settings,
+                                   resume=resume)
+    elif cfg.solver == "lbfgs":
         from tagwatch.train.probe_fit import fit_and_save_probe
 
         summary = fit_and_save_probe(model=model, dataset=dataset, preset=preset, info=info, state=state, store=store,

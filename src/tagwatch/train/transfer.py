@@ -28,6 +28,7 @@ from tagwatch.train.loop import LoopConfig, RunState, TrainTask, install_sigterm
 from tagwatch.train.models import create_model, create_model_from_config, model_config
 from tagwatch.train.optim import scaled_lr
 from tagwatch.train.policy_step import calibration_mode, make_policy
+from tagwatch.train.recipe import recipe_of
 from tagwatch.train.report import clean_json, write_report
 
 log = logging.getLogger("tagwatch.train")
@@ -139,6 +140,7 @@ def _transfer(cfg: TransferConfig, info, settings: Settings | None) -> dict:
 
         preset = Preset.from_dict(base_config["preset"])
         parent = {"run_id": pretrained["run_id"], "checkpoint": cfg.init, "manifest_hash": pretrained["manifest_hash"]}
+        pretrain_config = pretrained.get("config") or {}
     else:
         create_kwargs = {"width": cfg.width} if cfg.arch == "tiny_cnn" else {}
         preset = runtime.preset_for(cfg.image_size)
@@ -147,6 +149,7 @@ def _transfer(cfg: TransferConfig, info, settings: Settings | None) -> dict:
         model = create_model(cfg.arch, dataset.manifest.num_labels, num_categories=len(categories),
                              pretrained=cfg.init == "imagenet", **create_kwargs)
         parent = {"imagenet": cfg.arch} if cfg.init == "imagenet" else None
+        pretrain_config = None
     if cfg.mode == "probe":
         torch.nn.init.zeros_(model.category_head.weight)
         torch.nn.init.zeros_(model.category_head.bias)
@@ -156,7 +159,9 @@ def _transfer(cfg: TransferConfig, info, settings: Settings | None) -> dict:
     store = runtime.checkpoint_store(cfg.checkpoint_root, run_id, settings)
     resume = store.load("latest") if cfg.resume == "latest" else (load_checkpoint_uri(cfg.resume, s3=settings.s3) if cfg.resume else None)
     resolved = {**asdict(cfg), "run_id": run_id, "steps": steps, "lr": lr, "global_batch": global_batch,
-                "world_size": info.world_size, "dataset_uri": dataset.uri, "parent": parent, "preset": preset.to_dict()}
+                "world_size": info.world_size, "dataset_uri": dataset.uri, "parent": parent, "preset": preset.to_dict(),
+                "recipe": recipe_of(init=cfg.init, pretrain_config=pretrain_config, mode=cfg.mode,
+                                    probe_solver=cfg.probe_solver)}
     state = RunState(run_id=run_id, model_config=base_config, config=resolved, manifest_hash=dataset.manifest.content_hash,
                      vocabulary_version=dataset.manifest.vocabulary_version, samples_per_epoch=dataset.split_samples("train"),
                      review_labels=dataset.manifest.review_label_count)
@@ -205,7 +210,8 @@ def _transfer(cfg: TransferConfig, info, settings: Settings | None) -> dict:
         holdout = predict(model, dataset.stream(split="holdout", preset=preset, config=eval_config), device=info.device)
         metrics = write_report(holdout, category_names=categories, policy=policy, out_dir=output_dir / "holdout",
                                split="holdout", duplicates=dataset.duplicates(), manifest=dataset.manifest,
-                               extra={"run_id": run_id, "mode": cfg.mode, "init": cfg.init})
+                               extra={"run_id": run_id, "mode": cfg.mode, "init": cfg.init,
+                                      "recipe": resolved["recipe"]})
         store.put_json("holdout-metrics.json", metrics)
         result.update({"policy": policy, "holdout": metrics, "output_dir": str(output_dir)})
         write_json(output_dir / "summary.json", clean_json({k: v for k, v in result.items() if k != "policy"}))
