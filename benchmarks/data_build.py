@@ -1,6 +1,11 @@
 """Benchmark: ingest a source and build the dataset on a private embedded stack; print ONE JSON line.
 
-    PYTHONPATH=src python benchmarks/data_build.py [--source openclipart] [--limit N] [--workers N]
+    PYTHONPATH=src python benchmarks/data_build.py [--source openclipart] [--limit N] [--workers N] [--scale-posts N]
+
+Map/reduce figures (``mapreduce``): ``--scale-posts`` synthetic posts built with 1 and with 2 map tasks (each step
+in a child process of its own, as a pipeline pod would be: wall seconds and peak RSS per task), the manifest
+digests (identical), and the same build on 2x the posts (per-task RSS should stay flat: the map tasks stream).
+Per-core rates (``rates``, one thread): JPEG decode, PDQ, shard tar write, PDQ index build and query.
 
 Figures: ingest posts/s (all render workers, with uploads) against a baseline of one process rendering
 ``--baseline-items`` items with no upload (ratio = speed-up of the pipeline), build seconds, the rerun (no-op)
@@ -23,10 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--baseline-items", type=int, default=100)
+    parser.add_argument("--scale-posts", type=int, default=400, help="synthetic posts of the map/reduce figures")
     args = parser.parse_args(argv)
 
     from tagwatch.clients import s3_client
-    from tagwatch.data.build import BuildConfig, build_dataset
+    from tagwatch.data.build import BuildConfig
+    from tagwatch.data.mapreduce import build_dataset
     from tagwatch.data.ingest import ingest_source, render_outcome
     from tagwatch.data.sources import get_source
     from tagwatch.data.wordnet import load_wordnet
@@ -50,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             posts, datasets = settings.s3.buckets.posts, settings.s3.buckets.datasets
             t = time.monotonic()
             ingest = ingest_source(client=client, bucket=posts, source=args.source, limit=args.limit,
+                                   author_key=settings.privacy.author_key,
                                    workers=args.workers)
             ingest_s = time.monotonic() - t
             t = time.monotonic()
@@ -59,12 +67,14 @@ def main(argv: list[str] | None = None) -> int:
             build_s = time.monotonic() - t
             t = time.monotonic()
             again = ingest_source(client=client, bucket=posts, source=args.source, limit=args.limit,
+                                   author_key=settings.privacy.author_key,
                                   workers=args.workers)
             rerun_ingest_s = time.monotonic() - t
             t = time.monotonic()
             rebuild = build_dataset(client=client, posts_bucket=posts, datasets_bucket=datasets,
                                     config=BuildConfig(), wordnet=wordnet)
             rerun_build_s = time.monotonic() - t
+            figures["mapreduce"] = mapreduce_figures(settings, client, args.scale_posts)
         finally:
             stack.down()
 
@@ -90,8 +100,131 @@ def main(argv: list[str] | None = None) -> int:
         build_skipped=report.skipped,
         version=report.version,
     )
+    figures["rates"] = per_core_rates()
     print(json.dumps(figures))
     return 0
+
+
+def _step(kind: str, s3, plan_uri: str, index: int, out) -> None:
+    """One build step in a child process; sends (wall seconds, peak RSS MiB) back."""
+    import resource
+
+    from tagwatch.clients import s3_client
+    from tagwatch.data import mapreduce
+    from tagwatch.data.wordnet import load_wordnet
+
+    client = s3_client(s3)
+    t = time.monotonic()
+    if kind == "map":
+        mapreduce.map_range(client=client, plan_uri=plan_uri, index=index)
+    elif kind == "reduce":
+        mapreduce.reduce_build(client=client, plan_uri=plan_uri, wordnet=load_wordnet())
+    elif kind == "write":
+        mapreduce.write_shards_of(client=client, plan_uri=plan_uri, index=index)
+    out.put((round(time.monotonic() - t, 2), round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)))
+
+
+def _in_child(kind: str, s3, plan_uri: str, index: int = 0) -> dict:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_step, args=(kind, s3, plan_uri, index, queue))
+    process.start()
+    seconds, rss = queue.get()
+    process.join()
+    return {"seconds": seconds, "peak_rss_mib": rss}
+
+
+def build_in_tasks(settings, client, posts: str, map_tasks: int) -> dict:
+    """Plan here; each map, the reduce and each shard writer in a child process; finalize here."""
+    from tagwatch.data import mapreduce
+    from tagwatch.data.build import BuildConfig
+    from tagwatch.data.wordnet import load_wordnet
+
+    datasets = f"bench-datasets-{posts}-{map_tasks}"
+    client.create_bucket(Bucket=datasets)
+    t = time.monotonic()
+    plan = mapreduce.plan_build(client=client, posts_bucket=posts, datasets_bucket=datasets, config=BuildConfig(),
+                                wordnet=load_wordnet(), map_tasks=map_tasks)
+    plan_s = round(time.monotonic() - t, 2)
+    maps = [_in_child("map", settings.s3, plan["plan_uri"], i) for i in plan["ranges"]]
+    reduce = _in_child("reduce", settings.s3, plan["plan_uri"])
+    writes = [_in_child("write", settings.s3, plan["plan_uri"], i) for i in plan["ranges"]]
+    report = mapreduce.finalize_build(client=client, plan_uri=plan["plan_uri"])
+    from tagwatch.data.shards import read_manifest
+
+    manifest = read_manifest(client=client, bucket=datasets, name=report.name, version=report.version)
+    return {"map_tasks": map_tasks, "digest": manifest.content_hash, "plan_seconds": plan_s, "map": maps,
+            "reduce": reduce, "write_shards": writes, "samples": sum(report.splits.values()),
+            "wall_seconds": round(time.monotonic() - t, 2)}
+
+
+def mapreduce_figures(settings, client, posts_n: int) -> dict:
+    from tagwatch.data.ingest import ingest_source
+
+    figures: dict = {}
+    for scale in (1, 2):
+        posts = f"bench-posts-x{scale}"
+        client.create_bucket(Bucket=posts)
+        ingest_source(client=client, bucket=posts, source="synthetic", limit=posts_n * scale,
+                      author_key=settings.privacy.author_key)
+        runs = [build_in_tasks(settings, client, posts, n) for n in (1, 2)]
+        figures[f"x{scale}"] = {"posts": posts_n * scale, "runs": runs,
+                                "identical_digest": len({run["digest"] for run in runs}) == 1}
+    return figures
+
+
+def per_core_rates(n: int = 200) -> dict:
+    """Items per second on one thread: JPEG decode, PDQ hash, shard tar write (MB/s too), PDQ index build/query."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from tagwatch.data.ingest import compute_pdq
+    from tagwatch.data.manifest import ShardSample
+    from tagwatch.data.shards import write_tar
+    from tagwatch.data.sources import SourceItem, synthetic
+    from tagwatch.moderation.pdq_index import PdqIndex
+
+    jpegs = []
+    for i in range(50):
+        image = synthetic.render_item(SourceItem("synthetic", f"seed1/{i}", {"seed": 1, "index": i})).image
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, "JPEG", quality=90)
+        jpegs.append(buffer.getvalue())
+    t = time.monotonic()
+    images = [Image.open(io.BytesIO(jpegs[i % 50])).convert("RGB") for i in range(n)]
+    decode = n / (time.monotonic() - t)
+    t = time.monotonic()
+    for image in images:
+        compute_pdq(image)
+    pdq = n / (time.monotonic() - t)
+    sample = ShardSample(post_id="p", labels=[1], categories=["other"], weight=1.0, sha256="0" * 64, source="s")
+    t = time.monotonic()
+    tar = write_tar((sample.model_copy(update={"post_id": f"p{i}"}), jpegs[i % 50]) for i in range(n * 5))
+    write_s = time.monotonic() - t
+    rng = np.random.default_rng(0)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(1)  # per core
+    except ImportError:
+        pass
+    rates = {"jpeg_decode_per_s": round(decode), "pdq_per_s": round(pdq), "shard_write_samples_per_s":
+             round(n * 5 / write_s), "shard_write_mb_per_s": round(len(tar) / write_s / 1e6, 1),
+             "mean_jpeg_kb": round(sum(map(len, jpegs)) / len(jpegs) / 1024, 1)}
+    for size in (100_000, 1_000_000):
+        codes = rng.integers(0, 256, size=(size, 32), dtype=np.uint8)
+        t = time.monotonic()
+        index = PdqIndex(np.arange(size), codes, radius=31)
+        rates[f"index_build_codes_per_s_{size}"] = round(size / (time.monotonic() - t))
+        queries = codes[:2000] ^ rng.integers(0, 2, size=(2000, 32), dtype=np.uint8)
+        t = time.monotonic()
+        index.search_codes(queries)
+        rates[f"index_queries_per_s_{size}"] = round(2000 / (time.monotonic() - t))
+    return rates
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def test_pretrain_and_deploy_has_every_step() -> None:
     # the data build fans out: one hash-posts and one write-shards task per range the plan returns
     for loop, inner in (("for-loop-1", "hash-posts"), ("for-loop-2", "write-shards")):
         iterator = tasks[loop]["parameterIterator"]
-        assert iterator["items"] == {"inputParameter": "pipelinechannel--plan-dataset-ranges"}
+        assert iterator["items"] == {"inputParameter": "pipelinechannel--plan-dataset-Output"}
         assert set(spec_doc["components"][tasks[loop]["componentRef"]["name"]]["dag"]["tasks"]) == {inner}
     collected = tasks["reduce-dataset"]["inputs"]["parameters"]["hashed"]
     assert collected["taskOutputParameter"]["producerTask"] == "for-loop-1"  # dsl.Collected over the map tasks

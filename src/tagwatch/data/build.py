@@ -1,5 +1,9 @@
 """`tagwatch data build`: posts in S3 -> vocabulary, splits, PDQ dedup, sqrt weights, shards, sealed manifest.
 
+This module holds what the build decides (config, reading and screening the posts, split, labels, weights); the
+steps run as map/reduce (``tagwatch.data.mapreduce``: plan -> hash ranges -> reduce -> write shards -> seal), in one
+process or as pipeline tasks, with the same result for any number of ranges.
+
 Steps: read every post (index + one listing per source) -> skip invalid posts and captions without hashtags
 (counted by reason) -> leave out posts whose training consent does not allow it and posts on the erasure list
 (tagwatch.privacy; counted by reason in the manifest) -> version = hash of the inputs and the config (same inputs, same version: a rerun finds its

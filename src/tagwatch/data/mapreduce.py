@@ -61,7 +61,8 @@ def plan_ranges(total: int, n: int) -> list[tuple[int, int]]:
 
 def plan_build(*, client: Any, posts_bucket: str, datasets_bucket: str, config: BuildConfig, wordnet: Any,
                map_tasks: int = 1, ledger_bucket: str = "") -> dict:
-    """Step 1. Returns {plan_uri, ranges (task indices to fan out over), dataset "name/version", up_to_date}."""
+    """Step 1. Returns {plan_uri, ranges (task indices to fan out over), tasks (one ``task_item`` per range: what a
+    pipeline fans out over), dataset "name/version", up_to_date}."""
     t0 = time.monotonic()
     inputs = read_inputs(client=client, posts_bucket=posts_bucket, datasets_bucket=datasets_bucket, config=config,
                          ledger_bucket=ledger_bucket)
@@ -86,8 +87,24 @@ def plan_build(*, client: Any, posts_bucket: str, datasets_bucket: str, config: 
         "source_posts": dict(Counter(post.source for post in inputs.posts)),
         "consent": inputs.consent.model_dump(mode="json"), "reviews": reviews_to_json(inputs.reviews),
     })
-    return {"plan_uri": f"s3://{datasets_bucket}/{plan_key}", "ranges": list(range(len(ranges) or 1)),
+    plan_uri = f"s3://{datasets_bucket}/{plan_key}"
+    indices = list(range(len(ranges) or 1))
+    return {"plan_uri": plan_uri, "ranges": indices, "tasks": [task_item(plan_uri, i) for i in indices],
             "dataset": f"{config.name}/{report.version}", "up_to_date": inputs.up_to_date}
+
+
+def task_item(plan_uri: str, index: int) -> str:
+    """One fan-out item, ``<plan_uri>#<index>``: a single string carries both, because a loop over one task's
+    plain list output is what every runner (kfp.local included) resolves."""
+    return f"{plan_uri}#{index}"
+
+
+def parse_task_item(item: str) -> tuple[str, int]:
+    """(plan_uri, index) of a ``task_item``."""
+    plan_uri, _, index = str(item).rpartition("#")
+    if not plan_uri or not index.isdigit():
+        raise ConfigError(f"{item!r} is not a build task item", hint="pass an item of the plan step's list")
+    return plan_uri, int(index)
 
 
 def _plan(client: Any, plan_uri: str) -> tuple[str, str, dict]:

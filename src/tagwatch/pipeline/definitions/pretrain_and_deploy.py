@@ -39,15 +39,14 @@ def build_dataset_map_reduce(*, posts, map_tasks, **request):
     loop): plan -> hash each range -> reduce (collects every range) -> write each writer's shards -> seal (collects
     every writer). Returns the sealing task (its ``dataset`` output is what training reads)."""
     plan_task = configure_task(plan_dataset(posts=posts, map_tasks=map_tasks, **request), cpu="1", memory="4Gi")
-    uri = plan_task.outputs["plan_uri"]
-    with dsl.ParallelFor(plan_task.outputs["ranges"], name="hash-ranges") as index:
-        hash_task = configure_task(hash_posts(plan_uri=uri, index=index), cpu="2", memory="2Gi")
-    reduce_task = configure_task(reduce_dataset(plan_uri=uri, hashed=dsl.Collected(hash_task.output)), cpu="1",
-                                 memory="8Gi")
-    with dsl.ParallelFor(plan_task.outputs["ranges"], name="write-shard-sets") as index:
-        write_task = configure_task(write_shards(plan_uri=uri, reduced=reduce_task.output, index=index), cpu="2",
-                                    memory="2Gi")
-    return configure_task(build_dataset(plan_uri=uri, written=dsl.Collected(write_task.output)), memory="2Gi")
+    with dsl.ParallelFor(plan_task.output, name="hash-ranges") as item:
+        hash_task = configure_task(hash_posts(item=item), cpu="2", memory="2Gi")
+    reduce_task = configure_task(reduce_dataset(tasks=plan_task.output, hashed=dsl.Collected(hash_task.output)),
+                                 cpu="1", memory="8Gi")
+    with dsl.ParallelFor(plan_task.output, name="write-shard-sets") as item:
+        write_task = configure_task(write_shards(item=item, reduced=reduce_task.output), cpu="2", memory="2Gi")
+    return configure_task(build_dataset(tasks=plan_task.output, written=dsl.Collected(write_task.output)),
+                          memory="2Gi")
 
 
 @dsl.pipeline(name="tagwatch-pretrain-and-deploy", description=__doc__.splitlines()[0])

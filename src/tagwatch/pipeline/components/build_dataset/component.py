@@ -5,11 +5,11 @@ from tagwatch.pipeline.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def build_dataset(plan_uri: str, written: list, dataset: Output[Dataset], summary: Output[Markdown]):
+def build_dataset(tasks: list, written: list, dataset: Output[Dataset], summary: Output[Markdown]):
     """Seal the map/reduce dataset build: vocabulary, dedup report, post index, the sealed manifest, latest.json.
 
     Args:
-        plan_uri: The plan step's plan (s3://.../_build/N/plan.json).
+        tasks: The plan step's list ("<plan_uri>#<range index>" per range).
         written: The shard writers' exchange files (collected: orders this step after every writer).
         dataset: The build report (JSON); metadata: dataset ("NAME/VERSION"), uri, splits, vocabulary_size.
         summary: Splits, vocabulary and holdout positives as Markdown.
@@ -18,7 +18,7 @@ def build_dataset(plan_uri: str, written: list, dataset: Output[Dataset], summar
 
     from tagwatch.pipeline import steps
 
-    report = steps.build_dataset(plan_uri=plan_uri)
+    report = steps.build_dataset(tasks=[str(t) for t in tasks])
     with open(dataset.path, "w") as handle:
         json.dump(report, handle, indent=1, default=str)
     dataset.metadata.update({"dataset": report["dataset"], "uri": report["manifest_uri"], "splits": report["splits"],

@@ -4,16 +4,15 @@ from tagwatch.pipeline.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def hash_posts(plan_uri: str, index: int) -> str:
+def hash_posts(item: str) -> str:
     """Map task of the dataset build: fetch, check and PDQ-hash one range's images (streamed, bounded memory).
 
     Args:
-        plan_uri: The plan step's plan (s3://.../_build/N/plan.json).
-        index: Which range.
+        item: One item of the plan step's list: "<plan_uri>#<range index>".
 
     Returns:
         The exchange file it wrote (the range's hashes and hashtag counts).
     """
     from tagwatch.pipeline import steps
 
-    return steps.hash_posts(plan_uri=plan_uri, index=index)
+    return steps.hash_posts(item=item)

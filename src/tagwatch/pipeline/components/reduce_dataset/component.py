@@ -4,11 +4,11 @@ from tagwatch.pipeline.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def reduce_dataset(plan_uri: str, hashed: list) -> str:
+def reduce_dataset(tasks: list, hashed: list) -> str:
     """Reduce of the dataset build: merge the ranges, PDQ dedup (exact index), vocabulary, labels, shard plan.
 
     Args:
-        plan_uri: The plan step's plan (s3://.../_build/N/plan.json).
+        tasks: The plan step's list ("<plan_uri>#<range index>" per range).
         hashed: The map tasks' exchange files (collected: orders this step after every map task).
 
     Returns:
@@ -16,4 +16,4 @@ def reduce_dataset(plan_uri: str, hashed: list) -> str:
     """
     from tagwatch.pipeline import steps
 
-    return steps.reduce_dataset(plan_uri=plan_uri)
+    return steps.reduce_dataset(tasks=[str(t) for t in tasks])
