@@ -3,8 +3,10 @@
     PYTHONPATH=src python benchmarks/data_build.py [--source openclipart] [--limit N] [--workers N] [--scale-posts N]
 
 Map/reduce figures (``mapreduce``): ``--scale-posts`` synthetic posts built with 1 and with 2 map tasks (each step
-in a child process of its own, as a pipeline pod would be: wall seconds and peak RSS per task), the manifest
-digests (identical), and the same build on 2x the posts (per-task RSS should stay flat: the map tasks stream).
+in a child process of its own, as a pipeline pod would be: seconds, peak RSS (VmHWM) and the peak above the RSS the
+step started with, per task), the manifest digests (identical), and the same build on 2x the posts (a map task's
+added memory should stay flat: it streams; the reduce's grows with the posts, it holds their hashes and labels).
+``--skip-ingest-figures`` leaves out the ingest/build figures of ``--source``.
 Per-core rates (``rates``, one thread): JPEG decode, PDQ, shard tar write, PDQ index build and query.
 
 Figures: ingest posts/s (all render workers, with uploads) against a baseline of one process rendering
@@ -28,25 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--baseline-items", type=int, default=100)
-    parser.add_argument("--scale-posts", type=int, default=400, help="synthetic posts of the map/reduce figures")
+    parser.add_argument("--scale-posts", type=int, default=2000, help="synthetic posts of the map/reduce figures")
+    parser.add_argument("--skip-ingest-figures", action="store_true")
     args = parser.parse_args(argv)
 
     from tagwatch.clients import s3_client
-    from tagwatch.data.build import BuildConfig
-    from tagwatch.data.mapreduce import build_dataset
-    from tagwatch.data.ingest import ingest_source, render_outcome
-    from tagwatch.data.sources import get_source
-    from tagwatch.data.wordnet import load_wordnet
     from tagwatch.settings import load_settings
     from tagwatch.stack import Stack, with_stack_endpoints
 
     figures: dict = {"source": args.source, "limit": args.limit}
-    baseline_items = get_source(args.source).list_items(limit=args.baseline_items)
-    t = time.monotonic()
-    for item in baseline_items:
-        render_outcome(item)
-    figures["baseline_serial_render_posts_per_s"] = round(len(baseline_items) / (time.monotonic() - t), 2)
-
     with tempfile.TemporaryDirectory(prefix="tagwatch-bench-") as state:
         settings = load_settings(paths={"state_dir": Path(state)}, stack={"free_ports": True})
         stack = Stack(settings)
@@ -54,30 +46,48 @@ def main(argv: list[str] | None = None) -> int:
         try:
             settings = with_stack_endpoints(settings)
             client = s3_client(settings.s3)
-            posts, datasets = settings.s3.buckets.posts, settings.s3.buckets.datasets
-            t = time.monotonic()
-            ingest = ingest_source(client=client, bucket=posts, source=args.source, limit=args.limit,
-                                   author_key=settings.privacy.author_key,
-                                   workers=args.workers)
-            ingest_s = time.monotonic() - t
-            t = time.monotonic()
-            wordnet = load_wordnet()
-            report = build_dataset(client=client, posts_bucket=posts, datasets_bucket=datasets,
-                                   config=BuildConfig(), wordnet=wordnet)
-            build_s = time.monotonic() - t
-            t = time.monotonic()
-            again = ingest_source(client=client, bucket=posts, source=args.source, limit=args.limit,
-                                   author_key=settings.privacy.author_key,
-                                  workers=args.workers)
-            rerun_ingest_s = time.monotonic() - t
-            t = time.monotonic()
-            rebuild = build_dataset(client=client, posts_bucket=posts, datasets_bucket=datasets,
-                                    config=BuildConfig(), wordnet=wordnet)
-            rerun_build_s = time.monotonic() - t
+            if not args.skip_ingest_figures:
+                figures.update(ingest_figures(settings, client, args))
             figures["mapreduce"] = mapreduce_figures(settings, client, args.scale_posts)
         finally:
             stack.down()
+    figures["rates"] = per_core_rates()
+    print(json.dumps(figures))
+    return 0
 
+
+def ingest_figures(settings, client, args) -> dict:
+    """Ingest ``--source`` and build it in one process: rates, seconds, reruns (no-ops), what the build found."""
+    from tagwatch.data.build import BuildConfig
+    from tagwatch.data.ingest import ingest_source, render_outcome
+    from tagwatch.data.mapreduce import build_dataset
+    from tagwatch.data.sources import get_source
+    from tagwatch.data.wordnet import load_wordnet
+
+    figures: dict = {}
+    baseline_items = get_source(args.source).list_items(limit=args.baseline_items)
+    t = time.monotonic()
+    for item in baseline_items:
+        render_outcome(item)
+    figures["baseline_serial_render_posts_per_s"] = round(len(baseline_items) / (time.monotonic() - t), 2)
+    posts, datasets = settings.s3.buckets.posts, settings.s3.buckets.datasets
+    t = time.monotonic()
+    ingest = ingest_source(client=client, bucket=posts, source=args.source, limit=args.limit,
+                           author_key=settings.privacy.author_key, workers=args.workers)
+    ingest_s = time.monotonic() - t
+    t = time.monotonic()
+    wordnet = load_wordnet()
+    report = build_dataset(client=client, posts_bucket=posts, datasets_bucket=datasets, config=BuildConfig(),
+                           wordnet=wordnet)
+    build_s = time.monotonic() - t
+    t = time.monotonic()
+    again = ingest_source(client=client, bucket=posts, source=args.source, limit=args.limit,
+                          author_key=settings.privacy.author_key, workers=args.workers)
+    rerun_ingest_s = time.monotonic() - t
+    t = time.monotonic()
+    rebuild = build_dataset(client=client, posts_bucket=posts, datasets_bucket=datasets, config=BuildConfig(),
+                            wordnet=wordnet)
+    rerun_build_s = time.monotonic() - t
     rate = ingest.ingested / ingest_s if ingest_s else 0.0
     figures.update(
         posts=ingest.posts_total,
@@ -100,28 +110,37 @@ def main(argv: list[str] | None = None) -> int:
         build_skipped=report.skipped,
         version=report.version,
     )
-    figures["rates"] = per_core_rates()
-    print(json.dumps(figures))
-    return 0
+    return figures
+
+
+def _memory_mib(field: str) -> float:
+    """VmRSS / VmHWM of this process (per address space: unlike ru_maxrss, not carried over from the parent)."""
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
 
 
 def _step(kind: str, s3, plan_uri: str, index: int, out) -> None:
-    """One build step in a child process; sends (wall seconds, peak RSS MiB) back."""
-    import resource
-
+    """One build step in a child process; sends back its seconds, peak RSS and the peak above its RSS at start
+    (after imports, client and WordNet: what the step itself added)."""
     from tagwatch.clients import s3_client
     from tagwatch.data import mapreduce
     from tagwatch.data.wordnet import load_wordnet
 
     client = s3_client(s3)
+    wordnet = load_wordnet() if kind == "reduce" else None
+    start_rss = _memory_mib("VmRSS")
     t = time.monotonic()
     if kind == "map":
         mapreduce.map_range(client=client, plan_uri=plan_uri, index=index)
     elif kind == "reduce":
-        mapreduce.reduce_build(client=client, plan_uri=plan_uri, wordnet=load_wordnet())
+        mapreduce.reduce_build(client=client, plan_uri=plan_uri, wordnet=wordnet)
     elif kind == "write":
         mapreduce.write_shards_of(client=client, plan_uri=plan_uri, index=index)
-    out.put((round(time.monotonic() - t, 2), round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)))
+    peak = _memory_mib("VmHWM")
+    out.put({"seconds": round(time.monotonic() - t, 2), "peak_rss_mib": peak,
+             "step_added_mib": round(peak - start_rss, 1)})
 
 
 def _in_child(kind: str, s3, plan_uri: str, index: int = 0) -> dict:
@@ -131,9 +150,9 @@ def _in_child(kind: str, s3, plan_uri: str, index: int = 0) -> dict:
     queue = context.Queue()
     process = context.Process(target=_step, args=(kind, s3, plan_uri, index, queue))
     process.start()
-    seconds, rss = queue.get()
+    figures = queue.get()
     process.join()
-    return {"seconds": seconds, "peak_rss_mib": rss}
+    return figures
 
 
 def build_in_tasks(settings, client, posts: str, map_tasks: int) -> dict:

@@ -11,7 +11,8 @@ import secrets
 import pytest
 
 from tagwatch.data.build_request import BuildRequest
-from tagwatch.data.mapreduce import build_dataset, plan_ranges
+from tagwatch.data.mapreduce import build_dataset, parse_task_item, plan_ranges, task_item
+from tagwatch.errors import ConfigError
 from tagwatch.data.shards import dataset_prefix, read_manifest
 from tagwatch.data.wordnet import load_wordnet
 from tests.conftest import run_cli
@@ -43,6 +44,13 @@ def test_plan_ranges_cover_every_post_once() -> None:
             ranges = plan_ranges(total, n)
             assert [i for start, stop in ranges for i in range(start, stop)] == list(range(total))
             assert len(ranges) == max(1, min(n, total))
+
+
+def test_task_items_carry_the_plan_and_the_index() -> None:
+    uri = "s3://datasets/hashtags/v1/_build/2/plan.json"
+    assert parse_task_item(task_item(uri, 1)) == (uri, 1)
+    with pytest.raises(ConfigError):
+        parse_task_item("s3://datasets/plan.json")
 
 
 @pytest.mark.slow
