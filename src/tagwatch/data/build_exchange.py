@@ -6,10 +6,11 @@ the inputs and the config, so the folder is content-addressed: a rerun of the sa
     plan.json               the config, the version's inputs read once (consent, source versions, review outcomes),
                             the report so far and the number of posts in each range
     range-NNNNN.jsonl       one prepared post per line (record, hashtag keys, categories, split): a map task's input
-    hashed-NNNNN.json       what map task NNNNN found: per post its hashes, the range's skips and hashtag-key counts
+    hashed-NNNNN.jsonl      what map task NNNNN kept: one post per line with its hashes
+    hashed-NNNNN.json       and its summary: the range's skips by reason and its counts of train hashtag-key sets
     review/<sha256>.jpg     reviewed images the reduce added to train (re-encoded JPEG), for the shard writers
     reduce.json             the reduce's result: vocabulary, dedup report, review counts, sources, the shard count
-    shards-NNNNN.json       the shards (samples and image addresses) shard writer NNNNN writes
+    shards-NNNNN.jsonl      the shards (samples and image addresses) shard writer NNNNN writes, one per line
     written-NNNNN.json      the ShardInfo of each shard it wrote
 
 Nothing here is read by the trainer: ``manifest.json`` and the files it names are the dataset.
@@ -18,6 +19,7 @@ Nothing here is read by the trainer: ``manifest.json`` and the files it names ar
 from __future__ import annotations
 
 import json
+import tempfile
 from collections import Counter
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -63,8 +65,13 @@ def get_json(client: Any, bucket: str, key: str) -> Any:
 
 
 def put_lines(client: Any, bucket: str, key: str, rows: Iterable[Any]) -> None:
-    body = "".join(json.dumps(row, sort_keys=True, default=str) + "\n" for row in rows).encode()
-    client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/x-ndjson")
+    """JSON lines, spooled to a local temporary file as ``rows`` are produced and then uploaded (multipart when
+    large): the writer never holds the file in memory."""
+    with tempfile.TemporaryFile() as spool:
+        for row in rows:
+            spool.write(json.dumps(row, sort_keys=True, default=str).encode() + b"\n")
+        spool.seek(0)
+        client.upload_fileobj(spool, bucket, key, ExtraArgs={"ContentType": "application/x-ndjson"})
 
 
 def iter_lines(client: Any, bucket: str, key: str) -> Iterator[Any]:

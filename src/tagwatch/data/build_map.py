@@ -15,8 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from tagwatch.data import posts as store
 from tagwatch.data.build import Progress, hashed
-from tagwatch.data.build_exchange import (get_json, iter_lines, prepared_from_json, prepared_to_json, put_json,
-                                          task_key)
+from tagwatch.data.build_exchange import iter_lines, prepared_from_json, prepared_to_json, put_json, put_lines, task_key
 from tagwatch.data.manifest import ShardInfo, ShardSample
 from tagwatch.data.shards import upload_shard, write_tar
 from tagwatch.errors import ManifestError
@@ -54,8 +53,9 @@ def read_image(client: Any, uri: str, sha256: str) -> tuple[bytes | None, str | 
 def hash_range(*, client: Any, bucket: str, folder: str, index: int, threads: int, total: int = 0,
                progress: Progress | None = None) -> str:
     """Map phase 1 over range ``index``: fetch each post's image, check its sha256, PDQ-hash it when the post has
-    no hash; write ``hashed-NNNNN.json`` (the kept posts with their hashes, the skips by reason, and the range's
-    counts of train hashtag-key sets, which the reduce merges into the vocabulary). Returns its key."""
+    no hash; write ``hashed-NNNNN.jsonl`` (the kept posts with their hashes, streamed out as they come) and
+    ``hashed-NNNNN.json`` (the skips by reason and the range's counts of train hashtag-key sets, which the reduce
+    merges into the vocabulary). Returns the summary's key."""
 
     def fetch(row: dict) -> tuple[dict, str | None]:
         item = prepared_from_json(row)
@@ -65,21 +65,24 @@ def hash_range(*, client: Any, bucket: str, folder: str, index: int, threads: in
         image = hashed(item)  # the post's own PDQ, or one computed here from the bytes
         return {**prepared_to_json(item), "dedup_pdq": image.pdq, "dedup_quality": image.quality}, None
 
-    kept: list[dict] = []
     skipped: Counter[str] = Counter()
     keysets: Counter[tuple[str, ...]] = Counter()
-    rows = iter_lines(client, bucket, task_key(folder, "range", index, "jsonl"))
-    for done, (row, problem) in enumerate(fetch_in_order(rows, fetch, threads=threads), 1):
-        if problem:
-            skipped[problem] += 1
-            continue
-        kept.append(row)
-        if row["split"] == "train":
-            keysets[tuple(row["keys"])] += 1
-        if progress and (done % 100 == 0 or done == total):
-            progress(f"hash range {index}", done, total)
+
+    def kept() -> Iterator[dict]:
+        rows = iter_lines(client, bucket, task_key(folder, "range", index, "jsonl"))
+        for done, (row, problem) in enumerate(fetch_in_order(rows, fetch, threads=threads), 1):
+            if progress and (done % 100 == 0 or done == total):
+                progress(f"hash range {index}", done, total)
+            if problem:
+                skipped[problem] += 1
+                continue
+            if row["split"] == "train":
+                keysets[tuple(row["keys"])] += 1
+            yield row
+
+    put_lines(client, bucket, task_key(folder, "hashed", index, "jsonl"), kept())
     key = task_key(folder, "hashed", index)
-    put_json(client, bucket, key, {"index": index, "posts": kept, "skipped": dict(skipped),
+    put_json(client, bucket, key, {"index": index, "skipped": dict(skipped),
                                    "train_keysets": [[list(k), n] for k, n in sorted(keysets.items())]})
     return key
 
@@ -109,12 +112,11 @@ def shard_jobs(samples: dict[str, list[tuple[ShardSample, str]]], *, config: Any
 
 
 def write_range_shards(*, client: Any, bucket: str, datasets_prefix: str, folder: str, index: int, threads: int,
-                       progress: Progress | None = None) -> str:
-    """Map phase 2: write the shards the reduce gave writer ``index`` (``shards-NNNNN.json``), one at a time;
-    record their ShardInfo in ``written-NNNNN.json``. Returns its key."""
-    jobs = get_json(client, bucket, task_key(folder, "shards", index))
+                       total: int = 0, progress: Progress | None = None) -> str:
+    """Map phase 2: write the ``total`` shards the reduce gave writer ``index`` (``shards-NNNNN.jsonl``, read as a
+    stream), one at a time; record their ShardInfo in ``written-NNNNN.json``. Returns its key."""
     written = []
-    for job in jobs:
+    for job in iter_lines(client, bucket, task_key(folder, "shards", index, "jsonl")):
         samples = [(ShardSample.model_validate(sample), uri) for sample, uri in job["samples"]]
 
         def fetch(pair: tuple[ShardSample, str]) -> tuple[ShardSample, bytes]:
@@ -130,7 +132,7 @@ def write_range_shards(*, client: Any, bucket: str, datasets_prefix: str, folder
                             samples=len(samples))
         written.append({"split": job["split"], "number": job["number"], "info": info.model_dump(mode="json")})
         if progress:
-            progress(f"write shards {index}", len(written), len(jobs))
+            progress(f"write shards {index}", len(written), total)
     key = task_key(folder, "written", index)
     put_json(client, bucket, key, written)
     return key

@@ -31,7 +31,7 @@ from typing import Any
 
 from tagwatch.data.build import (BuildConfig, BuildReport, Progress, fold_reviews, label_samples, prepare_posts,
                                  read_inputs, write_latest)
-from tagwatch.data.build_exchange import (config_from_json, config_to_json, exchange_prefix, get_json,
+from tagwatch.data.build_exchange import (config_from_json, config_to_json, exchange_prefix, get_json, iter_lines,
                                           plan_uri_parts, prepared_from_json, prepared_to_json, put_json, put_lines,
                                           reviews_from_json, reviews_to_json, task_key)
 from tagwatch.data.build_map import hash_range, shard_infos, shard_jobs, write_range_shards
@@ -137,7 +137,7 @@ def reduce_build(*, client: Any, plan_uri: str, wordnet: Any, writers: int = 0) 
         result = get_json(client, bucket, task_key(folder, "hashed", index))
         skipped.update(result["skipped"])
         keysets.update({tuple(keys): n for keys, n in result["train_keysets"]})
-        for row in result["posts"]:
+        for row in iter_lines(client, bucket, task_key(folder, "hashed", index, "jsonl")):
             prepared.append(prepared_from_json(row))
             dedup_hashes[row["post"]["post_id"]] = (row["dedup_pdq"], row["dedup_quality"])
     report.skipped = dict(skipped)
@@ -184,14 +184,15 @@ def reduce_build(*, client: Any, plan_uri: str, wordnet: Any, writers: int = 0) 
                       config=config)
     writers = writers or len(plan["ranges"])
     for index in range(writers):
-        put_json(client, bucket, task_key(folder, "shards", index), jobs[index::writers])
+        put_lines(client, bucket, task_key(folder, "shards", index, "jsonl"), jobs[index::writers])
     report.holdout_categories = dict(Counter(c for s, _ in samples["holdout"] for c in s.categories).most_common())
     report.vocabulary_size = len(vocabulary.labels)
     report.top_tags = [(label.name, label.count) for label in vocabulary.labels[:20]]
     report.seconds["reduce"] = round(time.monotonic() - t0, 2)
     key = f"{folder}/reduce.json"
     put_json(client, bucket, key, {
-        "report": asdict(report), "writers": writers, "vocabulary": vocabulary.model_dump(mode="json"),
+        "report": asdict(report), "writers": writers, "writer_shards": [len(jobs[i::writers]) for i in range(writers)],
+        "vocabulary": vocabulary.model_dump(mode="json"),
         "dedup": dedup.model_dump(mode="json"), "review_labels": review.model_dump(mode="json") if review else None,
         "sources": [info.model_dump(mode="json") for info in sources],
         "samples": {split: len(samples[split]) for split in SPLITS},
@@ -209,7 +210,8 @@ def write_shards_of(*, client: Any, plan_uri: str, index: int, progress: Progres
     if index >= reduced["writers"]:
         return ""
     return write_range_shards(client=client, bucket=bucket, datasets_prefix=plan["prefix"], folder=folder,
-                              index=index, threads=config_from_json(plan["config"]).fetch_threads, progress=progress)
+                              index=index, threads=config_from_json(plan["config"]).fetch_threads,
+                              total=reduced["writer_shards"][index], progress=progress)
 
 
 def finalize_build(*, client: Any, plan_uri: str) -> BuildReport:
