@@ -48,7 +48,8 @@ def _trainer(kind, args, env, log_path):
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_two_thousand_holdout_posts_through_a_trained_model_on_triton(tmp_path):
-    from tagwatch.data.build import BuildConfig, build_dataset
+    from tagwatch.data.build import BuildConfig
+    from tagwatch.data.mapreduce import build_dataset
     from tagwatch.data.ingest import ingest_source
     from tagwatch.data.wordnet import load_wordnet
 

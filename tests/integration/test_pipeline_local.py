@@ -73,9 +73,11 @@ def test_first_run_registers_and_deploys(pipeline_settings, first_run) -> None:
     for key in ("pr_curves_png", "confusion_png"):
         assert open(first.artifacts[key], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert json.load(open(first.artifacts["metrics_json"]))["split"] == "holdout"
-    steps = ["ingest", "build-dataset", "pretrain", "transfer", "export", "evaluate", "register", "deploy"]
+    steps = ["ingest", "plan-dataset", "hash-posts", "reduce-dataset", "write-shards", "build-dataset", "pretrain",
+             "transfer", "export", "evaluate", "register", "deploy"]
     assert list(first.task_seconds) == steps and all(s > 0 for s in first.task_seconds.values())
-    assert [e["step"] for e in events if e["event"] == "done"] == steps
+    done = [e["step"] for e in events if e["event"] == "done"]  # map_tasks=2: two hash and two shard-writer tasks
+    assert done == [*steps[:3], "hash-posts", steps[3], "write-shards", *steps[4:]]
     # kfp.local's mktemp dirs went with the run (its own scratch dir: another run on the machine may hold one)
     assert first.scratch_dir.startswith(tempfile.gettempdir()) and not Path(first.scratch_dir).exists()
 

@@ -92,3 +92,35 @@ def test_threshold_is_inclusive() -> None:
     report = dedup_train(train=train, evaluation=ev)
     assert [d.post_id for d in report.dropped] == ["d31"]
     assert report.low_quality_train == 1
+
+
+def test_indexed_dedup_equals_brute_force_at_the_threshold() -> None:
+    """Planted near-copies at 30, 31 and 32 bits of eval hashes (enough eval hashes that the faiss multi-hash index
+    answers, not the small-set scan): the index drops exactly what the dense Hamming matrix says is within 31."""
+    from tagwatch.moderation.pdq_index import INDEX_FROM
+
+    rng = np.random.default_rng(19)
+    eval_bits = rng.integers(0, 2, size=(INDEX_FROM + 500, 256), dtype=np.uint8)
+
+    def hexed(bits: np.ndarray) -> str:
+        return np.packbits(bits).tobytes().hex()
+
+    evaluation = [HashedImage(post_id=f"eval-{i}", split="val", sha256=f"e{i}", pdq=hexed(b), quality=100)
+                  for i, b in enumerate(eval_bits)]
+    train = []
+    for i, distance in enumerate([30, 31, 32] * 40):
+        bits = eval_bits[i * 7].copy()
+        flip = rng.choice(256, size=distance, replace=False)
+        bits[flip] ^= 1
+        train.append(HashedImage(post_id=f"near-{i}-{distance}", split="train", sha256=f"t{i}", pdq=hexed(bits),
+                                 quality=100))
+    train += [HashedImage(post_id=f"far-{i}", split="train", sha256=f"f{i}", pdq=hexed(b), quality=100)
+              for i, b in enumerate(rng.integers(0, 2, size=(300, 256), dtype=np.uint8))]
+
+    report = dedup_train(train=train, evaluation=evaluation, threshold=31)
+    distances = hamming_matrix(pdq_bits(t.pdq for t in train), pdq_bits(e.pdq for e in evaluation))
+    nearest = distances.argmin(axis=1)
+    expected = {t.post_id: (evaluation[int(nearest[row])].post_id, int(distances[row, nearest[row]]))
+                for row, t in enumerate(train) if distances[row].min() <= 31}
+    assert {d.post_id: (d.nearest_post_id, d.distance) for d in report.dropped} == expected
+    assert {p.rsplit("-", 1)[1] for p in expected} == {"30", "31"} and len(expected) == 80

@@ -4,6 +4,7 @@ manifest written before those fields existed keeping its content hash."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import datetime, timezone
 
 from tagwatch.data.manifest import DatasetManifest, FileRef, ShardSample, SourceInfo, SplitInfo
@@ -55,7 +56,7 @@ def test_source_infos_count_samples_and_positives_per_split() -> None:
     samples = {"train": [_sample("openmoji", 0, ["weapons"]), _sample("openmoji", 1, ["other"])],
                "val": [_sample("openmoji", 2, ["weapons", "alcohol"])],
                "holdout": [_sample("elsewhere", 9, ["alcohol"])]}
-    infos = source_infos(posts=posts, versions={"openmoji": "17.0.0", "elsewhere": "unknown"}, samples=samples,
+    infos = source_infos(post_counts=Counter(p.source for p in posts), versions={"openmoji": "17.0.0", "elsewhere": "unknown"}, samples=samples,
                          categories=["weapons", "alcohol"])
     by_name = {info.name: info for info in infos}
     moji = by_name["openmoji"]

@@ -40,10 +40,11 @@ def test_ir_parses_into_the_pipeline_spec_proto(name: str) -> None:
     spec = json_format.ParseDict(spec_doc, pipeline_spec_pb2.PipelineSpec())
     assert spec.pipeline_info.name == f"tagwatch-{name.replace('_', '-')}"
     tasks = spec.root.dag.tasks
-    assert "condition-1" in tasks and "evaluate" in tasks["condition-1"].dependent_tasks
-    condition = tasks["condition-1"].trigger_policy.condition
+    gate = next(name for name in tasks if name.startswith("condition-"))  # numbered after the build's loops
+    assert "evaluate" in tasks[gate].dependent_tasks
+    condition = tasks[gate].trigger_policy.condition
     assert "pipelinechannel--evaluate-Output" in condition and "true" in condition
-    inner = spec.components[tasks["condition-1"].component_ref.name].dag.tasks
+    inner = spec.components[tasks[gate].component_ref.name].dag.tasks
     assert set(inner) == {"register-model", "deploy-model"}
     platform = json_format.ParseDict(platform_doc, pipeline_spec_pb2.PlatformSpec())
     executors = json_format.MessageToDict(platform)["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
@@ -67,8 +68,16 @@ def test_ir_parses_into_the_pipeline_spec_proto(name: str) -> None:
 
 def test_pretrain_and_deploy_has_every_step() -> None:
     spec_doc, _ = _documents(ROOT / "pipelines" / "compiled" / "pretrain_and_deploy.yaml")
-    assert set(spec_doc["root"]["dag"]["tasks"]) == {"ingest", "build-dataset", "pretrain", "transfer",
-                                                     "export-model", "evaluate", "condition-1"}
+    tasks = spec_doc["root"]["dag"]["tasks"]
+    assert set(tasks) == {"ingest", "plan-dataset", "for-loop-1", "reduce-dataset", "for-loop-2", "build-dataset",
+                          "pretrain", "transfer", "export-model", "evaluate", "condition-3"}
+    # the data build fans out: one hash-posts and one write-shards task per range the plan returns
+    for loop, inner in (("for-loop-1", "hash-posts"), ("for-loop-2", "write-shards")):
+        iterator = tasks[loop]["parameterIterator"]
+        assert iterator["items"] == {"inputParameter": "pipelinechannel--plan-dataset-Output"}
+        assert set(spec_doc["components"][tasks[loop]["componentRef"]["name"]]["dag"]["tasks"]) == {inner}
+    collected = tasks["reduce-dataset"]["inputs"]["parameters"]["hashed"]
+    assert collected["taskOutputParameter"]["producerTask"] == "for-loop-1"  # dsl.Collected over the map tasks
     pretrain = spec_doc["root"]["dag"]["tasks"]["pretrain"]["inputs"]["parameters"]
     assert pretrain["pipeline_job_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
 

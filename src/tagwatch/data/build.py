@@ -1,5 +1,9 @@
 """`tagwatch data build`: posts in S3 -> vocabulary, splits, PDQ dedup, sqrt weights, shards, sealed manifest.
 
+This module holds what the build decides (config, reading and screening the posts, split, labels, weights); the
+steps run as map/reduce (``tagwatch.data.mapreduce``: plan -> hash ranges -> reduce -> write shards -> seal), in one
+process or as pipeline tasks, with the same result for any number of ranges.
+
 Steps: read every post (index + one listing per source) -> skip invalid posts and captions without hashtags
 (counted by reason) -> leave out posts whose training consent does not allow it and posts on the erasure list
 (tagwatch.privacy; counted by reason in the manifest) -> version = hash of the inputs and the config (same inputs, same version: a rerun finds its
@@ -22,25 +26,22 @@ import json
 import logging
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from tagwatch.data import posts as store
-from tagwatch.data.categories import CategoryMatcher, load_categories
-from tagwatch.data.dedup import PDQ_MIN_QUALITY, PDQ_THRESHOLD, DedupReport, HashedImage, dedup_train
-from tagwatch.data.build_output import write_metadata, write_shards
+from tagwatch.data.categories import Categories, CategoryMatcher, load_categories
+from tagwatch.data.dedup import PDQ_MIN_QUALITY, PDQ_THRESHOLD, HashedImage
 from tagwatch.data.manifest import SPLITS, DatasetManifest, ShardSample, Vocabulary, content_hash
-from tagwatch.data.provenance import source_infos
 from tagwatch.data.shards import dataset_prefix
 from tagwatch.data.vocab import Canonicaliser, VocabConfig, VocabReport, build_vocabulary, label_index, labels_for
 from tagwatch.data.vocab import post_keys as caption_keys
 from tagwatch.data.review_labels import (FoldedReviews, ReviewLabel, ScreenedOutcomes, fetch_review_images,
-                                         fold_review_labels, read_latest_outcomes, review_post, review_report,
+                                         fold_review_labels, read_latest_outcomes, review_post,
                                          screen_outcomes)
 from tagwatch.errors import ConfigError, ManifestError
-from tagwatch.privacy.consent import UnknownPolicy, filter_consented
+from tagwatch.privacy.consent import ConsentReport, UnknownPolicy, filter_consented
 from tagwatch.privacy.erasures import erased_post_ids
 
 log = logging.getLogger(__name__)
@@ -188,36 +189,6 @@ def prepare_posts(
     return prepared
 
 
-def fetch_images(*, client: Any, prepared: list[PreparedPost], threads: int, report: BuildReport,
-                 progress: Progress | None = None) -> list[PreparedPost]:
-    """Download every image (threads); a missing or altered image skips its post."""
-
-    def fetch(item: PreparedPost) -> tuple[PreparedPost, str | None]:
-        bucket, key = store.split_s3_uri(item.post.image_uri)
-        try:
-            data = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except client.exceptions.NoSuchKey:
-            return item, "image_missing"
-        if hashlib.sha256(data).hexdigest() != item.post.image_sha256:
-            return item, "image_sha256_mismatch"
-        item.jpeg = data
-        return item, None
-
-    kept: list[PreparedPost] = []
-    skipped: Counter[str] = Counter(report.skipped)
-    with ThreadPoolExecutor(threads) as pool:
-        for done, (item, problem) in enumerate(pool.map(fetch, prepared), 1):
-            if problem:
-                skipped[problem] += 1
-                log.warning("skipped post %s: %s", item.post.post_id, problem)
-            else:
-                kept.append(item)
-            if progress and (done % 100 == 0 or done == len(prepared)):
-                progress("fetch images", done, len(prepared))
-    report.skipped = dict(skipped)
-    return kept
-
-
 def hashed(item: PreparedPost) -> HashedImage:
     pdq, quality = item.post.pdq, item.post.pdq_quality
     if pdq is None:  # a post from another producer: hash its image here
@@ -232,12 +203,25 @@ def hashed(item: PreparedPost) -> HashedImage:
                        quality=quality)
 
 
-def build_dataset(
-    *, client: Any, posts_bucket: str, datasets_bucket: str, config: BuildConfig, wordnet: Any,
-    progress: Progress | None = None, ledger_bucket: str = "",
-) -> BuildReport:
-    """Build (or find already built) the dataset version of the posts now in ``posts_bucket`` (with
-    ``config.review_labels``: and the review outcomes in ``ledger_bucket``'s post history)."""
+@dataclass
+class BuildInputs:
+    """What the build reads before any image: the consented posts, the version they make and whether it is built."""
+
+    report: BuildReport
+    categories: Categories
+    categories_text: str
+    posts: list[store.Post]
+    source_versions: dict[str, str]
+    consent: ConsentReport
+    reviews: ScreenedOutcomes | None
+    prefix: str
+    up_to_date: bool
+
+
+def read_inputs(*, client: Any, posts_bucket: str, datasets_bucket: str, config: BuildConfig,
+                ledger_bucket: str = "") -> BuildInputs:
+    """Every post record (and, with ``config.review_labels``, the review outcomes in ``ledger_bucket``'s post
+    history) screened by consent and the erasure list; the version they make; whether that version is built."""
     t0 = time.monotonic()
     report = BuildReport(name=config.name)
     categories, categories_text = load_categories(config.categories_path)
@@ -263,61 +247,13 @@ def build_dataset(
     prefix = dataset_prefix(config.name, report.version)
     report.manifest_uri = f"s3://{datasets_bucket}/{prefix}/manifest.json"
     report.seconds["read_posts"] = round(time.monotonic() - t0, 2)
-    if _already_built(client, datasets_bucket, prefix):
+    up_to_date = _already_built(client, datasets_bucket, prefix)
+    if up_to_date:
         report.up_to_date = True
-        _write_latest(client, datasets_bucket, config.name, report.version)
-        return report
-
-    canonicaliser = Canonicaliser(wordnet)
-    matcher = CategoryMatcher(categories, wordnet)
-    prepared = prepare_posts(posts=posts, canonicaliser=canonicaliser, matcher=matcher, config=config, report=report)
-    prepared = fetch_images(client=client, prepared=prepared, threads=config.fetch_threads, report=report,
-                            progress=progress)
-    folded = None
-    if reviews is not None:
-        folded = fold_reviews(client=client, posts_bucket=posts_bucket, prepared=prepared, reviews=reviews,
-                              canonicaliser=canonicaliser, config=config)
-    report.seconds["fetch_images"] = round(time.monotonic() - t0, 2)
-
-    dedup = dedup_train(
-        train=[hashed(p) for p in prepared if p.split == "train"],
-        evaluation=[hashed(p) for p in prepared if p.split != "train"],
-        threshold=config.pdq_threshold, min_quality=config.pdq_min_quality,
-    )
-    dropped = {d.post_id for d in dedup.dropped}
-    prepared = [p for p in prepared if p.post.post_id not in dropped]
-    report.dedup_dropped = len(dropped)
-    review = None if folded is None else review_report(reviews, folded, dedup_dropped=dropped)
-    report.review_labels = review.model_dump() if review else {}
-
-    train = [p for p in prepared if p.split == "train"]
-    vocabulary, key_map, _ = build_vocabulary(
-        captions=[p.post.caption for p in train], canonicaliser=canonicaliser, config=config.vocab
-    )
-    samples = label_samples(prepared=prepared, vocabulary=vocabulary, key_map=key_map, report=report)
-    report.seconds["vocabulary"] = round(time.monotonic() - t0, 2)
-
-    split_infos = write_shards(client=client, bucket=datasets_bucket, prefix=prefix, samples=samples, config=config,
-                               progress=progress)
-    report.seconds["shards"] = round(time.monotonic() - t0, 2)
-    manifest = write_metadata(
-        client=client, bucket=datasets_bucket, prefix=prefix, config=config, version=report.version,
-        vocabulary=vocabulary, categories_text=categories_text, category_names=categories.names, dedup=dedup,
-        split_infos=split_infos,
-        sources=source_infos(posts=posts, versions=source_versions, samples=samples,
-                             categories=list(categories.categories)),
-        consent=consent, review_labels=review,
-        post_splits={sample.post_id: split for split, items in samples.items() for sample, _ in items},
-    )
-    _write_latest(client, datasets_bucket, config.name, report.version)
-    report.splits = {split: info.samples for split, info in manifest.splits.items()}
-    report.holdout_categories = dict(
-        Counter(c for sample, _ in samples["holdout"] for c in sample.categories).most_common()
-    )
-    report.vocabulary_size = len(vocabulary.labels)
-    report.top_tags = [(label.name, label.count) for label in vocabulary.labels[:20]]
-    report.seconds["total"] = round(time.monotonic() - t0, 2)
-    return report
+        write_latest(client, datasets_bucket, config.name, report.version)
+    return BuildInputs(report=report, categories=categories, categories_text=categories_text, posts=posts,
+                       source_versions=source_versions, consent=consent, reviews=reviews, prefix=prefix,
+                       up_to_date=up_to_date)
 
 
 def fold_reviews(*, client: Any, posts_bucket: str, prepared: list[PreparedPost], reviews: ScreenedOutcomes,
@@ -369,7 +305,7 @@ def _already_built(client: Any, bucket: str, prefix: str) -> bool:
         return False
 
 
-def _write_latest(client: Any, bucket: str, name: str, version: str) -> None:
+def write_latest(client: Any, bucket: str, name: str, version: str) -> None:
     client.put_object(Bucket=bucket, Key=f"{name}/latest.json", Body=json.dumps({"version": version}).encode(),
                       ContentType="application/json")
 

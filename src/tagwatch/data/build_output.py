@@ -1,57 +1,26 @@
-"""What a dataset build writes: the shards, then its files and the sealed manifest (``tagwatch.data.build``
-decides what goes in; this module only writes it). Layout in ``tagwatch.data.manifest``."""
+"""What a dataset build writes once its shards are written (``tagwatch.data.build_map``): its files and the sealed
+manifest (``tagwatch.data.mapreduce`` decides what goes in; this module only writes it). Layout in
+``tagwatch.data.manifest``."""
 
 from __future__ import annotations
 
 import hashlib
-import random
 from datetime import datetime, timezone
 from typing import Any
 
 from tagwatch.data.dedup import DedupReport
 from tagwatch.data.manifest import (
-    SPLITS,
     DatasetManifest,
     FileRef,
-    ShardSample,
     SourceInfo,
     SplitInfo,
     SplitRates,
     Vocabulary,
 )
 from tagwatch.data.review_labels import ReviewLabelsReport
-from tagwatch.data.shards import shard_sizes, upload_shard, write_tar
 from tagwatch.privacy.consent import ConsentReport
 
 POST_INDEX_FILE = "post_index.tsv"
-
-
-def write_shards(
-    *, client: Any, bucket: str, prefix: str, samples: dict[str, list[tuple[ShardSample, bytes]]],
-    config: Any, progress: Any = None,  # data.build BuildConfig / Progress (no import: build imports this)
-) -> dict[str, SplitInfo]:
-    infos: dict[str, SplitInfo] = {}
-    total = sum(len(v) for v in samples.values())
-    done = 0
-    for split in SPLITS:
-        items = sorted(samples[split], key=lambda s: s[0].post_id)
-        if split == "train":  # mix sources and labels across shards
-            random.Random(f"shuffle:{config.seed}").shuffle(items)
-        shards = []
-        start = 0
-        sizes = shard_sizes(len(items), max_samples=config.shard_samples, min_shards=config.min_shards)
-        for number, size in enumerate(sizes):
-            chunk = items[start : start + size]
-            start += size
-            shards.append(upload_shard(
-                client=client, bucket=bucket, prefix=prefix, path=f"shards/{split}-{number:06d}.tar",
-                data=write_tar(chunk), samples=len(chunk),
-            ))
-            done += len(chunk)
-            if progress:
-                progress("write shards", done, total)
-        infos[split] = SplitInfo(samples=len(items), shards=shards)
-    return infos
 
 
 def write_metadata(

@@ -178,6 +178,9 @@ def build(
     seed: Annotated[int, typer.Option()] = 0,
     review_labels: Annotated[bool, typer.Option(
         "--review-labels", help="Fold reviewers' outcomes (the ledger's post history) into the train split.")] = False,
+    map_tasks: Annotated[int, typer.Option(
+        "--map-tasks", min=1, help="Cut the posts into N ranges, mapped one after another (the pipeline runs them "
+        "in parallel); the dataset is the same for any N.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Build vocabulary, splits, PDQ dedup, shards and the sealed manifest (a rerun on the same posts is a no-op)."""
@@ -188,7 +191,7 @@ def build(
     settings = _settings(ctx)
     request = BuildRequest(name=name, version=version, sources=split_names(source or ()), shard_samples=shard_samples,
                            top_k=top_k, min_count=min_count, seed=seed, categories_path=categories,
-                           review_labels=review_labels)
+                           review_labels=review_labels, map_tasks=map_tasks)
     with _progress() as progress:
         tasks: dict[str, int] = {}
 

@@ -15,6 +15,8 @@ from typing import Iterable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from tagwatch.moderation.pdq_index import PdqIndex, codes_from_hex
+
 PDQ_THRESHOLD = 31
 PDQ_MIN_QUALITY = 50
 
@@ -95,9 +97,10 @@ def dedup_train(
     evaluation: list[HashedImage],
     threshold: int = PDQ_THRESHOLD,
     min_quality: int = PDQ_MIN_QUALITY,
-    chunk: int = 2048,
+    chunk: int = 8192,
 ) -> DedupReport:
-    """Which train images to drop: near-copies (PDQ) or byte copies (sha256) of any eval image."""
+    """Which train images to drop: near-copies (PDQ) or byte copies (sha256) of any eval image. The eval hashes go
+    into an exact PDQ index (recall at ``threshold`` equal to the brute force's); train hashes query it in chunks."""
     dropped: dict[str, DroppedImage] = {}
     by_sha = {image.sha256: image for image in evaluation}
     for image in train:
@@ -114,18 +117,17 @@ def dedup_train(
     good_train = [i for i in train if usable(i) and i.post_id not in dropped]
     good_eval = [i for i in evaluation if usable(i)]
     if good_train and good_eval:
-        eval_bits = pdq_bits(i.pdq for i in good_eval)
+        # exact radius search (multi-index hashing, tagwatch.moderation.pdq_index): the nearest eval image of each
+        # train image within ``threshold``, ties to the first eval image, as the brute-force argmin gave
+        index = PdqIndex(list(range(len(good_eval))), codes_from_hex([i.pdq for i in good_eval]), radius=threshold)
         for start in range(0, len(good_train), chunk):
             block = good_train[start : start + chunk]
-            distances = hamming_matrix(pdq_bits(i.pdq for i in block), eval_bits)
-            nearest = distances.argmin(axis=1)
-            for row, image in enumerate(block):
-                d = int(distances[row, nearest[row]])
-                if d <= threshold:
-                    twin = good_eval[int(nearest[row])]
+            for image, (rows, distances) in zip(block, index.search_codes(codes_from_hex([i.pdq for i in block]))):
+                if len(rows):
+                    twin = good_eval[int(rows[0])]
                     dropped[image.post_id] = DroppedImage(
-                        post_id=image.post_id, nearest_post_id=twin.post_id, nearest_split=twin.split, distance=d,
-                        reason="pdq",
+                        post_id=image.post_id, nearest_post_id=twin.post_id, nearest_split=twin.split,
+                        distance=int(distances[0]), reason="pdq",
                     )
     return DedupReport(
         threshold=threshold,

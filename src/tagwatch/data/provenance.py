@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from tagwatch.data import posts as store
 from tagwatch.data.manifest import SPLITS, DatasetManifest, ShardSample, SourceInfo
 from tagwatch.data.sources import licence_of
 
 
 def source_infos(
-    *, posts: list[store.Post], versions: dict[str, str], samples: dict[str, list[tuple[ShardSample, bytes]]],
+    *, post_counts: dict[str, int], versions: dict[str, str], samples: dict[str, list[tuple[ShardSample, Any]]],
     categories: list[str],
 ) -> list[SourceInfo]:
-    """Per source: version, licence (from its module), posts read, samples per split, positives per category."""
+    """Per source: version, licence (from its module), posts read (``post_counts``: source -> valid consented
+    posts), samples per split, positives per category."""
     infos = []
     for name, version in sorted(versions.items()):
         splits = {split: sum(1 for sample, _ in samples[split] if sample.source == name) for split in SPLITS}
@@ -26,7 +26,7 @@ def source_infos(
                                   and category in sample.categories) for split in SPLITS}
             for category in categories
         }
-        infos.append(SourceInfo(name=name, version=version, posts=sum(1 for p in posts if p.source == name),
+        infos.append(SourceInfo(name=name, version=version, posts=post_counts.get(name, 0),
                                 splits=splits, positives=positives, **licence_of(name)))
     return infos
 

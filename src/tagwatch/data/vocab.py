@@ -185,7 +185,23 @@ def build_vocabulary(
                     report.stop_tags += 1
         per_post.append(post_keys(caption, canonicaliser, config.stop_tags))
     report.distinct_tokens = len(tokens_seen)
-    counts = Counter(key for keys in per_post for key in keys)
+    return vocabulary_from_keysets(Counter(tuple(keys) for keys in per_post), canonicaliser=canonicaliser,
+                                   version=version, config=config, report=report)
+
+
+def vocabulary_from_keysets(
+    keysets: Counter[tuple[str, ...]], *, canonicaliser: Canonicaliser, version: str = "",
+    config: VocabConfig = VocabConfig(), report: VocabReport | None = None,
+) -> tuple[Vocabulary, dict[str, str], VocabReport]:
+    """``build_vocabulary`` from counts of posts per set of canonical keys (a post's ``post_keys``; the empty set
+    counts too). Counts are additive, so the map tasks of a build count their own posts and the reduce adds them up:
+    the result is the one the captions would give in one pass."""
+    report = report or VocabReport()
+    report.posts = sum(keysets.values())
+    counts: Counter[str] = Counter()
+    for keys, n in keysets.items():
+        for key in keys:
+            counts[key] += n
     report.distinct_keys = len(counts)
 
     key_map = {key: key for key in counts}
@@ -199,7 +215,10 @@ def build_vocabulary(
                 report.folded[key] = parent
                 break
 
-    label_counts = Counter(key for keys in per_post for key in {key_map[k] for k in keys})
+    label_counts: Counter[str] = Counter()
+    for keys, n in keysets.items():
+        for key in {key_map[k] for k in keys}:
+            label_counts[key] += n
     limit = config.max_doc_fraction * max(report.posts, 1)
     kept: list[tuple[str, int]] = []
     for key, count in sorted(label_counts.items(), key=lambda kv: (-kv[1], kv[0])):

@@ -71,21 +71,69 @@ def ingest_posts(*, source: str, limit: int, seed: int, workers: int = 0, root: 
     return {"source": ",".join(names), **totals, "sources": reports, "posts_uri": f"s3://{bucket}/posts/"}
 
 
-@timed_step("build-dataset")
-def build_dataset(*, name: str, sources: list[str], shard_samples: int, top_k: int, min_count: int, seed: int,
-                  categories_yaml: str = "", review_labels: bool = False) -> dict[str, Any]:
-    """Vocabulary + splits + PDQ dedup + shards + sealed manifest. ``categories_yaml``: inline YAML text of the
-    moderation categories ('' = the package's categories.yaml). ``review_labels``: fold reviewers' outcomes into
-    the train split (``tagwatch.data.review_labels``)."""
-    from dataclasses import asdict
-
-    from tagwatch.data.build_request import BuildRequest, build_requested
+@timed_step("plan-dataset")
+def plan_dataset(*, name: str, sources: list[str], shard_samples: int, top_k: int, min_count: int, seed: int,
+                 categories_yaml: str = "", review_labels: bool = False, map_tasks: int = 2) -> dict[str, Any]:
+    """The map/reduce build's plan (``tagwatch.data.mapreduce``): read the posts once, derive the version, cut the
+    posts into ``map_tasks`` ranges. Returns {plan_uri, ranges, dataset, up_to_date}. ``categories_yaml``: inline
+    YAML text of the moderation categories ('' = the package's). ``review_labels``: fold reviewers' outcomes.
+    Returns {plan_uri, ranges, tasks (``<plan_uri>#<range>``, what the pipeline fans out over), dataset, ...}."""
+    from tagwatch.data.build_request import BuildRequest, plan_requested
 
     request = BuildRequest(name=name, sources=tuple(sources), shard_samples=shard_samples, top_k=top_k,
                            min_count=min_count, seed=seed, categories_yaml=categories_yaml,
-                           review_labels=review_labels)
+                           review_labels=review_labels, map_tasks=map_tasks)
     settings = step_settings()
-    report = build_requested(settings.s3, request, consent_unknown=settings.privacy.consent_unknown)
+    return plan_requested(settings.s3, request, consent_unknown=settings.privacy.consent_unknown)
+
+
+def _build_client():
+    from tagwatch.clients import s3_client
+
+    return s3_client(step_settings().s3)
+
+
+@timed_step("hash-posts")
+def hash_posts(*, item: str) -> str:
+    """Map task ``item`` (``<plan_uri>#<range>``): fetch, check and PDQ-hash its range's images. Returns the exchange
+    key it wrote."""
+    from tagwatch.data.mapreduce import map_range, parse_task_item
+
+    plan_uri, index = parse_task_item(item)
+    return map_range(client=_build_client(), plan_uri=plan_uri, index=index)
+
+
+@timed_step("reduce-dataset")
+def reduce_dataset(*, tasks: list[str]) -> str:
+    """The reduce of the plan ``tasks`` name: review labels, PDQ dedup, vocabulary, labels, the shard plan. Returns
+    the key it wrote."""
+    from tagwatch.data.mapreduce import parse_task_item, reduce_build
+    from tagwatch.data.wordnet import load_wordnet
+
+    plan_uri, _ = parse_task_item(tasks[0])
+    return reduce_build(client=_build_client(), plan_uri=plan_uri, wordnet=load_wordnet())
+
+
+@timed_step("write-shards")
+def write_shards(*, item: str) -> str:
+    """Shard writer ``item`` (``<plan_uri>#<writer>``): its shards, fetched, tarred and uploaded. Returns the key it
+    wrote."""
+    from tagwatch.data.mapreduce import parse_task_item, write_shards_of
+
+    plan_uri, index = parse_task_item(item)
+    return write_shards_of(client=_build_client(), plan_uri=plan_uri, index=index)
+
+
+@timed_step("build-dataset")
+def build_dataset(*, tasks: list[str]) -> dict[str, Any]:
+    """Seal the build the plan ``tasks`` name: vocabulary.json, dedup.json, post_index.tsv, manifest.json,
+    latest.json. Returns the report."""
+    from dataclasses import asdict
+
+    from tagwatch.data.mapreduce import finalize_build, parse_task_item
+
+    plan_uri, _ = parse_task_item(tasks[0])
+    report = finalize_build(client=_build_client(), plan_uri=plan_uri)
     return {**asdict(report), "dataset": f"{report.name}/{report.version}"}
 
 

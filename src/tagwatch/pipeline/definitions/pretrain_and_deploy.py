@@ -1,4 +1,5 @@
-"""ingest -> build_dataset -> pretrain (TrainJob / torchrun) -> transfer -> export -> evaluate -> [gate] ->
+"""ingest -> build the dataset (map/reduce: plan -> hash ranges in parallel -> reduce -> write shards in parallel ->
+seal) -> pretrain (TrainJob / torchrun) -> transfer -> export -> evaluate -> [gate] ->
 register -> deploy. The gate (``tagwatch.pipeline.gate``): register and deploy only when, on the same holdout, the
 candidate's review rate is within its policy's review budget and its recall at the budget is not worse than
 production's beyond the CI (no production model: the budget alone)."""
@@ -6,6 +7,10 @@ production's beyond the CI (no production model: the budget alone)."""
 from kfp import dsl
 
 from tagwatch.pipeline.components.build_dataset.component import build_dataset
+from tagwatch.pipeline.components.hash_posts.component import hash_posts
+from tagwatch.pipeline.components.plan_dataset.component import plan_dataset
+from tagwatch.pipeline.components.reduce_dataset.component import reduce_dataset
+from tagwatch.pipeline.components.write_shards.component import write_shards
 from tagwatch.pipeline.components.deploy_model.component import deploy_model
 from tagwatch.pipeline.components.evaluate.component import evaluate
 from tagwatch.pipeline.components.export_model.component import export_model
@@ -29,6 +34,21 @@ def register_and_deploy(*, onnx_task, evaluate_task, mode, deploy_alias, namespa
                                     canary_traffic_percent=canary_traffic_percent, timeout_s=deploy_timeout_s))
 
 
+def build_dataset_map_reduce(*, posts, map_tasks, **request):
+    """The dataset build fanned out with ``dsl.ParallelFor`` (one pod per range of posts; kfp.local runs the same
+    loop): plan -> hash each range -> reduce (collects every range) -> write each writer's shards -> seal (collects
+    every writer). Returns the sealing task (its ``dataset`` output is what training reads)."""
+    plan_task = configure_task(plan_dataset(posts=posts, map_tasks=map_tasks, **request), cpu="1", memory="4Gi")
+    with dsl.ParallelFor(plan_task.output, name="hash-ranges") as item:
+        hash_task = configure_task(hash_posts(item=item), cpu="2", memory="2Gi")
+    reduce_task = configure_task(reduce_dataset(tasks=plan_task.output, hashed=dsl.Collected(hash_task.output)),
+                                 cpu="1", memory="8Gi")
+    with dsl.ParallelFor(plan_task.output, name="write-shard-sets") as item:
+        write_task = configure_task(write_shards(item=item, reduced=reduce_task.output), cpu="2", memory="2Gi")
+    return configure_task(build_dataset(tasks=plan_task.output, written=dsl.Collected(write_task.output)),
+                          memory="2Gi")
+
+
 @dsl.pipeline(name="tagwatch-pretrain-and-deploy", description=__doc__.splitlines()[0])
 def pretrain_and_deploy(
     mode: str = "cluster", source: str = "openclipart", limit: int = 0, dataset_name: str = "hashtags",
@@ -40,14 +60,14 @@ def pretrain_and_deploy(
     service_name: str = "tagwatch-moderation", canary_traffic_percent: int = -1, deploy_timeout_s: int = 900,
     source_root: str = "", review_budget: float = 0.05, remove_precision: float = 0.95,
     min_calibration_positives: int = 10, register_metrics_json: str = "", pretrained: bool = False,
-    pretrain_solver: str = "sgd", probe_solver: str = "sgd", review_labels: bool = False,
+    pretrain_solver: str = "sgd", probe_solver: str = "sgd", review_labels: bool = False, map_tasks: int = 2,
 ):
     ingest_task = with_author_key(configure_task(ingest(source=source, limit=limit, seed=seed,
                                                         source_root=source_root), cpu="4", memory="8Gi"))
-    build_task = configure_task(build_dataset(posts=ingest_task.outputs["posts"], name=dataset_name,
-                                              shard_samples=shard_samples, top_k=top_k, min_count=min_count,
-                                              seed=seed, categories_yaml=categories_yaml,
-                                              review_labels=review_labels), cpu="2", memory="8Gi")
+    build_task = build_dataset_map_reduce(posts=ingest_task.outputs["posts"], name=dataset_name,
+                                          shard_samples=shard_samples, top_k=top_k, min_count=min_count, seed=seed,
+                                          categories_yaml=categories_yaml, review_labels=review_labels,
+                                          map_tasks=map_tasks)
     pretrain_task = configure_task(pretrain(
         dataset=build_task.outputs["dataset"], pipeline_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, mode=mode,
         steps=pretrain_steps, arch=arch, width=width, image_size=image_size, batch_size=batch_size, workers=workers,

@@ -1,35 +1,24 @@
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Markdown, Output
+from kfp.dsl import Dataset, Markdown, Output
 
 from tagwatch.pipeline.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def build_dataset(posts: Input[Dataset], dataset: Output[Dataset], summary: Output[Markdown],
-                  name: str = "hashtags", sources: list = [], shard_samples: int = 500, top_k: int = 1000,
-                  min_count: int = 5, seed: int = 0, categories_yaml: str = "", review_labels: bool = False):
-    """Build the hashtag vocabulary, splits, PDQ dedup, webdataset shards and the sealed manifest from the posts.
+def build_dataset(tasks: list, written: list, dataset: Output[Dataset], summary: Output[Markdown]):
+    """Seal the map/reduce dataset build: vocabulary, dedup report, post index, the sealed manifest, latest.json.
 
     Args:
-        posts: The ingest step's report (orders this step after ingest).
+        tasks: The plan step's list ("<plan_uri>#<range index>" per range).
+        written: The shard writers' exchange files (collected: orders this step after every writer).
         dataset: The build report (JSON); metadata: dataset ("NAME/VERSION"), uri, splits, vocabulary_size.
         summary: Splits, vocabulary and holdout positives as Markdown.
-        name: Dataset name (prefix in the datasets bucket).
-        sources: Only posts of these sources ([]: every source in the posts bucket).
-        shard_samples: Samples per shard at most.
-        top_k: Keep the K most frequent hashtags.
-        min_count: Drop hashtags on fewer train posts.
-        seed: Split seed.
-        categories_yaml: Moderation categories as YAML text ("": the package's categories.yaml).
-        review_labels: Fold reviewers' outcomes (the ledger's post history) into the train split.
     """
     import json
 
     from tagwatch.pipeline import steps
 
-    report = steps.build_dataset(name=name, sources=[str(s) for s in sources], shard_samples=shard_samples,
-                                 top_k=top_k, min_count=min_count, seed=seed, categories_yaml=categories_yaml,
-                                 review_labels=review_labels)
+    report = steps.build_dataset(tasks=[str(t) for t in tasks])
     with open(dataset.path, "w") as handle:
         json.dump(report, handle, indent=1, default=str)
     dataset.metadata.update({"dataset": report["dataset"], "uri": report["manifest_uri"], "splits": report["splits"],
