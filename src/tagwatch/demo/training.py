@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 OUTCOME_FILE = "outcome.json"
 DATASET_NAME = "hashtags"
 BUILD = BuildRequest(name=DATASET_NAME)  # the demo's own build, and the pipeline's build parameters below
+MAP_TASKS = 2  # ranges of posts the pipeline's data build fans out over (dsl.ParallelFor): one task each on 2 cores
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ class TrainingPlan:
                 "transfer_mode": self.transfer_mode, "review_budget": self.review_budget,
                 "remove_precision": self.remove_precision,
                 "min_calibration_positives": self.min_calibration_positives, "deploy_alias": "production",
-                "pretrained": self.pretrained, "pretrain_solver": self.pretrain_solver, "probe_solver": self.probe_solver}
+                "pretrained": self.pretrained, "pretrain_solver": self.pretrain_solver, "probe_solver": self.probe_solver,
+                "map_tasks": MAP_TASKS}
 
 
 @dataclass
@@ -165,7 +167,9 @@ def _run_pipeline(settings: Settings, *, params: dict[str, Any], work: Path, pro
     from tagwatch.errors import PipelineError
     from tagwatch.pipeline.local import run_pretrain_and_deploy
 
-    label, total, done = "pipeline steps", 8, []
+    # ingest, plan, reduce, seal, pretrain, transfer, export, evaluate, register, deploy + a hash and a shard-writer
+    # task per range of the data build's fan-out (the gate can end the run two steps early: the bar then jumps)
+    label, total, done = "pipeline steps", 10 + 2 * params["map_tasks"], []
 
     def on_event(event: dict) -> None:
         step, kind = event.get("step", "?"), event.get("event")
