@@ -11,10 +11,13 @@ argmin per post; code copied below) at ``--baseline-sizes`` entries: consumer re
 match, next to the new BankMatcher on the same bank.
 
 Versioned banks (``reload``, moderation/bank_store.py): on a private embedded stack (real SeaweedFS S3, free
-ports, temp state dir), a ``--reload-entries`` bank (default 1M) is written as one version, then one entry is added
-on top (a second version), then a consumer's reload of it is timed as BankSource does it (``load_indexed``: GET
-metadata and files, sha256 checks, index loaded from the stored faiss tables), split into fetch and index load,
-next to building the index from the codes alone; plus one alias GET (what a refresh costs when nothing moved).
+ports, temp state dir), a ``--reload-entries`` bank (default 1M) is written as one version (a full snapshot), then
+one entry is added on top (``add_one_entry_s``: a second version, a one-row delta segment; bank_segments.py), then
+a consumer's reload is timed as BankSource does it: ``consumer_reload_s`` from nothing (every segment: GET metadata
+and files, sha256 checks, index loaded from the stored faiss tables; split into fetch and index load of the
+snapshot, next to building the index from the codes alone), and ``consumer_delta_reload_s`` for a consumer that
+had the snapshot loaded when the alias moved (its segment cache holds the snapshot: only the delta is read); plus
+one alias GET (what a refresh costs when nothing moved).
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ def measure_versioned_reload(size: int, seed: int = 9) -> dict:
 
     from tagwatch.clients import s3_client
     from tagwatch.moderation.bank import BankEntry
+    from tagwatch.moderation.bank_segments import SegmentCache
     from tagwatch.moderation.bank_store import ALIAS, BankStore
     from tagwatch.moderation.pdq_index import PdqIndex
     from tagwatch.moderation.pdq_synthetic import random_codes
@@ -107,18 +111,25 @@ def measure_versioned_reload(size: int, seed: int = 9) -> dict:
             t = time.perf_counter()
             store.extend("bench", entries[:size], reason="benchmark")
             figures["write_version_s"] = round(time.perf_counter() - t, 2)
+            cache = SegmentCache()
+            store.load_indexed("bench", cache=cache)  # a consumer that had the snapshot
             t = time.perf_counter()
             written = store.extend("bench", entries[size:], reason="benchmark: one more")
             figures["add_one_entry_s"] = round(time.perf_counter() - t, 2)
             versions = store.versions("bench")
+            figures["add_one_entry_bytes"] = sum(d.bytes for d in versions.metadata(written.version)[0].files.values())
+            t = time.perf_counter()
+            delta_bank = store.load_indexed("bench", cache=cache)
+            figures["consumer_delta_reload_s"] = round(time.perf_counter() - t, 3)
+            figures["consumer_delta_reload_segments_read"] = len(cache.loaded) - 1
             t = time.perf_counter()
             versions.alias_bytes(ALIAS)
             figures["alias_poll_ms"] = round(1000 * (time.perf_counter() - t), 1)
             t = time.perf_counter()
             bank = store.load_indexed("bench")
             figures["consumer_reload_s"] = round(time.perf_counter() - t, 2)
-            # the same reload in its parts
-            _, _, metadata = versions.current()
+            # the same reload in its parts (of the snapshot, segment 1)
+            metadata = versions.metadata(1)[0]
             figures["version_bytes"] = {path: d.bytes for path, d in metadata.files.items()}
             t = time.perf_counter()
             files = {path: versions.read_file(metadata, path) for path in metadata.files}
@@ -133,10 +144,12 @@ def measure_versioned_reload(size: int, seed: int = 9) -> dict:
                 t = time.perf_counter()
                 PdqIndex(np.load(Path(tmp) / "ids.npy"), np.load(Path(tmp) / "codes.npy"))
                 figures["index_from_codes_only_s"] = round(time.perf_counter() - t, 2)
-            probe = [entries[i] for i in rng.choice(size + 1, 50, replace=False)]
+            probe = [entries[i] for i in [*rng.choice(size, 49, replace=False), size]]  # the delta entry too
             figures["version"] = written.version
-            figures["probes_found"] = sum(bank.entries[bank.index.within(e.pdq, 0)[0][0]].entry_id == e.entry_id
+            figures["probes_found"] = sum(bank.entries[bank.nearest(e.pdq, 0)[0]].entry_id == e.entry_id
                                           for e in probe)
+            figures["delta_probes_found"] = sum(
+                delta_bank.entries[delta_bank.nearest(e.pdq, 0)[0]].entry_id == e.entry_id for e in probe)
         finally:
             stack.down()
     return figures
@@ -169,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                        and index["false_matches"] == 0 and index["planted_matched_beyond_radius"] == 0
                        and index["wrong_or_beyond_radius"] == 0
                        and all(b["same_answers"] for b in figures["baseline"])
-                       and figures.get("reload", {}).get("probes_found", 50) == 50)
+                       and figures.get("reload", {}).get("probes_found", 50) == 50
+                       and figures.get("reload", {}).get("delta_probes_found", 50) == 50)
     print(json.dumps(figures), flush=True)
     return 0 if figures["pass"] else 1
 

@@ -145,3 +145,102 @@ def test_a_legacy_json_bank_reads_as_version_0_and_its_first_add_builds_on_it(st
     assert (first.number, first.base_version, first.entries) == (1, 0, 2)
     assert [e.entry_id for e in store.load(bank).entries] == ["legacy1", added.entry_id]
     assert s3.get_object(Bucket=stack_settings.s3.buckets.models, Key=key)["Body"].read()  # left where it was
+
+
+def _random_entries(n: int, seed: int, prefix: str) -> list[BankEntry]:
+    rng = np.random.default_rng(seed)
+    return [BankEntry(entry_id=f"{prefix}{i}", pdq=rng.integers(0, 256, 32, dtype=np.uint8).tobytes().hex(),
+                      reason="delta", added_at="2026-01-01T00:00:00Z", quality=90) for i in range(n)]
+
+
+def _flip(pdq: str, bits: range) -> str:
+    code = bytearray(bytes.fromhex(pdq))
+    for bit in bits:
+        code[bit // 8] ^= 0x80 >> (bit % 8)
+    return bytes(code).hex()
+
+
+def _loads(source: BankSource, bank: str) -> list[int]:
+    """The segment versions of ``bank`` the consumer read from S3, in order."""
+    return [version for name, version in source.segments.loaded if name == bank]
+
+
+def test_an_add_writes_a_delta_and_a_consumer_that_had_the_base_loads_only_it(stack_settings, store):
+    bank = _bank()
+    base = _random_entries(20, 51, "b")
+    query = _flip(base[0].pdq, range(100, 103))  # 3 bits from b0 ...
+    twin = base[0].model_copy(update={"entry_id": "twin", "pdq": _flip(query, range(200, 203))})  # ... and twin
+    store.extend(bank, base, reason="snapshot")
+    source = BankSource(store, refresh_s=0.0, background=False)
+    assert source.matcher().match(base[7].pdq)[1].entry_id == "b7" and _loads(source, bank) == [1]
+
+    added = store.add(bank, _noise(52), "test: one more")
+    store.extend(bank, [twin], reason="twin")
+    versions = store.versions(bank)
+    delta = versions.metadata(2)[0]
+    assert [(s.version, s.rows) for s in delta.segments] == [(1, 20), (2, 1)]
+    assert (delta.entries, delta.added, delta.base_version) == (21, 1, 1)
+    assert delta.files["entries.jsonl"].bytes == len(added.model_dump_json()) + 1  # only the new entry's files
+    assert versions.read_file(delta, "entries.jsonl").splitlines() == [added.model_dump_json().encode()]
+    assert sorted(delta.files) == ["entries.jsonl", "index/codes.npy", "index/ids.npy", "index/radius.txt"]
+    third = versions.metadata(3)[0]
+    assert [(s.version, s.rows) for s in third.segments] == [(1, 20), (2, 1), (3, 1)]
+    assert all(s.metadata_sha256 for s in third.segments[:2])  # earlier segments pinned by their metadata digest
+
+    matcher = source.matcher()  # alias moved 1 -> 3: segments 2 and 3 loaded, 1 kept
+    assert _loads(source, bank) == [1, 2, 3] and next(b for b in matcher.banks if b.name == bank).version == 3
+    assert matcher.match(added.pdq)[1].entry_id == added.entry_id and matcher.match(base[3].pdq)[1].entry_id == "b3"
+    assert matcher.match(query)[1:] == (base[0], 3)  # base row and delta row 3 bits away: the base row wins
+    assert matcher.match(twin.pdq)[1].entry_id == "twin"
+    assert [e.entry_id for e in store.load(bank).entries] == [e.entry_id for e in base] + [added.entry_id, "twin"]
+    # hashes held in any segment are skipped
+    again = store.extend(bank, [base[4], twin, added])
+    assert (again.version, again.added, again.entries) == (3, 0, 22)
+
+
+def test_compaction_after_the_limit_and_rollback_to_a_delta_version(stack_settings):
+    store = BankStore(s3_client(stack_settings.s3), stack_settings.s3.buckets.models, max_segments=3)
+    bank = _bank()
+    base, more = _random_entries(20, 61, "b"), _random_entries(4, 62, "m")
+    store.extend(bank, base, reason="snapshot")
+    for entry in more[:2]:
+        store.extend(bank, [entry], reason="delta")
+    source = BankSource(store, refresh_s=0.0, background=False)
+    before = [e.entry_id for e in store.load(bank).entries]
+    assert source.matcher().match(more[1].pdq)[1].entry_id == "m1" and _loads(source, bank) == [1, 2, 3]
+
+    store.extend(bank, [more[2]], reason="a 4th segment would pass the limit")
+    versions = store.versions(bank)
+    compacted = versions.metadata(4)[0]
+    assert [(s.version, s.rows) for s in compacted.segments] == [(4, 23)] and compacted.entries == 23
+    assert len(versions.read_file(compacted, "entries.jsonl").splitlines()) == 23
+    assert [e.entry_id for e in store.load(bank).entries] == before + ["m2"]
+    matcher = source.matcher()
+    assert _loads(source, bank) == [1, 2, 3, 4] and matcher.match(base[0].pdq)[1].entry_id == "b0"
+
+    store.rollback(bank, 3)  # a delta version: its segments (1, 2, 3) are all still there
+    assert [e.entry_id for e in store.load(bank).entries] == before
+    matcher = source.matcher()
+    assert next(b for b in matcher.banks if b.name == bank).version == 3 and _loads(source, bank) == [1, 2, 3, 4, 1, 2, 3]
+    assert matcher.match(more[2].pdq) is None and matcher.match(more[0].pdq)[1].entry_id == "m0"
+    written = store.extend(bank, [more[3]], reason="on top of the rolled-back delta: compaction again")
+    assert [(s.version, s.rows) for s in versions.metadata(written.version)[0].segments] == [(5, 23)]
+    assert [e.entry_id for e in store.load(bank).entries] == before + ["m3"]
+
+
+def test_racing_adds_on_a_delta_chain_lose_no_entry(store):
+    bank = _bank()
+    base, racing = _random_entries(40, 71, "b"), _random_entries(3, 72, "r")
+    store.extend(bank, base, reason="snapshot")
+    start = threading.Barrier(3)
+
+    def extend(entry):
+        start.wait()
+        return store.extend(bank, [entry], reason="race")
+
+    with ThreadPoolExecutor(3) as pool:
+        written = list(pool.map(extend, racing))
+    assert sorted(w.version for w in written) == [2, 3, 4]
+    newest = store.versions(bank).metadata(4)[0]
+    assert [s.version for s in newest.segments] == [1, 2, 3, 4] and newest.entries == 43
+    assert sorted(e.entry_id for e in store.load(bank).entries[40:]) == ["r0", "r1", "r2"]

@@ -85,7 +85,7 @@ def test_matcher_takes_nearest_and_earlier_on_ties():
     entries = [BankEntry(entry_id=f"e{i}", pdq=h, reason="t", added_at=when) for i, h in enumerate(hexes)]
     entries.append(BankEntry(entry_id="dup", pdq=hexes[5], reason="t", added_at=when))
     matcher = BankMatcher([HashBank(name="a", entries=entries[:100]), HashBank(name="b", entries=entries[100:])])
-    assert matcher.banks[1].index.index is not None  # one index per bank: b's is a faiss one, a's a scan
+    assert matcher.banks[1].parts[0].index.index is not None  # one index per bank: b's is a faiss one, a's a scan
     name, entry, distance = matcher.match(hexes[5])
     assert (name, entry.entry_id, distance) == ("a", "e5", 0)
     name, entry, distance = matcher.match(hexes[2000])
@@ -100,7 +100,7 @@ def test_matcher_over_loaded_banks_parses_only_the_entries_it_returns():
     lines = [BankEntry(entry_id=f"e{i}", pdq=h, reason="t", added_at=when).model_dump_json().encode()
              for i, h in enumerate(hexes)]
     lazy = LazyEntries(lines)
-    stored = IndexedBank("stored", PdqIndex.from_hex(range(40), hexes), lazy, version=7)
+    stored = IndexedBank.single("stored", PdqIndex.from_hex(range(40), hexes), lazy, version=7)
     memory = HashBank(name="memory", entries=[BankEntry(entry_id="m", pdq=hexes[3], reason="t", added_at=when)])
     matcher = BankMatcher([stored, memory])
     assert matcher.version == "pdq<=31 stored@7"

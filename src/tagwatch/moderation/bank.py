@@ -73,19 +73,68 @@ def pdq_hex(image: Image.Image) -> tuple[str, int]:
     return packed.tobytes().hex(), int(quality)
 
 
-@dataclass
-class IndexedBank:
-    """One bank version ready to match: its PdqIndex (row i = entries[i]) and entries, parsed on first use."""
+@dataclass(frozen=True)
+class BankPart:
+    """One segment of a bank version ready to match: its PdqIndex (row i = entries[i]) and entries."""
 
-    name: str
     index: PdqIndex
     entries: Sequence[BankEntry]
+    version: int | None = None  # the bank version that wrote the segment (bank_store.py)
+
+
+@dataclass
+class IndexedBank:
+    """One bank version ready to match: its segments in order (a full snapshot, then the deltas appended on top of
+    it; bank_store.py), entries parsed on first use. Row r of the bank is row r - offset of the segment holding it."""
+
+    name: str
+    parts: list[BankPart]
     version: int | None = None  # the bank version (bank_store.py); None for a bank built in memory
 
     @classmethod
     def of(cls, bank: HashBank, radius: int = DEFAULT_THRESHOLD, version: int | None = None) -> IndexedBank:
-        return cls(bank.name, PdqIndex.from_hex(range(len(bank.entries)), [e.pdq for e in bank.entries], radius),
-                   bank.entries, version)
+        return cls.single(bank.name, PdqIndex.from_hex(range(len(bank.entries)), [e.pdq for e in bank.entries],
+                                                       radius), bank.entries, version)
+
+    @classmethod
+    def single(cls, name: str, index: PdqIndex, entries: Sequence[BankEntry], version: int | None = None):
+        return cls(name, [BankPart(index, entries, version)], version)
+
+    @property
+    def entries(self) -> Sequence[BankEntry]:
+        return ChainedEntries([part.entries for part in self.parts])
+
+    def nearest(self, pdq: str, threshold: int) -> tuple[int, int] | None:
+        """(bank row, distance) of the nearest entry within ``threshold``; ties to the earlier row (base rows
+        before delta rows), as one index over every row would answer."""
+        best, offset = None, 0
+        for part in self.parts:
+            found = part.index.within(pdq, threshold)
+            if found and (best is None or found[0][1] < best[1]):  # a later segment wins only when nearer
+                best = (offset + found[0][0], found[0][1])
+            offset += len(part.entries)
+        return best
+
+
+class ChainedEntries(Sequence):
+    """Several segments' entries read as one sequence (no copy)."""
+
+    def __init__(self, chunks: list[Sequence[BankEntry]]) -> None:
+        self.chunks = chunks
+        self.starts = np.cumsum([0] + [len(c) for c in chunks])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, row):
+        if isinstance(row, slice):
+            return [self[i] for i in range(*row.indices(len(self)))]
+        if row < 0:
+            row += len(self)
+        if not 0 <= row < len(self):
+            raise IndexError(row)
+        chunk = int(np.searchsorted(self.starts, row, side="right")) - 1
+        return self.chunks[chunk][row - int(self.starts[chunk])]
 
 
 class LazyEntries(Sequence):
@@ -123,9 +172,9 @@ class BankMatcher:
         # nearest first, ties to the earlier bank, then the earlier entry (what the linear argmin did)
         best = None
         for order, bank in enumerate(self.banks):
-            found = bank.index.within(pdq, self.threshold)
-            if found and (best is None or (found[0][1], order) < (best[2], best[3])):
-                best = (bank, found[0][0], found[0][1], order)
+            found = bank.nearest(pdq, self.threshold)
+            if found and (best is None or (found[1], order) < (best[2], best[3])):
+                best = (bank, found[0], found[1], order)
         if best is None:
             return None
         bank, row, distance, _ = best

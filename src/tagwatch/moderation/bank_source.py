@@ -5,7 +5,8 @@ bank names and GETs each bank's alias (one small object per bank; bank_store.py)
 when its alias record changed (or it appeared, or it went). The first load is done in the caller's thread (no
 batch is decided without the banks); later ones in a background thread while the previous matcher keeps
 matching, and the new matcher is swapped in whole once every changed bank is loaded (a 1M-entry bank takes
-seconds: benchmarks/bank_match.py). An S3 error on the first load is a RetryableError (the batch waits); on a
+seconds: benchmarks/bank_match.py). Loaded segments are kept (bank_segments.SegmentCache): an alias move that
+appended a delta loads only the delta (milliseconds), a compaction or a rollback loads what it names anew. An S3 error on the first load is a RetryableError (the batch waits); on a
 later one it is logged and tried again at the next refresh.
 """
 
@@ -18,6 +19,7 @@ from collections.abc import Callable
 
 from tagwatch.errors import RetryableError, TagwatchError
 from tagwatch.moderation.bank import DEFAULT_THRESHOLD, BankMatcher, IndexedBank
+from tagwatch.moderation.bank_segments import SegmentCache
 from tagwatch.moderation.bank_store import ALIAS, BankStore
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ class BankSource:
         self._loaded: dict[str, IndexedBank] = {}
         self._matcher: BankMatcher | None = None
         self._loading: threading.Thread | None = None
+        self.segments = SegmentCache()  # segments loaded, by (bank, segment version); .loads counts S3 reads
         self.reloads = 0  # matchers swapped in (the first load included)
 
     def matcher(self) -> BankMatcher:
@@ -83,7 +86,7 @@ class BankSource:
         loaded = {name: bank for name, bank in self._loaded.items() if name not in gone}
         try:
             for name in changed:
-                loaded[name] = _guarded(lambda name=name: self.store.load_indexed(name))
+                loaded[name] = _guarded(lambda name=name: self.store.load_indexed(name, cache=self.segments))
         except Exception as error:  # noqa: BLE001 - a bank that cannot load must not stop the matching
             if first and isinstance(error, RetryableError):
                 raise
@@ -96,6 +99,7 @@ class BankSource:
             return
         self._seen = {**{n: r for n, r in self._seen.items() if n not in gone}, **changed}
         self._loaded = loaded
+        self.segments.keep({(b.name, p.version) for b in loaded.values() for p in b.parts})
         self._matcher = BankMatcher([loaded[n] for n in sorted(loaded)], self.threshold)
         self.reloads += 1
         log.info("hash banks loaded in %.1f s: %s", time.monotonic() - t0,

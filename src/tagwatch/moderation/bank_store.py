@@ -4,9 +4,10 @@ Keys under ``s3://<buckets.models>/banks/<name>/`` (the rules of ``registry/stor
 reuses)::
 
     versions/<NNNNNN>/_claim           If-None-Match: *; {by, at}: a writer holds N while it writes N
-    versions/<NNNNNN>/entries.jsonl    one BankEntry per line; line i is row i of the index
+    versions/<NNNNNN>/entries.jsonl    one BankEntry per line; line i is row i of the index (of N's own rows)
     versions/<NNNNNN>/index/...        PdqIndex.save: ids.npy, codes.npy, radius.txt (+ multihash.faiss)
-    versions/<NNNNNN>/metadata.json    written last (BankVersionMetadata): counts, base, reason, author, digests
+    versions/<NNNNNN>/metadata.json    written last (BankVersionMetadata): counts, base, reason, author, digests,
+                                       segments (the versions whose files make up N's rows, in order)
     versions/<NNNNNN>/_done            written once N's alias move is decided (won or lost): N is no longer busy
     aliases/current.json               AliasRecord (If-Match its ETag): the version consumers load, with history
 
@@ -15,14 +16,14 @@ first write on top of it is version 1 and the document stays where it was.
 
 No lost adds: a write claims N = newest + 1 with If-None-Match (one writer per N; a writer that finds the newest
 version still busy waits for it, so racing writers queue: N, N+1, ...), then reads the alias (version B, ETag E:
-every version finished before the claim is in it), writes B's entries plus its own as N and moves the alias with
-If-Match E. Were the alias moved meanwhile (a rollback, or a writer that took over a stale claim), the move fails
+every version finished before the claim is in it), writes N on top of B and moves the alias with If-Match E.
+N is a delta (only the new entries' files; B's segments reused by reference) or, when the chain would grow too
+long or too heavy, a full snapshot of every row (compaction; bank_segments.py). Were the alias moved meanwhile (a rollback, or a writer that took over a stale claim), the move fails
 and the write starts again on top of the alias's new version; N stays in the history, never named.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import random
@@ -37,8 +38,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from tagwatch.errors import ConfigError, IntegrityError, RegistryError
-from tagwatch.moderation.bank import (DEFAULT_THRESHOLD, BankEntry, HashBank, IndexedBank, LazyEntries,
-                                      entry_from_image)
+from tagwatch.moderation.bank import DEFAULT_THRESHOLD, BankEntry, HashBank, IndexedBank, entry_from_image
+from tagwatch.moderation.bank_segments import (DELTA_FRACTION, ENTRIES_FILE, MAX_SEGMENTS, BankSegment, SegmentCache,
+                                               load_part, not_held, plan_delta, segment_codes, segment_lines,
+                                               segment_metadata, segments_of)
 from tagwatch.moderation.pdq_index import PdqIndex, codes_from_hex
 from tagwatch.registry.metadata import AliasRecord, FileDigest, digest_files, moved_alias, sha256_bytes
 from tagwatch.registry.store import CLAIM_FILE, VersionStore, dump_json, who
@@ -47,7 +50,6 @@ log = logging.getLogger(__name__)
 
 PREFIX = "banks"
 ALIAS = "current"
-ENTRIES_FILE = "entries.jsonl"
 DONE_FILE = "_done"
 STALE_CLAIM_S = 300.0  # a claim this old without _done is a writer that died: the next writer goes past it
 BANK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -68,7 +70,10 @@ class BankVersionMetadata(BaseModel):
     entries: int
     added: int
     radius: int
-    files: dict[str, FileDigest]
+    files: dict[str, FileDigest] = Field(description="this version's own files (of its own segment)")
+    segments: list[BankSegment] = Field(
+        default_factory=list, description="the rows in order: a full snapshot, then deltas (bank_segments.py); "
+                                          "empty (versions from before segments): one full segment, its own files")
 
 
 @dataclass(frozen=True)
@@ -133,8 +138,10 @@ class BankVersions(VersionStore):
 class BankStore:
     """Every bank under ``banks/`` of the models bucket: read, extend, roll back."""
 
-    def __init__(self, s3, bucket: str, *, wait_s: float = 600.0) -> None:
+    def __init__(self, s3, bucket: str, *, wait_s: float = 600.0, max_segments: int = MAX_SEGMENTS,
+                 delta_fraction: float = DELTA_FRACTION) -> None:
         self.s3, self.bucket, self.wait_s = s3, bucket, wait_s
+        self.max_segments, self.delta_fraction = max_segments, delta_fraction
 
     def versions(self, name: str) -> BankVersions:
         return BankVersions(self.s3, self.bucket, name)
@@ -157,23 +164,21 @@ class BankStore:
         return HashBank.model_validate_json(body) if body is not None else None
 
     # -- read ---------------------------------------------------------------------------------------
-    def load_indexed(self, name: str, version: int | None = None) -> IndexedBank:
-        """Bank ``name`` ready to match: the alias's version (or ``version``), the legacy JSON, or empty."""
+    def load_indexed(self, name: str, version: int | None = None, cache: SegmentCache | None = None) -> IndexedBank:
+        """Bank ``name`` ready to match: the alias's version (or ``version``), the legacy JSON, or empty. Its
+        segments come from ``cache`` when it holds them (a consumer's: only new segments are read)."""
         bank = self.versions(name)
         if version is None:
-            _, _, metadata = bank.current()
+            record, _, metadata = bank.current()
+            digest = record.metadata_sha256 if record else None
         else:
-            metadata = bank.metadata(version)[0]
+            metadata, digest = bank.metadata(version)
         if metadata is None:
             legacy = self.legacy(name) or HashBank(name=name)
             return IndexedBank.of(legacy, version=0 if legacy.entries else None)
-        files = {path: bank.read_file(metadata, path) for path in metadata.files}
-        with tempfile.TemporaryDirectory(prefix="bank-") as tmp:
-            for path, body in files.items():
-                if path.startswith("index/"):
-                    (Path(tmp) / path.removeprefix("index/")).write_bytes(body)
-            index = PdqIndex.load(Path(tmp))
-        return IndexedBank(name, index, LazyEntries(files[ENTRIES_FILE].splitlines()), metadata.number)
+        segments = segments_of(metadata, digest)
+        parts = [cache.part(bank, s) if cache is not None else load_part(bank, s) for s in segments]
+        return IndexedBank(name, parts, metadata.number)
 
     def load(self, name: str, version: int | None = None) -> HashBank:
         """Every entry of bank ``name`` parsed (the alias's version, or ``version``)."""
@@ -199,11 +204,9 @@ class BankStore:
                 # N is ours: whatever was promoted before the claim is in the alias now; build on that
                 if bank._read_alias_with_etag(ALIAS)[1] != read[1]:
                     read = self._read_base(bank, entries)
-                (record, etag, base, lines, codes, fresh) = read
-                rows = lines + [e.model_dump_json().encode() for e in fresh]
-                rows_codes = np.concatenate([codes, codes_from_hex([e.pdq for e in fresh])])
-                if self._write(bank, newest + 1, rows, rows_codes, len(fresh), (record, etag, base), reason):
-                    return BankWrite(name, newest + 1, len(rows), len(fresh))
+                (record, etag, base, segments, codes, fresh) = read
+                if self._write(bank, newest + 1, segments, codes, fresh, (record, etag, base), reason):
+                    return BankWrite(name, newest + 1, len(codes) + len(fresh), len(fresh))
                 log.info("bank %s: the alias moved while version %d was written; again on top of it", name,
                          newest + 1)
                 read = self._read_base(bank, entries)
@@ -213,37 +216,45 @@ class BankStore:
                                          f"{STALE_CLAIM_S:.0f} s is passed over)")
             else:
                 time.sleep(0.1 + random.random() * 0.2)
-        record, lines = read[0], read[3]
-        return BankWrite(name, record.version if record else None, len(lines), 0)
+        record, codes = read[0], read[4]
+        return BankWrite(name, record.version if record else None, len(codes), 0)
 
     def _read_base(self, bank: BankVersions, entries: list[BankEntry]) -> tuple:
-        """(alias record, its ETag, its metadata, entry lines, codes, the entries it does not hold yet)."""
+        """(alias record, its ETag, its metadata, its segments, every segment's codes, the entries it does not
+        hold yet: hashes are looked up in the codes of all segments, no entry parsed)."""
         record, etag, base = bank.current()
-        lines, codes = self._base_rows(bank, base)
-        flat = codes.tobytes().hex()
-        held = {flat[i:i + 64] for i in range(0, len(flat), 64)}
-        fresh = []
-        for entry in entries:
-            if entry.pdq not in held:
-                held.add(entry.pdq)
-                fresh.append(entry)
-        return record, etag, base, lines, codes, fresh
-
-    def _base_rows(self, bank: BankVersions, base: BankVersionMetadata | None) -> tuple[list[bytes], np.ndarray]:
-        """The base version's entry lines (unparsed: a 1M bank parses in seconds) and its packed codes."""
         if base is None:
             legacy = self.legacy(bank.model_name)
-            entries = legacy.entries if legacy else []
-            return [e.model_dump_json().encode() for e in entries], codes_from_hex([e.pdq for e in entries])
-        lines = bank.read_file(base, ENTRIES_FILE).splitlines()
-        return lines, np.load(io.BytesIO(bank.read_file(base, "index/codes.npy")), allow_pickle=False)
+            segments, codes = [], codes_from_hex([e.pdq for e in (legacy.entries if legacy else [])])
+        else:
+            segments = segments_of(base, record.metadata_sha256)
+            codes = np.concatenate([segment_codes(bank, s) for s in segments])
+        return record, etag, base, segments, codes, not_held(codes, entries)
 
-    def _write(self, bank: BankVersions, number: int, rows: list[bytes], codes: np.ndarray, added: int,
-               read: tuple[AliasRecord | None, str | None, BankVersionMetadata | None], reason: str) -> bool:
-        """Write version ``number`` (claimed) and move the alias to it if it still is what was ``read``."""
+    def _all_lines(self, bank: BankVersions, segments: list[BankSegment]) -> list[bytes]:
+        """Every entry line of the base, in row order (unparsed: a 1M bank parses in seconds)."""
+        if not segments:
+            legacy = self.legacy(bank.model_name)
+            return [e.model_dump_json().encode() for e in (legacy.entries if legacy else [])]
+        return [line for s in segments for line in segment_lines(bank, s)]
+
+    def _write(self, bank: BankVersions, number: int, segments: list[BankSegment], codes: np.ndarray,
+               fresh: list[BankEntry], read: tuple[AliasRecord | None, str | None, BankVersionMetadata | None],
+               reason: str) -> bool:
+        """Write version ``number`` (claimed) on top of ``segments`` (a delta of ``fresh``, or a full snapshot
+        when plan_delta says so) and move the alias to it if it still is what was ``read``."""
         record, etag, base = read
+        fresh_lines = [e.model_dump_json().encode() for e in fresh]
+        fresh_codes = codes_from_hex([e.pdq for e in fresh])
         try:
-            index = PdqIndex(range(len(rows)), codes, radius=DEFAULT_THRESHOLD)
+            if plan_delta(segments, len(fresh), max_segments=self.max_segments, delta_fraction=self.delta_fraction):
+                rows, rows_codes = fresh_lines, fresh_codes
+                chain = [*segments, BankSegment(version=number, rows=len(rows))]
+            else:
+                rows = self._all_lines(bank, segments) + fresh_lines
+                rows_codes = np.concatenate([codes, fresh_codes])
+                chain = [BankSegment(version=number, rows=len(rows))]
+            index = PdqIndex(range(len(rows)), rows_codes, radius=DEFAULT_THRESHOLD)
             files = {ENTRIES_FILE: b"\n".join(rows) + b"\n"}
             with tempfile.TemporaryDirectory(prefix="bank-") as tmp:
                 index.save(Path(tmp))
@@ -251,10 +262,11 @@ class BankStore:
             prefix = bank.version_prefix(number)
             for path, body in files.items():
                 self.s3.put_object(Bucket=self.bucket, Key=f"{prefix}/{path}", Body=body)
+            entries = sum(s.rows for s in chain)
             metadata = BankVersionMetadata(
                 bank=bank.model_name, number=number, created_at=datetime.now(timezone.utc), created_by=who(),
-                reason=reason, base_version=base.number if base else 0, entries=len(rows), added=added,
-                radius=DEFAULT_THRESHOLD, files=digest_files(files))
+                reason=reason, base_version=base.number if base else 0, entries=entries, added=len(fresh),
+                radius=DEFAULT_THRESHOLD, files=digest_files(files), segments=chain)
             body = dump_json(metadata)
             bank._put(bank.metadata_key(number), body, if_none_match=True)
             moved = moved_alias(record, alias=ALIAS, model_name=bank.model_name, version=number,
@@ -263,7 +275,8 @@ class BankStore:
         finally:
             self.s3.put_object(Bucket=self.bucket, Key=f"{bank.version_prefix(number)}/{DONE_FILE}", Body=b"")
         if won:
-            log.info("bank %s: version %d (%d entries, %d added)", bank.model_name, number, len(rows), added)
+            log.info("bank %s: version %d (%d entries, %d added, %s)", bank.model_name, number, entries, len(fresh),
+                     f"delta: segment {len(chain)}" if len(chain) > 1 else "full snapshot")
         return won
 
     # -- alias --------------------------------------------------------------------------------------
@@ -276,6 +289,9 @@ class BankStore:
         return bank._move_alias(to, alias=ALIAS, reason=f"rollback to {to}")
 
     def _check_version(self, bank: BankVersions, number: int) -> None:
-        metadata, _ = bank.metadata(number)
-        for path in metadata.files:
-            bank.read_file(metadata, path)
+        """Every file of every segment of version ``number`` is there and what its writer's metadata says."""
+        metadata, digest = bank.metadata(number)
+        for segment in segments_of(metadata, digest):
+            writer = segment_metadata(bank, segment)
+            for path in writer.files:
+                bank.read_file(writer, path)
