@@ -51,7 +51,7 @@ def plan_uri_parts(plan_uri: str) -> tuple[str, str]:
 
 
 def put_json(client: Any, bucket: str, key: str, obj: Any) -> None:
-    client.put_object(Bucket=bucket, Key=key, Body=json.dumps(obj, sort_keys=True, default=str).encode(),
+    client.put_object(Bucket=bucket, Key=key, Body=json.dumps(obj, default=str).encode(),
                       ContentType="application/json")
 
 
@@ -69,7 +69,7 @@ def put_lines(client: Any, bucket: str, key: str, rows: Iterable[Any]) -> None:
     large): the writer never holds the file in memory."""
     with tempfile.TemporaryFile() as spool:
         for row in rows:
-            spool.write(json.dumps(row, sort_keys=True, default=str).encode() + b"\n")
+            spool.write(json.dumps(row, default=str).encode() + b"\n")
         spool.seek(0)
         client.upload_fileobj(spool, bucket, key, ExtraArgs={"ContentType": "application/x-ndjson"})
 
