@@ -5,7 +5,9 @@ A private embedded stack (free ports, temp dir); the demo's quick corpus (opencl
 stamps: every post in a moderation category plus seeded others; ``--quick``: openclipart's category posts
 only); the demo's data build; the lower stages' activations cached once (``train/feature_cache.py``, timed, then
 read back from the cache); then every arm of ``tagwatch.train.ablations`` for each seed on the same splits and
-budget. Prints one JSON line: per arm and figure the mean over seeds and its 95 % t interval, and the decision.
+budget. Prints one JSON line: per arm and figure the mean over seeds with its 95 % interval over holdout posts
+and seeds (two-level bootstrap; also the seeds-only t interval), the paired differences between arms on the
+same resampled posts, and the decision (``ablations.choose_recipe``).
 
     .venv/bin/python benchmarks/hashtag_ablations.py [--quick] [--seeds 3]
 """
@@ -27,7 +29,7 @@ from tagwatch.data.ingest import ingest_source
 from tagwatch.settings import load_settings
 from tagwatch.stack import Stack, with_stack_endpoints
 from tagwatch.train import runtime
-from tagwatch.train.ablations import Budget, plot_ablations, run_seed, separated, summarise
+from tagwatch.train.ablations import Budget, choose_recipe, holdout_of, plot_ablations, run_seed, summarise
 from tagwatch.train.effnet import cut_index
 from tagwatch.train.feature_cache import load_or_compute
 from tagwatch.train.models import create_model
@@ -63,6 +65,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, default=0, help="default 3 (2 with --quick)")
     parser.add_argument("--trainable-from", default=DEFAULT_TRAINABLE_FROM)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--resamples", type=int, default=0, help="holdout bootstrap resamples (default 1000; "
+                        "200 with --quick)")
     parser.add_argument("--plot", help="write the bars-with-CI plot here (e.g. docs/img/hashtag_ablations.png)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -102,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
                                  "labels": dataset.manifest.num_labels,
                                  "holdout_positives": dict(zip(categories, cached["holdout"].categories.sum(0)
                                                                 .int().tolist()))}
+            holdout = holdout_of(cached["holdout"], cached["train"], categories)
             per_seed = []
             t0 = time.monotonic()
             for seed in range(seeds):
@@ -112,27 +117,17 @@ def main(argv: list[str] | None = None) -> dict:
             figures["arms_s"] = round(time.monotonic() - t0, 1)
         finally:
             Stack(settings).down()
-    figures["arms"] = summarise(per_seed)
-    figures["decision"] = decide(figures["arms"])
+    t0 = time.monotonic()
+    summary = summarise(per_seed, holdout, resamples=args.resamples or (200 if args.quick else 1000))
+    figures["summary_s"] = round(time.monotonic() - t0, 1)
+    figures.update(arms=summary["arms"], paired=summary["paired"], resamples=summary["resamples"],
+                   interval=summary["interval"])
+    figures["decision"] = choose_recipe(summary)
     if args.plot:
-        figures["plot"] = str(plot_ablations(figures["arms"], Path(args.plot)))
+        figures["plot"] = str(plot_ablations(figures["arms"], Path(args.plot), figures["paired"]))
     figures["wall_s"] = round(time.monotonic() - t_start, 1)
     print(json.dumps(figures))
     return figures
-
-
-def decide(arms: dict) -> dict:
-    """The default recipe: the Q1 arm whose category mAP interval lies above the cheapest's (ImageNet + probe);
-    the cheapest where nothing separates."""
-    base = arms["imagenet_probe"]["category_map"]
-    better = [arm for arm in ("hashtag_probe", "hashtag_finetune", "scratch")
-              if separated(arms[arm]["category_map"], base) and arms[arm]["category_map"]["mean"] > base["mean"]]
-    best = max(better, key=lambda a: arms[a]["category_map"]["mean"]) if better else "imagenet_probe"
-    return {"default": best, "separated_from_imagenet_probe": better, "ci_over": "seeds (training randomness); "
-            "the holdout posts are fixed, so holdout sampling is not in the interval, and the deterministic "
-            "ImageNet probe has a zero-width one",
-            "why": "non-overlapping 95 % CI above ImageNet + probe" if better
-            else "no arm separates from ImageNet + probe (the cheapest): keep it"}
 
 
 if __name__ == "__main__":

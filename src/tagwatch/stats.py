@@ -62,19 +62,45 @@ def weighted_proportion(hits: np.ndarray, weights: np.ndarray | None = None, *,
     return wilson(share * effective, effective, confidence=confidence)
 
 
+def resample_indices(n: int, *, resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """[resamples, n]: each row n indices drawn with replacement. Two statistics evaluated on the same rows are
+    paired (the same posts in every resample)."""
+    rng = np.random.default_rng(seed)
+    return np.array([rng.integers(0, n, n) for _ in range(resamples)], dtype=np.int64).reshape(resamples, n)
+
+
+def percentile_interval(values: np.ndarray, *, confidence: float = 0.95) -> tuple[float | None, float | None]:
+    """Percentile interval of bootstrap draws; undefined draws (NaN) are left out."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return None, None
+    tail = (1 - confidence) / 2 * 100
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
 def bootstrap(statistic: Callable[[np.ndarray], float], n: int, *, resamples: int = 1000, seed: int = 0,
               confidence: float = 0.95) -> tuple[float | None, float | None]:
     """Percentile interval of ``statistic(indices)`` over ``resamples`` draws of n indices with replacement;
     draws where the statistic is undefined (NaN) are left out."""
     if n == 0:
         return None, None
-    rng = np.random.default_rng(seed)
-    values = np.array([statistic(rng.integers(0, n, n)) for _ in range(resamples)], dtype=float)
-    values = values[np.isfinite(values)]
-    if not len(values):
-        return None, None
-    tail = (1 - confidence) / 2 * 100
-    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+    values = [statistic(idx) for idx in resample_indices(n, resamples=resamples, seed=seed)]
+    return percentile_interval(np.array(values, dtype=float), confidence=confidence)
+
+
+def replicate_means(draws: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """Two-level bootstrap over items and replicates: ``draws[r, k]`` is a figure on bootstrap resample r of the
+    items (e.g. holdout posts) for replicate k (e.g. training seed); returns per resample r the mean over k
+    replicates drawn with replacement (NaNs left out). The replicate draws depend only on the shape and
+    ``seed``, so two figures' draws of the same shape stay paired: subtract before or after, the same."""
+    draws = np.asarray(draws, dtype=float)
+    resamples, replicates = draws.shape
+    picks = np.random.default_rng(seed).integers(0, replicates, (resamples, replicates))
+    chosen = np.take_along_axis(draws, picks, axis=1)
+    with np.errstate(invalid="ignore"):
+        counts = np.isfinite(chosen).sum(1)
+        return np.where(counts > 0, np.nansum(chosen, 1) / np.maximum(counts, 1), np.nan)
 
 
 def average_precision_ci(scores: np.ndarray, labels: np.ndarray, *, resamples: int = 1000, seed: int = 0,

@@ -1,6 +1,6 @@
 """benchmarks/hashtag_ablations.py --quick on real openclipart posts (its own private stack): every arm is there
-with a mean and an interval, and the lower stages are computed once then read back from the cache (figures only;
-no timed asserts)."""
+with a mean and an interval (holdout posts and seeds), with paired differences against ImageNet + probe, and the
+lower stages are computed once then read back from the cache (figures only; no timed asserts)."""
 
 import importlib.util
 import json
@@ -23,8 +23,11 @@ def test_quick_ablations_print_every_arm(capsys):
     assert figures["posts"]["openclipart"] > 0 and figures["splits"]["train"] > 0
     for arm in ARMS:
         weapons = figures["arms"][arm]["ap_weapons"]
-        assert weapons["n"] == 2 and weapons["low"] <= weapons["mean"] <= weapons["high"]
+        assert weapons["n"] == 2 and weapons["seed_low"] <= weapons["mean"] <= weapons["seed_high"]
+        assert weapons["low"] <= weapons["high"]  # holdout posts and seeds resampled
         assert "ap_weapons_lower_bound" in figures["arms"][arm]
     for arm in ARMS - {"imagenet_probe", "hashtag_finetune", "scratch"}:
         assert {"hashtag_map", "hashtag_map_rare", "hashtag_map_lower_bound"} <= set(figures["arms"][arm])
-    assert figures["decision"]["default"] in ARMS
+    for arm in ARMS - {"imagenet_probe"}:  # paired over the same resampled holdout posts
+        assert figures["paired"][f"{arm} - imagenet_probe"]["category_map"]["low"] is not None
+    assert figures["decision"]["default"] in ARMS and figures["decision"]["why"]

@@ -27,7 +27,7 @@ import torch
 
 from tagwatch.train.checkpoint import CheckpointStore
 from tagwatch.train.distributed import DistInfo
-from tagwatch.train.evaluate import average_precision, mean_average_precision
+from tagwatch.train.evaluate import average_precision
 from tagwatch.train.feature_cache import CachedSplit, label_noise
 from tagwatch.train.loop import LoopConfig, RunState, TrainTask
 from tagwatch.train.partial import (fit_category_probe, lower_bound_scores, predict_cached, rare_tags, reinit_top,
@@ -52,12 +52,32 @@ class Budget:
     weight_decay: float = 1e-4
 
 
+@dataclass(frozen=True)
+class Holdout:
+    """What every arm is scored against: the holdout's targets, the rarest third of tags, the category names."""
+
+    category_targets: np.ndarray
+    hashtag_targets: np.ndarray
+    rare: np.ndarray
+    categories: list[str]
+
+
+@dataclass(frozen=True)
+class ArmScores:
+    """One arm's holdout scores (one seed), raw and lower bound (near-duplicates of train posts counted wrong)."""
+
+    category: np.ndarray
+    category_lower: np.ndarray
+    hashtag: np.ndarray | None = None
+    hashtag_lower: np.ndarray | None = None
+
+
 def run_seed(*, model: torch.nn.Module, cut: int, train: CachedSplit, holdout: CachedSplit, categories: list[str],
-             duplicates: set[str], seed: int, budget: Budget, arms: tuple[str, ...] = tuple(HASHTAG_ARMS)) -> dict:
+             duplicates: set[str], seed: int, budget: Budget,
+             arms: tuple[str, ...] = tuple(HASHTAG_ARMS)) -> dict[str, ArmScores]:
     """Every arm for one seed; ``model``: the ImageNet TagwatchNet (left unchanged: each arm trains a copy).
-    Returns {arm: {figure: value}}."""
-    rare = rare_tags(train.hashtags)
-    out: dict[str, dict[str, float]] = {}
+    Returns {arm: its holdout scores} (``figures`` turns them into APs, on the whole holdout or a resample)."""
+    out: dict[str, ArmScores] = {}
     with tempfile.TemporaryDirectory(prefix="tw-ablation-") as tmp:
         def fit(net, cached, *, kind, loss, sampling, steps, lr):
             task = TrainTask(kind=kind, target="hashtags" if kind == "pretrain" else "categories",
@@ -70,9 +90,17 @@ def run_seed(*, model: torch.nn.Module, cut: int, train: CachedSplit, holdout: C
                              store=CheckpointStore(str(Path(tmp) / kind)), output_dir=Path(tmp) / kind,
                              sampling=sampling, seed=seed)
 
+        def scores(net, *, hashtags: bool) -> ArmScores:
+            p = predict_cached(net, holdout, cut)
+            lower = lower_bound_scores(p.category_scores, p.category_targets, p.keys, duplicates)
+            if not hashtags:
+                return ArmScores(p.category_scores, lower)
+            return ArmScores(p.category_scores, lower, p.hashtag_logits,
+                             lower_bound_scores(p.hashtag_logits, p.hashtag_targets, p.keys, duplicates))
+
         net = copy.deepcopy(model)
         fit_category_probe(net, train, cut, l2=budget.probe_l2)
-        out["imagenet_probe"] = category_figures(net, holdout, cut, categories, duplicates)
+        out["imagenet_probe"] = scores(net, hashtags=False)
         for arm in arms:
             loss, sampling, noise = HASHTAG_ARMS[arm]
             net = copy.deepcopy(model)
@@ -81,62 +109,140 @@ def run_seed(*, model: torch.nn.Module, cut: int, train: CachedSplit, holdout: C
             torch.nn.init.zeros_(net.hashtag_head.bias)
             noisy = label_noise(train, fraction=noise, seed=seed)
             fit(net, noisy, kind="pretrain", loss=loss, sampling=sampling, steps=budget.pretrain_steps, lr=budget.lr)
-            figures = hashtag_figures(net, holdout, cut, rare, duplicates)
             fit_category_probe(net, train, cut, l2=budget.probe_l2)
-            figures.update(category_figures(net, holdout, cut, categories, duplicates))
-            out[f"{arm}_probe"] = figures
+            out[f"{arm}_probe"] = scores(net, hashtags=True)
             if arm == "hashtag":
                 fit(net, train, kind="finetune", loss="sigmoid", sampling="natural", steps=budget.finetune_steps,
                     lr=budget.finetune_lr)
-                out["hashtag_finetune"] = category_figures(net, holdout, cut, categories, duplicates)
+                out["hashtag_finetune"] = scores(net, hashtags=False)
         net = copy.deepcopy(model)
         reinit_top(net, cut, seed=seed)
         fit(net, train, kind="finetune", loss="sigmoid", sampling="natural",
             steps=budget.pretrain_steps + budget.finetune_steps, lr=budget.lr)
-        out["scratch"] = category_figures(net, holdout, cut, categories, duplicates)
+        out["scratch"] = scores(net, hashtags=False)
     return out
 
 
-def category_figures(net, holdout: CachedSplit, cut: int, categories: list[str], duplicates: set[str]) -> dict:
-    predictions = predict_cached(net, holdout, cut)
-    scores, targets = predictions.category_scores, predictions.category_targets
-    lowered = lower_bound_scores(scores, targets, predictions.keys, duplicates)
-    out = {"category_map": mean_average_precision(scores, targets)[0],
-           "category_map_lower_bound": mean_average_precision(lowered, targets)[0]}
-    for j, name in enumerate(categories):
-        out[f"ap_{name}"] = average_precision(scores[:, j], targets[:, j])
-        out[f"ap_{name}_lower_bound"] = average_precision(lowered[:, j], targets[:, j])
+def holdout_of(holdout: CachedSplit, train: CachedSplit, categories: list[str]) -> Holdout:
+    return Holdout(holdout.categories.numpy().astype(bool), holdout.hashtags.numpy().astype(bool),
+                   rare_tags(train.hashtags), list(categories))
+
+
+def _aps(scores: np.ndarray, targets: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return np.array([average_precision(scores[idx, j], targets[idx, j]) for j in range(targets.shape[1])])
+
+
+def _mean(aps: np.ndarray) -> float:
+    valid = aps[np.isfinite(aps)]  # classes with a positive (as ``mean_average_precision``)
+    return float(valid.mean()) if len(valid) else float("nan")
+
+
+def figures(scores: ArmScores, holdout: Holdout, idx: np.ndarray | None = None) -> dict[str, float]:
+    """Category mAP and per-category AP (and, for hashtag-trained arms, hashtag mAP on all tags and on the rarest
+    third), raw and lower bound, on the holdout posts ``idx`` (default: all of them)."""
+    idx = np.arange(len(holdout.category_targets)) if idx is None else idx
+    out: dict[str, float] = {}
+    for suffix, cat in (("", scores.category), ("_lower_bound", scores.category_lower)):
+        aps = _aps(cat, holdout.category_targets, idx)
+        out[f"category_map{suffix}"] = _mean(aps)
+        out.update({f"ap_{name}{suffix}": float(ap) for name, ap in zip(holdout.categories, aps)})
+    if scores.hashtag is not None:
+        for suffix, logits in (("", scores.hashtag), ("_lower_bound", scores.hashtag_lower)):
+            aps = _aps(logits, holdout.hashtag_targets, idx)
+            out[f"hashtag_map{suffix}"] = _mean(aps)
+            out[f"hashtag_map_rare{suffix}"] = _mean(aps[holdout.rare])
     return out
 
 
-def hashtag_figures(net, holdout: CachedSplit, cut: int, rare: np.ndarray, duplicates: set[str]) -> dict:
-    predictions = predict_cached(net, holdout, cut)
-    logits, targets = predictions.hashtag_logits, predictions.hashtag_targets
-    lowered = lower_bound_scores(logits, targets, predictions.keys, duplicates)
-    return {"hashtag_map": mean_average_precision(logits, targets)[0],
-            "hashtag_map_lower_bound": mean_average_precision(lowered, targets)[0],
-            "hashtag_map_rare": mean_average_precision(logits[:, rare], targets[:, rare])[0],
-            "hashtag_map_rare_lower_bound": mean_average_precision(lowered[:, rare], targets[:, rare])[0]}
+# Q1 arms by training cost (probe only < 150 hashtag steps + probe < 200 category steps < 200 steps + probe):
+# the candidates for the default recipe.
+BY_COST = ("imagenet_probe", "hashtag_probe", "scratch", "hashtag_finetune")
+BASELINE = "imagenet_probe"
 
 
-def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """{arm: {figure: {"mean", "low", "high", "n"}}}: mean over seeds with its 95 % t interval."""
-    from tagwatch.stats import mean_ci
-
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for arm in per_seed[0]:
-        out[arm] = {}
-        for figure in per_seed[0][arm]:
-            e = mean_ci([run[arm][figure] for run in per_seed])
-            out[arm][figure] = {"mean": _r(e.value), "low": _r(e.low), "high": _r(e.high), "n": int(e.n)}
-    return out
+def comparisons(arms: list[str]) -> list[tuple[str, str]]:
+    """(arm, reference) pairs: every arm against ImageNet + probe; each Q1 arm against the cheaper ones; the Q2, Q3
+    and noise arms against the recipe they vary (hashtag + probe: 1/k softmax, sqrt, clean tags)."""
+    pairs = [(a, BASELINE) for a in arms if a != BASELINE]
+    q1 = [a for a in BY_COST if a in arms and a != BASELINE]
+    pairs += [(dear, cheap) for i, cheap in enumerate(q1) for dear in q1[i + 1:]]
+    pairs += [(a, "hashtag_probe") for a in arms if a not in BY_COST and "hashtag_probe" in arms]
+    return pairs
 
 
-def separated(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Non-overlapping 95 % intervals."""
-    if None in (a.get("low"), a.get("high"), b.get("low"), b.get("high")):
-        return False
-    return a["low"] > b["high"] or b["low"] > a["high"]
+def summarise(runs: list[dict[str, ArmScores]], holdout: Holdout, *, resamples: int = 1000,
+              seed: int = 0) -> dict[str, dict[str, Any]]:
+    """{"arms": {arm: {figure: estimate}}, "paired": {"A - B": {figure: estimate}}}. Each estimate: ``mean``
+    (over seeds, whole holdout), ``low``/``high`` (95 %, two-level bootstrap: holdout posts resampled, the same
+    resample for every arm and seed, and seeds resampled; so holdout sampling and training randomness are both
+    in it), ``seed_low``/``seed_high`` (Student t over seeds only: training randomness), ``n`` (seeds).
+    "paired": the difference A - B on the same resampled posts and seeds."""
+    from tagwatch.stats import mean_ci, percentile_interval, replicate_means, resample_indices
+
+    rows = resample_indices(len(holdout.category_targets), resamples=resamples, seed=seed)
+    point = {arm: [figures(run[arm], holdout) for run in runs] for arm in runs[0]}
+    # draws[arm][figure]: [resamples, seeds]
+    draws: dict[str, dict[str, np.ndarray]] = {}
+    for arm in runs[0]:
+        per_seed = [[figures(run[arm], holdout, idx) for idx in rows] for run in runs]
+        draws[arm] = {f: np.array([[per_seed[s][r][f] for s in range(len(runs))] for r in range(resamples)])
+                      for f in point[arm][0]}
+
+    def estimate(values: list[float], boot: np.ndarray) -> dict[str, Any]:
+        by_seed = mean_ci(values)
+        low, high = percentile_interval(replicate_means(boot, seed=seed))
+        return {"mean": _r(by_seed.value), "low": _r(low), "high": _r(high), "seed_low": _r(by_seed.low),
+                "seed_high": _r(by_seed.high), "n": int(by_seed.n)}
+
+    arms = {arm: {f: estimate([p[f] for p in point[arm]], draws[arm][f]) for f in draws[arm]} for arm in draws}
+    paired = {}
+    for a, b in comparisons(list(draws)):
+        shared = [f for f in draws[a] if f in draws[b]]
+        paired[f"{a} - {b}"] = {f: estimate([pa[f] - pb[f] for pa, pb in zip(point[a], point[b])],
+                                            draws[a][f] - draws[b][f]) for f in shared}
+    return {"arms": arms, "paired": paired, "resamples": resamples,
+            "interval": "95 % two-level bootstrap: holdout posts (paired across arms) and seeds"}
+
+
+def difference(summary: dict[str, Any], a: str, b: str, figure: str = "category_map") -> dict[str, Any] | None:
+    """The paired difference a - b of ``figure`` (either orientation stored; None when not compared)."""
+    paired = summary["paired"]
+    if f"{a} - {b}" in paired:
+        return paired[f"{a} - {b}"].get(figure)
+    if f"{b} - {a}" in paired and paired[f"{b} - {a}"].get(figure):
+        e = paired[f"{b} - {a}"][figure]
+        flip = {"mean": "mean", "low": "high", "high": "low", "seed_low": "seed_high", "seed_high": "seed_low"}
+        return {k: (None if e[v] is None else -e[v]) for k, v in flip.items()} | {"n": e["n"]}
+    return None
+
+
+def excludes_zero(e: dict[str, Any] | None) -> bool:
+    return bool(e) and e["low"] is not None and e["high"] is not None and (e["low"] > 0 or e["high"] < 0)
+
+
+def choose_recipe(summary: dict[str, Any], figure: str = "category_map") -> dict[str, Any]:
+    """The default recipe from the evidence: an arm wins over ImageNet + probe only if its paired difference on
+    ``figure`` lies above 0 (95 % interval); among the winners, the cheapest (``BY_COST``) whose paired difference
+    from the best winner (highest mean) includes 0. No winner: the cheapest, ImageNet + probe."""
+    candidates = [a for a in BY_COST[1:] if a in summary["arms"]]
+    diffs = {a: difference(summary, a, BASELINE, figure) for a in candidates}
+    winners = [a for a in candidates if excludes_zero(diffs[a]) and diffs[a]["low"] > 0]
+
+    def show(e):
+        return f"{e['mean']:+.3f} [{e['low']:+.3f}, {e['high']:+.3f}]"
+
+    evidence = {a: diffs[a] for a in candidates}
+    if not winners:
+        return {"default": BASELINE, "winners": [], "evidence": evidence,
+                "why": f"no arm's paired {figure} difference from {BASELINE} excludes 0 ("
+                       + "; ".join(f"{a} {show(diffs[a])}" for a in candidates if diffs[a])
+                       + "): nothing separates, keep the cheapest"}
+    best = max(winners, key=lambda a: summary["arms"][a][figure]["mean"])
+    chosen = next(a for a in winners if a == best or not excludes_zero(difference(summary, a, best, figure)))
+    why = f"{chosen} beats {BASELINE} on {figure} by {show(diffs[chosen])} (paired 95 % interval above 0)"
+    if chosen != best:
+        why += f"; not separated from the best, {best} ({show(difference(summary, best, chosen, figure))}), and cheaper"
+    return {"default": chosen, "winners": winners, "best": best, "evidence": evidence, "why": why}
 
 
 def _r(value: float | None) -> float | None:
@@ -147,24 +253,33 @@ PLOTTED = (("category_map", "holdout category mAP"), ("ap_weapons", "weapons AP"
            ("hashtag_map", "hashtag mAP (all tags)"), ("hashtag_map_rare", "hashtag mAP (rarest third)"))
 
 
-def plot_ablations(arms: dict[str, dict[str, dict[str, Any]]], path: Path) -> Path:
-    """Bars (mean over seeds) with 95 % CI whiskers per arm, one panel per figure of ``PLOTTED``."""
+def plot_ablations(arms: dict[str, dict[str, dict[str, Any]]], path: Path,
+                   paired: dict[str, dict[str, dict[str, Any]]] | None = None) -> Path:
+    """Bars (mean over seeds) with 95 % CI whiskers (holdout posts and seeds) per arm, one panel per figure of
+    ``PLOTTED``; with ``paired``, a last panel: each arm's category mAP minus ImageNet + probe's (paired)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(4 * len(PLOTTED), 4), sharey=True)
-    for ax, (figure, title) in zip(axes, PLOTTED):
-        names = [a for a in arms if (arms[a].get(figure) or {}).get("mean") is not None]
-        means = [arms[a][figure]["mean"] for a in names]
-        low = [m - (arms[a][figure]["low"] if arms[a][figure]["low"] is not None else m) for a, m in zip(names, means)]
-        high = [(arms[a][figure]["high"] if arms[a][figure]["high"] is not None else m) - m
+    panels = [(arms, figure, title) for figure, title in PLOTTED]
+    if paired:
+        vs = {k.split(" - ")[0]: v for k, v in paired.items() if k.endswith(f" - {BASELINE}")}
+        panels.append((vs, "category_map", f"category mAP minus {BASELINE} (paired)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4))
+    for ax, (data, figure, title) in zip(axes, panels):
+        names = [a for a in data if (data[a].get(figure) or {}).get("mean") is not None]
+        means = [data[a][figure]["mean"] for a in names]
+        low = [m - (data[a][figure]["low"] if data[a][figure]["low"] is not None else m) for a, m in zip(names, means)]
+        high = [(data[a][figure]["high"] if data[a][figure]["high"] is not None else m) - m
                 for a, m in zip(names, means)]
         ax.bar(range(len(names)), means, yerr=[low, high], capsize=3, color="tab:blue", alpha=0.8)
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
         ax.set_title(title, fontsize=9)
-        ax.set_ylim(0, 1)
+        if data is arms:
+            ax.set_ylim(0, 1)
+        else:
+            ax.axhline(0, color="black", linewidth=0.8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
