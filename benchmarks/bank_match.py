@@ -92,8 +92,7 @@ def measure_versioned_reload(size: int, seed: int = 9) -> dict:
     from tagwatch.moderation.bank_store import ALIAS, BankStore
     from tagwatch.moderation.pdq_index import PdqIndex
     from tagwatch.moderation.pdq_synthetic import random_codes
-    from tagwatch.settings import load_settings
-    from tagwatch.stack import Stack, with_stack_endpoints
+    from tagwatch.stack import private_stack
 
     rng = np.random.default_rng(seed)
     codes = random_codes(size + 1, rng)
@@ -101,57 +100,50 @@ def measure_versioned_reload(size: int, seed: int = 9) -> dict:
     entries = [BankEntry(entry_id=f"{i:012x}", pdq=c.tobytes().hex(), reason="bench", added_at=when, quality=90,
                          category="terrorism", source="benchmark") for i, c in enumerate(codes)]
     figures: dict = {"entries": size, "store": "s3: private embedded SeaweedFS on this machine"}
-    with tempfile.TemporaryDirectory(prefix="tagwatch-bench-") as state:
-        settings = load_settings(paths={"state_dir": Path(state)}, stack={"free_ports": True})
-        stack = Stack(settings)
-        stack.up()
-        try:
-            settings = with_stack_endpoints(settings)
-            store = BankStore(s3_client(settings.s3), settings.s3.buckets.models)
+    with tempfile.TemporaryDirectory(prefix="tagwatch-bench-") as state, private_stack(Path(state)) as settings:
+        store = BankStore(s3_client(settings.s3), settings.s3.buckets.models)
+        t = time.perf_counter()
+        store.extend("bench", entries[:size], reason="benchmark")
+        figures["write_version_s"] = round(time.perf_counter() - t, 2)
+        cache = SegmentCache()
+        store.load_indexed("bench", cache=cache)  # a consumer that had the snapshot
+        t = time.perf_counter()
+        written = store.extend("bench", entries[size:], reason="benchmark: one more")
+        figures["add_one_entry_s"] = round(time.perf_counter() - t, 2)
+        versions = store.versions("bench")
+        figures["add_one_entry_bytes"] = sum(d.bytes for d in versions.metadata(written.version)[0].files.values())
+        t = time.perf_counter()
+        delta_bank = store.load_indexed("bench", cache=cache)
+        figures["consumer_delta_reload_s"] = round(time.perf_counter() - t, 3)
+        figures["consumer_delta_reload_segments_read"] = len(cache.loaded) - 1
+        t = time.perf_counter()
+        versions.alias_bytes(ALIAS)
+        figures["alias_poll_ms"] = round(1000 * (time.perf_counter() - t), 1)
+        t = time.perf_counter()
+        bank = store.load_indexed("bench")
+        figures["consumer_reload_s"] = round(time.perf_counter() - t, 2)
+        # the same reload in its parts (of the snapshot, segment 1)
+        metadata = versions.metadata(1)[0]
+        figures["version_bytes"] = {path: d.bytes for path, d in metadata.files.items()}
+        t = time.perf_counter()
+        files = {path: versions.read_file(metadata, path) for path in metadata.files}
+        figures["fetch_and_verify_s"] = round(time.perf_counter() - t, 2)
+        with tempfile.TemporaryDirectory() as tmp:
+            for path, body in files.items():
+                if path.startswith("index/"):
+                    (Path(tmp) / path.removeprefix("index/")).write_bytes(body)
             t = time.perf_counter()
-            store.extend("bench", entries[:size], reason="benchmark")
-            figures["write_version_s"] = round(time.perf_counter() - t, 2)
-            cache = SegmentCache()
-            store.load_indexed("bench", cache=cache)  # a consumer that had the snapshot
+            PdqIndex.load(Path(tmp))
+            figures["index_from_faiss_tables_s"] = round(time.perf_counter() - t, 2)
             t = time.perf_counter()
-            written = store.extend("bench", entries[size:], reason="benchmark: one more")
-            figures["add_one_entry_s"] = round(time.perf_counter() - t, 2)
-            versions = store.versions("bench")
-            figures["add_one_entry_bytes"] = sum(d.bytes for d in versions.metadata(written.version)[0].files.values())
-            t = time.perf_counter()
-            delta_bank = store.load_indexed("bench", cache=cache)
-            figures["consumer_delta_reload_s"] = round(time.perf_counter() - t, 3)
-            figures["consumer_delta_reload_segments_read"] = len(cache.loaded) - 1
-            t = time.perf_counter()
-            versions.alias_bytes(ALIAS)
-            figures["alias_poll_ms"] = round(1000 * (time.perf_counter() - t), 1)
-            t = time.perf_counter()
-            bank = store.load_indexed("bench")
-            figures["consumer_reload_s"] = round(time.perf_counter() - t, 2)
-            # the same reload in its parts (of the snapshot, segment 1)
-            metadata = versions.metadata(1)[0]
-            figures["version_bytes"] = {path: d.bytes for path, d in metadata.files.items()}
-            t = time.perf_counter()
-            files = {path: versions.read_file(metadata, path) for path in metadata.files}
-            figures["fetch_and_verify_s"] = round(time.perf_counter() - t, 2)
-            with tempfile.TemporaryDirectory() as tmp:
-                for path, body in files.items():
-                    if path.startswith("index/"):
-                        (Path(tmp) / path.removeprefix("index/")).write_bytes(body)
-                t = time.perf_counter()
-                PdqIndex.load(Path(tmp))
-                figures["index_from_faiss_tables_s"] = round(time.perf_counter() - t, 2)
-                t = time.perf_counter()
-                PdqIndex(np.load(Path(tmp) / "ids.npy"), np.load(Path(tmp) / "codes.npy"))
-                figures["index_from_codes_only_s"] = round(time.perf_counter() - t, 2)
-            probe = [entries[i] for i in [*rng.choice(size, 49, replace=False), size]]  # the delta entry too
-            figures["version"] = written.version
-            figures["probes_found"] = sum(bank.entries[bank.nearest(e.pdq, 0)[0]].entry_id == e.entry_id
-                                          for e in probe)
-            figures["delta_probes_found"] = sum(
-                delta_bank.entries[delta_bank.nearest(e.pdq, 0)[0]].entry_id == e.entry_id for e in probe)
-        finally:
-            stack.down()
+            PdqIndex(np.load(Path(tmp) / "ids.npy"), np.load(Path(tmp) / "codes.npy"))
+            figures["index_from_codes_only_s"] = round(time.perf_counter() - t, 2)
+        probe = [entries[i] for i in [*rng.choice(size, 49, replace=False), size]]  # the delta entry too
+        figures["version"] = written.version
+        figures["probes_found"] = sum(bank.entries[bank.nearest(e.pdq, 0)[0]].entry_id == e.entry_id
+                                      for e in probe)
+        figures["delta_probes_found"] = sum(
+            delta_bank.entries[delta_bank.nearest(e.pdq, 0)[0]].entry_id == e.entry_id for e in probe)
     return figures
 
 

@@ -35,22 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from tagwatch.clients import s3_client
-    from tagwatch.settings import load_settings
-    from tagwatch.stack import Stack, with_stack_endpoints
+    from tagwatch.stack import private_stack
 
     figures: dict = {"source": args.source, "limit": args.limit}
-    with tempfile.TemporaryDirectory(prefix="tagwatch-bench-") as state:
-        settings = load_settings(paths={"state_dir": Path(state)}, stack={"free_ports": True})
-        stack = Stack(settings)
-        stack.up()
-        try:
-            settings = with_stack_endpoints(settings)
-            client = s3_client(settings.s3)
-            if not args.skip_ingest_figures:
-                figures.update(ingest_figures(settings, client, args))
-            figures["mapreduce"] = mapreduce_figures(settings, client, args.scale_posts)
-        finally:
-            stack.down()
+    with tempfile.TemporaryDirectory(prefix="tagwatch-bench-") as state, private_stack(Path(state)) as settings:
+        client = s3_client(settings.s3)
+        if not args.skip_ingest_figures:
+            figures.update(ingest_figures(settings, client, args))
+        figures["mapreduce"] = mapreduce_figures(settings, client, args.scale_posts)
     figures["rates"] = per_core_rates()
     print(json.dumps(figures))
     return 0

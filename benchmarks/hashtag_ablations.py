@@ -26,8 +26,7 @@ import torch
 from tagwatch.clients import s3_client
 from tagwatch.data.build_request import BuildRequest, build_requested
 from tagwatch.data.ingest import ingest_source
-from tagwatch.settings import load_settings
-from tagwatch.stack import Stack, with_stack_endpoints
+from tagwatch.stack import private_stack
 from tagwatch.train import runtime
 from tagwatch.train.ablations import Budget, choose_recipe, holdout_of, plot_ablations, run_seed, summarise
 from tagwatch.train.effnet import cut_index
@@ -77,10 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tw-bench-ablations-") as tmp:
         root = Path(tmp)
-        settings = load_settings(paths={"state_dir": root / "state"}, stack={"free_ports": True, "start_timeout_s": 60})
-        Stack(settings).up()
-        settings = with_stack_endpoints(settings)
-        try:
+        with private_stack(root / "state") as settings:
             t0 = time.monotonic()
             figures["posts"] = ingest(settings, quick=args.quick, work=root / "sources")
             request = BuildRequest(min_count=2 if args.quick else BuildRequest().min_count)
@@ -115,8 +111,6 @@ def main(argv: list[str] | None = None) -> dict:
                                          budget=budget))
                 print(f"seed {seed} done at {time.monotonic() - t0:.0f}s", file=sys.stderr)
             figures["arms_s"] = round(time.monotonic() - t0, 1)
-        finally:
-            Stack(settings).down()
     t0 = time.monotonic()
     summary = summarise(per_seed, holdout, resamples=args.resamples or (200 if args.quick else 1000))
     figures["summary_s"] = round(time.monotonic() - t0, 1)
