@@ -19,14 +19,7 @@ from pathlib import Path
 from tagwatch.pipeline import steps
 from tagwatch.pipeline.deploy import stop_local_triton
 from tagwatch.pipeline.local import FULL_PARAMS, QUICK_PARAMS, _environment, run_pretrain_and_deploy, settings_env
-from tagwatch.settings import load_settings
-from tagwatch.stack import Stack, with_stack_endpoints
-
-
-def private_stack(root: Path):
-    settings = load_settings(paths={"state_dir": root / "state"}, stack={"free_ports": True, "start_timeout_s": 60})
-    Stack(settings).up()
-    return with_stack_endpoints(settings)
+from tagwatch.stack import private_stack
 
 
 def run_direct(settings, params: dict, work: Path) -> dict[str, float]:
@@ -71,25 +64,23 @@ def main() -> None:
     figures: dict = {"mode": "full" if args.full else "quick"}
     with tempfile.TemporaryDirectory(prefix="tw-bench-pipe-") as tmp:
         root = Path(tmp)
-        settings = private_stack(root / "direct")
-        try:
-            t0 = time.monotonic()
-            direct = run_direct(settings, params, root / "direct" / "work")
-            figures["direct_wall_s"] = round(time.monotonic() - t0, 1)
-            figures["direct_task_s"] = direct
-        finally:
-            stop_local_triton(settings)
-            Stack(settings).down()
-        settings = private_stack(root / "kfp")
-        try:
-            result = run_pretrain_and_deploy(settings, quick=not args.full, pipeline_root=root / "kfp" / "runs")
-            figures["kfp_local_wall_s"] = result.wall_seconds
-            figures["kfp_local_task_s"] = result.task_seconds
-            figures["version"], figures["alias"] = result.version, result.alias
-            figures["holdout_category_map"] = result.metrics.get("category_map")
-        finally:
-            stop_local_triton(settings)
-            Stack(settings).down()
+        with private_stack(root / "direct" / "state") as settings:
+            try:
+                t0 = time.monotonic()
+                direct = run_direct(settings, params, root / "direct" / "work")
+                figures["direct_wall_s"] = round(time.monotonic() - t0, 1)
+                figures["direct_task_s"] = direct
+            finally:
+                stop_local_triton(settings)
+        with private_stack(root / "kfp" / "state") as settings:
+            try:
+                result = run_pretrain_and_deploy(settings, quick=not args.full, pipeline_root=root / "kfp" / "runs")
+                figures["kfp_local_wall_s"] = result.wall_seconds
+                figures["kfp_local_task_s"] = result.task_seconds
+                figures["version"], figures["alias"] = result.version, result.alias
+                figures["holdout_category_map"] = result.metrics.get("category_map")
+            finally:
+                stop_local_triton(settings)
     figures["kfp_overhead_s"] = round(figures["kfp_local_wall_s"] - figures["direct_wall_s"], 1)
     figures["ratio_kfp_local_vs_direct"] = round(figures["kfp_local_wall_s"] / figures["direct_wall_s"], 2)
     print(json.dumps(figures))
