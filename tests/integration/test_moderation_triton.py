@@ -20,6 +20,7 @@ from tagwatch.clients import s3_client
 from tagwatch.moderation.ledger import Ledger
 from tagwatch.moderation.publish import new_post, publish_posts, upload_image
 from tagwatch.stack import with_stack_endpoints
+from tagwatch.stack.cpus import cpu_plan, thread_affinities
 from tagwatch.stack.state import read_state
 from tests.conftest import make_settings, run_cli
 from tests.support import colour_model as cm
@@ -93,6 +94,10 @@ def test_sigkills_and_a_triton_restart_in_one_run_lose_nothing(tmp_path):
         assert up.returncode == 0 and "started triton" in up.stdout, up.stdout + up.stderr
         publisher.join(timeout=120)
         wait_for(lambda: decided() == total, 180, "every post decided after the restart", logs=logs)
+        plan = cpu_plan(base.stack.model_cpus)  # `moderate` runs off the model server's CPU (stack/cpus.py)
+        if plan is not None:
+            assert all(a == set(plan.rest) for a in thread_affinities(steady.pid))
+            assert f"consumer on CPUs {','.join(map(str, plan.rest))}" in logs[0].read_text(errors="replace")
         for proc in (steady, victim):
             proc.send_signal(signal.SIGTERM)
         assert all(proc.wait(timeout=90) == 0 for proc in (steady, victim)), \

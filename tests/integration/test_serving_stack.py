@@ -13,6 +13,7 @@ from tagwatch.clients import s3_client
 from tagwatch.registry import ModelRegistry
 from tagwatch.serving.client import ModelClient
 from tagwatch.stack import with_stack_endpoints
+from tagwatch.stack.cpus import consumer_cpus, cpu_plan, thread_affinities
 from tagwatch.stack.state import read_state
 from tests.conftest import make_settings, run_cli, stack_env
 from tests.support.serving_models import export_tiny
@@ -74,6 +75,18 @@ def test_stack_up_starts_triton_once_production_exists(tmp_path) -> None:
         server = psutil.Process(read_state(settings.paths.stack_file).services["triton"].process.pid)
         family = [server, *server.children(recursive=True)]
         assert any(p.name() == "tritonserver" for p in family)
+        # stack/cpus.py: the model server's whole family on a CPU of its own, the other services on the rest
+        state = read_state(settings.paths.stack_file)
+        plan = cpu_plan(settings.stack.model_cpus)
+        if plan is None:  # a one-CPU machine: nothing pinned
+            assert all(s.cpus is None for s in state.services.values())
+        else:
+            assert state.services["triton"].cpus == list(plan.model)
+            assert all(a == set(plan.model) for p in family for a in thread_affinities(p.pid))
+            for name in ("seaweedfs", "tansu"):
+                assert state.services[name].cpus == list(plan.rest)
+                assert all(a == set(plan.rest) for a in thread_affinities(state.services[name].process.pid))
+            assert consumer_cpus(settings) == plan.rest
     finally:
         down = run_cli("stack", "down", env=env)
     assert down.returncode == 0, down.stdout + down.stderr

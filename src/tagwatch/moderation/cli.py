@@ -80,6 +80,11 @@ def moderate(
         chosen_policy = _load_policy(policy) if policy is not None else None  # default: the version's own
         err.print(f"model {scorer.model.name} version {scorer.model.version} via Triton "
                   f"{settings.triton.host}:{settings.triton.grpc_port if protocol == 'grpc' else settings.triton.http_port}")
+        from tagwatch.stack.cpus import pin_consumer
+
+        cpus = pin_consumer(settings)  # off the CPUs the local model server holds (stack.model_cpus)
+        if cpus:
+            err.print(f"consumer on CPUs {','.join(map(str, cpus))}; the local Triton has the others")
     else:
         if not categories or policy is None:
             raise ConfigError("--onnx needs --categories and --policy", hint="e.g. --categories weapons,violence --policy policy.json")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from threading import Event
 
 from tagwatch.clients import kafka_config, s3_client
+from tagwatch.lean_s3 import LeanS3
 from tagwatch.errors import RetryableError
 from tagwatch.moderation.batch import BatchModerator, Staged, decision_id, resolve_preset
 from tagwatch.moderation.checkpoint import Checkpoint
@@ -113,7 +114,8 @@ class ModerationConsumer(Retrying):
         self.metrics = metrics or StreamMetrics()
         self.metrics.stuck_after_s = self.options.stuck_after_s
         self.topics = settings.kafka.topics
-        self.s3 = s3_client(settings.s3)
+        # the image GETs and ledger PUTs (one each per post) skip boto3's per-call machinery (lean_s3.py)
+        self.s3 = LeanS3(settings.s3, s3_client(settings.s3))
         common = kafka_config(settings.kafka, client_id=client_id)
         tx = self.options.transactional
         self.consumer = KafkaConsumer(

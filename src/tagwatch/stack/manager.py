@@ -14,6 +14,7 @@ from pathlib import Path
 from tagwatch.errors import ConfigError, StackError, StackNotRunningError, TagwatchError
 from tagwatch.settings import Settings
 import tagwatch.stack.process as process
+from tagwatch.stack.cpus import cpu_plan, pinned_command
 from tagwatch.stack.ports import StackPorts, ensure_ports_free, is_port_free
 from tagwatch.stack.seaweedfs import SeaweedFS
 from tagwatch.stack.service import EmbeddedService
@@ -139,7 +140,9 @@ class Stack:
         if service.optional:  # required services' ports were checked before anything started
             ensure_ports_free(self.settings.stack.host, service.bound_ports(), service.name)
         report(f"starting {service.name} on {service.endpoint()}")
-        record = process.spawn(service.command(), env=service.env(), log_file=service.log_file, cwd=self.paths.state_dir)
+        cpus = self._cpus_of(service)
+        record = process.spawn(pinned_command(service.command(), cpus), env=service.env(), log_file=service.log_file,
+                               cwd=self.paths.state_dir)
         started_now.append(service)
         state.services[service.name] = ServiceState(
             name=service.name,
@@ -147,12 +150,20 @@ class Stack:
             version=service.version(),
             started_at=datetime.now(timezone.utc),
             endpoint=service.endpoint(),
+            cpus=list(cpus) if cpus else None,
         )
         write_state(self.paths.stack_file, state)
         ready_in = self._wait_healthy(service, record)
         service.prepare()
         report(f"{service.name} ready in {ready_in:.1f}s")
         result.started.append(service.name)
+
+    def _cpus_of(self, service: EmbeddedService) -> tuple[int, ...] | None:
+        """The model server on CPUs of its own, the other services on the rest (stack/cpus.py); None: all."""
+        plan = cpu_plan(self.settings.stack.model_cpus)
+        if plan is None:
+            return None
+        return plan.model if service.runs_model else plan.rest
 
     def down(self, report: Report = lambda _msg: None) -> dict[str, str]:
         """Stop every recorded process (gracefully, then forcibly). Returns name -> outcome."""

@@ -22,6 +22,7 @@ class EmbeddedService(ABC):
     # An optional service starts only when ``skip_reason()`` is None (Triton: when a production model exists);
     # `stack status` does not count it as down when it is not running.
     optional: bool = False
+    runs_model: bool = False  # the model server: CPUs of its own when settings.stack.model_cpus > 0 (stack/cpus.py)
 
     def __init__(self, settings: Settings, ports: StackPorts) -> None:
         self.settings = settings

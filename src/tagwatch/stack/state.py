@@ -28,6 +28,7 @@ class ServiceState(BaseModel):
     version: str
     started_at: datetime
     endpoint: str
+    cpus: list[int] | None = None  # the CPUs it was pinned to (stack/cpus.py); None: all of them
 
 
 class StackState(BaseModel):

@@ -30,6 +30,7 @@ def _bundled_tritonserver() -> list[Path]:
 
 class TritonService(EmbeddedService):
     name = "triton"
+    runs_model = True
     optional = True
 
     @property
