@@ -281,6 +281,8 @@ def main() -> None:
     parser.add_argument("--cpu-pairs", type=int, default=2,
                         help="stream runs with the model server on a CPU of its own (as shipped) and with every CPU "
                              "shared, alternated: what the isolation buys (0: no shared arm)")
+    parser.add_argument("--only-latency", type=float, default=0, metavar="POSTS_S",
+                        help="only the half-load latency run at POSTS_S / 2, isolated and with every CPU shared")
     parser.add_argument("--only-stream", type=int, default=0, metavar="RUNS",
                         help="only raw, Triton alone and RUNS stream runs (median, range, CPU by stage of the first): "
                              "a short check of a change to the consumer")
@@ -353,10 +355,44 @@ def main() -> None:
                     result["cpu_seconds"] = {k: round(v - before.get(k, 0.0), 1) for k, v in cpu_snapshot(settings).items()}
                 return result
 
+            def half_load_latency(stream_rate: float) -> dict:
+                """Post-to-decision latency with posts published at half ``stream_rate`` while the consumer runs,
+                and the issue's bound: batch window (a fetch waits at most fetch_max_wait_ms = 500 ms for data) +
+                2 x the compute of a batch (the mean time to decide one at this load)."""
+                s = private_stream(image_only, partitions=1)
+                rate = stream_rate / 2
+                n = min(args.posts, int(rate * 20))
+                posts = [new_post(f"lat-{i:05d}-{s.kafka.consumer_group}", *refs[i]) for i in range(n)]
+                holder: dict = {}
+                consumer_thread = threading.Thread(
+                    target=lambda: holder.update(run_consumer(s, scorer, shipped, n)))
+                consumer_thread.start()
+                time.sleep(4)  # let the consumer join its group first
+                publish_posts(s, posts, rate=rate)
+                consumer_thread.join()
+                ledger = Ledger(s3, s.s3.buckets.ledger)
+                latencies = np.array([ledger.get(p.post_id).latency_ms for p in posts])
+                batch_compute_ms = 1000 * float(np.mean(holder["decide_s_per_batch"]))
+                bound = 500 + 2 * batch_compute_ms
+                p99 = float(np.percentile(latencies, 99))
+                return {"latency_rate_posts_s": round(rate, 1), "latency_posts": n,
+                        "post_to_decision_p50_ms": round(float(np.percentile(latencies, 50)), 1),
+                        "post_to_decision_p99_ms": round(p99, 1), "batch_compute_ms": round(batch_compute_ms, 1),
+                        "p99_bound_ms": round(bound, 1), "p99_within_bound": bool(p99 <= bound)}
+
             shipped = ConsumerOptions(max_poll_records=args.max_poll_records, fetch_workers=args.fetch_workers,
                                       infer_workers=args.infer_workers, infer_batch=args.infer_batch, signals=())
             # as `tagwatch moderate run` does: the consumer off the CPUs the stack gave the model server
             placement = cpu_placement(settings)
+            if args.only_latency:  # at half of the given rate, with the model server isolated and with CPUs shared
+                placement.isolated()
+                isolated = half_load_latency(args.only_latency)
+                placement.shared()
+                shared = half_load_latency(args.only_latency)
+                placement.isolated()
+                print(json.dumps({"benchmark": "stream", "arch": args.arch, "cpus": placement.model,
+                                  "isolated": isolated, "shared": shared}))
+                return
             if args.only_stream:
                 runs = [backlog(shipped, args.posts, f"only{k}", cpu=True) for k in range(args.only_stream)]
                 rates = sorted(r["decided"] / r["seconds"] for r in runs)
@@ -395,25 +431,7 @@ def main() -> None:
             naive_rate = naive["decided"] / naive["seconds"]
             stream_rate = stream["decided"] / stream["seconds"]
 
-            # latency at half the stream's throughput, published while the consumer runs
-            s = private_stream(image_only, partitions=1)
-            rate = stream_rate / 2
-            n = min(args.posts, int(rate * 20))
-            posts = [new_post(f"lat-{i:05d}-{s.kafka.consumer_group}", *refs[i]) for i in range(n)]
-            holder: dict = {}
-            consumer_thread = threading.Thread(
-                target=lambda: holder.update(run_consumer(s, scorer, shipped, n)))
-            consumer_thread.start()
-            time.sleep(4)  # let the consumer join its group first
-            publish_posts(s, posts, rate=rate)
-            consumer_thread.join()
-            ledger = Ledger(s3, s.s3.buckets.ledger)
-            latencies = np.array([ledger.get(p.post_id).latency_ms for p in posts])
-            # the issue's bound: batch window (a fetch waits at most fetch_max_wait_ms = 500 ms for data) + 2 x the
-            # compute of a batch (the mean time to decide one at this load)
-            batch_compute_ms = 1000 * float(np.mean(holder["decide_s_per_batch"]))
-            p99_bound_ms = 500 + 2 * batch_compute_ms
-
+            lat = half_load_latency(stream_rate)
             print(json.dumps({
                 "benchmark": "stream", "arch": args.arch, "posts": args.posts, "max_poll_records": args.max_poll_records,
                 "fetch_workers": args.fetch_workers, "infer_workers": args.infer_workers,
@@ -437,11 +455,7 @@ def main() -> None:
                 "stream_over_raw": round(stream_rate / raw, 2),
                 "stream_over_naive": round(stream_rate / naive_rate, 2),
                 "stream_over_triton_only": round(stream_rate / served, 2),
-                "latency_rate_posts_s": round(rate, 1), "latency_posts": n,
-                "post_to_decision_p50_ms": round(float(np.percentile(latencies, 50)), 1),
-                "post_to_decision_p99_ms": round(float(np.percentile(latencies, 99)), 1),
-                "batch_compute_ms": round(batch_compute_ms, 1), "p99_bound_ms": round(p99_bound_ms, 1),
-                "p99_within_bound": bool(np.percentile(latencies, 99) <= p99_bound_ms),
+                **lat,
                 **isolation,
                 **nudity,
             }))

@@ -201,7 +201,7 @@ def stack_status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Show each service: running, healthy, PID, endpoint, version, uptime. Exit 4 if any is down."""
+    """Show each service: running, healthy, PID, endpoint, version, uptime, CPUs. Exit 4 if any is down."""
     from tagwatch.stack import Stack
 
     settings = cli_settings(ctx)
@@ -214,13 +214,14 @@ def stack_status(
         emit_json([{**r.__dict__, "log_file": str(r.log_file)} for r in rows])
     else:
         table = Table(title=f"tagwatch stack ({settings.paths.state_dir})")
-        for column in ("service", "state", "pid", "endpoint", "version", "uptime", "log"):
+        for column in ("service", "state", "pid", "endpoint", "version", "uptime", "cpus", "log"):
             table.add_column(column)
         for r in rows:
             state = "[green]healthy[/]" if r.healthy else ("[yellow]unhealthy[/]" if r.running else (
                 "[dim]off[/]" if r.optional else "[red]stopped[/]"))
             uptime = f"{r.uptime_s:.0f}s" if r.uptime_s is not None else "-"
-            table.add_row(r.name, state, str(r.pid or "-"), r.endpoint, r.version, uptime, str(r.log_file))
+            cpus = ",".join(map(str, r.cpus)) if r.cpus else ("all" if r.running else "-")
+            table.add_row(r.name, state, str(r.pid or "-"), r.endpoint, r.version, uptime, cpus, str(r.log_file))
         out.print(table)
     if not all(r.healthy for r in rows if r.running or not r.optional):
         raise typer.Exit(4)

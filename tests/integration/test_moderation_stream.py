@@ -13,6 +13,7 @@ import pytest
 
 from tagwatch.clients import s3_client
 from tagwatch.moderation.consumer import ConsumerOptions, ModerationConsumer, decision_id
+from tagwatch.moderation.core import micro_batch
 from tagwatch.moderation.events import Decision, EventType, header_map
 from tagwatch.moderation.ledger import Ledger
 from tagwatch.moderation.publish import new_post, publish_posts, upload_image
@@ -151,13 +152,14 @@ class _FlakyScorer:
     (the consumer, Kafka and S3 are real): the restart-Triton chaos test covers the real outage."""
 
     def __init__(self, inner, failures):
-        self.inner, self.failures, self.calls = inner, failures, 0
+        self.inner, self.failures, self.calls, self.images = inner, failures, 0, 0
         self.categories, self.model = inner.categories, inner.model
 
     def score(self, images):
         from tagwatch.errors import RetryableError
 
         self.calls += 1
+        self.images += len(images)
         if self.calls <= self.failures:
             raise RetryableError("model server unavailable (simulated)")
         return self.inner.score(images)
@@ -186,7 +188,10 @@ def test_transient_model_failure_pauses_retries_and_commits_nothing_early(stack_
     from tagwatch.clients import kafka_config
 
     settings, s3, posts = _six_posts(stack_settings, cm.RED, "retry")
-    flaky = _FlakyScorer(scorer, failures=3)
+    # six posts go to the model as two requests (core.micro_batch: 4 + 2), both sent in every attempt: six failed
+    # calls are three failed attempts
+    assert micro_batch(6, 16) == 4
+    flaky = _FlakyScorer(scorer, failures=6)
     consumer = _retrying_consumer(settings, flaky)
     committed_during_outage = []
     original = consumer._prepare
@@ -210,7 +215,7 @@ def test_transient_model_failure_pauses_retries_and_commits_nothing_early(stack_
 
 def test_a_failed_delivery_is_retried_with_the_same_outcomes_never_scored_again(stack_settings, scorer):
     """The batch's events go out, then its ledger writes fail twice: the retries deliver the same decisions again
-    instead of fetching and scoring the images a second time (one model call for the 6 posts).
+    instead of fetching and scoring the images a second time (6 images scored for the 6 posts).
 
     The ledger fault is injected (the first two writes raise what an S3 outage raises): SeaweedFS creates a
     missing bucket on PUT, so the real store cannot be made to refuse only the ledger. Kafka, S3 and the
@@ -231,7 +236,7 @@ def test_a_failed_delivery_is_retried_with_the_same_outcomes_never_scored_again(
     consumer.delivery.record = flaky_record
     stats = consumer.run(threading.Event(), idle_exit_s=3.0)
     assert stats.retries == 2 and stats.consumed == 6, stats
-    assert counting.calls == 1, f"the images were scored {counting.calls} times"
+    assert counting.images == 6, f"{counting.images} images were scored for 6 posts"
     ledger = Ledger(s3, settings.s3.buckets.ledger)
     assert all(ledger.get(p.post_id).action == "remove" for p in posts)
     decisions = read_topic(settings, settings.kafka.topics.decisions, expect=18)  # delivered 3 times

@@ -87,6 +87,8 @@ def test_stack_up_starts_triton_once_production_exists(tmp_path) -> None:
                 assert state.services[name].cpus == list(plan.rest)
                 assert all(a == set(plan.rest) for a in thread_affinities(state.services[name].process.pid))
             assert consumer_cpus(settings) == plan.rest
+            shown = {r["name"]: r["cpus"] for r in json.loads(run_cli("stack", "status", "--json", env=env).stdout)}
+            assert shown == {"seaweedfs": list(plan.rest), "tansu": list(plan.rest), "triton": list(plan.model)}
     finally:
         down = run_cli("stack", "down", env=env)
     assert down.returncode == 0, down.stdout + down.stderr

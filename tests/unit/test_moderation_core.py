@@ -177,3 +177,27 @@ def test_a_flat_post_image_is_not_matched_against_banks_and_the_decision_says_wh
     assert signal.detail == f"not matched: PDQ quality {quality} < {MIN_QUALITY}" and signal.version == "pdq<=31"
     with pytest.raises(ConfigError, match="too flat"):
         entry_from_image(image, "test")
+
+
+
+def test_a_small_batch_is_cut_into_smaller_model_requests_and_a_full_one_is_not(scorer) -> None:
+    from tagwatch.moderation.core import micro_batch
+
+    assert micro_batch(128, 16) == 16 and micro_batch(64, 16) == 16  # a backlog: the configured size
+    assert micro_batch(27, 16) == 7 and micro_batch(5, 16) == 4 and micro_batch(100, 2) == 2
+
+    class Counting:  # the real model, every request's size noted
+        categories, model = scorer.categories, scorer.model
+
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def score(self, images):
+            self.sizes.append(len(images))
+            return scorer.score(images)
+
+    counting = Counting()
+    posts, blobs = _posts([cm.RED, cm.GREY, cm.BLUE] * 3 + [cm.GREY])
+    outcomes = moderate_batch(posts, images=MemoryImages(blobs), scorer=counting, banks=None, policy=cm.POLICY,
+                              preset=DEFAULT_PRESET, infer_batch=16)
+    assert counting.sizes == [4, 4, 2] and all(o.decision is not None for o in outcomes)

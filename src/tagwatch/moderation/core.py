@@ -10,7 +10,8 @@ encode what it returns (KServe's DataPlane is the model):
            in the calling thread while its images are being fetched
   banks    a PDQ bank hit takes its entry's action; a remove skips the model (the reason names bank, entry and
            category); a post image under PDQ quality 50 is not matched (the bank signal says so); a repost of an image decided before reuses that decision's scores (sha256)
-  model    micro-batches of ``infer_batch`` to the scorer, each sent as soon as its images are ready, concurrently:
+  model    micro-batches of ``infer_batch`` (fewer for a small batch: ``micro_batch``) to the scorer, each sent as
+           soon as its images are ready, concurrently:
            inference overlaps the fetching and decoding of the rest of the batch; each image signal (a second
            model: image.nudity) gets the same micro-batch as a second request in flight beside the model's
   policy   per-category rules over every signal -> allow / review / remove, with a deterministic decision id;
@@ -169,6 +170,7 @@ def moderate_batch(posts: Sequence[PostCreated | Outcome], *, images: Callable[[
         return pool.submit(fn, arg)
 
     todo = [o for o in outcomes if o.poison is None]
+    infer_batch = micro_batch(len(todo), infer_batch)
     loads = [submit(fetch_pool, load, o) for o in todo]
     score_captions(todo, signals)  # CPU in this thread while the fetch workers wait on S3
     if after is not None:
@@ -209,6 +211,16 @@ def moderate_batch(posts: Sequence[PostCreated | Outcome], *, images: Callable[[
     if reposts is not None:
         reposts.remember(outcomes)
     return outcomes
+
+
+def micro_batch(posts: int, largest: int) -> int:
+    """Images per model request for a batch of ``posts``: ``largest`` for a full batch (a backlog), smaller for a
+    small one, so that a batch is cut into at least ``MIN_REQUESTS`` requests and its first images reach the model
+    while the rest are still being fetched (latency when the stream keeps up with its input); never below 4."""
+    return max(1, min(largest, max(4, -(-posts // MIN_REQUESTS))))
+
+
+MIN_REQUESTS = 4
 
 
 class _Done:

@@ -69,6 +69,7 @@ class ServiceStatus:
     log_file: Path
     optional: bool = False
     orphans_stopped: str | None = None  # the leader was dead and `status` stopped what was left of its group
+    cpus: list[int] | None = None  # the CPUs it is pinned to (stack/cpus.py); None: all
 
 
 class Stack:
@@ -253,6 +254,7 @@ class Stack:
                     log_file=service.log_file,
                     optional=service.optional,
                     orphans_stopped=orphans.get(service.name),
+                    cpus=recorded.cpus if running and recorded else None,
                 )
             )
         return rows
