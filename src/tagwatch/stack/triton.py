@@ -92,7 +92,9 @@ class TritonService(EmbeddedService):
 
         try:
             client = httpclient.InferenceServerClient(
-                url=f"{self.settings.triton.host}:{self.http_port}", connection_timeout=1.0, network_timeout=2.0
+                # a busy server on its one CPU (stack/cpus.py) beside a loaded machine answered a 1-2 s probe too
+                # late twice in clean-clone runs; `up` polls this until its start timeout either way
+                url=f"{self.settings.triton.host}:{self.http_port}", connection_timeout=2.0, network_timeout=5.0
             )
         except Exception:  # bad address: not healthy
             return False
