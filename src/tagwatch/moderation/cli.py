@@ -84,7 +84,8 @@ def moderate(
 
         cpus = pin_consumer(settings)  # off the CPUs the local model server holds (stack.model_cpus)
         if cpus:
-            err.print(f"consumer on CPUs {','.join(map(str, cpus))}; the local Triton has the others")
+            err.print(f"consumer on CPUs {','.join(map(str, cpus))}; the local Triton has the others",
+                      highlight=False, soft_wrap=True)  # one line at any width: many CPUs, 80 columns
     else:
         if not categories or policy is None:
             raise ConfigError("--onnx needs --categories and --policy", hint="e.g. --categories weapons,violence --policy policy.json")

@@ -16,13 +16,10 @@ server, so every thread and child it ever starts inherits it) and records the CP
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-log = logging.getLogger(__name__)
 
 _TRAMPOLINE = ("import os, sys; os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(',')}); "
                "os.execvp(sys.argv[2], sys.argv[2:])")
@@ -106,10 +103,8 @@ def consumer_cpus(settings) -> tuple[int, ...] | None:
 def pin_consumer(settings) -> tuple[int, ...] | None:
     """Pin this process (a consumer) off the model server's CPUs; the CPUs it now runs on, or None (unchanged)."""
     cpus = consumer_cpus(settings)
-    if cpus:
+    if cpus:  # the caller says where it now runs (the CLI prints it)
         pin_this_process(cpus)
-        log.info("consumer on CPUs %s; the local model server holds the others (stack.model_cpus)",
-                 ",".join(map(str, cpus)))
     return cpus
 
 
